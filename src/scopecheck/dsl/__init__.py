@@ -1,0 +1,6 @@
+"""The contract language: Lark grammar, parser to spec, canonical formatter."""
+
+from scopecheck.dsl.format import format_document, format_documents
+from scopecheck.dsl.parser import grammar_text, parse_file, parse_text
+
+__all__ = ["format_document", "format_documents", "grammar_text", "parse_file", "parse_text"]

@@ -1,0 +1,499 @@
+"""Parse contract text into spec objects, with positioned errors.
+
+The Lark parser is built once (LALR, contextual lexer, positions propagated) and
+cached. The transformer keeps every node's source span (``v_args(meta=True)``), so
+errors found later, in validation or in the engine, still point at the right column.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from scopecheck.errors import ContractError, ContractSyntaxError, Span, did_you_mean
+from scopecheck.spec import model as m
+
+GRAMMAR_FILE = "scope.lark"
+
+#: statement keywords, for "did you mean" hints on a misspelled statement
+CONTRACT_KEYWORDS = ("model", "prompt", "output", "use", "score", "fixed", "explain", "process",
+                     "eligible", "method", "seed", "expect")
+CLAIM_KEYWORDS = ("question", "source", "model", "prompt", "output", "computed", "reported", "expect")
+COMPUTED_KEYWORDS = ("use", "score", "fixed", "explain", "process", "eligible", "method", "toolkit", "model")
+
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "MODEL_NAME": "a model name",
+    "STRING": 'a "quoted string"',
+    "INT": "an integer",
+    "SIGNED_NUMBER": "a number",
+    "NOTHING": "`nothing`",
+    "$END": "end of file",
+}
+
+
+def grammar_text() -> str:
+    return resources.files("scopecheck.dsl").joinpath(GRAMMAR_FILE).read_text(encoding="utf-8")
+
+
+@functools.cache
+def lark_parser() -> Lark:
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def _tok_span(tok: Token, path: str) -> Span:
+    return Span(path, tok.line or 1, tok.column or 1, tok.end_line or tok.line or 1,
+                tok.end_column or (tok.column or 1) + len(str(tok)))
+
+
+def _meta_span(meta: Any, path: str) -> Span:
+    if getattr(meta, "empty", True):
+        return Span(path)
+    return Span(path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _unquote(tok: Token, path: str) -> str:
+    try:
+        value = json.loads(str(tok))
+    except json.JSONDecodeError as exc:
+        raise ContractSyntaxError(
+            f"invalid escape in string: {exc.msg}",
+            _tok_span(tok, path),
+            expected='a string with JSON escapes only (\\" \\\\ \\n \\t \\uXXXX)',
+            rule="string",
+        ) from None
+    return str(value)
+
+
+def _number(tok: Token) -> int | float:
+    text = str(tok)
+    if any(c in text for c in ".eE"):
+        return float(text)
+    return int(text)
+
+
+# --------------------------------------------------------------------------- transformer
+
+
+class _Stmt:
+    """A parsed statement before it is placed in its document."""
+
+    __slots__ = ("key", "value", "span")
+
+    def __init__(self, key: str, value: Any, span: Span) -> None:
+        self.key, self.value, self.span = key, value, span
+
+
+@v_args(meta=True)
+class ToSpec(Transformer):
+    """Lark tree -> spec dataclasses. Raises ContractError with positions."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    # ---- helpers
+    def _s(self, meta: Any) -> Span:
+        return _meta_span(meta, self.path)
+
+    def _str(self, tok: Token) -> str:
+        return _unquote(tok, self.path)
+
+    # ---- values
+    def number(self, meta, ch):
+        return _number(ch[0])
+
+    def v_number(self, meta, ch):
+        return ch[0]
+
+    def v_text(self, meta, ch):
+        return m.Text(self._str(ch[0]), self._s(meta))
+
+    def bool(self, meta, ch):
+        return str(ch[0]) == "true"
+
+    def v_bool(self, meta, ch):
+        return ch[0]
+
+    def v_selector(self, meta, ch):
+        return ch[0]
+
+    def v_ident(self, meta, ch):
+        return m.Ident(str(ch[0]), self._s(meta))
+
+    def param(self, meta, ch):
+        return m.Param(str(ch[0]), ch[1], self._s(meta))
+
+    def params(self, meta, ch):
+        ps = tuple(c for c in ch if c is not None)
+        seen: dict[str, m.Param] = {}
+        for p in ps:
+            if p.key in seen:
+                raise ContractSyntaxError(f"parameter `{p.key}` given twice", p.span,
+                                          expected="each parameter at most once", rule="duplicate")
+            seen[p.key] = p
+        return ps
+
+    # ---- selectors
+    def space(self, meta, ch):
+        return str(ch[0])
+
+    def rel(self, meta, ch):
+        return str(ch[0])
+
+    def ref_int(self, meta, ch):
+        return int(ch[0])
+
+    def ref_text(self, meta, ch):
+        occ = int(ch[1]) if ch[1] is not None else None
+        return m.TextRef(self._str(ch[0]), occ)
+
+    def ref_symbol(self, meta, ch):
+        return m.Symbol(str(ch[0]))
+
+    def sel_at(self, meta, ch):
+        return ("at", ch[0], None)
+
+    def sel_range(self, meta, ch):
+        return ("range", ch[0], ch[1])
+
+    def sel_rel(self, meta, ch):
+        return (m.REL_OPS[ch[0]], ch[1], None)
+
+    def selector(self, meta, ch):
+        space, seg, body = ch
+        op, a, b = body if body is not None else ("all", None, None)
+        segment = str(seg) if seg is not None else None
+        if segment is not None and space != "x":
+            raise ContractSyntaxError(
+                f"only prompt tokens have named segments, not `{space}`", self._s(meta),
+                expected="x.<segment>", rule="selector")
+        return m.Selector(space, op, a, b, segment, self._s(meta))
+
+    # ---- SCOPE elements
+    def score_target(self, meta, ch):
+        tok = ch[0]
+        return m.Text(self._str(tok), _tok_span(tok, self.path)) if isinstance(tok, Token) else tok
+
+    def perturbation(self, meta, ch):
+        return ch[0]
+
+    def condition(self, meta, ch):
+        pert = ch[-1]
+        return (tuple(ch[:-1]), pert)
+
+    def _term(self, kind, meta, ch):
+        target = ch[0]
+        given, pert = ch[1] if len(ch) > 1 and ch[1] is not None else ((), None)
+        return {"kind": kind, "target": target, "given": given, "pert": pert, "span": self._s(meta)}
+
+    def logp(self, meta, ch):
+        return self._term("logprob", meta, ch)
+
+    def prob(self, meta, ch):
+        return self._term("prob", meta, ch)
+
+    def logit(self, meta, ch):
+        return self._term("logit", meta, ch)
+
+    def minus_term(self, meta, ch):
+        return ch[0]
+
+    def estimator(self, meta, ch):
+        return m.Estimator(str(ch[0]), ch[1] or (), self._s(meta))
+
+    def score_expr(self, meta, ch):
+        first, second, est = ch
+        span = self._s(meta)
+
+        def bad(msg: str, where: Span, expected: str) -> ContractSyntaxError:
+            return ContractSyntaxError(msg, where, expected=expected, rule="score")
+
+        if isinstance(first["target"], m.Text):
+            raise bad("the attributed score must name an output selector (y[...] or z[...]), not a string",
+                      first["target"].span, 'log p(y["noir"] | x, y[<"noir"])')
+        if first["pert"] is not None:
+            raise bad("pert(...) belongs in the subtracted term", first["span"],
+                      "log p(y | x) - log p(y | x; pert(stage))")
+        if second is None:
+            return m.Score(first["kind"], first["target"], first["given"], None, None, est, span)
+        if first["kind"] != "logprob" or second["kind"] != "logprob":
+            raise bad("a difference of scores must subtract log-probabilities", second["span"],
+                      'log p(y["noir"] | ...) - log p("noire" | ...)')
+        if second["pert"] is not None:
+            return m.Score("stage_delta", first["target"], first["given"], None, second["pert"], est, span)
+        alt = second["target"]
+        if not isinstance(alt, m.Text):
+            raise bad("the subtracted term of a contrastive score names the alternative token as a string",
+                      second["span"], 'log p(y["noir"] | x, y[<"noir"]) - log p("noire" | x, y[<"noir"])')
+        if second["given"] != first["given"]:
+            raise bad("both terms of a contrastive score must condition on the same context", second["span"],
+                      "the same `| ...` list in both terms")
+        return m.Score("contrast", first["target"], first["given"], alt.value, None, est, span)
+
+    def score_stmt(self, meta, ch):
+        return _Stmt("score", ch[0], self._s(meta))
+
+    def fixed_stmt(self, meta, ch):
+        return _Stmt("fixed", self._features(ch), self._s(meta))
+
+    def eligible_stmt(self, meta, ch):
+        return _Stmt("eligible", self._features(ch), self._s(meta))
+
+    @staticmethod
+    def _features(ch) -> tuple[m.Selector, ...]:
+        if len(ch) == 1 and isinstance(ch[0], Token):
+            return ()
+        return tuple(ch)
+
+    def explain_stmt(self, meta, ch):
+        return _Stmt("explain", ch[0], self._s(meta))
+
+    def process_stmt(self, meta, ch):
+        return _Stmt("process", m.Process(str(ch[0]), ch[1] or (), self._s(meta)), self._s(meta))
+
+    # ---- common statements
+    def model_reference(self, meta, ch):
+        return m.ModelRef("reference", str(ch[0]), self._s(meta))
+
+    def model_hub(self, meta, ch):
+        return m.ModelRef("hub", self._str(ch[0]), self._s(meta))
+
+    def model_path(self, meta, ch):
+        return m.ModelRef("path", self._str(ch[0]), self._s(meta))
+
+    def model_stmt(self, meta, ch):
+        return _Stmt("model", ch[0], self._s(meta))
+
+    def segment(self, meta, ch):
+        return m.Segment(str(ch[0]), self._str(ch[1]), self._s(meta))
+
+    def prompt_text(self, meta, ch):
+        seg = m.Segment(None, self._str(ch[0]), _tok_span(ch[0], self.path))
+        return _Stmt("prompt", m.Prompt((seg,), self._s(meta)), self._s(meta))
+
+    def prompt_segments(self, meta, ch):
+        names: set[str] = set()
+        for seg in ch:
+            if seg.name in names:
+                raise ContractSyntaxError(f"prompt segment `{seg.name}` defined twice", seg.span,
+                                          expected="distinct segment names", rule="duplicate")
+            names.add(seg.name)
+        return _Stmt("prompt", m.Prompt(tuple(ch), self._s(meta)), self._s(meta))
+
+    def output_text(self, meta, ch):
+        return _Stmt("output", m.Output(text=self._str(ch[0]), span=self._s(meta)), self._s(meta))
+
+    def output_generate(self, meta, ch):
+        rule, *params = ch
+        ps = self.params(meta, params)
+        return _Stmt("output", m.Output(rule=str(rule), params=ps, span=self._s(meta)), self._s(meta))
+
+    def use_stmt(self, meta, ch):
+        return _Stmt("use", m.Use(str(ch[0]), ch[1] or (), self._s(meta)), self._s(meta))
+
+    def method_stmt(self, meta, ch):
+        return _Stmt("method", m.Method(str(ch[0]), ch[1] or (), self._s(meta)), self._s(meta))
+
+    def seed_stmt(self, meta, ch):
+        return _Stmt("seed", int(ch[0]), self._s(meta))
+
+    # ---- expectations
+    def comparator(self, meta, ch):
+        return str(ch[0])
+
+    def call_args(self, meta, ch):
+        return tuple(c for c in ch if c is not None)
+
+    def call(self, meta, ch):
+        name = str(ch[0])
+        raw = ch[1]
+        fields = tuple(str(t) for t in ch[2:])
+        args = tuple(a for a in (raw or ()) if not isinstance(a, m.Param))
+        params = self.params(meta, [a for a in (raw or ()) if isinstance(a, m.Param)])
+        return m.Call(name, args, params, fields, raw is not None, self._s(meta))
+
+    def op_number(self, meta, ch):
+        return ch[0]
+
+    def op_text(self, meta, ch):
+        return m.Text(self._str(ch[0]), self._s(meta))
+
+    def op_selector(self, meta, ch):
+        return ch[0]
+
+    def op_call(self, meta, ch):
+        return ch[0]
+
+    def expect_stmt(self, meta, ch):
+        left, op, right = ch
+        return _Stmt("expect", m.Expectation(left, op, right, self._s(meta)), self._s(meta))
+
+    # ---- claims
+    def question_stmt(self, meta, ch):
+        return _Stmt("question", str(ch[0]), self._s(meta))
+
+    def source_stmt(self, meta, ch):
+        return _Stmt("source", self._str(ch[0]), self._s(meta))
+
+    def toolkit_stmt(self, meta, ch):
+        return _Stmt("toolkit", str(ch[0]), self._s(meta))
+
+    def metric_stmt(self, meta, ch):
+        return m.Param(str(ch[0]), ch[1], self._s(meta))
+
+    def map_entry(self, meta, ch):
+        return (self._str(ch[0]), float(ch[1]))
+
+    def map_stmt(self, meta, ch):
+        return ("map", tuple(c for c in ch if c is not None), self._s(meta))
+
+    def reported_stmt(self, meta, ch):
+        metrics: list[m.Param] = []
+        the_map = None
+        for item in ch:
+            if isinstance(item, m.Param):
+                if any(p.key == item.key for p in metrics):
+                    raise ContractSyntaxError(f"metric `{item.key}` reported twice", item.span,
+                                              expected="each metric once", rule="duplicate")
+                metrics.append(item)
+            else:
+                if the_map is not None:
+                    raise ContractSyntaxError("a claim reports at most one map", item[2],
+                                              expected="one `map { ... }`", rule="duplicate")
+                the_map = item[1]
+        return _Stmt("reported", m.Reported(tuple(metrics), the_map, self._s(meta)), self._s(meta))
+
+    def computed_stmt(self, meta, ch):
+        fields, spans = _collect(ch, COMPUTED_KEYWORDS, "computed")
+        scope = m.Scope(**{k: fields.pop(k) for k in m.Scope.ELEMENTS if k in fields})
+        comp = m.Computed(scope=scope, span=self._s(meta), spans=spans, **fields)
+        return _Stmt("computed", comp, self._s(meta))
+
+    # ---- documents
+    def contract(self, meta, ch):
+        name_tok, *stmts = ch
+        fields, spans = _collect(stmts, CONTRACT_KEYWORDS, "contract")
+        scope = m.Scope(**{k: fields.pop(k) for k in m.Scope.ELEMENTS if k in fields})
+        spans["name"] = _tok_span(name_tok, self.path)
+        return m.Contract(name=self._str(name_tok), scope=scope, span=self._s(meta), spans=spans, **fields)
+
+    def claim(self, meta, ch):
+        name_tok, *stmts = ch
+        fields, spans = _collect(stmts, CLAIM_KEYWORDS, "claim")
+        spans["name"] = _tok_span(name_tok, self.path)
+        return m.Claim(name=self._str(name_tok), span=self._s(meta), spans=spans, **fields)
+
+    def start(self, meta, ch):
+        return list(ch)
+
+
+def _collect(stmts: list[_Stmt], allowed: tuple[str, ...], where: str) -> tuple[dict[str, Any], dict[str, Span]]:
+    fields: dict[str, Any] = {}
+    spans: dict[str, Span] = {}
+    expects: list[m.Expectation] = []
+    for st in stmts:
+        if st.key == "expect":
+            expects.append(st.value)
+            continue
+        if st.key in fields:
+            first = spans[st.key]
+            raise ContractSyntaxError(
+                f"`{st.key}` stated twice in this {where} (first at line {first.line})", st.span,
+                expected=f"each of {', '.join(allowed)} at most once", rule="duplicate")
+        fields[st.key] = st.value
+        spans[st.key] = st.span
+    if "expect" in allowed:
+        fields["expects"] = tuple(expects)
+    return fields, spans
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _describe_terminals(names: set[str] | frozenset[str]) -> list[str]:
+    parser = lark_parser()
+    out: set[str] = set()
+    for n in names:
+        if n in _TERMINAL_WORDS:
+            out.add(_TERMINAL_WORDS[n])
+            continue
+        try:
+            term = parser.get_terminal(n)
+        except KeyError:
+            out.add(n)
+            continue
+        pat = term.pattern
+        out.add(f"`{pat.value}`" if pat.type == "str" else n.lower())
+    return sorted(out)
+
+
+def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> ContractSyntaxError:
+    line, col = max(exc.line, 1), max(exc.column, 1)
+    hint = None
+    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
+        found = "end of file"
+        span = Span(path, line, col, line, col + 1)
+    elif isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        found = f"`{tok}`"
+        span = _tok_span(tok, path)
+        if tok.type in ("NAME", "MODEL_NAME"):
+            words = {w.strip("`") for w in _describe_terminals(exc.expected) if w.startswith("`")}
+            hint = did_you_mean(str(tok), sorted(w for w in words if w.isidentifier()))
+    elif isinstance(exc, UnexpectedCharacters):
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        found = f"character {ch!r}"
+        span = Span(path, line, col, line, col + 1)
+        if ch == "'":
+            hint = 'strings use double quotes: "..."'
+    else:  # UnexpectedEOF
+        found = "end of file"
+        span = Span(path, line, col, line, col + 1)
+    expected_names = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
+    expected = ", ".join(_describe_terminals(expected_names)) or None
+    err = ContractSyntaxError(f"unexpected {found}", span, source=text, expected=expected, hint=hint, rule="syntax")
+    return err
+
+
+# --------------------------------------------------------------------------- API
+
+
+def parse_text(text: str, path: str = "<string>") -> list[m.Document]:
+    """Parse contract text into a list of :class:`Contract` and :class:`Claim` objects.
+
+    Raises :class:`ContractSyntaxError` (positioned, with the source line) on bad input.
+    Nothing is validated here beyond syntax; see :func:`scopecheck.spec.validate`.
+    """
+    try:
+        tree = lark_parser().parse(text)
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, text, path) from None
+    try:
+        docs = ToSpec(path).transform(tree)
+    except VisitError as exc:
+        orig = exc.orig_exc
+        if isinstance(orig, ContractError):
+            raise orig.with_source(text) from None
+        raise
+    return docs
+
+
+def parse_file(path: str | Path) -> list[m.Document]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractSyntaxError(f"not UTF-8 text: {exc.reason}", Span(str(path)), rule="encoding") from None
+    except OSError as exc:
+        raise ContractError(f"cannot read file: {exc.strerror}", Span(str(path)), rule="io") from None
+    return parse_text(text, str(path))

@@ -1,0 +1,299 @@
+"""The SCOPE data model: frozen dataclasses for contracts, claims and their parts.
+
+Every node keeps its source :class:`~scopecheck.errors.Span` (excluded from equality,
+so a spec printed by ``fmt`` and parsed again compares equal to the original).
+
+Indexing follows seed 000: prompt tokens ``x[1..n]``, generated tokens ``y[1..T]``,
+diffusion states ``z[K] -> ... -> z[0] = y`` (higher index = earlier), stages ``1..K``.
+Ranges ``a:b`` are inclusive at both ends, as in ``y[1:T]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from scopecheck.errors import Span
+
+NOSPAN = Span()
+
+
+def _span() -> Span:
+    return field(default=NOSPAN, compare=False, repr=False)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string literal (as opposed to an identifier), e.g. ``"noir"``."""
+
+    value: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Ident:
+    """A bare identifier used as a value, e.g. ``pad`` in ``baseline = pad``."""
+
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A symbolic index: ``T`` (last generated token), ``t``, ``n``, ``K`` (claims only, except T/K)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class TextRef:
+    """A position named by its text: ``"noir"``, or the k-th occurrence ``"the"@2``."""
+
+    text: str
+    occurrence: int | None = None
+
+
+Ref = Union[int, Symbol, TextRef]
+
+SPACES = ("x", "y", "z", "stage")
+OPS = ("all", "at", "range", "lt", "le", "gt", "ge")
+REL_OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A set of features or outputs.
+
+    ``space``: ``x`` prompt tokens, ``y`` generated tokens, ``z`` diffusion states,
+    ``stage`` denoising stages. ``segment`` names a prompt segment (``x.source``).
+    ``op``: ``all`` | ``at`` (``a``) | ``range`` (``a:b``) | ``lt``/``le``/``gt``/``ge`` (``[<a]``...).
+    """
+
+    space: str
+    op: str = "all"
+    a: Ref | None = None
+    b: Ref | None = None
+    segment: str | None = None
+    span: Span = _span()
+
+    @property
+    def is_single(self) -> bool:
+        """Names one position (a token, a state, a stage): ``y["noir"]``, ``z[3]``."""
+        return self.op == "at" and not (isinstance(self.a, TextRef) and " " in self.a.text.strip())
+
+
+Value = Union[int, float, bool, Text, Ident, Selector]
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str
+    value: Value
+    span: Span = _span()
+
+
+Params = tuple[Param, ...]
+
+
+def param_dict(params: Params) -> dict[str, Value]:
+    return {p.key: p.value for p in params}
+
+
+# --------------------------------------------------------------------------- contract parts
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """``reference:<name>`` | ``hub:"org/name"`` | ``"local/dir"`` (relative to the contract file)."""
+
+    kind: str  # reference | hub | path
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str | None
+    text: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The prompt text; named segments are joined with a single space."""
+
+    segments: tuple[Segment, ...]
+    span: Span = _span()
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A fixed generation: given text, or produced once by a decoding rule and frozen."""
+
+    text: str | None = None
+    rule: str | None = None  # greedy | sample (when generated)
+    params: Params = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """Diffusion score estimator: ``chain``, ``pll``, ``elbo(samples = k)``."""
+
+    name: str
+    params: Params = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Score:
+    """The attributed scalar S.
+
+    ``kind``: ``logprob`` (``log p(O | given)``), ``prob``, ``logit``, ``contrast``
+    (``log p(O | ·) - log p("alt" | ·)``) or ``stage_delta``
+    (``log p(y | x) - log p(y | x; pert(stage))``).
+    """
+
+    kind: str
+    target: Selector
+    given: tuple[Selector, ...] = ()
+    alternative: str | None = None
+    perturbed: Selector | None = None
+    estimator: Estimator | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Process:
+    """``autoregressive`` | ``masked_diffusion(sampler = ..., steps = ...)`` | ``classifier``."""
+
+    kind: str
+    params: Params = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Use:
+    """``use <standard contract>(params)``: fills the SCOPE elements by name."""
+
+    name: str
+    params: Params = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    params: Params = ()
+    span: Span = _span()
+
+
+# --------------------------------------------------------------------------- expectations
+
+
+@dataclass(frozen=True)
+class Call:
+    """``name(args).field.field`` e.g. ``deletion(operator = pad).aopc``, ``mass(x["black"])``."""
+
+    name: str
+    args: tuple[Value, ...] = ()
+    params: Params = ()
+    fields: tuple[str, ...] = ()
+    called: bool = True  # False for a bare dotted name: ``random.aopc``, ``verdict``
+    span: Span = _span()
+
+
+Operand = Union[int, float, Text, Call, Selector]
+
+COMPARATORS = ("==", "!=", "<", "<=", ">", ">=", "in")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    left: Operand
+    op: str | None = None
+    right: Operand | None = None
+    span: Span = _span()
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The five elements; ``None`` means not stated (``fixed nothing`` is ``()``)."""
+
+    score: Score | None = None
+    fixed: tuple[Selector, ...] | None = None
+    explain: Selector | None = None
+    process: Process | None = None
+    eligible: tuple[Selector, ...] | None = None
+
+    ELEMENTS = ("score", "fixed", "explain", "process", "eligible")
+
+    def missing(self) -> list[str]:
+        return [e for e in self.ELEMENTS if getattr(self, e) is None]
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str
+    model: ModelRef | None = None
+    prompt: Prompt | None = None
+    output: Output | None = None
+    use: Use | None = None
+    scope: Scope = Scope()
+    method: Method | None = None
+    seed: int | None = None
+    expects: tuple[Expectation, ...] = ()
+    span: Span = _span()
+    #: span of each stated statement keyword, for error positions (not compared)
+    spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Reported:
+    metrics: tuple[Param, ...] = ()  # name = number
+    map: tuple[tuple[str, float], ...] | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Computed:
+    """What a claim's source says was computed; every part may be missing."""
+
+    use: Use | None = None
+    scope: Scope = Scope()
+    method: Method | None = None
+    toolkit: str | None = None
+    model: ModelRef | None = None
+    span: Span = _span()
+    spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+
+QUESTIONS = ("prompt_level", "next_token", "span", "state", "stage", "output")
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    question: str | None = None
+    source: str | None = None
+    model: ModelRef | None = None
+    prompt: Prompt | None = None
+    output: Output | None = None
+    computed: Computed = Computed()
+    reported: Reported = Reported()
+    expects: tuple[Expectation, ...] = ()
+    span: Span = _span()
+    spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+
+Document = Union[Contract, Claim]

@@ -1,0 +1,164 @@
+"""The seven standard contracts of seed 000, Table 1, by name and with parameters.
+
+``use prompt_conditioned(target = "noir")`` fills every SCOPE element; statements in
+the contract override single elements. Each builder returns the filled :class:`Scope`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from scopecheck.errors import ContractValidationError, Span, did_you_mean, unknown_name
+from scopecheck.spec import model as m
+
+T = m.Symbol("T")
+
+
+def _ref(p: m.Param) -> m.Ref:
+    v = p.value
+    if isinstance(v, bool):
+        pass
+    elif isinstance(v, int):
+        return v
+    elif isinstance(v, m.Text):
+        return m.TextRef(v.value)
+    elif isinstance(v, m.Ident):
+        return m.Symbol(v.name)
+    elif isinstance(v, m.Selector) and v.op == "at" and v.a is not None:
+        return v.a
+    raise ContractValidationError(
+        f"`{p.key}` must name one position", p.span,
+        expected=f'a token text ("noir"), an index (4), or T; e.g. {p.key} = "noir"', rule="use-params")
+
+
+def _y(op: str, a: m.Ref | None = None, b: m.Ref | None = None, span: Span | None = None) -> m.Selector:
+    return m.Selector("y", op, a, b, None, span or m.NOSPAN)
+
+
+X = m.Selector("x")
+Y = m.Selector("y")
+DIFFUSION = m.Process("masked_diffusion", (m.Param("sampler", m.Ident("confidence")),))
+
+
+def _estimator(params: dict[str, m.Param], span: Span) -> m.Estimator:
+    p = params.get("estimator")
+    name = "chain"
+    if p is not None:
+        if not isinstance(p.value, m.Ident):
+            raise ContractValidationError("`estimator` must be chain, pll or elbo", p.span,
+                                          expected="estimator = chain | pll | elbo", rule="use-params")
+        name = p.value.name
+    est_params: tuple[m.Param, ...] = ()
+    if "samples" in params:
+        est_params = (m.Param("samples", params["samples"].value, params["samples"].span),)
+    return m.Estimator(name, est_params, span)
+
+
+def classifier(p: dict[str, m.Param], span: Span) -> m.Scope:
+    t = _ref(p["target"]) if "target" in p else 1
+    o = _y("at", t)
+    return m.Scope(m.Score("logprob", o, (X,)), (), o, m.Process("classifier"), (X,))
+
+
+def local_next_token(p: dict[str, m.Param], span: Span) -> m.Scope:
+    t = _ref(p["target"]) if "target" in p else T
+    o = _y("at", t)
+    return m.Scope(m.Score("logprob", o, (X, _y("lt", t))), (), o, m.Process("autoregressive"), (X, _y("lt", t)))
+
+
+def prompt_conditioned(p: dict[str, m.Param], span: Span) -> m.Scope:
+    t = _ref(p["target"]) if "target" in p else T
+    o = _y("at", t)
+    return m.Scope(m.Score("logprob", o, (X, _y("lt", t))), (_y("lt", t),), o, m.Process("autoregressive"), (X,))
+
+
+def span_prompt(p: dict[str, m.Param], span: Span) -> m.Scope:
+    a = _ref(p["start"]) if "start" in p else 1
+    b = _ref(p["end"]) if "end" in p else T
+    o = _y("range", a, b)
+    given = (X,) if a == 1 else (X, _y("lt", a))
+    return m.Scope(m.Score("logprob", o, given), (_y("range", 1, b),), o, m.Process("autoregressive"), (X,))
+
+
+def state_level(p: dict[str, m.Param], span: Span) -> m.Scope:
+    if "step" not in p:
+        raise ContractValidationError("state_level needs the state to explain", span,
+                                      expected="use state_level(step = 3)", rule="use-params")
+    t = _ref(p["step"])
+    o = m.Selector("z", "at", t)
+    later = m.Selector("z", "gt", t)
+    return m.Scope(m.Score("logprob", o, (X, later)), (), o, DIFFUSION, (X, later))
+
+
+def denoising_stage(p: dict[str, m.Param], span: Span) -> m.Scope:
+    stages = m.Selector("stage")
+    score = m.Score("stage_delta", Y, (X,), None, stages, _estimator(p, span))
+    return m.Scope(score, (), Y, DIFFUSION, (stages,))
+
+
+def prompt_to_output(p: dict[str, m.Param], span: Span) -> m.Scope:
+    return m.Scope(m.Score("logprob", Y, (X,), estimator=_estimator(p, span)), (), Y, DIFFUSION, (X,))
+
+
+@dataclass(frozen=True)
+class Standard:
+    name: str
+    title: str
+    build: Callable[[dict[str, m.Param], Span], m.Scope]
+    params: dict[str, str]
+    question: str
+
+
+STANDARD: dict[str, Standard] = {
+    s.name: s
+    for s in (
+        Standard("classifier", "Classifier", classifier, {"target": "the label token (default y[1])"},
+                 "which input features explain the predicted class?"),
+        Standard("local_next_token", "Local next-token", local_next_token,
+                 {"target": "the token y[t] (text, index or T; default T)"},
+                 "which context tokens, prompt or generated prefix, helped predict y[t]?"),
+        Standard("prompt_conditioned", "Prompt-conditioned", prompt_conditioned,
+                 {"target": "the token y[t] (default T)"},
+                 "which prompt tokens explain y[t], given the generated prefix?"),
+        Standard("span_prompt", "Span-level prompt", span_prompt,
+                 {"start": "first token of the span (default 1)", "end": "last token (default T)"},
+                 "which prompt tokens explain the generated span, rescored as generated?"),
+        Standard("state_level", "Diffusion state-level", state_level, {"step": "the state z[t] (required)"},
+                 "which prompt tokens or earlier states explain the state z[t]?"),
+        Standard("denoising_stage", "Denoising-stage", denoising_stage,
+                 {"estimator": "chain | pll | elbo (default chain)", "samples": "elbo samples"},
+                 "which denoising stage was responsible for the output?"),
+        Standard("prompt_to_output", "Prompt-to-output", prompt_to_output,
+                 {"estimator": "chain | pll | elbo (default chain)", "samples": "elbo samples"},
+                 "which prompt tokens explain the final output of the chain?"),
+    )
+}
+
+
+def standard_scope(use: m.Use) -> m.Scope:
+    """The SCOPE elements a ``use`` statement fills, or a positioned error."""
+    std = STANDARD.get(use.name)
+    if std is None:
+        raise unknown_name("standard contract", use.name, list(STANDARD), use.span)
+    params = {p.key: p for p in use.params}
+    for key, p in params.items():
+        if key not in std.params:
+            raise ContractValidationError(
+                f"`{use.name}` has no parameter `{key}`", p.span,
+                expected=", ".join(std.params) or "no parameters",
+                hint=did_you_mean(key, list(std.params)), rule="use-params")
+    return std.build(params, use.span)
+
+
+def merge(stated: m.Scope, filled: m.Scope) -> tuple[m.Scope, dict[str, str]]:
+    """Stated elements override filled ones; returns the scope and each element's origin."""
+    out: dict[str, object] = {}
+    origin: dict[str, str] = {}
+    for e in m.Scope.ELEMENTS:
+        mine = getattr(stated, e)
+        if mine is not None:
+            out[e], origin[e] = mine, "stated"
+        elif getattr(filled, e) is not None:
+            out[e], origin[e] = getattr(filled, e), "use"
+    return m.Scope(**out), origin  # type: ignore[arg-type]

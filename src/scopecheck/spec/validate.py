@@ -1,0 +1,642 @@
+"""Semantic validation of contracts and claims (DESIGN section 2).
+
+``validate(doc)`` returns every problem found, each a positioned :class:`ContractError`,
+instead of stopping at the first. Rules that need token positions which the text alone
+cannot give (an index against a text anchor, say) are checked again by the engine after
+tokenization, with the same messages.
+
+Rule ids (shown as ``error[rule]``): ``missing``, ``disjoint``, ``coverage``,
+``causality``, ``score-output``, ``process-features``, ``method-contract``,
+``unknown-name``, ``text-anchor``, ``symbolic``, ``protocol``, ``params``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scopecheck.checks.catalog import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS
+from scopecheck.engine.catalog import CONTRACT_KINDS, METHOD_ALIASES, METHODS, supported_methods
+from scopecheck.errors import ContractError, ContractValidationError, Span, did_you_mean, unknown_name
+from scopecheck.spec import model as m
+from scopecheck.spec.standard import STANDARD, merge, standard_scope
+
+PROCESSES: dict[str, dict[str, str]] = {
+    "autoregressive": {},
+    "classifier": {},
+    "masked_diffusion": {"sampler": "confidence | random | left_to_right (default confidence)",
+                         "steps": "number of denoising stages K"},
+}
+SAMPLERS = ("confidence", "random", "left_to_right", "low_confidence")
+ESTIMATORS = {"chain": (), "pll": (), "elbo": ("samples",)}
+DECODING = {"greedy": ("max_new_tokens",), "sample": ("max_new_tokens", "seed", "temperature", "top_p", "top_k")}
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A contract's complete SCOPE: stated elements merged over its standard contract."""
+
+    scope: m.Scope
+    origin: dict[str, str]   # element -> "stated" | "use"
+    kind: str | None         # one of CONTRACT_KINDS, None when it cannot be derived
+
+
+def _err(msg: str, span: Span, expected: str | None = None, hint: str | None = None,
+         rule: str | None = None) -> ContractValidationError:
+    return ContractValidationError(msg, span, expected=expected, hint=hint, rule=rule)
+
+
+def fmt(sel: m.Selector) -> str:
+    from scopecheck.dsl.format import fmt_selector
+
+    return fmt_selector(sel)
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def resolve(contract: m.Contract | m.Computed) -> Resolved:
+    if contract.use is not None:
+        filled = standard_scope(contract.use)
+        scope, origin = merge(contract.scope, filled)
+    else:
+        scope, origin = contract.scope, {e: "stated" for e in m.Scope.ELEMENTS if getattr(contract.scope, e) is not None}
+    return Resolved(scope, origin, contract_kind(scope))
+
+
+def _spaces(sels: tuple[m.Selector, ...] | None) -> set[str]:
+    return {s.space for s in sels or ()}
+
+
+def contract_kind(sc: m.Scope) -> str | None:
+    """The Table-1 setting a complete SCOPE instantiates (element-by-element contracts too)."""
+    if sc.process is None or sc.explain is None or sc.eligible is None:
+        return None
+    p, o, e = sc.process.kind, sc.explain, _spaces(sc.eligible)
+    if p == "classifier":
+        return "classifier"
+    if p == "autoregressive":
+        if "y" in e:
+            return "local_next_token"
+        return "prompt_conditioned" if o.is_single else "span_prompt"
+    if p == "masked_diffusion":
+        if "stage" in e:
+            return "denoising_stage"
+        if o.space == "z":
+            return "state_level"
+        return "prompt_to_output"
+    return None
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Half-open ``[lo, hi)`` in a domain: ``tok`` (1-based token index), ``char`` (text
+    offsets), ``sym:<name>`` (relative to a symbol), or ``None`` (the whole space)."""
+
+    domain: str | None
+    lo: float
+    hi: float
+
+    def comparable(self, other: "Interval") -> bool:
+        return self.domain is None or other.domain is None or self.domain == other.domain
+
+    def empty(self) -> bool:
+        return self.hi <= self.lo
+
+
+BIG = 10**9  # stands for T, the last generated token
+
+
+class Anchors:
+    """Resolves text anchors against the prompt and output text where they are known."""
+
+    def __init__(self, doc: m.Contract | m.Claim, errors: list[ContractError]) -> None:
+        self.texts = {"x": doc.prompt.text if doc.prompt else None,
+                      "y": doc.output.text if doc.output and doc.output.text is not None else None}
+        self.segments: dict[str, tuple[int, int]] = {}
+        if doc.prompt is not None:
+            pos = 0
+            for seg in doc.prompt.segments:
+                if seg.name:
+                    self.segments[seg.name] = (pos, pos + len(seg.text))
+                pos += len(seg.text) + 1
+        self.errors = errors
+        self.reported: set[tuple[int, int, str]] = set()
+
+    def _report(self, e: ContractValidationError) -> None:
+        key = (e.span.line, e.span.column, e.message)
+        if key not in self.reported:
+            self.reported.add(key)
+            self.errors.append(e)
+
+    def char(self, space: str, ref: m.TextRef, span: Span) -> tuple[int, int] | None:
+        text = self.texts.get(space)
+        if text is None:
+            return None
+        where = "prompt" if space == "x" else "output"
+        hits, i = [], text.find(ref.text)
+        while i >= 0 and ref.text:
+            hits.append(i)
+            i = text.find(ref.text, i + 1)
+        if not hits:
+            self._report(_err(f"{ref.text!r} does not occur in the {where} text", span,
+                              expected=f"a substring of the {where}: {text!r}", rule="text-anchor"))
+            return None
+        if ref.occurrence is not None:
+            if not 1 <= ref.occurrence <= len(hits):
+                self._report(_err(f"{ref.text!r} occurs {len(hits)} time(s) in the {where}, not {ref.occurrence}",
+                                  span, expected=f"@1..@{len(hits)}", rule="text-anchor"))
+                return None
+            s = hits[ref.occurrence - 1]
+        elif len(hits) > 1:
+            self._report(_err(f"{ref.text!r} is ambiguous: it occurs {len(hits)} times in the {where}", span,
+                              expected="one occurrence", hint=f'name one: "{ref.text}"@1 ... "{ref.text}"@{len(hits)}',
+                              rule="text-anchor"))
+            return None
+        else:
+            s = hits[0]
+        return s, s + len(ref.text)
+
+    def point(self, sel: m.Selector, ref: m.Ref | None) -> tuple[str, float, float] | None:
+        """(domain, lo, hi) for a single reference."""
+        if isinstance(ref, bool) or ref is None:
+            return None
+        if isinstance(ref, int):
+            return ("tok", ref, ref + 1)
+        if isinstance(ref, m.Symbol):
+            if ref.name in ("T", "K", "n"):
+                return ("tok", BIG, BIG + 1)
+            return (f"sym:{ref.name}", 0, 1)
+        c = self.char(sel.space, ref, sel.span)
+        return None if c is None else ("char", c[0], c[1])
+
+    def interval(self, sel: m.Selector) -> Interval | None:
+        if sel.segment is not None:
+            seg = self.segments.get(sel.segment)
+            if seg is None:
+                known = list(self.segments)
+                self._report(ContractValidationError(
+                    f"the prompt has no segment `{sel.segment}`", sel.span,
+                    expected=f"one of: {', '.join(known)}" if known else "a prompt written as `prompt { name: \"...\" }`",
+                    hint=did_you_mean(sel.segment, known), rule="unknown-name"))
+                return None
+            if sel.op != "all":
+                return None  # positions within a segment: resolved by the engine
+            return Interval("char", seg[0], seg[1])
+        if sel.op == "all":
+            return Interval(None, -INF, INF)
+        pa = self.point(sel, sel.a)
+        if pa is None:
+            return None
+        dom, lo, hi = pa
+        if sel.op == "at":
+            return Interval(dom, lo, hi)
+        if sel.op == "range":
+            pb = self.point(sel, sel.b)
+            if pb is None or pb[0] != dom:
+                return None
+            return Interval(dom, lo, pb[2])
+        return {"lt": Interval(dom, -INF, lo), "le": Interval(dom, -INF, hi),
+                "gt": Interval(dom, hi, INF), "ge": Interval(dom, lo, INF)}[sel.op]
+
+
+def _clip(iv: Interval, space: str, anchors: Anchors) -> Interval:
+    if iv.domain == "char":
+        n = len(anchors.texts.get(space) or "")
+        return Interval("char", max(iv.lo, 0), min(iv.hi, n))
+    if iv.domain == "tok":
+        lo = 0 if space == "z" else 1
+        return Interval("tok", max(iv.lo, lo), iv.hi)
+    return iv
+
+
+def overlap(a: Interval, b: Interval, space: str, anchors: Anchors) -> bool | None:
+    """True/False when decidable from the text, None when only tokens can tell."""
+    if not a.comparable(b):
+        return None
+    a, b = _clip(a, space, anchors), _clip(b, space, anchors)
+    if a.empty() or b.empty():
+        return False
+    return a.lo < b.hi and b.lo < a.hi
+
+
+# --------------------------------------------------------------------------- contract rules
+
+
+def _check_symbols(doc: m.Contract, sc: m.Scope, errors: list[ContractError]) -> None:
+    sels: list[m.Selector] = []
+    if sc.score:
+        sels += [sc.score.target, *sc.score.given]
+    sels += list(sc.fixed or ()) + list(sc.eligible or ()) + ([sc.explain] if sc.explain else [])
+    seen = set()
+    for s in sels:
+        for r in (s.a, s.b):
+            if isinstance(r, m.Symbol) and r.name not in ("T", "K") and (r.name, s.span) not in seen:
+                seen.add((r.name, s.span))
+                errors.append(_err(
+                    f"symbolic index `{r.name}` in a runnable contract", s.span,
+                    expected="a token text (\"noir\"), an index (4) or T (the last token)",
+                    hint="symbolic indices such as y[t] belong in claims, which describe a computation",
+                    rule="symbolic"))
+
+
+def _check_process(sc: m.Scope, doc: m.Contract, errors: list[ContractError]) -> None:
+    p = sc.process
+    if p is None:
+        return
+    if p.kind not in PROCESSES:
+        errors.append(unknown_name("process", p.kind, list(PROCESSES), p.span))
+        return
+    allowed = PROCESSES[p.kind]
+    for prm in p.params:
+        if prm.key not in allowed:
+            errors.append(_err(f"process `{p.kind}` has no parameter `{prm.key}`", prm.span,
+                               expected=", ".join(allowed) or "no parameters",
+                               hint=did_you_mean(prm.key, list(allowed)), rule="params"))
+        elif prm.key == "sampler" and not (isinstance(prm.value, m.Ident) and prm.value.name in SAMPLERS):
+            errors.append(_err("unknown sampler", prm.span, expected=" | ".join(SAMPLERS), rule="params"))
+        elif prm.key == "steps" and not (isinstance(prm.value, int) and not isinstance(prm.value, bool)
+                                         and prm.value >= 1):
+            errors.append(_err("`steps` must be a positive integer", prm.span, expected="steps = 8", rule="params"))
+    diffusion = p.kind == "masked_diffusion"
+    # process / feature compatibility
+    groups = [("held fixed", sc.fixed or ()), ("eligible", sc.eligible or ())]
+    everywhere: list[m.Selector] = [*(sc.fixed or ()), *(sc.eligible or ())]
+    if sc.explain:
+        everywhere.append(sc.explain)
+    if sc.score:
+        everywhere += [sc.score.target, *sc.score.given] + ([sc.score.perturbed] if sc.score.perturbed else [])
+    seen: set[tuple[int, int]] = set()
+    for s in everywhere:
+        key = (s.span.line, s.span.column)
+        if s.space in ("z", "stage") and not diffusion and key not in seen:
+            seen.add(key)
+            what = "diffusion states" if s.space == "z" else "denoising stages"
+            errors.append(_err(f"{what} ({fmt(s)}) exist only in a diffusion process, but the process is "
+                               f"`{p.kind}`", s.span, expected="process masked_diffusion(sampler = ...)",
+                               rule="process-features"))
+    if diffusion:
+        for label, sels in groups:
+            for s in sels:
+                if s.space == "y":
+                    errors.append(_err(
+                        f"generated-prefix feature {fmt(s)} is {label} under a diffusion process, which has no "
+                        "left-to-right prefix", s.span,
+                        expected="prompt tokens (x), earlier states (z[>t]) or stages",
+                        hint="prefix features need `process autoregressive`", rule="process-features"))
+        if doc.model is not None and doc.model.kind == "reference":
+            errors.append(_err(f"reference:{doc.model.name} is an autoregressive model; a masked_diffusion "
+                               "process needs a masked LM", doc.model.span,
+                               expected="a masked language model (hub:\"...\" or a local directory)",
+                               rule="process-features"))
+
+
+def _check_score(sc: m.Scope, anchors: Anchors, errors: list[ContractError], where: Span) -> None:
+    s, o, p = sc.score, sc.explain, sc.process
+    if s is None or o is None:
+        return
+    diffusion = p is not None and p.kind == "masked_diffusion"
+    t = s.target
+    same = (t.space, t.op, t.a, t.b, t.segment) == (o.space, o.op, o.a, o.b, o.segment)
+    if not same:
+        if not t.is_single and o.is_single:
+            errors.append(_err(f"a span score ({fmt(t)}) cannot score the single-token output {fmt(o)}", s.span,
+                               expected=f"a token score: log p({fmt(o)} | ...), or explain the span {fmt(t)}",
+                               rule="score-output"))
+        elif t.is_single and not o.is_single:
+            errors.append(_err(f"a single-token score ({fmt(t)}) cannot score the span output {fmt(o)}", s.span,
+                               expected=f"a span score: log p({fmt(o)} | ...)", rule="score-output"))
+        else:
+            errors.append(_err(f"the score attributes {fmt(t)} but the output explained is {fmt(o)}", s.span,
+                               expected=f"S must score O: log p({fmt(o)} | ...)", rule="score-output"))
+        return
+    if s.kind == "contrast" and not t.is_single:
+        errors.append(_err("a contrastive score compares one token with an alternative", s.span,
+                           expected="a single-token target", rule="score-output"))
+    if s.kind == "stage_delta" and not (diffusion and t.space == "y" and t.op == "all"):
+        errors.append(_err("a stage-perturbation score is defined on the final output y of a diffusion chain",
+                           s.span, expected="log p(y | x) - log p(y | x; pert(stage)) via chain", rule="score-output"))
+    if diffusion and t.space == "y":
+        if s.estimator is None:
+            errors.append(_err("log p(y | x) is intractable for masked diffusion: the score needs an estimator",
+                               s.span, expected="... via chain | via pll | via elbo(samples = 8)",
+                               rule="score-output"))
+    if s.estimator is not None:
+        e = s.estimator
+        if not diffusion or t.space != "y":
+            errors.append(_err("an estimator applies only to a diffusion output score log p(y | x)", e.span,
+                               expected="no `via ...` here", rule="score-output"))
+        elif e.name not in ESTIMATORS:
+            errors.append(unknown_name("estimator", e.name, list(ESTIMATORS), e.span))
+        else:
+            allowed = ESTIMATORS[e.name]
+            keys = {q.key: q for q in e.params}
+            for k, q in keys.items():
+                if k not in allowed:
+                    errors.append(_err(f"estimator `{e.name}` has no parameter `{k}`", q.span,
+                                       expected=", ".join(allowed) or "no parameters", rule="params"))
+            if e.name == "elbo":
+                q = keys.get("samples")
+                if q is None or isinstance(q.value, bool) or not isinstance(q.value, int) or q.value < 1:
+                    errors.append(_err("the ELBO estimator needs a Monte Carlo sample count", (q or e).span,
+                                       expected="via elbo(samples = 8)", rule="params"))
+    # conditioning matches the process
+    if s.kind == "logit" or p is None:
+        return
+    given = {(g.space, g.op, g.a, g.b, g.segment) for g in s.given}
+    expected: set[tuple] = set()
+    text = ""
+    if p.kind == "autoregressive" and t.space == "y":
+        start = t.a if t.op in ("at", "range") else None
+        expected = {("x", "all", None, None, None)}
+        text = "x"
+        first = start in (None, 1)
+        if isinstance(start, m.TextRef) and anchors.texts.get("y") is not None:
+            ytext = anchors.texts["y"] or ""
+            c = anchors.char("y", start, t.span)
+            first = c is not None and c[0] == len(ytext) - len(ytext.lstrip())
+        if start is not None and not first:
+            expected.add(("y", "lt", start, None, None))
+            text += ", " + fmt(m.Selector("y", "lt", start))
+        elif start is not None and ("y", "lt", start, None, None) in given:
+            expected.add(("y", "lt", start, None, None))
+    elif p.kind == "masked_diffusion" and t.space == "z":
+        expected = {("x", "all", None, None, None), ("z", "gt", t.a, None, None)}
+        text = "x, " + fmt(m.Selector("z", "gt", t.a))
+    elif p.kind in ("masked_diffusion", "classifier"):
+        expected = {("x", "all", None, None, None)}
+        text = "x"
+    if expected and given != expected:
+        errors.append(_err(f"the score conditions on the wrong context for a `{p.kind}` process", s.span,
+                           expected=f"log p({fmt(t)} | {text})", rule="score-output"))
+
+
+def _check_features(sc: m.Scope, kind: str | None, anchors: Anchors, errors: list[ContractError]) -> None:
+    E, C, O, p = sc.eligible, sc.fixed, sc.explain, sc.process
+    if E is None or C is None:
+        return
+    if len(E) == 0:
+        errors.append(_err("no feature is eligible for attribution", Span(), expected="at least one selector",
+                           rule="missing"))
+    ivs = {id(s): anchors.interval(s) for s in (*E, *C)}
+    # E and C disjoint
+    for e in E:
+        for c in C:
+            if e.space != c.space:
+                continue
+            a, b = ivs[id(e)], ivs[id(c)]
+            if a is None or b is None:
+                continue
+            if overlap(a, b, e.space, anchors):
+                errors.append(_err(f"{fmt(e)} is both eligible and held fixed (overlaps {fmt(c)})", c.span,
+                                   expected="E and C disjoint: a feature is either attributed or held fixed",
+                                   hint=f"remove the overlap from `fixed` or from `eligible`", rule="disjoint"))
+    if O is None or p is None:
+        return
+    o_iv = anchors.interval(O)
+    # causality
+    if p.kind == "autoregressive" and O.space == "y" and o_iv is not None:
+        start = Interval(o_iv.domain, o_iv.lo, INF) if o_iv.domain is not None else Interval(None, -INF, INF)
+        for e in E:
+            if e.space != "y":
+                continue
+            iv = ivs[id(e)]
+            if iv is None:
+                continue
+            if iv.domain is None or overlap(iv, start, "y", anchors):
+                errors.append(_err(f"{fmt(O)} cannot be explained by {fmt(e)}: an autoregressive output is "
+                                   "caused only by the prompt and earlier tokens", e.span,
+                                   expected=f"features before the output, e.g. {fmt(m.Selector('y', 'lt', O.a))}"
+                                   if O.a is not None else "prompt tokens x",
+                                   rule="causality"))
+    if p.kind == "masked_diffusion" and O.space == "z" and o_iv is not None and O.op == "at":
+        later_or_same = Interval(o_iv.domain, -INF, o_iv.hi)
+        for e in E:
+            if e.space == "y":
+                continue  # reported as a process-feature error
+            if e.space == "z":
+                iv = ivs[id(e)]
+                if iv is not None and (iv.domain is None or overlap(iv, later_or_same, "z", anchors)):
+                    errors.append(_err(f"the state {fmt(O)} can be explained only by the prompt and earlier states "
+                                       f"{fmt(m.Selector('z', 'gt', O.a))}, not {fmt(e)}", e.span,
+                                       expected=f"x, {fmt(m.Selector('z', 'gt', O.a))}", rule="causality"))
+    if p.kind == "masked_diffusion" and O.space == "y":
+        for e in E:
+            if e.space == "z":
+                errors.append(_err(f"the final output y is explained by the prompt or by stages; states like "
+                                   f"{fmt(e)} are features of a state-level contract", e.span,
+                                   expected="x or stage", rule="causality"))
+    # coverage: every autoregressive input token is in E or C
+    if p.kind == "autoregressive":
+        _coverage(E, C, O, ivs, o_iv, anchors, errors)
+
+
+def _coverage(E, C, O, ivs, o_iv, anchors: Anchors, errors: list[ContractError]) -> None:
+    sels = [*E, *C]
+    for space in ("x", "y"):
+        mine = [s for s in sels if s.space == space]
+        if space == "x":
+            need = Interval(None, -INF, INF)
+        else:
+            if o_iv is None or O.space != "y":
+                continue
+            need = Interval(o_iv.domain, -INF, o_iv.lo) if o_iv.domain is not None else None
+            if need is None:
+                continue
+        if any(s.op == "all" and s.segment is None for s in mine):
+            continue
+        text = anchors.texts.get(space)
+        ivals = [ivs[id(s)] for s in mine]
+        if text is None or any(iv is None or iv.domain not in ("char",) for iv in ivals) or \
+                need.domain not in (None, "char"):
+            continue  # only the engine, with tokens, can decide
+        lo = 0 if need.lo == -INF else int(need.lo)
+        hi = len(text) if need.hi == INF else int(need.hi)
+        covered = [False] * len(text)
+        for iv in ivals:
+            for i in range(max(int(max(iv.lo, 0)), 0), min(int(min(iv.hi, len(text))), len(text))):
+                covered[i] = True
+        missing = "".join(ch if not covered[i] and not ch.isspace() else " " for i, ch in enumerate(text))[lo:hi]
+        words = missing.split()
+        if words:
+            where = "prompt" if space == "x" else "generated prefix"
+            errors.append(_err(
+                f"{where} tokens {', '.join(repr(w) for w in words)} are neither eligible nor held fixed", O.span
+                if space == "y" else (mine[0].span if mine else O.span),
+                expected=f"every {where} token in `eligible` or `fixed` (special tokens are held fixed implicitly)",
+                hint=f"add {'x' if space == 'x' else fmt(m.Selector('y', 'lt', O.a))} to `fixed`", rule="coverage"))
+
+
+def _check_method(method: m.Method | None, kind: str | None, errors: list[ContractError]) -> None:
+    if method is None:
+        return
+    name = METHOD_ALIASES.get(method.name, method.name)
+    info = METHODS.get(name)
+    if info is None:
+        errors.append(unknown_name("method", method.name, list(METHODS), method.span))
+        return
+    for prm in method.params:
+        if prm.key not in info.params:
+            errors.append(_err(f"method `{name}` has no parameter `{prm.key}`", prm.span,
+                               expected=", ".join(info.params) or "no parameters",
+                               hint=did_you_mean(prm.key, list(info.params)), rule="params"))
+    if kind is not None and kind not in info.supports:
+        why = ""
+        if info.differentiable and kind == "denoising_stage":
+            why = ": denoising stages are not differentiable features"
+        alts = supported_methods(kind)
+        errors.append(_err(f"`{name}` does not support {kind} contracts{why}", method.span,
+                           expected=f"a method for {kind}: {', '.join(alts)}",
+                           hint=f"`{name}` supports {', '.join(info.supports)}", rule="method-contract"))
+
+
+def _check_output(doc: m.Contract | m.Claim, errors: list[ContractError]) -> None:
+    o = doc.output
+    if o is None or o.rule is None:
+        return
+    if o.rule not in DECODING:
+        errors.append(unknown_name("decoding rule", o.rule, list(DECODING), o.span))
+        return
+    for prm in o.params:
+        if prm.key not in DECODING[o.rule]:
+            errors.append(_err(f"`generate({o.rule}, ...)` has no parameter `{prm.key}`", prm.span,
+                               expected=", ".join(DECODING[o.rule]), hint=did_you_mean(prm.key, list(DECODING[o.rule])),
+                               rule="params"))
+    if o.rule == "sample" and not any(p.key == "seed" for p in o.params):
+        errors.append(_err("sampling without a seed cannot be frozen reproducibly", o.span,
+                           expected="generate(sample, seed = 0, ...)", rule="params"))
+
+
+def _check_expectations(doc: m.Contract | m.Claim, kind: str | None, errors: list[ContractError]) -> None:
+    for ex in doc.expects:
+        for side in (ex.left, ex.right):
+            if isinstance(side, m.Call):
+                _check_call(side, kind, doc, errors)
+        if ex.op is None and isinstance(ex.left, m.Call):
+            info = CHECKS.get(ex.left.name)
+            if info is None and ex.left.name in MAP_FUNCTIONS:
+                errors.append(_err(f"`{ex.left.name}(...)` is a value, not a check: compare it", ex.span,
+                                   expected=f"expect {ex.left.name}(...) >= 0.5", rule="expect"))
+        elif ex.op is None:
+            errors.append(_err("an expectation on a literal or selector needs a comparison", ex.span,
+                               expected="expect <value> <op> <value>", rule="expect"))
+
+
+def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, errors: list[ContractError]) -> None:
+    name = call.name
+    if isinstance(doc, m.Claim) and name in ("verdict", "unstated", "fallacy"):
+        return
+    if name == "random":
+        if call.called or len(call.fields) != 1:
+            errors.append(_err("`random` names a field of the same check run on random rankings", call.span,
+                               expected="random.aopc", rule="expect"))
+        return
+    if name in MAP_FUNCTIONS:
+        if call.fields:
+            errors.append(_err(f"`{name}(...)` has no fields", call.span, rule="expect"))
+        return
+    info = CHECKS.get(name)
+    if info is None:
+        errors.append(unknown_name("check or map function", name, [*CHECKS, *MAP_FUNCTIONS, "random"], call.span))
+        return
+    if len(call.fields) > 1 or (call.fields and call.fields[0] not in info.fields):
+        errors.append(_err(f"check `{name}` has no field `{'.'.join(call.fields)}`", call.span,
+                           expected=", ".join(info.fields), hint=did_you_mean(call.fields[0], list(info.fields)),
+                           rule="expect"))
+    for prm in call.params:
+        if prm.key not in info.params:
+            errors.append(_err(f"check `{name}` has no parameter `{prm.key}`", prm.span,
+                               expected=", ".join(info.params) or "no parameters",
+                               hint=did_you_mean(prm.key, list(info.params)), rule="params"))
+            continue
+        v = prm.value
+        if kind is None or kind not in PROTOCOLS:
+            continue
+        proto = PROTOCOLS[kind]
+        if prm.key == "protocol":
+            choice = v.name if isinstance(v, m.Ident) else None
+            if choice not in PROTOCOL_OWNER:
+                errors.append(_err("unknown protocol", prm.span, expected=" | ".join(PROTOCOL_OWNER), rule="params"))
+            elif choice != proto.then:
+                owner = PROTOCOL_OWNER[choice]
+                errors.append(_err(
+                    f"`{choice}` after perturbation tests a {owner} contract, not this {kind} contract", prm.span,
+                    expected=f"protocol = {proto.then} ({proto.measure})",
+                    hint=f"to test {owner}, state that contract", rule="protocol"))
+        if prm.key == "perturb":
+            choice = v.name if isinstance(v, m.Ident) else None
+            if choice not in PERTURB_OWNER:
+                errors.append(_err("unknown perturbation group", prm.span,
+                                   expected=" | ".join(PERTURB_OWNER), rule="params"))
+            elif choice not in proto.perturb:
+                owner = PERTURB_OWNER[choice]
+                errors.append(_err(
+                    f"perturbing {choice} tests a {owner} contract; under {kind} only "
+                    f"{' and '.join(proto.perturb)} may be perturbed", prm.span,
+                    expected=f"perturb = {proto.perturb[0]}", rule="protocol"))
+
+
+def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | None]:
+    errors: list[ContractError] = []
+    try:
+        res = resolve(doc)
+    except ContractError as exc:
+        return [exc], None
+    sc = res.scope
+    head = doc.spans.get("name", doc.span)
+    missing = sc.missing()
+    if missing:
+        hint = "state them, or fill them with a standard contract: use " + " | ".join(STANDARD)
+        errors.append(_err(f"SCOPE element{'s' if len(missing) > 1 else ''} not stated: {', '.join(missing)}",
+                           head, expected="score, fixed, explain, process and eligible all stated", hint=hint,
+                           rule="missing"))
+    for part in ("model", "prompt", "output", "method"):
+        if getattr(doc, part) is None:
+            errors.append(_err(f"a runnable contract needs `{part}`", head, expected=f"a `{part}` statement",
+                               rule="missing"))
+    if doc.model is not None and doc.model.kind == "reference":
+        from scopecheck.engine.reference import REFERENCE_MODELS
+
+        if doc.model.name not in REFERENCE_MODELS:
+            errors.append(unknown_name("reference model", doc.model.name, list(REFERENCE_MODELS), doc.model.span))
+    anchors = Anchors(doc, errors)
+    _check_symbols(doc, sc, errors)
+    _check_output(doc, errors)
+    _check_process(sc, doc, errors)
+    _check_score(sc, anchors, errors, head)
+    _check_features(sc, res.kind, anchors, errors)
+    _check_method(doc.method, res.kind, errors)
+    _check_expectations(doc, res.kind, errors)
+    return errors, res
+
+
+def validate_claim(doc: m.Claim) -> list[ContractError]:
+    errors: list[ContractError] = []
+    if doc.question is not None and doc.question not in m.QUESTIONS:
+        errors.append(unknown_name("question", doc.question, list(m.QUESTIONS), doc.spans.get("question")))
+    c = doc.computed
+    if c.use is not None and c.use.name not in STANDARD:
+        errors.append(unknown_name("standard contract", c.use.name, list(STANDARD), c.use.span))
+    if c.method is not None:
+        name = METHOD_ALIASES.get(c.method.name, c.method.name)
+        if name not in METHODS:
+            errors.append(unknown_name("method", c.method.name, list(METHODS), c.method.span))
+    if c.scope.process is not None and c.scope.process.kind not in PROCESSES:
+        errors.append(unknown_name("process", c.scope.process.kind, list(PROCESSES), c.scope.process.span))
+    from scopecheck.spec.toolkits import TOOLKITS
+
+    if c.toolkit is not None and c.toolkit not in TOOLKITS:
+        errors.append(unknown_name("toolkit", c.toolkit, list(TOOLKITS), c.spans.get("toolkit")))
+    _check_output(doc, errors)
+    _check_expectations(doc, None, errors)
+    return errors
+
+
+def validate(doc: m.Document) -> list[ContractError]:
+    """Every rule violation in ``doc``, each positioned; empty when valid."""
+    errors = validate_contract(doc)[0] if isinstance(doc, m.Contract) else validate_claim(doc)
+    return sorted(errors, key=lambda e: (e.span.line, e.span.column))
