@@ -448,7 +448,13 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> ContractSyntaxE
         found = f"`{tok}`"
         span = _tok_span(tok, path)
         if tok.type in ("NAME", "MODEL_NAME"):
-            words = {w.strip("`") for w in _describe_terminals(exc.expected) if w.startswith("`")}
+            names = set(exc.expected)
+            if exc.interactive_parser is not None:
+                try:
+                    names = set(exc.interactive_parser.accepts())
+                except Exception:  # noqa: BLE001
+                    pass
+            words = {w.strip("`") for w in _describe_terminals(names) if w.startswith("`")}
             hint = did_you_mean(str(tok), sorted(w for w in words if w.isidentifier()))
     elif isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
@@ -459,7 +465,13 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> ContractSyntaxE
     else:  # UnexpectedEOF
         found = "end of file"
         span = Span(path, line, col, line, col + 1)
-    expected_names = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
+    expected_names: set[str] = set()
+    if isinstance(exc, UnexpectedToken) and exc.interactive_parser is not None:
+        try:  # exact acceptable set (LALR lookaheads over-approximate across merged states)
+            expected_names = set(exc.interactive_parser.accepts())
+        except Exception:  # noqa: BLE001 - fall back to the parser's lookahead set
+            expected_names = set()
+    expected_names = expected_names or getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
     expected = ", ".join(_describe_terminals(expected_names)) or None
     err = ContractSyntaxError(f"unexpected {found}", span, source=text, expected=expected, hint=hint, rule="syntax")
     return err

@@ -201,7 +201,9 @@ def schema_errors(doc: m.Document) -> list[SchemaError]:
     import jsonschema
 
     data, spans = to_json(doc)
-    validator = jsonschema.Draft202012Validator(schema())
+    full = schema()
+    part = "contract" if isinstance(doc, m.Contract) else "claim"
+    validator = jsonschema.Draft202012Validator({"$ref": f"#/$defs/{part}", "$defs": full["$defs"]})
     out = []
     for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(err.absolute_path)
@@ -212,6 +214,7 @@ def schema_errors(doc: m.Document) -> list[SchemaError]:
                 break
             path = path[:-1]
         where = "/".join(map(str, err.absolute_path)) or "(document)"
-        out.append(SchemaError(f"{where}: {err.message}", span or doc.span, expected=str(err.schema.get("description", ""))
-                               or None, rule="schema"))
+        message = err.message if len(err.message) < 200 else err.message[:200] + "..."
+        out.append(SchemaError(f"{where}: {message}", span or doc.span,
+                               expected=str(err.schema.get("description", "")) or None, rule="schema"))
     return out

@@ -148,7 +148,26 @@ def standard_scope(use: m.Use) -> m.Scope:
                 f"`{use.name}` has no parameter `{key}`", p.span,
                 expected=", ".join(std.params) or "no parameters",
                 hint=did_you_mean(key, list(std.params)), rule="use-params")
-    return std.build(params, use.span)
+    return _respan(std.build(params, use.span), use.span)
+
+
+def _respan(obj, span: Span):
+    """Give every node the standard contract filled the span of its `use` statement."""
+    import dataclasses
+
+    if isinstance(obj, tuple):
+        return tuple(_respan(o, span) for o in obj)
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return obj
+    changes = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.name == "span":
+            if v == m.NOSPAN:
+                changes["span"] = span
+        elif dataclasses.is_dataclass(v) or isinstance(v, tuple):
+            changes[f.name] = _respan(v, span)
+    return dataclasses.replace(obj, **changes)
 
 
 def merge(stated: m.Scope, filled: m.Scope) -> tuple[m.Scope, dict[str, str]]:

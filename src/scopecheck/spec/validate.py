@@ -371,7 +371,7 @@ def _check_score(sc: m.Scope, anchors: Anchors, errors: list[ContractError], whe
         expected = {("x", "all", None, None, None)}
         text = "x"
     if expected and given != expected:
-        errors.append(_err(f"the score conditions on the wrong context for a `{p.kind}` process", s.span,
+        errors.append(_err(f"the score conditions on the wrong context for the `{p.kind}` process", s.span,
                            expected=f"log p({fmt(t)} | {text})", rule="score-output"))
 
 

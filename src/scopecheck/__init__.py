@@ -1,0 +1,56 @@
+"""scopecheck: a test harness for feature-attribution claims about generative language models.
+
+Contracts state the SCOPE tuple (Score, held fixed, Output, Process, Eligible features)
+of an attribution claim; scopecheck validates them, derives the computation and the
+checks that are valid for them, and runs those checks as tests.
+
+Importing ``scopecheck`` does not import torch; :func:`run` and :func:`attribute` do,
+when first called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scopecheck.errors import (
+    ContractError,
+    ContractErrors,
+    ContractSyntaxError,
+    ContractValidationError,
+    SchemaError,
+    UnknownNameError,
+)
+from scopecheck.loader import check_file, check_text, load_file, load_text
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ContractError",
+    "ContractErrors",
+    "ContractSyntaxError",
+    "ContractValidationError",
+    "SchemaError",
+    "UnknownNameError",
+    "__version__",
+    "attribute",
+    "check_file",
+    "check_text",
+    "load_file",
+    "load_text",
+    "run",
+]
+
+
+def run(contract: Any, **kwargs: Any) -> Any:
+    """Run a contract (a :class:`~scopecheck.spec.Contract`, contract text or a path); see
+    :func:`scopecheck.engine.run.run`."""
+    from scopecheck.engine.run import run as _run
+
+    return _run(contract, **kwargs)
+
+
+def attribute(**kwargs: Any) -> Any:
+    """Build a contract from keyword arguments and run it; see :func:`scopecheck.engine.run.attribute`."""
+    from scopecheck.engine.run import attribute as _attribute
+
+    return _attribute(**kwargs)

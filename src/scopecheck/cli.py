@@ -1,0 +1,207 @@
+"""The ``scopecheck`` command line: check, fmt, list, run, audit, matrix.
+
+No traceback reaches a user: contract errors print positioned messages (exit 1);
+anything unexpected prints one line (exit 2) unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from scopecheck.errors import ContractError
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, markup=False, width=width)
+
+
+def _print_errors(errors) -> None:
+    err = sys.stderr
+    for e in errors:
+        print(e.render(), file=err)
+        print(file=err)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from scopecheck.dsl.format import format_document
+    from scopecheck.loader import check_file, collect
+    from scopecheck.spec.jsonio import to_json
+
+    files, errors = collect(args.paths)
+    docs_json = []
+    n_docs = 0
+    for f in files:
+        sf = check_file(f)
+        errors += list(sf.errors)
+        if sf.errors:
+            continue
+        for d in sf.documents:
+            n_docs += 1
+            if args.json:
+                docs_json.append(to_json(d)[0])
+            elif not args.quiet:
+                print(f"# {d.span}")
+                print(format_document(d))
+    if args.json:
+        print(json.dumps(docs_json, indent=2, ensure_ascii=False))
+    if errors:
+        _print_errors(errors)
+        print(f"{len(errors)} error{'s' if len(errors) != 1 else ''} in {len(files)} file(s)", file=sys.stderr)
+        return 1
+    if not files:
+        print("no .scope files found", file=sys.stderr)
+        return 1
+    print(f"ok: {n_docs} document(s) in {len(files)} file(s)", file=sys.stderr)
+    return 0
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from scopecheck.dsl.format import format_documents
+    from scopecheck.dsl.parser import parse_text
+    from scopecheck.loader import collect
+
+    files, errors = collect(args.paths)
+    changed = []
+    outputs: dict[Path, str] = {}
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        try:
+            docs = parse_text(text, str(f))
+        except ContractError as exc:
+            errors.append(exc)
+            continue
+        new = format_documents(docs)
+        outputs[f] = new
+        if new != text:
+            changed.append(f)
+    if errors:  # nothing is written when any file fails to parse
+        _print_errors(errors)
+        return 1
+    if args.check:
+        for f in changed:
+            print(f"would reformat {f}")
+        return 1 if changed else 0
+    if args.write:
+        for f in changed:
+            _atomic_write(f, outputs[f])
+            print(f"reformatted {f}", file=sys.stderr)
+        return 0
+    for f in files:
+        sys.stdout.write(outputs[f])
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from scopecheck.checks.catalog import CHECKS, PROTOCOLS
+    from scopecheck.dsl.format import fmt_features, fmt_score, fmt_selector
+    from scopecheck.engine.catalog import CONTRACT_KINDS, METHODS
+    from scopecheck.spec import model as m
+    from scopecheck.spec.standard import STANDARD
+
+    con = _console()
+    t = Table(title="Standard contracts (seed 000, Table 1)", show_lines=True)
+    for col in ("name", "S score", "C held fixed", "O output", "P process", "E eligible", "parameters"):
+        t.add_column(col)
+    for std in STANDARD.values():
+        params = {k: m.Param(k, m.Ident("t")) for k in std.params
+                  if k in ("target", "step")}
+        sc = std.build(params, m.NOSPAN)
+        proc = sc.process.kind + ("(" + ", ".join(f"{p.key} = {p.value.name}" for p in sc.process.params) + ")"
+                                  if sc.process.params else "")
+        t.add_row(std.name, fmt_score(sc.score), fmt_features(sc.fixed), fmt_selector(sc.explain), proc,
+                  fmt_features(sc.eligible), "; ".join(f"{k}: {v}" for k, v in std.params.items()))
+    con.print(t)
+    t = Table(title="Methods and the contracts they support", show_lines=False)
+    t.add_column("method")
+    t.add_column("family")
+    for k in CONTRACT_KINDS:
+        t.add_column(k.replace("_", " "), justify="center")
+    for info in METHODS.values():
+        t.add_row(info.name, info.family, *["yes" if k in info.supports else "-" for k in CONTRACT_KINDS])
+    con.print(t)
+    t = Table(title="Check protocols by contract (DESIGN section 4)")
+    for col in ("contract", "perturb", "then", "measure"):
+        t.add_column(col)
+    for p in PROTOCOLS.values():
+        t.add_row(p.kind, " and ".join(p.perturb), p.then, p.measure)
+    con.print(t)
+    t = Table(title="Checks")
+    for col in ("check", "family", "fields (range, better)", "summary"):
+        t.add_column(col)
+    for c in CHECKS.values():
+        fields = ", ".join(f"{k} [{f.low:g}, {f.high:g}] {f.better}" for k, f in c.fields.items())
+        t.add_row(c.name, c.family, fields, c.summary)
+    con.print(t)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"check": cmd_check, "fmt": cmd_fmt, "list": cmd_list}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="scopecheck", description="Test harness for attribution contracts (SCOPE).")
+    ap.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check", help="parse and validate contract files; print the normalized contracts")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--json", action="store_true", help="print normalized JSON (validates against the schema)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p = sub.add_parser("fmt", help="print contract files in canonical form")
+    p.add_argument("paths", nargs="+")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--check", action="store_true", help="exit 1 if a file is not canonical")
+    g.add_argument("--write", action="store_true", help="rewrite files in place")
+    sub.add_parser("list", help="standard contracts, methods, checks, and which pairs are valid")
+    try:
+        from scopecheck import cli_run
+
+        cli_run.add_commands(sub, COMMANDS)
+    except ImportError:  # pragma: no cover - engine commands not installed
+        pass
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ContractError as exc:
+        _print_errors(getattr(exc, "errors", [exc]))
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
+        if args.debug:
+            raise
+        print(f"scopecheck: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

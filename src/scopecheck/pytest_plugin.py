@@ -1,0 +1,143 @@
+"""pytest plugin: ``*.scope`` files are test files.
+
+Each contract or claim yields a validation item (``file::name``); each ``expect`` of a
+valid contract yields its own item (``file::name::line N``) whose attribution and checks
+are computed once per session and shared (``config.stash``). Items report the
+contract's real line; failures print the positioned message or the numbered contract
+lines with the measured value. This module imports no torch: the engine is imported
+only when the first expectation runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scopecheck.errors import ContractError
+from scopecheck.spec import model as m
+
+STATE = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("scopecheck", "attribution contracts (*.scope)")
+    g.addoption("--scope-device", default="auto", choices=("auto", "cpu", "cuda"),
+                help="device for contract runs (default: auto = cuda when available)")
+    g.addoption("--scope-report", default=None, metavar="DIR", help="write the HTML report of contract runs to DIR")
+    g.addoption("--scope-json", default=None, metavar="FILE", help="write JSON results of contract runs to FILE")
+    g.addoption("--scope-no-run", action="store_true", help="only validate contracts; do not run expectations")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[STATE] = {"results": {}, "runner": None}
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix == ".scope":
+        return ScopeFile.from_parent(parent, path=file_path)
+    return None
+
+
+def numbered(text: str, first: int, last: int, mark: int | None = None) -> str:
+    lines = text.splitlines()
+    width = len(str(last))
+    out = []
+    for i in range(max(first, 1), min(last, len(lines)) + 1):
+        arrow = ">" if i == mark else " "
+        out.append(f"{arrow}{i:>{width}}  {lines[i - 1]}")
+    return "\n".join(out)
+
+
+class ScopeFile(pytest.File):
+    def collect(self):
+        from scopecheck.loader import check_file
+
+        sf = check_file(self.path)
+        if not sf.documents:  # unreadable or a syntax error: one failing item for the file
+            yield FileErrorItem.from_parent(self, name=self.path.name, errors=sf.errors)
+            return
+        by_doc: dict[int, list[ContractError]] = {}
+        for e in sf.errors:
+            for i, d in enumerate(sf.documents):
+                if d.span.line <= e.span.line <= d.span.end_line:
+                    by_doc.setdefault(i, []).append(e)
+                    break
+        for i, d in enumerate(sf.documents):
+            errs = by_doc.get(i, [])
+            yield ValidationItem.from_parent(self, name=d.name, doc=d, errors=errs, source=sf.text)
+            if isinstance(d, m.Contract) and not errs and not self.config.getoption("scope_no_run"):
+                for ex in d.expects:
+                    yield ExpectItem.from_parent(self, name=f"{d.name}::line {ex.span.line}", doc=d, expect=ex,
+                                                 source=sf.text)
+
+
+class ContractFailure(Exception):
+    """An expectation did not hold (carries the rendered explanation)."""
+
+
+class FileErrorItem(pytest.Item):
+    def __init__(self, *, errors, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.errors = errors
+
+    def runtest(self) -> None:
+        raise ContractFailure("\n\n".join(e.render() for e in self.errors))
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ContractFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        line = self.errors[0].span.line - 1 if self.errors else 0
+        return self.path, line, f"{self.path.name} (syntax)"
+
+
+class ValidationItem(pytest.Item):
+    def __init__(self, *, doc: m.Document, errors: list[ContractError], source: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.doc, self.errors, self.source = doc, errors, source
+
+    def runtest(self) -> None:
+        if self.errors:
+            raise ContractFailure("\n\n".join(e.render() for e in self.errors))
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ContractFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        kind = "contract" if isinstance(self.doc, m.Contract) else "claim"
+        return self.path, self.doc.span.line - 1, f"{kind} {self.doc.name!r} is valid"
+
+
+class ExpectItem(pytest.Item):
+    """One ``expect`` clause; the contract's run is shared by its items."""
+
+    def __init__(self, *, doc: m.Contract, expect: m.Expectation, source: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.doc, self.expect, self.source = doc, expect, source
+
+    def runtest(self) -> None:
+        from scopecheck.plugin_runtime import evaluate_expectation
+
+        outcome = evaluate_expectation(self.config, STATE, self.doc, self.expect)
+        if not outcome.passed:
+            raise ContractFailure(outcome.explanation)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ContractFailure):
+            d = self.doc
+            lines = numbered(self.source, d.span.line, d.span.end_line, self.expect.span.line)
+            return f"{lines}\n\n{excinfo.value}"
+        if isinstance(excinfo.value, ContractError):
+            return excinfo.value.render()
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        from scopecheck.dsl.format import fmt_expectation
+
+        return self.path, self.expect.span.line - 1, f"{self.doc.name}: {fmt_expectation(self.expect)}"
