@@ -1,0 +1,171 @@
+"""Token alignment: prompt and output text -> token positions, selectors -> positions.
+
+The sequence is ``[special..., x[1..n], y[1..T]]``: the prompt and the output are
+tokenized separately (no special tokens) and concatenated after the tokenizer's BOS
+token when it adds one. Special tokens are held fixed implicitly and listed as such.
+Text selectors resolve to every token whose character span overlaps the text; an
+absent or ambiguous text is a positioned error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scopecheck.errors import ContractValidationError, Span
+from scopecheck.spec import model as m
+
+
+@dataclass(frozen=True)
+class Token:
+    position: int                 # index in the full sequence
+    id: int
+    text: str                     # the token's surface text
+    role: str                     # special | prompt | output
+    index: int                    # 1-based index within its role (x[i], y[t]); 0 for special
+    start: int                    # char offsets within the prompt / output text
+    end: int
+
+
+@dataclass(frozen=True)
+class Alignment:
+    tokens: tuple[Token, ...]
+    prompt_text: str
+    output_text: str
+    segments: dict[str, tuple[int, int]]   # name -> char range in the prompt
+
+    @property
+    def ids(self) -> list[int]:
+        return [t.id for t in self.tokens]
+
+    def role(self, role: str) -> list[Token]:
+        return [t for t in self.tokens if t.role == role]
+
+
+def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    if not text:
+        return [], []
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def special_prefix(tokenizer) -> list[int]:
+    """Special tokens the tokenizer puts before text (e.g. BOS), found by encoding a probe."""
+    with_sp = tokenizer("a", add_special_tokens=True)["input_ids"]
+    without = tokenizer("a", add_special_tokens=False)["input_ids"]
+    n = len(with_sp) - len(without)
+    if n > 0 and with_sp[n:] == without:
+        return list(with_sp[:n])
+    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+        return [tokenizer.bos_token_id]
+    return []
+
+
+def align(tokenizer, prompt: m.Prompt, output_text: str, output_ids: list[int] | None = None) -> Alignment:
+    segs: dict[str, tuple[int, int]] = {}
+    pos = 0
+    for s in prompt.segments:
+        if s.name:
+            segs[s.name] = (pos, pos + len(s.text))
+        pos += len(s.text) + 1
+    ptext = prompt.text
+    p_ids, p_off = _encode(tokenizer, ptext)
+    if output_ids is None:
+        o_ids, o_off = _encode(tokenizer, output_text)
+    else:  # a frozen generation: offsets recovered token by token
+        o_ids, o_off, cursor = list(output_ids), [], 0
+        for tid in o_ids:
+            piece = tokenizer.decode([tid], skip_special_tokens=False)
+            j = output_text.find(piece.strip(), cursor) if piece.strip() else cursor
+            j = cursor if j < 0 else j
+            o_off.append((j, j + len(piece.strip())))
+            cursor = j + len(piece.strip())
+    toks: list[Token] = []
+    for tid in special_prefix(tokenizer):
+        toks.append(Token(len(toks), tid, tokenizer.convert_ids_to_tokens(tid), "special", 0, 0, 0))
+    for i, (tid, (a, b)) in enumerate(zip(p_ids, p_off), 1):
+        toks.append(Token(len(toks), tid, ptext[a:b] or tokenizer.convert_ids_to_tokens(tid), "prompt", i, a, b))
+    for i, (tid, (a, b)) in enumerate(zip(o_ids, o_off), 1):
+        toks.append(Token(len(toks), tid, output_text[a:b] or tokenizer.convert_ids_to_tokens(tid), "output", i,
+                          a, b))
+    return Alignment(tuple(toks), ptext, output_text, segs)
+
+
+def _anchor(al: Alignment, space: str, ref: m.TextRef, span: Span) -> tuple[int, int]:
+    text = al.prompt_text if space == "x" else al.output_text
+    where = "prompt" if space == "x" else "output"
+    hits, i = [], text.find(ref.text)
+    while i >= 0 and ref.text:
+        hits.append(i)
+        i = text.find(ref.text, i + 1)
+    if not hits:
+        raise ContractValidationError(f"{ref.text!r} does not occur in the {where} text", span,
+                                      expected=f"a substring of the {where}: {text!r}", rule="text-anchor")
+    if ref.occurrence is not None:
+        if not 1 <= ref.occurrence <= len(hits):
+            raise ContractValidationError(f"{ref.text!r} occurs {len(hits)} time(s), not {ref.occurrence}", span,
+                                          expected=f"@1..@{len(hits)}", rule="text-anchor")
+        s = hits[ref.occurrence - 1]
+    elif len(hits) > 1:
+        raise ContractValidationError(f"{ref.text!r} is ambiguous: it occurs {len(hits)} times in the {where}", span,
+                                      expected="one occurrence", hint=f'name one: "{ref.text}"@1', rule="text-anchor")
+    else:
+        s = hits[0]
+    return s, s + len(ref.text)
+
+
+def _ref_indices(al: Alignment, sel: m.Selector, ref: m.Ref, pool: list[Token]) -> list[int]:
+    """1-based role indices the reference names (several for a multi-token text)."""
+    n = len(pool)
+    if isinstance(ref, bool):
+        raise ContractValidationError("an index must be a number or a text", sel.span, rule="selector")
+    if isinstance(ref, int):
+        if not 1 <= ref <= n:
+            raise ContractValidationError(f"index {ref} is out of range: {sel.space} has {n} tokens", sel.span,
+                                          expected=f"1..{n}", rule="selector")
+        return [ref]
+    if isinstance(ref, m.Symbol):
+        if ref.name in ("T", "n", "K"):
+            return [n]
+        raise ContractValidationError(f"symbolic index `{ref.name}` cannot be resolved", sel.span,
+                                      expected="a text, an index or T", rule="symbolic")
+    a, b = _anchor(al, sel.space, ref, sel.span)
+    hit = [t.index for t in pool if t.start < b and a < t.end]
+    if not hit:
+        raise ContractValidationError(f"{ref.text!r} covers no token", sel.span, rule="text-anchor")
+    return hit
+
+
+def positions(al: Alignment, sel: m.Selector) -> list[int]:
+    """Sequence positions a selector names (prompt or output tokens)."""
+    if sel.space not in ("x", "y"):
+        raise ContractValidationError(f"{sel.space} selectors need a diffusion process", sel.span,
+                                      rule="process-features")
+    role = "prompt" if sel.space == "x" else "output"
+    pool = al.role(role)
+    if sel.segment is not None:
+        if sel.segment not in al.segments:
+            raise ContractValidationError(f"the prompt has no segment `{sel.segment}`", sel.span,
+                                          expected=", ".join(al.segments) or "named segments", rule="unknown-name")
+        a, b = al.segments[sel.segment]
+        pool = [t for t in pool if t.start < b and a < t.end]
+        if sel.op == "all":
+            return [t.position for t in pool]
+    if sel.op == "all":
+        return [t.position for t in pool]
+    by_index = {t.index: t for t in pool}
+    idx = sorted(by_index)
+    ia = _ref_indices(al, sel, sel.a, al.role(role))
+    if sel.op == "at":
+        chosen = ia
+    elif sel.op == "range":
+        ib = _ref_indices(al, sel, sel.b, al.role(role))
+        chosen = [i for i in idx if min(ia) <= i <= max(ib)]
+    elif sel.op == "lt":
+        chosen = [i for i in idx if i < min(ia)]
+    elif sel.op == "le":
+        chosen = [i for i in idx if i <= max(ia)]
+    elif sel.op == "gt":
+        chosen = [i for i in idx if i > max(ia)]
+    else:
+        chosen = [i for i in idx if i >= min(ia)]
+    return [by_index[i].position for i in chosen if i in by_index]

@@ -1,0 +1,166 @@
+"""Contract -> computation: freeze the generation, align tokens, build E/C/O masks and S.
+
+Token-level re-checks of the SCOPE rules that the text alone could not decide (E and C
+disjoint, causality, every autoregressive input token in E or C) raise the same
+positioned errors as the validator. Held-fixed positions stay in the forward pass at
+their actual values and are never on the attribution path: the compiled problem marks
+only E as eligible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from scopecheck.engine.align import Alignment, align, positions
+from scopecheck.engine.models import LoadedModel
+from scopecheck.engine.problem import AttributionProblem
+from scopecheck.errors import ContractValidationError
+from scopecheck.spec import model as m
+from scopecheck.spec.validate import Resolved
+
+SCORE_KINDS = {"logprob": "logprob", "prob": "prob", "logit": "logit", "contrast": "contrastive"}
+DEFAULT_MAX_NEW_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class Compiled:
+    contract: m.Contract
+    resolved: Resolved
+    alignment: Alignment
+    problem: AttributionProblem
+    eligible: tuple[int, ...]     # positions in E
+    fixed: tuple[int, ...]        # positions in C (stated)
+    special: tuple[int, ...]      # special/template positions, held fixed implicitly
+    targets: tuple[int, ...]      # positions of O
+    generated: bool               # the output was produced by a decoding rule, then frozen
+    score_kind: str
+
+
+def _param_value(v: m.Value):
+    if isinstance(v, m.Ident):
+        return v.name
+    if isinstance(v, m.Text):
+        return v.value
+    return v
+
+
+def freeze_output(contract: m.Contract, lm: LoadedModel, prompt_ids: list[int]) -> tuple[str, list[int] | None]:
+    """The output text, generating it once by the stated decoding rule when not given."""
+    out = contract.output
+    assert out is not None  # validated: runnable contracts state an output
+    if out.text is not None:
+        return out.text, None
+    params = {p.key: _param_value(p.value) for p in out.params}
+    max_new = int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+    kw: dict = {"max_new_tokens": max_new, "do_sample": out.rule == "sample"}
+    if out.rule == "sample":
+        for k in ("temperature", "top_p", "top_k"):
+            if k in params:
+                kw[k] = params[k]
+        torch.manual_seed(int(params["seed"]))
+    tok = lm.tokenizer
+    ids = torch.tensor([prompt_ids], device=lm.device)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    with torch.no_grad():
+        gen = lm.model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=pad, **kw)
+    new = gen[0, ids.shape[1]:].tolist()
+    if tok.eos_token_id is not None and tok.eos_token_id in new:
+        new = new[: new.index(tok.eos_token_id)]
+    if not new:
+        raise ContractValidationError("the decoding rule generated no token", out.span, rule="generation",
+                                      expected="a prompt the model continues")
+    return tok.decode(new, skip_special_tokens=True), new
+
+
+def _union(al: Alignment, sels: tuple[m.Selector, ...]) -> dict[int, m.Selector]:
+    out: dict[int, m.Selector] = {}
+    for s in sels:
+        for p in positions(al, s):
+            out.setdefault(p, s)
+    return out
+
+
+def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel) -> Compiled:
+    sc = resolved.scope
+    if sc.process is not None and sc.process.kind == "masked_diffusion":
+        raise ContractValidationError(
+            "this version of scopecheck validates diffusion contracts but has no masked-diffusion engine to run them",
+            sc.process.span, expected="process autoregressive or classifier", rule="engine")
+    if lm.family != "autoregressive":
+        raise ContractValidationError(f"{lm.identity} is not a causal LM; autoregressive contracts need one",
+                                      contract.model.span if contract.model else contract.span, rule="model")
+    assert contract.prompt is not None and sc.score is not None and sc.explain is not None
+    from scopecheck.engine.align import _encode, special_prefix
+
+    tok = lm.tokenizer
+    prompt_ids = special_prefix(tok) + _encode(tok, contract.prompt.text)[0]
+    out_text, out_ids = freeze_output(contract, lm, prompt_ids)
+    al = align(tok, contract.prompt, out_text, out_ids)
+    L = len(al.tokens)
+    E = _union(al, sc.eligible or ())
+    C = _union(al, sc.fixed or ())
+    O = positions(al, sc.explain)
+    S = positions(al, sc.score.target)
+    special = tuple(t.position for t in al.tokens if t.role == "special")
+    if not O:
+        raise ContractValidationError(f"{_fmt(sc.explain)} names no token", sc.explain.span, rule="selector")
+    if sorted(S) != sorted(O):
+        raise ContractValidationError("S must score O: the score's target and the output explained differ in tokens",
+                                      sc.score.span, rule="score-output")
+    both = sorted(set(E) & set(C))
+    if both:
+        tokens = ", ".join(repr(al.tokens[p].text) for p in both)
+        raise ContractValidationError(f"tokens {tokens} are both eligible and held fixed", C[both[0]].span,
+                                      expected="E and C disjoint", rule="disjoint")
+    first_target = min(O)
+    late = [p for p in E if al.tokens[p].role == "output" and p >= first_target]
+    if late:
+        raise ContractValidationError(
+            f"token {al.tokens[late[0]].text!r} is at or after the output explained: an autoregressive output is "
+            "caused only by the prompt and earlier tokens", E[late[0]].span, rule="causality")
+    inputs = [t.position for t in al.tokens if t.role != "special" and t.position < max(O)]
+    uncovered = [p for p in inputs if p not in E and p not in C and p not in O]
+    # for a span output, its own tokens are inputs to the later ones: they must be held fixed
+    uncovered += [p for p in O if p < max(O) and p not in C and len(O) > 1]
+    if uncovered:
+        tokens = ", ".join(repr(al.tokens[p].text) for p in sorted(set(uncovered)))
+        raise ContractValidationError(
+            f"input tokens {tokens} are neither eligible nor held fixed", sc.explain.span,
+            expected="every autoregressive input token in `eligible` or `fixed`", rule="coverage")
+    alt_id = None
+    if sc.score.kind == "contrast":
+        alt = tok(sc.score.alternative or "", add_special_tokens=False)["input_ids"]
+        if len(alt) != 1:
+            raise ContractValidationError(f"the alternative {sc.score.alternative!r} is {len(alt)} tokens, not one",
+                                          sc.score.span, expected="a single-token alternative", rule="score-output")
+        alt_id = alt[0]
+        if len(O) != 1:
+            raise ContractValidationError("a contrastive score needs a single-token output", sc.score.span,
+                                          rule="score-output")
+    if sc.score.kind not in SCORE_KINDS:
+        raise ContractValidationError(f"score kind {sc.score.kind!r} needs a diffusion process", sc.score.span,
+                                      rule="score-output")
+    from scopecheck.engine.scoring import causal_lm_problem
+
+    ids = torch.tensor(al.ids, dtype=torch.long)
+    eligible = torch.zeros(L, dtype=torch.bool)
+    eligible[list(E)] = True
+    problem = causal_lm_problem(lm.model, ids, eligible, sorted(O), SCORE_KINDS[sc.score.kind], alt_id,
+                                pad_id=tok.pad_token_id, mask_id=getattr(tok, "mask_token_id", None),
+                                unk_id=tok.unk_token_id)
+    return Compiled(contract, resolved, al, problem, tuple(sorted(E)), tuple(sorted(C)), special, tuple(sorted(O)),
+                    out_ids is not None, sc.score.kind)
+
+
+def _fmt(sel: m.Selector) -> str:
+    from scopecheck.dsl.format import fmt_selector
+
+    return fmt_selector(sel)
+
+
+def contract_dir(contract: m.Contract) -> Path | None:
+    p = Path(contract.span.path)
+    return p.parent if p.suffix == ".scope" else None

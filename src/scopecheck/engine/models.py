@@ -1,0 +1,119 @@
+"""Model loading: ``reference:<name>``, a local directory, or a hub id.
+
+Safetensors only by default. Pickle checkpoints (``allow_pickle``) and
+``trust_remote_code`` are command-line opt-ins (``scopecheck run --allow-pickle
+--trust-remote-code``); a contract file alone can never enable them. float32 by default;
+float64 for verification. No silent precision change: the dtype asked for is the dtype used.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scopecheck.errors import ContractError, ContractValidationError, Span
+from scopecheck.spec import model as m
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    device: str = "auto"          # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"
+    allow_pickle: bool = False    # command line only
+    trust_remote_code: bool = False  # command line only
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any                    # transformers PreTrainedModel
+    tokenizer: Any
+    identity: str                 # reference:<name> | path | hub id, for reports
+    family: str                   # autoregressive | masked_diffusion
+    device: str
+    dtype: str
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ContractError(f"device {device!r} requested but CUDA is not available", rule="device",
+                            expected="--device cpu or auto")
+    return device
+
+
+def model_location(ref: m.ModelRef, base_dir: Path | None) -> tuple[str, str]:
+    """(what to pass to from_pretrained, identity for reports)."""
+    if ref.kind == "reference":
+        from scopecheck.engine.reference import REFERENCE_MODELS
+
+        info = REFERENCE_MODELS.get(ref.name)
+        if info is None:
+            from scopecheck.errors import unknown_name
+
+            raise unknown_name("reference model", ref.name, list(REFERENCE_MODELS), ref.span)
+        return str(info.directory), f"reference:{ref.name}"
+    if ref.kind == "path":
+        p = Path(ref.name).expanduser()
+        if not p.is_absolute() and base_dir is not None:
+            p = (base_dir / p).resolve()
+        if not p.is_dir():
+            raise ContractValidationError(f"model directory {str(p)!r} does not exist", ref.span,
+                                          expected="a directory with config.json and model.safetensors",
+                                          rule="model")
+        return str(p), str(p)
+    return ref.name, f"hub:{ref.name}"
+
+
+def _family(config: Any) -> str:
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    return "masked_diffusion" if ("MaskedLM" in archs or "Diffusion" in archs) else "autoregressive"
+
+
+def load(ref: m.ModelRef, options: LoadOptions = LoadOptions(), base_dir: Path | None = None) -> LoadedModel:
+    where, identity = model_location(ref, base_dir)
+    device = resolve_device(options.device)
+    return _load_cached(where, identity, device, options.dtype, options.allow_pickle, options.trust_remote_code,
+                        ref.span)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickle: bool, trust_remote_code: bool,
+                 span: Span) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    if dtype not in DTYPES:
+        raise ContractError(f"unknown dtype {dtype!r}", rule="dtype", expected=", ".join(DTYPES))
+    local = Path(where).is_dir()
+    if local and not allow_pickle:
+        has_st = any(Path(where).glob("*.safetensors"))
+        if not has_st:
+            raise ContractValidationError(
+                f"{identity}: no .safetensors weights; pickle checkpoints are refused by default", span,
+                expected="model.safetensors", hint="pass --allow-pickle on the command line if you trust the file",
+                rule="model")
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if not local:
+        kw["local_files_only"] = False
+    try:
+        config = AutoConfig.from_pretrained(where, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(where, **kw)
+        model = AutoModelForCausalLM.from_pretrained(where, use_safetensors=not allow_pickle or None,
+                                                     dtype=DTYPES[dtype], **kw)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ContractValidationError(f"cannot load model {identity}: {first}", span,
+                                      expected="a local directory, a reference model, or a reachable hub id",
+                                      rule="model") from None
+    model.to(device)
+    model.eval()
+    return LoadedModel(model, tokenizer, identity, _family(config), device, dtype)

@@ -1,0 +1,139 @@
+"""Run a contract: load the model, compile the contract, run its method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scopecheck.dsl.format import fmt_features, fmt_score, fmt_selector, format_document
+from scopecheck.engine.compile import Compiled, compile_contract, contract_dir
+from scopecheck.engine.models import LoadOptions, load
+from scopecheck.engine.result import AttributionResult, TokenScore
+from scopecheck.errors import ContractErrors, ContractValidationError
+from scopecheck.spec import model as m
+from scopecheck.spec.validate import resolve, validate
+
+OPERATOR_PARAMS = ("baseline", "operator")
+OPERATOR_FALLBACK = ("pad", "unk", "mask", "zero")
+
+
+def _value(v: m.Value) -> Any:
+    if isinstance(v, m.Ident):
+        return v.name
+    if isinstance(v, m.Text):
+        return v.value
+    return v
+
+
+def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, Any], str | None]:
+    """Canonical method name, its parameters (operator made explicit) and the operator used."""
+    from scopecheck.engine.catalog import METHOD_ALIASES, METHODS
+
+    name = METHOD_ALIASES.get(method.name, method.name)
+    params = {p.key: _value(p.value) for p in method.params}
+    info = METHODS[name]
+    operator = None
+    for key in OPERATOR_PARAMS:
+        if key in info.params:
+            if key in params:
+                operator = str(params[key])
+                available = set(compiled.problem.operators) | {"delete"}
+                if operator not in available:
+                    p = next(q for q in method.params if q.key == key)
+                    raise ContractValidationError(
+                        f"{compiled.contract.model.name if compiled.contract.model else 'the model'} has no "
+                        f"`{operator}` token", p.span, expected=f"{key} = " + " | ".join(sorted(available)),
+                        rule="operator")
+            else:
+                default = "delete" if "(default delete)" in info.params[key] else None
+                operator = default or next(o for o in OPERATOR_FALLBACK if o in compiled.problem.operators)
+                params[key] = operator
+    return name, params, operator
+
+
+def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress: bool = False) -> AttributionResult:
+    errs = validate(contract)
+    if errs:
+        raise ContractErrors(errs)
+    resolved = resolve(contract)
+    assert contract.model is not None and contract.method is not None
+    lm = load(contract.model, options, contract_dir(contract))
+    compiled = compile_contract(contract, resolved, lm)
+    name, params, operator = method_params(compiled, contract.method)
+    from scopecheck.engine.methods import run_method
+
+    seed = contract.seed if contract.seed is not None else 0
+    torch.manual_seed(seed)
+    out = run_method(name, compiled.problem, params, seed=seed, progress=progress)
+    scores = out.scores.detach().to("cpu", torch.float64)
+    E, C, O = set(compiled.eligible), set(compiled.fixed) | set(compiled.special), set(compiled.targets)
+    toks = tuple(TokenScore(t.position, t.text, t.role, t.index, t.position in E, t.position in C,
+                            t.position in O, float(scores[t.position])) for t in compiled.alignment.tokens)
+    sc = resolved.scope
+    scope = {"score": fmt_score(sc.score), "fixed": fmt_features(sc.fixed), "explain": fmt_selector(sc.explain),
+             "process": sc.process.kind + ("(" + ", ".join(f"{p.key} = {_value(p.value)}" for p in sc.process.params)
+                                           + ")" if sc.process.params else ""),
+             "eligible": fmt_features(sc.eligible)}
+    full = {k: v for k, v in out.info.items()}
+    return AttributionResult(
+        name=contract.name, path=contract.span.path, line=contract.span.line,
+        contract_text=format_document(contract), kind=resolved.kind or "custom", scope=scope,
+        origin=dict(resolved.origin), method=name, method_params=params, operator=operator, tokens=toks,
+        output_ids=tuple(t.id for t in compiled.alignment.role("output")), generated=compiled.generated,
+        score_input=_f(full.get("score_input")), score_baseline=_f(full.get("score_baseline")), info=full,
+        model=lm.identity, device=lm.device, dtype=lm.dtype, seed=seed,
+        special=tuple(compiled.alignment.tokens[p].text for p in compiled.special), compiled=compiled)
+
+
+def _f(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
+    from scopecheck.loader import load_file, load_text
+
+    if isinstance(source, m.Contract):
+        return [source]
+    if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".scope") and "\n" not in source):
+        docs = load_file(source)
+    else:
+        docs = load_text(str(source))
+    return [d for d in docs if isinstance(d, m.Contract)]
+
+
+def run(source: m.Contract | str | Path, *, name: str | None = None, device: str = "auto", dtype: str = "float32",
+        allow_pickle: bool = False, trust_remote_code: bool = False, progress: bool = False) -> AttributionResult:
+    """Run one contract: a spec, contract text, or a ``.scope`` path (``name`` picks one of several)."""
+    contracts = _contracts(source)
+    if name is not None:
+        contracts = [c for c in contracts if c.name == name]
+    if len(contracts) != 1:
+        names = ", ".join(repr(c.name) for c in _contracts(source))
+        raise ValueError(f"expected exactly one contract{f' named {name!r}' if name else ''}; found: {names or 'none'}")
+    opts = LoadOptions(device, dtype, allow_pickle, trust_remote_code)
+    return execute(contracts[0], opts, progress)
+
+
+def attribute(*, model: str, prompt: str, output: str, contract: str = "prompt_conditioned",
+              method: str = "integrated_gradients", target: str | int | None = None, seed: int = 0,
+              device: str = "auto", dtype: str = "float32", **method_params: Any) -> AttributionResult:
+    """Keyword form of a contract for tests written in Python::
+
+        attribute(model="reference:translate-ar", prompt="Translate to French: The dog is black.",
+                  output="Le chien est noir.", contract="prompt_conditioned", target="noir")
+    """
+    import json
+
+    from scopecheck.dsl.format import fmt_params
+
+    use_params = []
+    if target is not None:
+        use_params.append(m.Param("target", m.Text(target) if isinstance(target, str) else target))
+    mref = (f"reference:{model.split(':', 1)[1]}" if model.startswith("reference:")
+            else f"hub:{json.dumps(model[4:])}" if model.startswith("hub:") else json.dumps(model))
+    mp = tuple(m.Param(k, m.Ident(v) if isinstance(v, str) else v) for k, v in method_params.items())
+    text = (f'contract "attribute" {{\n model {mref}\n prompt {json.dumps(prompt)}\n output {json.dumps(output)}\n'
+            f' use {contract}{fmt_params(tuple(use_params))}\n method {method}{fmt_params(mp)}\n seed {seed}\n}}\n')
+    return run(text, device=device, dtype=dtype)
