@@ -2,8 +2,9 @@ import os
 
 from hypothesis import settings
 
+# CI (CI=true, set by the CI runner) or HYPOTHESIS_PROFILE=ci: 2,000 examples per property.
 settings.register_profile("ci", max_examples=2000, deadline=None, print_blob=True)
 settings.register_profile("dev", max_examples=100, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 pytest_plugins = ["pytester"]

@@ -1,0 +1,28 @@
+"""What the pytest plugin runs when an expectation item executes (imports the engine)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scopecheck.runner import ExpectationOutcome, Runner
+from scopecheck.spec import model as m
+
+
+def runner_for(config: Any, key: Any) -> Runner:
+    state = config.stash[key]
+    if state.get("runner") is None:
+        state["runner"] = Runner(device=config.getoption("scope_device"))
+    return state["runner"]
+
+
+def evaluate_expectation(config: Any, key: Any, doc: m.Contract, expect: m.Expectation) -> ExpectationOutcome:
+    runner = runner_for(config, key)
+    cr = runner.run(doc)
+    outcome = runner.evaluate(cr, expect)
+    cr.outcomes = [o for o in cr.outcomes if o.line != outcome.line] + [outcome]
+    if not outcome.passed and cr.result is not None:
+        from scopecheck.report.terminal import heatmap_text
+
+        outcome = ExpectationOutcome(outcome.text, outcome.line, False, outcome.left, outcome.right,
+                                     outcome.explanation + "\n\n" + heatmap_text(cr.result))
+    return outcome

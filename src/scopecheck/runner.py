@@ -1,0 +1,192 @@
+"""Run contracts and evaluate their ``expect`` clauses, sharing work per contract.
+
+A :class:`Runner` computes each contract's attribution once and each distinct check
+call once (per session in pytest, per command on the CLI). Expectations evaluate to
+:class:`ExpectationOutcome` objects that say what was measured against what threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from scopecheck.errors import ContractError, ContractValidationError
+from scopecheck.spec import model as m
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    text: str                 # the clause in canonical form
+    line: int
+    passed: bool
+    left: Any                 # measured value(s)
+    right: Any
+    explanation: str
+
+
+@dataclass
+class ContractRun:
+    contract: m.Contract
+    result: Any = None                                   # AttributionResult
+    checks: dict[str, Any] = field(default_factory=dict)  # canonical call text -> CheckResult
+    outcomes: list[ExpectationOutcome] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def _call_key(call: m.Call) -> str:
+    from scopecheck.dsl.format import fmt_operand
+
+    return fmt_operand(m.Call(call.name, call.args, call.params, (), True))
+
+
+def _py(v: m.Value) -> Any:
+    if isinstance(v, m.Ident):
+        return v.name
+    if isinstance(v, m.Text):
+        return v.value
+    if isinstance(v, m.Selector):
+        from scopecheck.dsl.format import fmt_selector
+
+        return fmt_selector(v)
+    return v
+
+
+class Runner:
+    def __init__(self, device: str = "auto", dtype: str = "float32", progress: bool = False) -> None:
+        from scopecheck.engine.models import LoadOptions
+
+        self.device, self.dtype, self.progress = device, dtype, progress
+        self.options = LoadOptions(device, dtype)
+        self.runs: dict[tuple[str, int, str], ContractRun] = {}
+
+    def run(self, contract: m.Contract) -> ContractRun:
+        key = (contract.span.path, contract.span.line, contract.name)
+        if key not in self.runs:
+            from scopecheck.engine.run import execute
+
+            cr = ContractRun(contract)
+            t0 = time.perf_counter()
+            try:
+                cr.result = execute(contract, self.options, progress=self.progress)
+            except ContractError as exc:
+                cr.error = exc.render()
+            cr.seconds = time.perf_counter() - t0
+            self.runs[key] = cr
+        return self.runs[key]
+
+    # ------------------------------------------------------------------ checks
+    def check(self, cr: ContractRun, call: m.Call, random: bool = False) -> Any:
+        from scopecheck.checks.registry import random_baseline, run_check
+
+        key = ("random:" if random else "") + _call_key(call)
+        if key not in cr.checks:
+            params = {p.key: _py(p.value) for p in call.params}
+            seed = cr.contract.seed or 0
+            t0 = time.perf_counter()
+            if random:
+                cr.checks[key] = random_baseline(call.name, cr.result, params)
+            else:
+                cr.checks[key] = run_check(call.name, cr.result, params, seed=seed)
+            cr.seconds += time.perf_counter() - t0
+        return cr.checks[key]
+
+    # ------------------------------------------------------------------ expectations
+    def _value(self, cr: ContractRun, op: m.Operand, other: m.Operand | None) -> Any:
+        r = cr.result
+        if isinstance(op, bool) or isinstance(op, (int, float)):
+            return op
+        if isinstance(op, m.Text):
+            return op.value
+        if isinstance(op, m.Selector):
+            return ("tokens", [r.tokens[p].text.strip() for p in r.positions(op)])
+        name = op.name
+        if name == "top":
+            k = int(op.args[0]) if op.args else 1
+            return ("top", r.top(k))
+        if name in ("mass", "rank", "attribution"):
+            if len(op.args) != 1 or not isinstance(op.args[0], m.Selector):
+                raise ContractValidationError(f"{name}(...) takes one selector", op.span,
+                                              expected=f'{name}(x["black"])', rule="expect")
+            return getattr(r, name)(op.args[0])
+        if name == "random":
+            if not isinstance(other, m.Call) or other.name in ("top", "mass", "rank", "attribution", "random"):
+                raise ContractValidationError("`random` compares with a ranking check on the other side", op.span,
+                                              expected="deletion(...).aopc > random.aopc", rule="expect")
+            res = self.check(cr, other, random=True)
+            return res.fields[op.fields[0]]
+        res = self.check(cr, op)
+        if not op.fields and (other is None):
+            return res
+        from scopecheck.checks.catalog import CHECKS
+
+        fld = op.fields[0] if op.fields else CHECKS[name].default_field
+        return res.fields[fld]
+
+    def evaluate(self, cr: ContractRun, ex: m.Expectation) -> ExpectationOutcome:
+        from scopecheck.dsl.format import fmt_expectation
+
+        text = fmt_expectation(ex)
+        if cr.result is None:
+            return ExpectationOutcome(text, ex.span.line, False, None, None, cr.error or "the contract did not run")
+        try:
+            left = self._value(cr, ex.left, ex.right)
+            if ex.op is None:
+                passed = bool(getattr(left, "passed", False))
+                desc = _describe_check(left)
+                return ExpectationOutcome(text, ex.span.line, passed, desc, None,
+                                          f"{text}: {'holds' if passed else 'FAILED'} ({desc})")
+            right = self._value(cr, ex.right, ex.left)
+        except ContractError as exc:
+            return ExpectationOutcome(text, ex.span.line, False, None, None, exc.render())
+        passed = _compare(left, ex.op, right)
+        shown_l, shown_r = _show(left), _show(right)
+        verdict = "holds" if passed else "FAILED"
+        return ExpectationOutcome(text, ex.span.line, passed, shown_l, shown_r,
+                                  f"{text}: {verdict}: measured {shown_l} {ex.op} {shown_r}")
+
+
+def _describe_check(res: Any) -> str:
+    if not hasattr(res, "fields"):
+        return repr(res)
+    vals = ", ".join(f"{k} = {v:.6g}" for k, v in res.fields.items())
+    cfg = ", ".join(f"{k} = {v}" for k, v in res.config.items() if k in ("tolerance", "operator", "protocol"))
+    note = f"; {res.note}" if res.note else ""
+    return f"{res.name}: {vals}" + (f" [{cfg}]" if cfg else "") + note
+
+
+def _show(v: Any) -> Any:
+    if isinstance(v, tuple) and len(v) == 2 and v[0] in ("top", "tokens"):
+        return v[1]
+    if isinstance(v, float):
+        return float(f"{v:.6g}")
+    return v
+
+
+def _compare(left: Any, op: str, right: Any) -> bool:
+    if op == "in":
+        items = right[1] if isinstance(right, tuple) else right
+        needles = left[1] if isinstance(left, tuple) else [left]
+        return bool(needles) and all(n in items for n in needles)
+    if isinstance(left, tuple) or isinstance(right, tuple):
+        seq, other = (left, right) if isinstance(left, tuple) else (right, left)
+        items = seq[1]
+        if op in ("==", "!="):
+            if isinstance(other, tuple):
+                eq = items == other[1]
+            else:  # top(k) == "s": s is among the top k
+                eq = other in items
+            return eq if op == "==" else not eq
+        raise ContractValidationError(f"cannot order token lists with {op}", rule="expect")
+    if isinstance(left, str) or isinstance(right, str):
+        if op == "==":
+            return left == right
+        if op == "!=":
+            return left != right
+        raise ContractValidationError(f"cannot order texts with {op}", rule="expect")
+    a, b = float(left), float(right)
+    if math.isnan(a) or math.isnan(b):
+        return False
+    return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
