@@ -1,0 +1,79 @@
+"""The command line: check, fmt, list (run and audit have their own tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+
+from scopecheck.cli import main
+from scopecheck.spec.jsonio import schema
+
+ROOT = Path(__file__).parents[1]
+INVALID = ROOT / "tests" / "dsl" / "golden" / "invalid"
+
+
+def test_check_contracts_folder_passes(capsys) -> None:
+    assert main(["check", str(ROOT / "contracts")]) == 0
+    out = capsys.readouterr()
+    assert "contract \"figure 1, middle: prompt-conditioned\"" in out.out
+    assert "ok:" in out.err
+
+
+def test_check_json_validates_against_schema(capsys) -> None:
+    assert main(["check", "--json", str(ROOT / "contracts")]) == 0
+    docs = json.loads(capsys.readouterr().out)
+    assert len(docs) >= 10
+    validator = jsonschema.Draft202012Validator(schema())
+    for d in docs:
+        validator.validate(d)
+    kinds = {d.get("contract_kind") for d in docs if d["kind"] == "contract"}
+    assert {"local_next_token", "prompt_conditioned", "span_prompt", "classifier", "state_level",
+            "denoising_stage", "prompt_to_output"} <= kinds
+
+
+def test_check_reports_all_errors_and_exits_1(capsys) -> None:
+    files = [str(INVALID / "e_overlaps_c.scope"), str(INVALID / "causality_future.scope"),
+             str(INVALID / "misspelled_keyword.scope")]
+    assert main(["check", *files]) == 1
+    err = capsys.readouterr().err
+    assert "e_overlaps_c.scope:6:14" in err and "causality_future.scope:9:17" in err
+    assert "misspelled_keyword.scope:6:5" in err
+    assert "3 errors in 3 file(s)" in err
+    assert "Traceback" not in err
+
+
+def test_check_missing_path(capsys) -> None:
+    assert main(["check", "no/such/dir"]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_fmt_check_and_write(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "a.scope"
+    src.write_text('contract "a" {use span_prompt\nmethod occlusion(operator=pad)}\n', encoding="utf-8")
+    assert main(["fmt", "--check", str(src)]) == 1
+    assert main(["fmt", "--write", str(src)]) == 0
+    text = src.read_text(encoding="utf-8")
+    assert "    use span_prompt\n" in text and "method occlusion(operator = pad)" in text
+    assert main(["fmt", "--check", str(src)]) == 0
+    capsys.readouterr()
+
+
+def test_fmt_writes_nothing_when_a_file_fails(tmp_path: Path, capsys) -> None:
+    good = tmp_path / "good.scope"
+    good.write_text('contract "a" {use span_prompt}\n', encoding="utf-8")
+    bad = tmp_path / "bad.scope"
+    bad.write_text('contract "a" { use }\n', encoding="utf-8")
+    assert main(["fmt", "--write", str(tmp_path)]) == 1
+    assert good.read_text(encoding="utf-8") == 'contract "a" {use span_prompt}\n'
+    assert not list(tmp_path.glob(".*.tmp"))
+    capsys.readouterr()
+
+
+def test_list_prints_standard_contracts_methods_and_checks(capsys) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("prompt_conditioned", "denoising_stage", "integrated_gradients", "stage_perturbation",
+                 "deletion", "regenerate", "log p(y[t] | x, y[<t])"):
+        assert name in out
