@@ -1,0 +1,379 @@
+"""The attributed score S of a Hugging Face causal LM, compiled to an :class:`AttributionProblem`.
+
+:func:`causal_lm_problem` turns a model, a frozen token sequence ``ids`` (prompt and the
+generation it is rescored on), the eligible positions E and the target positions O into
+the tensors every attribution method consumes.
+
+Teacher forcing: a target at position ``p`` is scored by the logits at the row that
+predicts it, ``p - 1`` (or, when positions are deleted, the last kept position before
+``p``). Targets are always read at the original, frozen ids: a perturbed input is
+*rescored*, never regenerated.
+
+Scores (``score=``):
+
+* ``logprob``      ``sum_t log p(ids[t] | ids[<t])`` over the targets: a token log-prob for
+                   one target, the (teacher-forced) span log-prob for several; one forward
+                   (and one backward) covers the whole span.
+* ``prob``         ``exp`` of the logprob sum.
+* ``logit``        sum of the target logits (pre-softmax).
+* ``contrastive``  ``log p(target) - log p(alternative)`` at the same row (single target).
+
+Deletion: the objective takes a keep mask ``(B, L)``; a deleted position gets
+``attention_mask = 0`` (no query attends to it) and ``position_ids = cumsum(keep) - 1``
+so every later token shifts left, exactly as if the token had been cut from the text
+(rotary/learned position embeddings see the shortened sequence).
+
+Precision: everything runs in the model's own dtype (float32, float64, ...); nothing is
+cast silently.
+
+Beyond the :class:`AttributionProblem` fields, the two callables built here carry extra
+entry points that some methods use when present (and degrade without):
+
+* ``problem.logprobs.at_rows(embeds, keep, rows)`` -> ``(B, len(rows), V)``: log-probs of
+  the next token at arbitrary rows (needed by ``probabilistic_as`` for ``p(x_i | x_<i)``
+  and by ``reagent`` for its replacement proposals).
+* ``problem.attentions.with_value_norms(embeds)`` -> ``(attentions, value_norms)`` with
+  ``value_norms[l]`` ``(heads, L)`` = ``||V_i^{(l,h)} W_O^{(l,h)}||_1`` (HETA's gate), for
+  architectures with ``v_proj``/``o_proj`` attention projections (Llama family).
+* ``problem.objective.eager_attention()``: a context manager that switches the model to
+  eager attention (double backward through SDPA is not implemented on every backend;
+  HETA's Hessian-vector products need it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Iterator, Sequence
+
+import torch
+
+from scopecheck.engine.problem import AttributionProblem
+
+Tensor = torch.Tensor
+
+SCORES: tuple[str, ...] = ("logprob", "prob", "logit", "contrastive")
+
+__all__ = [
+    "SCORES",
+    "CausalLMAttentions",
+    "CausalLMLogProbs",
+    "CausalLMObjective",
+    "causal_lm_problem",
+    "eager_attention",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Temporarily run ``model`` with eager attention (attention probabilities available,
+    twice differentiable), restoring the previous implementation afterwards.
+
+    Uses ``model.set_attn_implementation`` where this transformers version offers it
+    (>= 4.48 / 5.x read the implementation from the config at call time); otherwise sets
+    ``config._attn_implementation`` (older versions fall back to eager by themselves when
+    ``output_attentions=True``).
+    """
+    config = getattr(model, "config", None)
+    current = getattr(config, "_attn_implementation", None)
+    if config is None or current in (None, "eager"):
+        yield
+        return
+    setter = getattr(model, "set_attn_implementation", None)
+    if callable(setter):
+        setter("eager")
+        try:
+            yield
+        finally:
+            setter(current)
+    else:  # pragma: no cover - old transformers
+        config._attn_implementation = "eager"
+        try:
+            yield
+        finally:
+            config._attn_implementation = current
+
+
+class _Forward:
+    """Runs the LM on embeddings with an optional keep mask, returning logits at rows.
+
+    ``embeds`` ``(B, L, d)``; ``keep`` ``(B, L)`` bool or ``None``; ``rows`` ``(B, n)`` int64
+    (row indices per batch element) -> logits ``(B, n, V)``.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        try:
+            params = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover
+            params = {}
+        self.slices_logits = "logits_to_keep" in params
+
+    def __call__(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor:
+        kwargs: dict[str, object] = {"inputs_embeds": embeds, "use_cache": False}
+        if keep is not None:
+            keep_l = keep.to(device=embeds.device, dtype=torch.long)          # (B, L)
+            kwargs["attention_mask"] = keep_l
+            # later tokens shift left over deleted ones; deleted rows are never read
+            kwargs["position_ids"] = (keep_l.cumsum(-1) - 1).clamp_min(0)     # (B, L)
+        union, inverse = torch.unique(rows, sorted=True, return_inverse=True)  # (U,), (B, n)
+        if self.slices_logits:
+            kwargs["logits_to_keep"] = union                                    # 1-D: same rows for all
+            logits = self.model(**kwargs).logits                                # (B, U, V)
+            index = inverse
+        else:
+            logits = self.model(**kwargs).logits                                # (B, L, V)
+            index = rows
+        # (B, n, V)
+        return torch.take_along_dim(logits, index.unsqueeze(-1), dim=1)
+
+
+def _scoring_rows(rows: Sequence[int], keep: Tensor | None, batch: int, device: torch.device) -> Tensor:
+    """Row that produces the next-token distribution after each of ``rows``, per batch.
+
+    Without deletion that is the row itself; when it is deleted, the last kept position at
+    or before it (the token that precedes the target in the shortened text). ``(B, n)``.
+    """
+    r = torch.as_tensor(list(rows), dtype=torch.long, device=device)          # (n,)
+    if keep is None:
+        return r.unsqueeze(0).expand(batch, -1)
+    L = keep.shape[-1]
+    pos = torch.arange(L, device=device).unsqueeze(0)                         # (1, L)
+    last_kept = torch.where(keep.to(device), pos, torch.full_like(pos, -1)).cummax(dim=-1).values  # (B, L)
+    out = last_kept[:, r]                                                       # (B, n)
+    if bool((out < 0).any()):
+        raise ValueError("every position before a target was deleted: the target has no context to be scored from")
+    return out
+
+
+# --------------------------------------------------------------------------- callables
+
+
+class CausalLMObjective:
+    """The score S: ``(B, L, d) embeds, (B, L) keep | None -> (B,)`` (differentiable)."""
+
+    def __init__(self, model: torch.nn.Module, ids: Tensor, targets: Sequence[int], score: str,
+                 alternative: int | None) -> None:
+        self.model = model
+        self.ids = ids                                                          # (L,)
+        self.targets = tuple(int(t) for t in targets)                           # target positions
+        self.rows = tuple(t - 1 for t in self.targets)                          # rows predicting them
+        self.target_ids = ids[list(self.targets)]                               # (n,)
+        self.score = score
+        self.alternative = alternative
+        self._forward = _Forward(model)
+
+    def eager_attention(self) -> contextlib.AbstractContextManager[None]:
+        return eager_attention(self.model)
+
+    def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
+        if embeds.dim() != 3:
+            raise ValueError(f"objective expects embeds of shape (B, L, d), got {tuple(embeds.shape)}")
+        B = embeds.shape[0]
+        if keep is not None and not bool(keep[:, list(self.targets)].all()):
+            raise ValueError("a target position cannot be deleted: targets are rescored at their frozen ids")
+        rows = _scoring_rows(self.rows, keep, B, embeds.device)                 # (B, n)
+        logits = self._forward(embeds, keep, rows)                              # (B, n, V)
+        tgt = self.target_ids.to(embeds.device).view(1, -1, 1).expand(B, -1, 1)  # (B, n, 1)
+        if self.score == "logit":
+            return logits.gather(-1, tgt).squeeze(-1).sum(-1)                   # (B,)
+        logp = torch.log_softmax(logits, dim=-1)                                # (B, n, V)
+        lp = logp.gather(-1, tgt).squeeze(-1).sum(-1)                           # (B,)
+        if self.score == "logprob":
+            return lp
+        if self.score == "prob":
+            return lp.exp()
+        # contrastive (single target)
+        return lp - logp[:, 0, int(self.alternative)]                           # (B,)
+
+
+class CausalLMLogProbs:
+    """Full-vocabulary log-probs at the target rows: ``(B, L, d), keep -> (B, n_targets, V)``."""
+
+    def __init__(self, model: torch.nn.Module, target_rows: Sequence[int]) -> None:
+        self.target_rows = tuple(int(r) for r in target_rows)
+        self._forward = _Forward(model)
+
+    def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
+        return self.at_rows(embeds, keep, self.target_rows)
+
+    def at_rows(self, embeds: Tensor, keep: Tensor | None, rows: Sequence[int]) -> Tensor:
+        """Log-probs ``(B, len(rows), V)`` of the token following each of ``rows``."""
+        B = embeds.shape[0]
+        r = _scoring_rows(rows, keep, B, embeds.device)                         # (B, n)
+        return torch.log_softmax(self._forward(embeds, keep, r), dim=-1)
+
+
+class CausalLMAttentions:
+    """Per-layer attention probabilities: ``(L, d) embeds -> [(heads, L, L)] * layers``.
+
+    Runs the model with eager attention for the call, whatever it was loaded with.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, embeds: Tensor) -> list[Tensor]:
+        return self._run(embeds, want_values=False)[0]
+
+    def with_value_norms(self, embeds: Tensor) -> tuple[list[Tensor], list[Tensor] | None]:
+        """Attentions and ``||V_i^{(l,h)} W_O^{(l,h)}||_1`` per layer ``(heads, L)`` (or ``None``
+        when the attention modules do not expose ``v_proj``/``o_proj``)."""
+        return self._run(embeds, want_values=True)
+
+    def _attention_modules(self) -> list[torch.nn.Module]:
+        mods = []
+        for m in self.model.modules():
+            if type(m).__name__.endswith("Attention") and hasattr(m, "v_proj") and hasattr(m, "o_proj"):
+                mods.append(m)
+        return mods
+
+    def _run(self, embeds: Tensor, want_values: bool) -> tuple[list[Tensor], list[Tensor] | None]:
+        if embeds.dim() != 2:
+            raise ValueError(f"attentions expects embeds of shape (L, d), got {tuple(embeds.shape)}")
+        captured: list[Tensor] = []
+        handles = []
+        mods = self._attention_modules() if want_values else []
+        for m in mods:
+            handles.append(m.v_proj.register_forward_hook(lambda _m, _i, out: captured.append(out.detach())))
+        try:
+            with torch.no_grad(), eager_attention(self.model):
+                out = self.model(inputs_embeds=embeds.unsqueeze(0), output_attentions=True, use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+        atts = [a[0].detach() for a in (out.attentions or ())]                 # each (H, L, L)
+        if not atts or any(a is None for a in atts):
+            raise RuntimeError("the model returned no attention probabilities, even with eager attention")
+        if not want_values:
+            return atts, None
+        if len(captured) != len(atts) or not mods:
+            return atts, None
+        norms = []
+        for m, v, a in zip(mods, captured, atts):
+            H = a.shape[0]
+            w_o = m.o_proj.weight                                               # (d, H * hd)
+            hd = w_o.shape[1] // H
+            v = v[0].view(v.shape[1], -1, hd)                                   # (L, H_kv, hd)
+            if v.shape[1] != H:                                                 # grouped-query attention
+                v = v.repeat_interleave(H // v.shape[1], dim=1)                 # (L, H, hd)
+            w = w_o.detach().view(w_o.shape[0], H, hd)                          # (d, H, hd)
+            vw = torch.einsum("lhk,dhk->hld", v, w)                             # (H, L, d)
+            norms.append(vw.abs().sum(-1))                                      # (H, L)
+        return atts, norms
+
+
+# --------------------------------------------------------------------------- builder
+
+
+def _token_id(explicit: int | None, config: object, attr: str, vocab: int, name: str) -> int | None:
+    tid = explicit if explicit is not None else getattr(config, attr, None)
+    if isinstance(tid, (list, tuple)):                                          # some configs list several
+        tid = tid[0] if tid else None
+    if tid is None:
+        return None
+    tid = int(tid)
+    if not 0 <= tid < vocab:
+        if explicit is not None:
+            raise ValueError(f"{name}_id={tid} is outside the vocabulary (size {vocab})")
+        return None
+    return tid
+
+
+def causal_lm_problem(
+    model: torch.nn.Module,
+    ids: Tensor,
+    eligible: Tensor,
+    targets: Sequence[int],
+    score: str = "logprob",
+    alternative: int | None = None,
+    pad_id: int | None = None,
+    mask_id: int | None = None,
+    unk_id: int | None = None,
+) -> AttributionProblem:
+    """Build the :class:`AttributionProblem` for a causal LM (teacher-forced rescoring).
+
+    ``ids`` ``(L,)`` token ids (BOS/template, prompt, generation); ``eligible`` ``(L,)`` bool
+    (E); ``targets`` positions in ``ids`` whose score is attributed (O). Operators:
+    ``zero`` and ``mean`` (mean row of the vocabulary embedding matrix) always; ``pad``,
+    ``mask``, ``unk`` the embedding of that token, taken from the explicit ``*_id`` argument
+    or else from ``model.config.{pad,mask,unk}_token_id``. Where neither gives a token
+    (e.g. Llama has no pad or mask token) the operator is *omitted*: no token is invented
+    (EOS is not substituted for pad), and a method asking for it gets an error that lists
+    the operators that exist.
+
+    The model is put in eval mode (dropout off) so that scores are deterministic.
+    """
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; known: {', '.join(SCORES)}")
+    ids = torch.as_tensor(ids)
+    eligible = torch.as_tensor(eligible)
+    if ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"ids must be a 1-D integer tensor, got {tuple(ids.shape)} {ids.dtype}")
+    L = int(ids.shape[0])
+    if eligible.shape != (L,) or eligible.dtype != torch.bool:
+        raise ValueError(f"eligible must be a bool tensor of shape ({L},), got {tuple(eligible.shape)} {eligible.dtype}")
+    targets = tuple(int(t) for t in targets)
+    if not targets:
+        raise ValueError("at least one target position is required")
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"duplicate target positions: {targets}")
+    for t in targets:
+        if not 1 <= t < L:
+            raise ValueError(f"target position {t} must lie in 1..{L - 1} (position 0 has no preceding row)")
+        if bool(eligible[t]):
+            raise ValueError(f"target position {t} is also eligible: an output cannot explain itself")
+    if score == "contrastive":
+        if len(targets) != 1:
+            raise ValueError("score 'contrastive' needs exactly one target")
+        if alternative is None:
+            raise ValueError("score 'contrastive' needs an alternative token id")
+    elif alternative is not None:
+        raise ValueError(f"alternative is only meaningful for score 'contrastive', not {score!r}")
+
+    model.eval()
+    emb_module = model.get_input_embeddings()
+    weight = emb_module.weight                                                   # (V, d)
+    device = weight.device
+    V = int(weight.shape[0])
+    ids = ids.to(device=device, dtype=torch.long)
+    eligible = eligible.to(device)
+    if int(ids.max()) >= V or int(ids.min()) < 0:
+        raise ValueError(f"token ids must lie in 0..{V - 1}")
+    if alternative is not None and not 0 <= int(alternative) < V:
+        raise ValueError(f"alternative token id {alternative} is outside the vocabulary (size {V})")
+
+    with torch.no_grad():
+        if type(emb_module) is torch.nn.Embedding:
+            vocab_embeds = weight.detach()                                       # (V, d), shares storage
+        else:  # scaled / custom embedding modules: rows exactly as inputs_embeds expects them
+            vocab_embeds = emb_module(torch.arange(V, device=device)).detach()
+        embeds = vocab_embeds[ids].clone()                                       # (L, d)
+    d = int(embeds.shape[1])
+
+    config = getattr(model, "config", None)
+    operators: dict[str, Tensor] = {
+        "zero": torch.zeros(L, d, dtype=embeds.dtype, device=device),           # (L, d)
+        "mean": vocab_embeds.mean(0, keepdim=True).expand(L, d).clone(),        # (L, d)
+    }
+    for name, explicit in (("pad", pad_id), ("mask", mask_id), ("unk", unk_id)):
+        tid = _token_id(explicit, config, f"{name}_token_id", V, name)
+        if tid is not None:
+            operators[name] = vocab_embeds[tid].unsqueeze(0).expand(L, d).clone()  # (L, d)
+
+    target_rows = tuple(t - 1 for t in targets)
+    objective = CausalLMObjective(model, ids, targets, score, alternative)
+    return AttributionProblem(
+        ids=ids,
+        embeds=embeds,
+        eligible=eligible,
+        objective=objective,
+        operators=operators,
+        target_rows=target_rows,
+        attentions=CausalLMAttentions(model),
+        logprobs=CausalLMLogProbs(model, target_rows),
+        vocab_embeds=vocab_embeds,
+    )

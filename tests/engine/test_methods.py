@@ -1,0 +1,410 @@
+"""Attribution methods: registry, contract-awareness (E / C), axioms and reference agreement."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BOS, PAD, PROMPT, VOCAB, eligible_mask, make_tiny_llama
+from scopecheck.engine import catalog
+from scopecheck.engine.methods import DEFAULTS, METHOD_IMPLS, run_method
+from scopecheck.engine.methods.heta import _hvp_double_backward, _hvp_finite_difference, target_gate
+from scopecheck.engine.methods.rollout import rollout_matrix
+from scopecheck.engine.scoring import causal_lm_problem
+
+#: cheap settings so that every method runs in well under a second on the tiny model
+FAST = {
+    "integrated_gradients": {"steps": 16},
+    "lime": {"samples": 64},
+    "kernel_shap": {"samples": 16},
+    "reagent": {"steps": 8},
+    "context_cite": {"samples": 32},
+    "heta": {"probes": 2},
+}
+
+
+# ------------------------------------------------------------------------------ registry
+
+
+def test_registry_covers_catalog_except_stage_perturbation():
+    assert set(METHOD_IMPLS) == set(catalog.METHODS) - {"stage_perturbation"}
+
+
+def test_defaults_match_catalog_declarations():
+    for name, impl_defaults in DEFAULTS.items():
+        declared = catalog.METHODS[name].params
+        assert set(impl_defaults) == set(declared), name
+        for key, text in declared.items():
+            m = re.search(r"\(default ([^):]+)", text)
+            if m is None:
+                continue
+            word = m.group(1).strip().split()[0]
+            expected = {"true": True, "false": False}.get(word, word)
+            value = impl_defaults[key]
+            if isinstance(value, bool):
+                assert value == expected, (name, key)
+            elif isinstance(value, (int, float)):
+                assert value == float(word), (name, key)
+            else:
+                assert value == expected, (name, key)
+
+
+def test_unknown_method_lists_available(problems):
+    with pytest.raises(KeyError) as err:
+        run_method("grad_cam", problems["span_prompt"], {})
+    for name in METHOD_IMPLS:
+        assert name in str(err.value)
+    with pytest.raises(KeyError, match="not implemented"):
+        run_method("stage_perturbation", problems["span_prompt"], {})
+
+
+def test_unknown_parameter_lists_declared(problems):
+    with pytest.raises(ValueError) as err:
+        run_method("integrated_gradients", problems["span_prompt"], {"n_steps": 8})
+    msg = str(err.value)
+    assert "n_steps" in msg and all(k in msg for k in ("steps", "rule", "baseline", "batch_size"))
+    with pytest.raises(ValueError, match="declared parameters: none"):
+        run_method("gradient_x_input", problems["span_prompt"], {"norm": "l2"})
+    with pytest.raises(ValueError, match="must be int"):
+        run_method("occlusion", problems["span_prompt"], {"batch_size": "many"})
+
+
+def test_aliases_resolve(problems):
+    pb = problems["prompt_conditioned"]
+    a = run_method("ig", pb, {"steps": 8})
+    b = run_method("integrated_gradients", pb, {"steps": 8})
+    assert torch.equal(a.scores, b.scores) and a.info["method"] == "integrated_gradients"
+    assert torch.equal(run_method("feature_ablation", pb).scores, run_method("occlusion", pb).scores)
+
+
+# ------------------------------------------------------------------------------ eligibility
+
+
+class _Spy:
+    """Wraps an objective / logprobs callable and checks every input it is ever given."""
+
+    def __init__(self, fn, problem, seen):
+        self.fn, self.pb, self.seen = fn, problem, seen
+        if hasattr(fn, "at_rows"):
+            self.at_rows = self._at_rows
+        if hasattr(fn, "eager_attention"):
+            self.eager_attention = fn.eager_attention
+
+    def _check(self, embeds, keep):
+        fixed = ~self.pb.eligible
+        assert torch.equal(embeds.detach()[:, fixed], self.pb.embeds[fixed].expand(embeds.shape[0], -1, -1)), \
+            "a position outside E was perturbed or interpolated"
+        if keep is not None:
+            assert bool(keep[:, fixed].all()), "a position outside E was deleted"
+        self.seen.append(embeds.shape[0])
+
+    def __call__(self, embeds, keep=None):
+        self._check(embeds, keep)
+        return self.fn(embeds, keep)
+
+    def _at_rows(self, embeds, keep, rows):
+        self._check(embeds, keep)
+        return self.fn.at_rows(embeds, keep, rows)
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_IMPLS))
+def test_zero_outside_eligible_and_fixed_positions_untouched(problems, method):
+    pb = problems["prompt_conditioned"]                    # BOS and the prefix y1 y2 held fixed
+    seen: list[int] = []
+    spy = dataclasses.replace(pb, objective=_Spy(pb.objective, pb, seen), logprobs=_Spy(pb.logprobs, pb, seen))
+    out = run_method(method, spy, FAST.get(method, {}), seed=3)
+    assert out.scores.shape == (pb.length,) and out.scores.dtype == torch.float64
+    assert torch.all(out.scores[~pb.eligible] == 0.0)
+    assert torch.all(torch.isfinite(out.scores))
+    assert bool((out.scores[pb.eligible] != 0).any())
+    assert all(isinstance(v, (int, float, str)) for v in out.info.values())
+    if method != "attention_rollout":
+        assert seen, "the method never evaluated the score"
+        assert "score_input" in out.info
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel_shap", "reagent", "context_cite", "heta"])
+def test_deterministic_given_seed(problems, method):
+    pb = problems["span_prompt"] if method != "heta" else problems["prompt_conditioned"]
+    a = run_method(method, pb, FAST[method], seed=7)
+    b = run_method(method, pb, FAST[method], seed=7)
+    c = run_method(method, pb, FAST[method], seed=8)
+    assert torch.equal(a.scores, b.scores)
+    assert not torch.equal(a.scores, c.scores)
+
+
+# ------------------------------------------------------------------------------ IG
+
+
+@pytest.mark.parametrize("contract", ["local_next_token", "prompt_conditioned", "span_prompt"])
+@pytest.mark.parametrize("rule", ["gauss_legendre", "riemann"])
+def test_ig_completeness(problems, contract, rule):
+    pb = problems[contract]
+    out = run_method("integrated_gradients", pb, {"steps": 64, "rule": rule})
+    x0 = torch.where(pb.eligible.unsqueeze(-1), pb.operators["pad"], pb.embeds)
+    with torch.no_grad():
+        s_in = pb.objective(pb.embeds.unsqueeze(0)).item()
+        s_base = pb.objective(x0.unsqueeze(0)).item()
+    gap = out.scores.sum().item() - (s_in - s_base)
+    assert abs(gap) < 1e-3
+    assert out.info["delta"] == pytest.approx(gap, abs=1e-12)
+    assert out.info["score_baseline"] == pytest.approx(s_base, abs=1e-12)
+    assert out.scores.abs().sum().item() > 0.05              # the test is not vacuous
+
+
+def test_ig_baseline_operator_must_exist(problems):
+    with pytest.raises(KeyError, match="mask"):
+        run_method("integrated_gradients", problems["span_prompt"], {"baseline": "mask"})
+
+
+# ------------------------------------------------------------------------------ captum
+
+
+def _captum_problem(model, seq):
+    return causal_lm_problem(model, seq, eligible_mask(len(seq), range(1, len(seq) - 1)), [len(seq) - 1], pad_id=PAD)
+
+
+@pytest.mark.parametrize("rule,captum_method", [("gauss_legendre", "gausslegendre"), ("riemann", "riemann_middle")])
+def test_ig_equals_captum_layer_integrated_gradients(tiny_llama, seq, rule, captum_method):
+    captum_attr = pytest.importorskip("captum.attr")
+    pb = _captum_problem(tiny_llama, seq)
+    emb = tiny_llama.get_input_embeddings()
+
+    def forward(input_ids):
+        return pb.objective(emb(input_ids))
+
+    lig = captum_attr.LayerIntegratedGradients(forward, emb)
+    base_ids = torch.where(pb.eligible, torch.full_like(seq, PAD), seq)
+    ref = lig.attribute(seq.unsqueeze(0), baselines=base_ids.unsqueeze(0), n_steps=32, method=captum_method)
+    ref = ref[0].sum(-1)
+    ours = run_method("integrated_gradients", pb, {"steps": 32, "rule": rule}).scores
+    assert ours[0] == 0.0
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=0), (ours - ref).abs().max()
+
+
+def test_occlusion_equals_captum_feature_ablation(tiny_llama, seq):
+    captum_attr = pytest.importorskip("captum.attr")
+    pb = _captum_problem(tiny_llama, seq)
+    L, d = pb.embeds.shape
+    fa = captum_attr.FeatureAblation(lambda e: pb.objective(e))
+    baselines = torch.where(pb.eligible.unsqueeze(-1), pb.operators["pad"], pb.embeds).unsqueeze(0)
+    mask = torch.arange(L).view(1, L, 1).expand(1, L, d)
+    ref = fa.attribute(pb.embeds.unsqueeze(0), baselines=baselines, feature_mask=mask, perturbations_per_eval=8)
+    ours = run_method("occlusion", pb, {"operator": "pad"}).scores
+    assert torch.allclose(ours, ref[0, :, 0], atol=1e-5, rtol=0)
+
+
+def test_occlusion_delete_equals_cutting_tokens(tiny_llama, seq, problems):
+    pb = problems["span_prompt"]
+    out = run_method("occlusion", pb, {"operator": "delete"})
+    with torch.no_grad():
+        def span(ids, targets):
+            lp = tiny_llama(input_ids=ids.unsqueeze(0)).logits[0].log_softmax(-1)
+            return float(sum(lp[t - 1, ids[t]] for t in targets))
+        full = span(seq, [6, 7, 8])
+        for i in PROMPT:
+            cut = torch.cat([seq[:i], seq[i + 1:]])
+            assert out.scores[i].item() == pytest.approx(full - span(cut, [5, 6, 7]), abs=2e-6)
+
+
+# ------------------------------------------------------------------------------ Shapley
+
+
+def _value_fn(pb, operator="pad"):
+    """v(S) for S a set of eligible positions, computed directly from the objective."""
+    cache = {}
+
+    def v(S):
+        key = frozenset(S)
+        if key not in cache:
+            drop = pb.eligible.clone()
+            drop[list(S)] = False
+            e = torch.where(drop.unsqueeze(-1), pb.operators[operator], pb.embeds)
+            with torch.no_grad():
+                cache[key] = pb.objective(e.unsqueeze(0)).item()
+        return cache[key]
+
+    return v
+
+
+def test_exact_shapley_equals_permutation_definition(problems):
+    pb = problems["span_prompt"]
+    out = run_method("exact_shapley", pb, {"operator": "pad"})
+    v = _value_fn(pb)
+    feats = PROMPT
+    brute = {i: 0.0 for i in feats}
+    perms = list(itertools.permutations(feats))
+    for perm in perms:                                        # phi_i = E_pi[v(pre_i + i) - v(pre_i)]
+        before: list[int] = []
+        for i in perm:
+            brute[i] += v(before + [i]) - v(before)
+            before.append(i)
+    for i in feats:
+        assert out.scores[i].item() == pytest.approx(brute[i] / len(perms), abs=1e-10)
+    total = out.scores.sum().item()
+    assert total == pytest.approx(v(feats) - v([]), abs=1e-10)     # efficiency
+    assert out.info["efficiency_gap"] == pytest.approx(0.0, abs=1e-10)
+
+
+def test_exact_shapley_refuses_more_than_ten(tiny_llama):
+    seq = torch.tensor([BOS] + [5 + i for i in range(11)] + [30])
+    pb = causal_lm_problem(tiny_llama, seq, eligible_mask(13, range(1, 12)), [12], pad_id=PAD)
+    with pytest.raises(ValueError, match="at most 10"):
+        run_method("exact_shapley", pb)
+
+
+@pytest.fixture(scope="module")
+def ten_feature_problem(tiny_llama):
+    seq = torch.tensor([BOS, 7, 12, 25, 9, 31, 18, 4, 22, 13, 27, 33, 6])
+    return causal_lm_problem(tiny_llama, seq, eligible_mask(len(seq), range(1, 11)), [11, 12], pad_id=PAD)
+
+
+def test_kernel_shap_approaches_exact_shapley(ten_feature_problem):
+    pb = ten_feature_problem
+    exact = run_method("exact_shapley", pb).scores
+    scale = exact.abs().max().item()
+
+    def err(samples):
+        errs = [(run_method("kernel_shap", pb, {"samples": samples}, seed=s).scores - exact).abs().max().item()
+                for s in range(3)]
+        return float(np.mean(errs)) / scale
+
+    small, large = err(40), err(1000)                        # sampled regime (2**10 - 2 = 1022 coalitions)
+    assert large < small
+    assert large < 0.1
+    enumerated = run_method("kernel_shap", pb, {"samples": 1022})
+    assert enumerated.info["enumerated"] == 1
+    assert torch.allclose(enumerated.scores, exact, atol=1e-8)
+    # efficiency holds exactly for any sample count
+    s = run_method("kernel_shap", pb, {"samples": 40})
+    assert s.scores.sum().item() == pytest.approx(s.info["score_input"] - s.info["score_baseline"], abs=1e-10)
+
+
+# ------------------------------------------------------------------------------ attention rollout
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_attention_rollout_matches_manual(tiny_llama, seq, problems, residual):
+    pb = problems["span_prompt"]
+    with torch.no_grad():
+        atts = tiny_llama(input_ids=seq.unsqueeze(0), output_attentions=True).attentions
+    L = len(seq)
+    R = torch.eye(L, dtype=torch.float64)
+    for a in atts:
+        A = a[0].mean(0)
+        if residual:
+            A = 0.5 * A + 0.5 * torch.eye(L, dtype=torch.float64)
+        A = A / A.sum(-1, keepdim=True)
+        R = A @ R
+    ref = R[[5, 6, 7]].mean(0)
+    out = run_method("attention_rollout", pb, {"residual": residual})
+    assert torch.allclose(out.scores[pb.eligible], ref[pb.eligible], atol=1e-10)
+    assert torch.allclose(rollout_matrix([a[0] for a in atts], residual), R, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ probabilistic AS
+
+
+def test_probabilistic_as_matches_brute_force(tiny_llama, seq, problems):
+    """AS_i = log p(y|x) - log [sum_v q(v) c(v) r(v) / sum_v q(v) c(v)], by an explicit vocabulary loop.
+
+    Tolerance 1e-5: transformers' Llama RMSNorm runs in float32 even in a float64 model, and the
+    loop below runs one sequence at a time from input_ids while the method batches embeddings.
+    """
+    pb = problems["span_prompt"]
+    out = run_method("probabilistic_as", pb)
+    targets = [6, 7, 8]
+    with torch.no_grad():
+        lp0 = tiny_llama(input_ids=seq.unsqueeze(0)).logits[0].log_softmax(-1)
+    logp_y = sum(lp0[t - 1, seq[t]].item() for t in targets)
+    for i in (2, 5):                                           # middle token (has context after it), last token
+        num, den = [], []
+        for v in range(VOCAB):
+            ids = seq.clone()
+            ids[i] = v
+            with torch.no_grad():
+                lp = tiny_llama(input_ids=ids.unsqueeze(0)).logits[0].log_softmax(-1)
+            q = lp0[i - 1, v].item()
+            c = sum(lp[j - 1, ids[j]].item() for j in range(i + 1, 6))   # remaining prompt tokens
+            r = sum(lp[t - 1, ids[t]].item() for t in targets)
+            num.append(q + c + r)
+            den.append(q + c)
+        num_t, den_t = torch.tensor(num), torch.tensor(den)
+        marg = (torch.logsumexp(num_t, 0) - torch.logsumexp(den_t, 0)).item()
+        assert out.scores[i].item() == pytest.approx(logp_y - marg, abs=1e-5)
+        prompt_post = den_t - torch.logsumexp(den_t, 0)
+        full_post = num_t - torch.logsumexp(num_t, 0)
+        h_prompt = -(prompt_post.exp() * prompt_post).sum().item()
+        h_full = -(full_post.exp() * full_post).sum().item()
+        kl = (full_post.exp() * (full_post - prompt_post)).sum().item()
+        assert out.info[f"H_prompt@{i}"] == pytest.approx(h_prompt, abs=1e-5)
+        assert out.info[f"H_full@{i}"] == pytest.approx(h_full, abs=1e-5)
+        assert out.info[f"KL@{i}"] == pytest.approx(kl, abs=1e-5)
+    assert out.info["candidates_per_position"] == VOCAB
+
+
+def test_probabilistic_as_top_p_truncates(problems):
+    pb = problems["span_prompt"]
+    full = run_method("probabilistic_as", pb)
+    trunc = run_method("probabilistic_as", pb, {"top_p": 0.5})
+    assert trunc.info["candidates_per_position"] < full.info["candidates_per_position"]
+    assert torch.all(trunc.scores[~pb.eligible] == 0)
+
+
+# ------------------------------------------------------------------------------ HETA
+
+
+def test_heta_gate_and_kl_term(tiny_llama, problems):
+    pb = problems["prompt_conditioned"]
+    atts, norms = pb.attentions.with_value_norms(pb.embeds)
+    gate = target_gate(atts, norms, pb.target_rows[0])
+    assert gate.sum().item() == pytest.approx(1.0, abs=1e-12) and bool((gate >= 0).all())
+    assert torch.all(gate[pb.target_rows[0] + 1:] == 0)                      # no path from the future
+    out = run_method("heta", pb, {"beta": 0.0, "gamma": 1.0})
+    with torch.no_grad():
+        lp0 = pb.logprobs(pb.embeds.unsqueeze(0))[0, 0]
+        for i in pb.eligible_positions:
+            e = pb.embeds.clone()
+            e[i] = pb.operators["unk"][i]                                    # Llama: no mask token -> unk
+            lpm = pb.logprobs(e.unsqueeze(0))[0, 0]
+            kl = (lp0.exp() * (lp0 - lpm)).sum().item()
+            assert out.scores[i].item() == pytest.approx(gate[i].item() * kl, rel=1e-9, abs=1e-12)
+    assert out.info["kl_operator"] == "unk" and out.info["hvp"] == "double_backward"
+
+
+def test_heta_hvp_double_backward_matches_finite_difference(problems):
+    pb = problems["prompt_conditioned"]
+    g = torch.Generator().manual_seed(0)
+    vecs = torch.zeros(2, *pb.embeds.shape, dtype=torch.float64)
+    vecs[0, 2] = torch.randint(0, 2, (pb.embeds.shape[1],), generator=g).double() * 2 - 1
+    vecs[1, 4] = torch.randint(0, 2, (pb.embeds.shape[1],), generator=g).double() * 2 - 1
+    with pb.objective.eager_attention():
+        exact = _hvp_double_backward(pb, pb.embeds, vecs)
+        approx = _hvp_finite_difference(pb, pb.embeds, vecs)
+    assert torch.allclose(exact, approx, atol=1e-3 * exact.abs().max().item())
+
+
+def test_heta_needs_a_single_target(problems):
+    with pytest.raises(ValueError, match="single next token"):
+        run_method("heta", problems["span_prompt"])
+
+
+def test_heta_works_on_sdpa_loaded_model(seq):
+    model = make_tiny_llama(attn="sdpa")
+    pb = causal_lm_problem(model, seq, eligible_mask(len(seq), PROMPT), [8], pad_id=PAD)
+    out = run_method("heta", pb, {"probes": 2})
+    assert out.info["hvp"] == "double_backward"
+    assert model.config._attn_implementation == "sdpa"
+    assert math.isfinite(out.scores.sum().item())
+
+
+def test_ig_warns_on_zero_baseline(problems):
+    out = run_method("integrated_gradients", problems["span_prompt"], {"baseline": "zero", "steps": 8})
+    assert "zero vector" in out.info["warning"]
+    assert "warning" not in run_method("integrated_gradients", problems["span_prompt"], {"steps": 8}).info
