@@ -8,3 +8,6 @@ settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 pytest_plugins = ["pytester"]
+
+# The golden contract files are data for tests/dsl/test_golden.py, not test files.
+collect_ignore_glob = ["dsl/golden/*"]

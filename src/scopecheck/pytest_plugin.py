@@ -141,3 +141,24 @@ class ExpectItem(pytest.Item):
         from scopecheck.dsl.format import fmt_expectation
 
         return self.path, self.expect.span.line - 1, f"{self.doc.name}: {fmt_expectation(self.expect)}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the HTML report / JSON results of the contracts this session ran."""
+    state = session.config.stash.get(STATE, None)
+    runner = state.get("runner") if state else None
+    report = session.config.getoption("scope_report")
+    out_json = session.config.getoption("scope_json")
+    if runner is None or not (report or out_json):
+        return
+    runs = list(runner.runs.values())
+    if report:
+        from scopecheck.report.html import write_report
+
+        path = write_report(runs, Path(report))
+        session.config.get_terminal_writer().line(f"scopecheck HTML report: {path}")
+    if out_json:
+        from scopecheck.report.jsonout import write_json
+
+        write_json(runs, Path(out_json))
+        session.config.get_terminal_writer().line(f"scopecheck JSON results: {out_json}")

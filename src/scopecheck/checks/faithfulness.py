@@ -1,0 +1,688 @@
+"""Faithfulness checks, run by the protocol the contract requires (DESIGN section 4; seed 000, section 5).
+
+Every check is ``fn(result, params, *, ranking=None, seed=0) -> CheckResult``. All current
+contracts (classifier and the autoregressive ones) use the ``rescore`` protocol: eligible
+positions only are perturbed, through :meth:`AttributionProblem.replace` (which refuses
+anything outside E), and the *frozen* output is rescored with ``problem.objective``. Nothing
+here ever calls ``model.generate``: under ``span_prompt`` the original ``y[1:T]`` is rescored,
+never regenerated (a regenerating evaluation would test ``prompt_to_output``).
+
+Notation. ``F`` = the perturbable features (eligible positions, restricted to the requested
+``perturb`` group), ``E = |F|``; ``S`` = the contract's score (the objective: a log-prob, a
+span log-prob, a logit...) in its own units, never re-normalised; ``S(x \\ A)`` = S with the
+features in ``A`` replaced by the operator (``pad``/``mask``/``unk``/``zero``/``mean``) or
+removed (``delete``). The map's ranking orders ``F`` by signed attribution, highest first,
+ties by position (as :meth:`AttributionResult.ranking`). A ``ranking`` argument overrides it
+(a list of eligible positions, most important first; features it omits follow in the map's
+order); the map's *values* are then re-assigned by rank (the i-th largest value goes to the
+i-th ranked position), so value-based checks (Soft-NC/NS, infidelity, DSA) see the same
+value distribution in the new order. This is how ``random`` baselines and "deliberately
+wrong map" tests are run.
+
+Definitions (each function's docstring repeats its own):
+
+* deletion: curve ``S(x \\ top-k)`` for ``k`` on the grid (every ``k = 0..E``, or ``steps``
+  evenly spaced counts ``round(j E / steps)``, ``j = 0..steps``); ``aopc = mean_k [S(x) −
+  S(x \\ top-k)]`` with ``k = 0`` included (Samek et al. 2017: ``1/(L+1) sum_{k=0}^{L}``);
+  ``auc`` = trapezoid of the raw ``S`` curve over the fraction removed ``k/E``;
+  ``naopc = (aopc − lower) / (upper − lower)`` (Edin et al. 2025) where upper/lower are the
+  max/min AOPC over *all* orderings of ``F`` on the same grid: exact (dynamic programming over
+  all ``2^E`` subsets, equivalent to exhaustive search over the ``E!`` orderings) when
+  ``E <= EXHAUSTIVE_MAX`` (8), else approximated by beam search of width ``BEAM_WIDTH`` (5), as
+  Edin et al. do for long inputs; approximate bounds are widened to include the map's own
+  AOPC, so ``naopc`` stays in ``[0, 1]``; ``config['naopc_bounds']`` says which was used.
+* insertion: from ``x_∅`` (all of ``F`` perturbed) insert the top-k: curve ``S(x_∅ + top-k)``;
+  ``aopc = mean_k [S(x_∅ + top-k) − S(x_∅)]``; ``auc`` trapezoid over fraction inserted;
+  ``naopc`` as above on the insertion gains.
+* comprehensiveness ``= S(x) − S(x \\ top-k)``; sufficiency ``= S(x) − S(top-k only)``
+  (DeYoung et al. 2020, ERASER), ``k`` a fraction of ``E`` (``ceil(k E)``, at least 1) or a count.
+* soft_nc / soft_ns (Zhao & Aletras 2023, as ReAGent adapts them to generation): importance
+  normalised to ``α ∈ [0, 1]`` by min–max over ``F``; ``samples`` Bernoulli token masks;
+  Soft-NC drops feature ``i`` with probability ``α_i`` (keeps with ``1 − α_i``), Soft-NS keeps it
+  with probability ``α_i``. With ``d(x') = max(0, S(x) − S(x'))`` and the full-removal change
+  ``D0 = d(x_∅)``: ``Soft-NC = mean_m d(x_m) / D0`` and ``Soft-NS = max(0, D0 − mean_m d(x_m)) / D0``
+  (ReAGent's ``clamp(soft_suff − suff_0, 0) / (1 − suff_0)`` with ``suff = 1 − d``). Measured on
+  the contract's ``S`` (ReAGent uses a distance between next-token distributions; the
+  contract fixes the measure here). Undefined (NaN, with a note) when ``D0 = 0``.
+* infidelity (Yeh et al. 2019): ``E_I[(Iᵀa − (S(x) − S(x \\ I)))²]`` with ``I`` uniform random
+  binary masks over ``F`` (each feature in with probability 1/2), not normalised (captum's
+  ``normalize=False``); the masks are returned in ``extra['masks']``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from scopecheck.checks.catalog import CHECKS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS, CheckInfo, Protocol
+from scopecheck.checks.result import CheckResult
+from scopecheck.errors import ContractError
+
+Tensor = torch.Tensor
+
+#: Largest feature count for which NAOPC bounds are exact (all 2^E subsets evaluated).
+EXHAUSTIVE_MAX = 8
+#: Beam width of the approximate NAOPC bounds beyond ``EXHAUSTIVE_MAX`` features.
+BEAM_WIDTH = 5
+#: Model evaluations per forward batch unless ``batch_size`` is given.
+DEFAULT_BATCH = 32
+#: Operator fallback order when neither the check nor the method states one.
+OPERATOR_FALLBACK = ("pad", "unk", "mask", "zero", "mean", "delete")
+
+#: Parameters accepted beyond the catalog's declared ones: ``batch_size`` everywhere (an
+#: engine setting, not part of a check's definition) and the ground truth of ``ground_truth``.
+EXTRA_PARAMS: dict[str, dict[str, str]] = {
+    "*": {"batch_size": "int (default 32): model evaluations per forward batch"},
+    "ground_truth": {"causal": "prompt positions x[i] (1-based ints) or selector texts of the causal tokens"},
+}
+
+#: Defaults of declared numeric parameters.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "comprehensiveness": {"k": 0.2},
+    "sufficiency": {"k": 0.2},
+    "soft_nc": {"samples": 16},
+    "soft_ns": {"samples": 16},
+    "infidelity": {"samples": 64},
+    "max_sensitivity": {"radius": 0.02, "samples": 8},
+    "randomization": {"layers": "all"},
+    "completeness": {"tolerance": 1e-3},
+    "ground_truth": {"k": 1},
+}
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def plain(v: Any) -> Any:
+    """A DSL value (Ident, Text, tuples of them) as a plain Python value; selectors stay."""
+    from scopecheck.spec import model as m
+
+    if isinstance(v, m.Ident):
+        return v.name
+    if isinstance(v, m.Text):
+        return v.value
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    return v
+
+
+def declared_params(name: str) -> dict[str, str]:
+    return {**CHECKS[name].params, **EXTRA_PARAMS["*"], **EXTRA_PARAMS.get(name, {})}
+
+
+def check_params(name: str, params: Mapping[str, object] | None) -> dict[str, Any]:
+    """Plain parameters; an unknown name raises ``ValueError`` listing the declared ones."""
+    params = {str(k): plain(v) for k, v in dict(params or {}).items()}
+    declared = declared_params(name)
+    unknown = sorted(k for k in params if k not in declared)
+    if unknown:
+        listed = "; ".join(f"{k}: {v}" for k, v in declared.items())
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for check {name!r}; declared parameters: "
+                         f"{listed}")
+    return {**DEFAULTS.get(name, {}), **params}
+
+
+def as_int(name: str, key: str, v: Any, low: int = 1) -> int:
+    bad = ValueError(f"{name}: parameter {key}={v!r} must be an integer >= {low}")
+    if isinstance(v, bool):
+        raise bad
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, str):
+        try:
+            v = int(v)
+        except ValueError:
+            raise bad from None
+    if not isinstance(v, int) or v < low:
+        raise bad
+    return v
+
+
+def as_float(name: str, key: str, v: Any, low: float = 0.0) -> float:
+    bad = ValueError(f"{name}: parameter {key}={v!r} must be a number >= {low}")
+    if isinstance(v, bool):
+        raise bad
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise bad from None
+    if not math.isfinite(f) or f < low:
+        raise bad
+    return f
+
+
+def k_count(name: str, k: Any, n: int) -> int:
+    """``k`` as a number of features: an int is a count (capped at ``n``); a float in (0, 1]
+    is a fraction, ``ceil(k n)`` and at least 1."""
+    if isinstance(k, str):
+        try:
+            k = int(k)
+        except ValueError:
+            try:
+                k = float(k)
+            except ValueError:
+                raise ValueError(f"{name}: k={k!r} must be a fraction in (0, 1] or a count") from None
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        raise ValueError(f"{name}: k={k!r} must be a fraction in (0, 1] or a count")
+    if isinstance(k, int):
+        if k < 1:
+            raise ValueError(f"{name}: k={k} must be >= 1 when a count")
+        return min(k, n)
+    if 0 < k <= 1:
+        return max(1, min(n, math.ceil(k * n - 1e-9)))
+    if k > 1 and float(k).is_integer():
+        return min(int(k), n)
+    raise ValueError(f"{name}: k={k!r} must be a fraction in (0, 1] or a count")
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class Ctx:
+    """Everything a check needs: the compiled problem, its protocol, features and map."""
+
+    name: str
+    info: CheckInfo
+    result: Any
+    params: dict[str, Any]
+    protocol: Protocol
+    kind: str
+    perturb: tuple[str, ...]
+    features: list[int]            # perturbable eligible positions (F)
+    operator: str | None
+    batch_size: int
+    seed: int
+    values: Tensor                 # (L,) float64 map (re-assigned by rank when a ranking is given)
+    ranking: list[int]             # F, most important first
+    ranking_given: bool
+    _s_x: float | None = field(default=None, repr=False)
+
+    @property
+    def compiled(self) -> Any:
+        return self.result.compiled
+
+    @property
+    def problem(self) -> Any:
+        return self.result.compiled.problem
+
+    @property
+    def E(self) -> int:
+        return len(self.features)
+
+    # ---- evaluation (rescore protocol)
+
+    @torch.no_grad()
+    def score_drops(self, drop: Tensor) -> Tensor:
+        """``S`` for each drop mask ``(N, L)`` bool -> ``(N,)`` float64, batched. Only eligible
+        positions are ever perturbed (``problem.replace`` refuses the others)."""
+        assert self.operator is not None
+        pb = self.problem
+        drop = drop.to(pb.embeds.device)
+        out = []
+        for s in range(0, drop.shape[0], self.batch_size):
+            embeds, keep = pb.replace(self.operator, drop[s:s + self.batch_size])
+            out.append(pb.objective(embeds, keep).detach().to("cpu", torch.float64))
+        if not out:
+            return torch.zeros(0, dtype=torch.float64)
+        return torch.cat(out)
+
+    def drop_rows(self, sets: Sequence[Sequence[int]]) -> Tensor:
+        """Drop masks ``(N, L)`` from lists of positions."""
+        L = self.problem.length
+        drop = torch.zeros(len(sets), L, dtype=torch.bool)
+        for r, s in enumerate(sets):
+            if len(s):
+                drop[r, list(s)] = True
+        return drop
+
+    def score_sets(self, sets: Sequence[Sequence[int]]) -> Tensor:
+        return self.score_drops(self.drop_rows(sets))
+
+    def drop_from_masks(self, masks: Tensor) -> Tensor:
+        """Feature masks ``(N, E)`` bool (True = perturbed) -> drop masks ``(N, L)``."""
+        drop = torch.zeros(masks.shape[0], self.problem.length, dtype=torch.bool)
+        drop[:, self.features] = masks
+        return drop
+
+    @property
+    def s_x(self) -> float:
+        if self._s_x is None:
+            with torch.no_grad():
+                self._s_x = float(self.problem.objective(self.problem.embeds.unsqueeze(0)).item())
+        return self._s_x
+
+    def s_empty(self) -> float:
+        """``S(x_∅)``: every feature of ``F`` perturbed."""
+        return float(self.score_sets([self.features])[0])
+
+    # ---- output
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        r = self.result
+        cfg: dict[str, Any] = {
+            "check": self.name, "operator": self.operator, "protocol": self.protocol.then,
+            "contract": self.kind, "measure": self.protocol.measure,
+            "perturb": list(self.perturb), "features": self.E,
+            "k": None, "steps": None, "samples": None, "seed": self.seed,
+            "ranking": "given" if self.ranking_given else "map",
+            "method": r.method, "model": r.model, "device": r.device, "dtype": r.dtype,
+            "batch_size": self.batch_size,
+        }
+        cfg.update(extra)
+        return cfg
+
+    def make(self, fields: Mapping[str, float], *, curve: Sequence[float] = (), passed: bool | None = None,
+             note: str = "", extra: Mapping[str, Any] | None = None, **config: Any) -> CheckResult:
+        declared = self.info.fields
+        missing = set(declared) - set(fields)
+        assert not missing, f"{self.name}: fields {missing} not computed"
+        return CheckResult(
+            name=self.name,
+            fields={k: float(fields[k]) for k in declared},
+            ranges={k: (f.low, f.high) for k, f in declared.items()},
+            better={k: f.better for k, f in declared.items()},
+            config=self.config(**config),
+            curve=tuple(float(c) for c in curve),
+            passed=passed,
+            note=note,
+            extra=dict(extra or {}),
+        )
+
+
+def protocol_of(result: Any) -> tuple[str, Protocol]:
+    """The contract kind and the protocol its faithfulness checks must use."""
+    kind = result.kind
+    if kind in PROTOCOLS:
+        return kind, PROTOCOLS[kind]
+    process = None
+    try:
+        process = result.compiled.resolved.scope.process.kind
+    except AttributeError:
+        pass
+    if process in (None, "autoregressive", "classifier"):
+        # a custom contract compiled by the autoregressive engine: rescore the frozen output
+        return kind, Protocol(kind, ("prompt", "prefix"), "rescore", "change in S, the frozen output rescored")
+    raise ContractError(f"no evaluation protocol for a {process} contract in this engine", rule="protocol")
+
+
+def _groups(name: str, kind: str, protocol: Protocol, requested: Any) -> tuple[str, ...]:
+    if requested is None:
+        return protocol.perturb
+    groups = tuple(str(g).strip() for g in (requested if isinstance(requested, list) else str(requested).split(",")))
+    for g in groups:
+        if g not in PERTURB_OWNER:
+            raise ValueError(f"{name}: perturb={g!r} is not a feature group; known: {', '.join(PERTURB_OWNER)}")
+        if g not in protocol.perturb:
+            raise ContractError(
+                f"{name}: perturbing `{g}` would test the {PERTURB_OWNER[g]} contract; under {kind} only "
+                f"{' and '.join(protocol.perturb)} may be perturbed", rule="protocol",
+                expected=f"perturb = {' | '.join(protocol.perturb)}")
+    return groups
+
+
+def _protocol_param(name: str, kind: str, protocol: Protocol, requested: Any) -> None:
+    if requested is None or str(requested) == protocol.then:
+        return
+    req = str(requested)
+    if req not in PROTOCOL_OWNER:
+        raise ValueError(f"{name}: protocol={req!r} unknown; known: {', '.join(PROTOCOL_OWNER)}")
+    raise ContractError(
+        f"{name}: protocol `{req}` would test the {PROTOCOL_OWNER[req]} contract, not {kind}; {kind} is evaluated "
+        f"by `{protocol.then}` ({protocol.measure})", rule="protocol", expected=f"protocol = {protocol.then}")
+
+
+def _features(result: Any, groups: tuple[str, ...]) -> list[int]:
+    compiled = result.compiled
+    roles = {"prompt": "prompt", "prefix": "output"}
+    want = {roles[g] for g in groups if g in roles}
+    toks = compiled.alignment.tokens
+    return [p for p in compiled.eligible if toks[p].role in want]
+
+
+def _operator(result: Any, requested: Any) -> str:
+    problem = result.compiled.problem
+    available = set(problem.operators) | {"delete"}
+    if requested is not None:
+        op = str(requested)
+        if op not in available:
+            raise KeyError(f"perturbation operator {op!r} is not available for {result.model}; available: "
+                           f"{', '.join(sorted(available))}")
+        return op
+    if result.operator is not None and result.operator in available:
+        return str(result.operator)
+    return next(o for o in OPERATOR_FALLBACK if o in available)
+
+
+def map_order(values: Tensor, positions: Sequence[int]) -> list[int]:
+    """Positions by signed value, highest first, ties by position."""
+    return sorted(positions, key=lambda p: (-float(values[p]), p))
+
+
+def setup(name: str, result: Any, params: Mapping[str, object] | None, *, ranking: Sequence[int] | None = None,
+          seed: int = 0) -> Ctx:
+    """Validate ``params`` and build the check context (protocol, operator, features, map)."""
+    info = CHECKS[name]
+    p = check_params(name, params)
+    compiled = getattr(result, "compiled", None)
+    if compiled is None or getattr(compiled, "problem", None) is None:
+        raise ValueError(f"{name}: the result carries no compiled problem; run the contract with scopecheck.run")
+    kind, protocol = protocol_of(result)
+    if "protocol" in info.params:
+        _protocol_param(name, kind, protocol, p.get("protocol"))
+    groups = _groups(name, kind, protocol, p.get("perturb")) if "perturb" in info.params else protocol.perturb
+    features = _features(result, groups) if "perturb" in info.params else list(compiled.eligible)
+    if not features:
+        raise ValueError(f"{name}: no eligible feature in the perturbed group(s) {', '.join(groups)}")
+    operator = _operator(result, p.get("operator"))
+    batch = as_int(name, "batch_size", p.get("batch_size", DEFAULT_BATCH))
+    base = torch.tensor(result.scores, dtype=torch.float64)
+    own = map_order(base, features)
+    values = base.clone()
+    if ranking is not None:
+        eligible = set(compiled.eligible)
+        given = [int(r) for r in ranking]
+        bad = [r for r in given if r not in eligible]
+        if bad:
+            raise ValueError(f"{name}: ranking names non-eligible positions {bad}; eligible: {sorted(eligible)}")
+        if len(set(given)) != len(given):
+            raise ValueError(f"{name}: ranking repeats positions")
+        fset = set(features)
+        given = [r for r in given if r in fset]
+        order = given + [q for q in own if q not in set(given)]
+        sorted_vals = sorted((float(base[q]) for q in features), reverse=True)
+        for q, v in zip(order, sorted_vals):
+            values[q] = v
+    else:
+        order = own
+    return Ctx(name, info, result, p, protocol, kind, tuple(groups), list(features), operator, batch, int(seed),
+               values, order, ranking is not None)
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def grid(E: int, steps: int | None) -> list[int]:
+    """Feature counts at which a curve is measured: ``0..E`` or ``round(j E / steps)``."""
+    if steps is None or steps >= E:
+        return list(range(E + 1))
+    return sorted({int(math.floor(j * E / steps + 0.5)) for j in range(steps + 1)})
+
+
+def trapezoid(y: Sequence[float], x: Sequence[float]) -> float:
+    if len(y) < 2:
+        return 0.0
+    return float(sum((x[i + 1] - x[i]) * (y[i + 1] + y[i]) / 2 for i in range(len(y) - 1)))
+
+
+class _Gains:
+    """``g(A)`` for feature subsets ``A`` (bitmasks over F), cached and batch-evaluated.
+
+    deletion: ``g(A) = S(x) − S(x \\ A)``; insertion: ``g(A) = S(x \\ (F − A)) − S(x \\ F)``.
+    """
+
+    def __init__(self, ctx: Ctx, mode: str) -> None:
+        self.ctx, self.mode = ctx, mode
+        self.full = (1 << ctx.E) - 1
+        self.vals: dict[int, float] = {}        # drop bitmask -> S
+        self.evaluations = 0
+
+    def _drop_mask(self, a: int) -> int:
+        return a if self.mode == "deletion" else self.full ^ a
+
+    def need(self, subsets: Sequence[int]) -> None:
+        drops = {self._drop_mask(a) for a in subsets} | {0, self.full}
+        todo = sorted(d for d in drops if d not in self.vals)
+        if not todo:
+            return
+        E = self.ctx.E
+        masks = torch.tensor([[(d >> i) & 1 for i in range(E)] for d in todo], dtype=torch.bool)
+        s = self.ctx.score_drops(self.ctx.drop_from_masks(masks))
+        self.evaluations += len(todo)
+        for d, v in zip(todo, s.tolist()):
+            self.vals[d] = v
+
+    def g(self, a: int) -> float:
+        if self.mode == "deletion":
+            return self.vals[0] - self.vals[a]
+        return self.vals[self.full ^ a] - self.vals[self.full]
+
+
+def aopc_bounds(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple[float, float, str, int]:
+    """(lower, upper, how, evaluations): min/max AOPC over all orderings of F on grid ``ks``.
+
+    Exact for ``E <= EXHAUSTIVE_MAX``: AOPC of an ordering is ``mean_{k in ks} g(first k)``,
+    a sum along a maximal chain of the subset lattice, so its max/min over all ``E!``
+    orderings is found by dynamic programming over all ``2^E`` subsets
+    (``best(A) = w(A) + max_{i in A} best(A − i)``, ``w(A) = g(A)`` if ``|A|`` in ``ks``).
+    Beyond, beam search of width ``BEAM_WIDTH`` (Edin et al. 2025 approximate long inputs
+    the same way): a lower bound on the max and an upper bound on the min.
+    """
+    E = ctx.E
+    gains = _Gains(ctx, mode)
+    kset = set(ks)
+    n = len(ks)
+    if E <= EXHAUSTIVE_MAX:
+        subsets = list(range(1 << E))
+        gains.need(subsets)
+        by_size = sorted(subsets, key=lambda a: bin(a).count("1"))
+        hi = {0: gains.g(0) if 0 in kset else 0.0}
+        lo = dict(hi)
+        for a in by_size[1:]:
+            w = gains.g(a) if bin(a).count("1") in kset else 0.0
+            prev = [a & ~(1 << i) for i in range(E) if (a >> i) & 1]
+            hi[a] = w + max(hi[b] for b in prev)
+            lo[a] = w + min(lo[b] for b in prev)
+        full = (1 << E) - 1
+        return lo[full] / n, hi[full] / n, "exact", gains.evaluations
+
+    def beam(sign: float) -> float:
+        gains.need([0])
+        beams = [(gains.g(0) if 0 in kset else 0.0, 0)]
+        for size in range(1, E + 1):
+            cands: dict[int, float] = {}
+            for cum, a in beams:
+                for i in range(E):
+                    if not (a >> i) & 1:
+                        b = a | (1 << i)
+                        if b not in cands or sign * cum > sign * cands[b]:
+                            cands[b] = cum
+            gains.need(list(cands))
+            scored = []
+            for b, cum in cands.items():
+                gb = gains.g(b)
+                new = cum + (gb if size in kset else 0.0)
+                key = sign * (new + (0.0 if size in kset else gb))
+                scored.append((key, new, b))
+            scored.sort(key=lambda t: (-t[0], t[2]))
+            beams = [(new, b) for _, new, b in scored[:BEAM_WIDTH]]
+        return max(sign * c for c, _ in beams) * sign
+
+    upper = beam(1.0) / n
+    lower = beam(-1.0) / n
+    return lower, upper, f"beam(width={BEAM_WIDTH})", gains.evaluations
+
+
+def _naopc(aopc: float, lower: float, upper: float, how: str) -> tuple[float, float, float, str]:
+    note = ""
+    if how != "exact":
+        lower, upper = min(lower, aopc), max(upper, aopc)
+    if not upper > lower:
+        return float("nan"), lower, upper, "naopc undefined: every ordering of the features gives the same AOPC"
+    return min(1.0, max(0.0, (aopc - lower) / (upper - lower))), lower, upper, note
+
+
+def _curve_check(name: str, mode: str, result: Any, params: Mapping[str, object] | None, ranking, seed: int,
+                 ) -> CheckResult:
+    ctx = setup(name, result, params, ranking=ranking, seed=seed)
+    steps = ctx.params.get("steps")
+    steps = None if steps is None else as_int(name, "steps", steps)
+    E = ctx.E
+    ks = grid(E, steps)
+    r = ctx.ranking
+    if mode == "deletion":
+        sets = [r[:k] for k in ks]
+    else:
+        sets = [r[k:] for k in ks]
+    curve = ctx.score_sets(sets).tolist()
+    if mode == "deletion":
+        ref = curve[0]                                    # S(x): nothing removed
+        gains = [ref - c for c in curve]
+    else:
+        ref = curve[0]                                    # S(x_∅): nothing inserted
+        gains = [c - ref for c in curve]
+    aopc = float(np.mean(gains))
+    fractions = [k / E for k in ks]
+    auc = trapezoid(curve, fractions)
+    lower, upper, how, evals = aopc_bounds(ctx, ks, mode)
+    naopc, lower, upper, note = _naopc(aopc, lower, upper, how)
+    fields = {"aopc": aopc, "naopc": naopc, "auc": auc}
+    if "auc" not in ctx.info.fields:
+        fields.pop("auc")
+    return ctx.make(fields, curve=curve, note=note,
+                    extra={"k": ks, "fractions": fractions, "ranking": list(r), "gains": gains,
+                           "aopc_lower": lower, "aopc_upper": upper, "bound_evaluations": evals,
+                           "score_input" if mode == "deletion" else "score_empty": ref},
+                    steps=steps if steps is not None else E, naopc_bounds=how, mode=mode,
+                    normalization="raw S (the contract's score); aopc includes k = 0")
+
+
+def deletion(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
+             seed: int = 0) -> CheckResult:
+    """Deletion curve (Samek et al. 2017; Edin et al. 2025).
+
+    Remove features most-important-first; curve ``S(x \\ top-k)`` for ``k`` on the grid (every
+    feature, or ``steps`` evenly spaced counts). ``aopc = mean_k [S(x) − S(x \\ top-k)]`` (k = 0
+    included); ``auc`` = trapezoid of the raw S curve over the fraction removed (lower is
+    better); ``naopc = (aopc − min) / (max − min)`` over all orderings (exact for E <= 8, beam
+    search beyond).
+    """
+    return _curve_check("deletion", "deletion", result, params, ranking, seed)
+
+
+def insertion(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
+              seed: int = 0) -> CheckResult:
+    """Insertion curve: from ``x_∅`` (every feature perturbed) insert features most-important
+    first; ``aopc = mean_k [S(x_∅ + top-k) − S(x_∅)]`` (k = 0 included); ``auc`` trapezoid of
+    the raw S curve over the fraction inserted (higher is better); ``naopc`` as for deletion.
+    """
+    return _curve_check("insertion", "insertion", result, params, ranking, seed)
+
+
+def aopc(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
+         seed: int = 0) -> CheckResult:
+    """AOPC of the deletion curve over every feature, ``1/(E+1) sum_{k=0}^{E} [S(x) − S(x \\ top-k)]``
+    (Samek et al. 2017), and NAOPC (Edin et al. 2025; exact bounds for E <= 8, beam beyond)."""
+    return _curve_check("aopc", "deletion", result, params, ranking, seed)
+
+
+def comprehensiveness(result: Any, params: Mapping[str, object] | None = None, *,
+                      ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
+    """Comprehensiveness (DeYoung et al. 2020): ``S(x) − S(x \\ top-k)``; ``k`` a fraction of E
+    (``ceil(k E)``, at least 1) or a count. Higher is better."""
+    ctx = setup("comprehensiveness", result, params, ranking=ranking, seed=seed)
+    n = k_count("comprehensiveness", ctx.params["k"], ctx.E)
+    top = ctx.ranking[:n]
+    s = ctx.score_sets([[], top]).tolist()
+    return ctx.make({"value": s[0] - s[1]}, curve=s, extra={"top": top, "score_input": s[0], "score_removed": s[1]},
+                    k=ctx.params["k"], k_count=n)
+
+
+def sufficiency(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
+                seed: int = 0) -> CheckResult:
+    """Sufficiency (DeYoung et al. 2020): ``S(x) − S(top-k only)``, every other feature of F
+    perturbed; ``k`` as for comprehensiveness. Lower is better."""
+    ctx = setup("sufficiency", result, params, ranking=ranking, seed=seed)
+    n = k_count("sufficiency", ctx.params["k"], ctx.E)
+    top = ctx.ranking[:n]
+    rest = ctx.ranking[n:]
+    s = ctx.score_sets([[], rest]).tolist()
+    return ctx.make({"value": s[0] - s[1]}, curve=s, extra={"top": top, "score_input": s[0], "score_kept": s[1]},
+                    k=ctx.params["k"], k_count=n)
+
+
+def normalized_importance(ctx: Ctx) -> Tensor:
+    """``α`` over F: min–max normalised signed attribution in [0, 1] (0.5 everywhere for a flat map)."""
+    v = ctx.values[ctx.features]
+    lo, hi = float(v.min()), float(v.max())
+    if not hi > lo:
+        return torch.full_like(v, 0.5)
+    return (v - lo) / (hi - lo)
+
+
+def _soft(name: str, result: Any, params, ranking, seed: int) -> CheckResult:
+    ctx = setup(name, result, params, ranking=ranking, seed=seed)
+    n = as_int(name, "samples", ctx.params["samples"])
+    alpha = normalized_importance(ctx)                                   # (E,)
+    keep_p = 1.0 - alpha if name == "soft_nc" else alpha
+    g = torch.Generator().manual_seed(int(seed))
+    u = torch.rand(n, ctx.E, generator=g, dtype=torch.float64)
+    kept = u < keep_p.unsqueeze(0)                                       # (n, E)
+    s = ctx.score_drops(ctx.drop_from_masks(~kept))
+    s_x, s_empty = ctx.s_x, ctx.s_empty()
+    d = torch.clamp(s_x - s, min=0.0)
+    d0 = max(0.0, s_x - s_empty)
+    note = ""
+    if d0 <= 0:
+        value = float("nan")
+        note = (f"{name} undefined: perturbing every feature does not lower S (S(x) = {s_x:.6g}, "
+                f"S(x_∅) = {s_empty:.6g})")
+    elif name == "soft_nc":
+        value = float(d.mean()) / d0
+    else:
+        value = max(0.0, d0 - float(d.mean())) / d0
+    return ctx.make({"value": value}, curve=s.tolist(), note=note,
+                    extra={"keep_probability": keep_p.tolist(), "masks_kept": kept.tolist(), "drops": d.tolist(),
+                           "score_input": s_x, "score_empty": s_empty, "full_removal_change": d0},
+                    samples=n, normalization="alpha = min-max of signed attribution over F; d = max(0, S(x) - S(x')); "
+                                             "divided by d(x_∅)")
+
+
+def soft_nc(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
+            seed: int = 0) -> CheckResult:
+    """Soft normalised comprehensiveness (Zhao & Aletras 2023; ReAGent's generative form):
+    feature i dropped with probability ``α_i`` (min–max normalised attribution), ``samples``
+    masks; ``mean_m max(0, S(x) − S(x_m)) / max(0, S(x) − S(x_∅))``. Higher is better."""
+    return _soft("soft_nc", result, params, ranking, seed)
+
+
+def soft_ns(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
+            seed: int = 0) -> CheckResult:
+    """Soft normalised sufficiency (Zhao & Aletras 2023; ReAGent's generative form): feature i
+    kept with probability ``α_i``; ``max(0, D0 − mean_m max(0, S(x) − S(x_m))) / D0`` with
+    ``D0 = max(0, S(x) − S(x_∅))``. Higher is better."""
+    return _soft("soft_ns", result, params, ranking, seed)
+
+
+def infidelity_masks(E: int, samples: int, seed: int) -> Tensor:
+    """Uniform random binary masks ``(samples, E)`` (True = perturbed), each feature with p = 1/2."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.rand(samples, E, generator=g, dtype=torch.float64) < 0.5
+
+
+def infidelity(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
+               seed: int = 0) -> CheckResult:
+    """Infidelity (Yeh et al. 2019): ``E_I[(Iᵀa − (S(x) − S(x \\ I)))²]`` over ``samples`` uniform
+    random binary masks ``I`` of the eligible features (a feature in ``I`` is replaced by the
+    operator). Not normalised (captum ``normalize=False``). Lower is better."""
+    ctx = setup("infidelity", result, params, ranking=ranking, seed=seed)
+    n = as_int("infidelity", "samples", ctx.params["samples"])
+    masks = infidelity_masks(ctx.E, n, seed)                              # (n, E)
+    a = ctx.values[ctx.features]                                          # (E,)
+    s = ctx.score_drops(ctx.drop_from_masks(masks))
+    predicted = (masks.to(torch.float64) * a.unsqueeze(0)).sum(-1)
+    actual = ctx.s_x - s
+    err = (predicted - actual) ** 2
+    return ctx.make({"value": float(err.mean())}, curve=err.tolist(),
+                    extra={"masks": masks.tolist(), "predicted": predicted.tolist(), "actual": actual.tolist(),
+                           "features": list(ctx.features), "score_input": ctx.s_x},
+                    samples=n, perturbation="uniform random binary masks over the eligible features (p = 1/2)",
+                    normalize=False)
+
+
+__all__ = ["aopc", "comprehensiveness", "deletion", "infidelity", "insertion", "soft_nc", "soft_ns", "sufficiency",
+           "setup", "Ctx", "EXHAUSTIVE_MAX", "BEAM_WIDTH"]

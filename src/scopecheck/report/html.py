@@ -1,0 +1,203 @@
+"""Self-contained HTML report of contract runs (``index.html``).
+
+Per contract: the whole contract text, the five SCOPE elements with their origin, the
+method and every parameter, the baseline/perturbation operator, model, device, dtype and
+seed, the frozen output; the map as a colored token heatmap with a legend (held-fixed
+tokens hatched gray); the check table (value, range, direction, configuration, verdict);
+deletion/insertion curves drawn with matplotlib and embedded as inline SVG data; the
+expectations with their verdicts. No network resources: CSS is inline, images are data
+URIs. The page is rendered completely in memory, then written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from scopecheck.report.jsonout import atomic_write_text, results_json
+from scopecheck.report.summary import fmt_number, fmt_operand, fmt_range, method_text
+
+POS_RGB = (220, 38, 38)      # positive attribution: red
+NEG_RGB = (37, 99, 235)      # negative attribution: blue
+LETTERS = (("S", "score", "score"), ("C", "fixed", "held fixed"), ("O", "explain", "output explained"),
+           ("P", "process", "process"), ("E", "eligible", "eligible features"))
+CURVE_CHECKS = ("deletion", "insertion", "aopc")
+
+
+def _f(v: Any) -> float:
+    if isinstance(v, str):
+        return {"inf": math.inf, "-inf": -math.inf}.get(v, math.nan)
+    return math.nan if v is None else float(v)
+
+
+def fmt_score(v: Any) -> str:
+    x = _f(v)
+    if not math.isfinite(x):
+        return str(v)
+    if x == 0:
+        return "0"
+    return f"{x:+.2e}"
+
+
+def shown(text: str) -> str:
+    """Token text for display: whitespace made visible where it would vanish."""
+    if text == "":
+        return "∅"
+    out = text.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍")
+    return out if out.strip() else out.replace(" ", "␣")
+
+
+def _token_view(t: dict[str, Any], peak: float) -> dict[str, Any]:
+    s = _f(t["score"])
+    classes = ["tok", t["role"]]
+    style = ""
+    if t["eligible"]:
+        classes.append("eligible")
+        a = 0.0 if peak <= 0 or not math.isfinite(s) else min(1.0, abs(s) / peak)
+        rgb = POS_RGB if s >= 0 else NEG_RGB
+        style = f"background-color: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {max(a, 0.04):.3f});"
+        if a > 0.55:
+            style += " color: #fff;"
+    elif t["fixed"]:
+        classes.append("fixed")
+    else:
+        classes.append("ineligible")
+    if t["target"]:
+        classes.append("target")
+    ref = {"prompt": f"x[{t['index']}]", "output": f"y[{t['index']}]"}.get(t["role"], t["role"])
+    marks = [m for m, on in (("eligible (E)", t["eligible"]), ("held fixed", t["fixed"]),
+                             ("target (O)", t["target"])) if on]
+    title = f"{ref} {t['text']!r}: score {fmt_score(t['score'])}" + (f" — {', '.join(marks)}" if marks else "")
+    return {**t, "shown": shown(t["text"]), "text_json": json.dumps(t["text"], ensure_ascii=False), "cls": " ".join(classes), "style": style, "ref": ref,
+            "score_text": fmt_score(t["score"]), "title": title, "marks": ", ".join(marks)}
+
+
+def _check_views(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for c in checks:
+        fields = []
+        for k, v in c["fields"].items():
+            fields.append({"name": k, "value": fmt_number(v) if not isinstance(v, str) else v,
+                           "range": fmt_range(c["ranges"].get(k)), "better": c["better"].get(k, "none"),
+                           "in_range": c["in_range"].get(k, True)})
+        cfg = c["config"] if isinstance(c["config"], dict) else {}
+        rows.append({"call": c["call"], "name": c["name"], "random": c["random"], "fields": fields,
+                     "config": ", ".join(f"{k} = {fmt_number(v)}" for k, v in cfg.items()) or "—",
+                     "passed": c["passed"], "note": c["note"], "n_curve": len(c["curve"])})
+    return rows
+
+
+def _curve_plots(checks: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One SVG per check with a curve (deletion/insertion/aopc), its random baseline overlaid."""
+    with_curves = [c for c in checks if len(c["curve"]) >= 2 and (c["name"] in CURVE_CHECKS or c["name"] in c["call"])]
+    main = [c for c in with_curves if not c["random"] and c["name"] in CURVE_CHECKS]
+    if not main:
+        return []
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": "scopecheck", "svg.fonttype": "path"}):
+        return _draw(main, {c["call"]: c for c in with_curves if c["random"]})
+
+
+def _draw(main: list[dict[str, Any]], randoms: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+
+    plots = []
+    for c in main:
+        fig = Figure(figsize=(5.0, 3.2), dpi=100, layout="constrained")
+        ax = fig.add_subplot()
+        ys = [_f(v) for v in c["curve"]]
+        xs = [i / (len(ys) - 1) for i in range(len(ys))]
+        color = "#dc2626" if c["name"] == "deletion" else "#16a34a" if c["name"] == "insertion" else "#7c3aed"
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.8, color=color, label=f"map ranking ({c['name']})")
+        rnd = randoms.get(c["call"])
+        if rnd is not None:
+            ry = [_f(v) for v in rnd["curve"]]
+            rx = [i / (len(ry) - 1) for i in range(len(ry))]
+            ax.plot(rx, ry, linestyle="--", linewidth=1.4, color="#6b7280", label="random ranking")
+        verb = "inserted" if c["name"] == "insertion" else "perturbed"
+        ax.set_xlabel(f"fraction of eligible features {verb}")
+        ax.set_ylabel("score S")
+        cfg = c["config"] if isinstance(c["config"], dict) else {}
+        op = cfg.get("operator")
+        ax.set_title(c["call"] if op is None or f"operator = {op}" in c["call"] else f"{c['call']}  [operator {op}]",
+                     fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+        data = base64.b64encode(buf.getvalue()).decode("ascii")
+        vals = ", ".join(f"{k} = {fmt_number(v)}" for k, v in c["fields"].items())
+        plots.append({"title": c["call"], "uri": f"data:image/svg+xml;base64,{data}",
+                      "alt": f"{c['name']} curve of {c['call']}: {vals}", "fields": vals})
+    return plots
+
+
+def _view(rec: dict[str, Any]) -> dict[str, Any]:
+    peak = max((abs(_f(t["score"])) for t in rec["tokens"] if t["eligible"] and math.isfinite(_f(t["score"]))),
+               default=0.0)
+    scope = [{"letter": L, "key": k, "label": label, "text": rec["scope"][k]["text"],
+              "origin": rec["scope"][k]["origin"]} for L, k, label in LETTERS]
+    params = [{"key": k, "value": fmt_number(v)} for k, v in (rec["method"]["params"] or {}).items()]
+    exps = [{**e, "measured_text": fmt_operand(e["measured"]) if e["op"] else fmt_number(e["measured"]),
+             "threshold_text": fmt_operand(e["threshold"]) if e["op"] and e["threshold"] is not None else ""}
+            for e in rec["expectations"]]
+    return {
+        **rec,
+        "anchor": "",
+        "peak": peak,
+        "peak_text": f"{peak:.3e}",
+        "scope_rows": scope,
+        "params": params,
+        "method_text": method_text(rec),
+        "token_views": [_token_view(t, peak) for t in rec["tokens"]],
+        "check_views": _check_views(rec["checks"]),
+        "plots": _curve_plots(rec["checks"]),
+        "exp_views": exps,
+        "n_passed": sum(e["passed"] for e in rec["expectations"]),
+        "n_failed": sum(not e["passed"] for e in rec["expectations"]),
+        "score_input_text": fmt_number(rec["score_input"]),
+        "score_baseline_text": fmt_number(rec["score_baseline"]),
+        "info_rows": [{"key": k, "value": fmt_number(v)} for k, v in (rec.get("info") or {}).items()],
+    }
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("scopecheck.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_report(runs: Iterable[Any], title: str = "scopecheck report") -> str:
+    """The report as one HTML string (nothing is written)."""
+    doc = results_json(runs)
+    views = [_view(rec) for rec in doc["runs"]]
+    seen: dict[str, int] = {}
+    for v in views:
+        base = "".join(ch if ch.isalnum() else "-" for ch in v["name"]).strip("-").lower() or "contract"
+        seen[base] = seen.get(base, 0) + 1
+        v["anchor"] = f"c-{base}" + (f"-{seen[base]}" if seen[base] > 1 else "")
+    template = _environment().get_template("report.html.j2")
+    return template.render(doc=doc, runs=views, title=title, pos_rgb=POS_RGB, neg_rgb=NEG_RGB)
+
+
+def write_report(runs: Iterable[Any], directory: str | os.PathLike[str], *, title: str = "scopecheck report",
+                 filename: str = "index.html") -> Path:
+    """Render the report and write ``directory/index.html`` atomically; returns its path.
+
+    The page is rendered completely before anything touches the disk, so a failure leaves
+    neither a partial ``index.html`` nor a temporary file (an existing report stays as it was)."""
+    html = render_report(list(runs), title=title)
+    return atomic_write_text(Path(directory) / filename, html)

