@@ -12,7 +12,7 @@ contract "noir" {
     prompt   "Translate to French: The dog is black."
     output   "Le chien est noir."
     use prompt_conditioned(target = "noir")
-    method occlusion(operator = pad)
+    method occlusion(operator = zero)
     expect rank(x["black"]) == 1
     expect mass(y) == 0
 }
@@ -56,7 +56,7 @@ def test_invalid_contract_fails_with_positioned_message(pytester: pytest.Pyteste
     res = pytester.runpytest("--scope-no-run")
     res.assert_outcomes(failed=1)
     out = res.stdout.str()
-    assert "bad.scope:7:" in out and "invalid contract[disjoint]" in out
+    assert "bad.scope:5:5" in out and "invalid contract[disjoint]" in out
     assert "^" in out
 
 
@@ -80,6 +80,6 @@ def test_failing_expectation_prints_numbered_contract_lines_and_the_measured_val
     res = pytester.runpytest("--scope-device", "cpu")
     res.assert_outcomes(passed=3, failed=1)
     out = res.stdout.str()
-    assert "> 7" in out and "expect rank(x[\"dog\"]) == 1" in out
+    assert ">7  " in out and "expect rank(x[\"dog\"]) == 1" in out
     assert "measured" in out and "== 1" in out
     assert "black" in out  # the heatmap shows the tokens

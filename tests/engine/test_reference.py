@@ -156,7 +156,7 @@ def test_figure1_causal_truth():
     assert ex.output == "Le chien est noir."
     assert ex.output_tokens == ("Le", "chien", "est", "noir", ".")
     words = [{ex.prompt_tokens[i] for i in c} for c in ex.causal]
-    assert words == [{"dog"}, {"dog"}, {"is"}, {"black", "dog"}, {"."}]
+    assert words == [{"dog", "is"}, {"dog", "is"}, {"is", "dog"}, {"black", "dog", "is"}, {"."}]
     assert ex.prompt_tokens[slice(*ex.segments["instruction"])] == ("Translate", "to", "French", ":")
     assert split_of(ex) == "train"
     from scopecheck.engine.reference.tasks import _translate_keys
@@ -176,7 +176,7 @@ def test_translate_agreement_examples():
     ex = translate_example("car", "big", adjective2="green")
     assert ex.output == "La voiture est grande et verte."
     assert [sorted(ex.prompt_tokens[i] for i in c) for c in ex.causal] == [
-        ["car"], ["car"], ["is"], ["big", "car"], ["and"], ["car", "green"], ["."]]
+        ["car", "is"], ["car", "is"], ["car", "is"], ["big", "car", "is"], ["and"], ["car", "green", "is"], ["."]]
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -192,10 +192,10 @@ def test_causal_indices_and_segments(task):
             noun = ex.segments["noun"][0]
             assert all(ex.prompt_tokens[i] not in ("Translate", "to", "French", ":", "The")
                        for c in ex.causal for i in c)
-            assert ex.causal[0] == ex.causal[1] == (noun,)
+            assert ex.causal[0] == ex.causal[1] == (noun, ex.segments["verb"][0])
             assert ex.prompt_tokens[ex.causal[2][0]] in ("is", "are")
             adj = ex.segments["adjective"][0]
-            assert ex.causal[3 + ("very" in ex.segments)] == (adj, noun)
+            assert ex.causal[3 + ("very" in ex.segments)] == (adj, noun, ex.segments["verb"][0])
             assert ex.prompt_tokens[ex.causal[-1][0]] == ex.output_tokens[-1] in (".", "!")
         else:
             d0, d1 = ex.segments["distractor"]

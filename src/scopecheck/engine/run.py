@@ -66,7 +66,12 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
 
     seed = contract.seed if contract.seed is not None else 0
     torch.manual_seed(seed)
-    out = run_method(name, compiled.problem, params, seed=seed, progress=progress)
+    try:
+        out = run_method(name, compiled.problem, params, seed=seed, progress=progress)
+    except (ValueError, KeyError) as exc:  # a method refusing this problem (e.g. too many features)
+        msg = exc.args[0] if exc.args else str(exc)
+        raise ContractValidationError(f"`{name}` cannot run this contract: {msg}", contract.method.span,
+                                      rule="method") from None
     scores = out.scores.detach().to("cpu", torch.float64)
     E, C, O = set(compiled.eligible), set(compiled.fixed) | set(compiled.special), set(compiled.targets)
     toks = tuple(TokenScore(t.position, t.text, t.role, t.index, t.position in E, t.position in C,

@@ -209,7 +209,9 @@ def translate_example(noun: str, adjective: str, *, plural: bool = False, very: 
     o: list[str] = ["Les" if plural else ("Le" if gender == "m" else "La"),
                     fr_pl if plural else fr_sg,
                     "sont" if plural else "est"]
-    c: list[tuple[int, ...]] = [(i_noun,), (i_noun,), (i_verb,)]
+    # Number is encoded twice in English (dog/dogs and is/are), so every number-dependent
+    # French token has both as causes; gender comes from the noun alone.
+    c: list[tuple[int, ...]] = [(i_noun, i_verb), (i_noun, i_verb), (i_verb, i_noun)]
     if very:
         p.append("very")
         seg["very"] = (len(p) - 1, len(p))
@@ -219,7 +221,7 @@ def translate_example(noun: str, adjective: str, *, plural: bool = False, very: 
     i_adj = len(p) - 1
     seg["adjective"] = (i_adj, i_adj + 1)
     o.append(_ADJ[adjective][form])
-    c.append((i_adj, i_noun))
+    c.append((i_adj, i_noun, i_verb))
     if adjective2 is not None:
         p.append("and")
         seg["and"] = (len(p) - 1, len(p))
@@ -229,7 +231,7 @@ def translate_example(noun: str, adjective: str, *, plural: bool = False, very: 
         i_adj2 = len(p) - 1
         seg["adjective2"] = (i_adj2, i_adj2 + 1)
         o.append(_ADJ[adjective2][form])
-        c.append((i_adj2, i_noun))
+        c.append((i_adj2, i_noun, i_verb))
     p.append(punct)
     seg["punct"] = (len(p) - 1, len(p))
     o.append(punct)
@@ -395,12 +397,12 @@ TASKS: dict[str, TaskInfo] = {
         example_output="Le chien est noir.",
         segments=("instruction", "sentence", "determiner", "noun", "verb", "very", "adjective",
                   "and", "adjective2", "punct"),
-        causal_rule="article (Le/La/Les) <- {noun}; French noun <- {noun}; est/sont <- {is/are}; "
-                    "très <- {very}; each adjective <- {its English adjective, noun}; et <- {and}; "
-                    "final punctuation <- {final punctuation}. 'Translate to French :' and 'The' are "
-                    "constant and never causal. Number is encoded redundantly by the noun form and "
-                    "by is/are; by construction it is attributed to the noun for articles, nouns and "
-                    "adjectives and to is/are for the verb.",
+        causal_rule="article (Le/La/Les) <- {noun, is/are}; French noun <- {noun, is/are}; "
+                    "est/sont <- {is/are, noun}; très <- {very}; each adjective <- {its English "
+                    "adjective, noun, is/are}; et <- {and}; final punctuation <- {final punctuation}. "
+                    "'Translate to French :' and 'The' are constant and never causal. Number is "
+                    "encoded twice (noun form and is/are), so both cause every number-dependent "
+                    "token; gender comes from the noun alone.",
         heldout_rule="(noun, adjective) pairs whose sha256('translate:<noun>:<adj>') is 0 mod 5 are "
                      "held out (except dog/black, forced into training); an example is held out iff "
                      "any of its (noun, adjective) pairs is.",
