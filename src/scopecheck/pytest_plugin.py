@@ -67,6 +67,8 @@ class ScopeFile(pytest.File):
         for i, d in enumerate(sf.documents):
             errs = by_doc.get(i, [])
             yield ValidationItem.from_parent(self, name=d.name, doc=d, errors=errs, source=sf.text)
+            if isinstance(d, m.Claim) and not errs and d.expects:
+                yield AuditItem.from_parent(self, name=f"{d.name}::audit", doc=d, source=sf.text)
             if isinstance(d, m.Contract) and not errs and not self.config.getoption("scope_no_run"):
                 for ex in d.expects:
                     yield ExpectItem.from_parent(self, name=f"{d.name}::line {ex.span.line}", doc=d, expect=ex,
@@ -112,6 +114,30 @@ class ValidationItem(pytest.Item):
     def reportinfo(self):
         kind = "contract" if isinstance(self.doc, m.Contract) else "claim"
         return self.path, self.doc.span.line - 1, f"{kind} {self.doc.name!r} is valid"
+
+
+class AuditItem(pytest.Item):
+    """A claim's static audit, checked against the claim's own `expect` clauses (no model)."""
+
+    def __init__(self, *, doc: m.Claim, source: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.doc, self.source = doc, source
+
+    def runtest(self) -> None:
+        from scopecheck.audit import audit_claim, render_text
+
+        report = audit_claim(self.doc, path=str(self.path))
+        if not report.passed:
+            raise ContractFailure(render_text([report], color=False))
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ContractFailure):
+            d = self.doc
+            return f"{numbered(self.source, d.span.line, d.span.end_line)}\n\n{excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, self.doc.span.line - 1, f"audit of claim {self.doc.name!r}"
 
 
 class ExpectItem(pytest.Item):

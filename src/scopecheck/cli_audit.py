@@ -1,0 +1,62 @@
+"""CLI commands ``audit`` and ``matrix``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from scopecheck.audit import audit_paths, exit_code, render_html, render_markdown, render_text, to_json
+
+    reports = audit_paths(args.paths, dynamic=args.dynamic, device=args.device)
+    if args.format == "markdown":
+        text = render_markdown(reports)
+    elif args.format == "html":
+        text = render_html(reports)
+    elif args.format == "json":
+        text = json.dumps([to_json(r) for r in reports], indent=2)
+    else:
+        text = render_text(reports, stream=sys.stdout)
+    if args.out:
+        from scopecheck.cli import _atomic_write
+
+        _atomic_write(Path(args.out), text)
+        print(f"audit written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return exit_code(reports)
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from scopecheck.matrix import matrix_table, run_matrix
+
+    cells = run_matrix(args.examples, args.methods or None, args.device)
+    Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160).print(matrix_table(cells))
+    if args.json:
+        from scopecheck.cli import _atomic_write
+
+        _atomic_write(Path(args.json), json.dumps([c.__dict__ for c in cells], indent=2))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]],
+                 common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("audit", help="audit attribution claims: unstated elements, fallacies, impossible numbers")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--dynamic", action="store_true", help="re-run claims that name a model and a prompt")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--format", default="text", choices=("text", "markdown", "html", "json"))
+    p.add_argument("--out", default=None, metavar="FILE")
+    commands["audit"] = cmd_audit
+    p = sub.add_parser("matrix", help="every method under every autoregressive standard contract, evaluated")
+    p.add_argument("--examples", type=int, default=3, help="held-out reference examples per pair (default 3)")
+    p.add_argument("--methods", nargs="*", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, metavar="FILE")
+    commands["matrix"] = cmd_matrix
