@@ -188,3 +188,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         write_json(runs, Path(out_json))
         session.config.get_terminal_writer().line(f"scopecheck JSON results: {out_json}")
+
+
+@pytest.fixture
+def scope_run(request: pytest.FixtureRequest):
+    """Run a contract given as keywords (see :mod:`scopecheck.testing`)."""
+    from scopecheck.testing import scope_run as body
+
+    return body(request)
+
+
+@pytest.fixture
+def scope_check(request: pytest.FixtureRequest):
+    """Run a named check on a result (see :mod:`scopecheck.testing`)."""
+    from scopecheck.testing import scope_check as body
+
+    return body(request)

@@ -1,0 +1,68 @@
+"""The engine-backed commands: run (the main job), audit, matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+
+from scopecheck.cli import main
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_run_main_job_writes_report_json_and_summary(tmp_path: Path, capsys) -> None:
+    out_json = tmp_path / "results.json"
+    rc = main(["run", str(ROOT / "contracts" / "figure1.scope"), "--device", "cpu",
+               "--report", str(tmp_path / "report"), "--json", str(out_json)])
+    assert rc == 0
+    cap = capsys.readouterr()
+    assert "figure 1, middle: prompt-conditioned" in cap.out and "PASS" in cap.out
+    html = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    for needle in ("integrated_gradients", "zero", "reference:translate-ar", "cpu", "black", "noir"):
+        assert needle in html
+    from scopecheck.report.jsonout import schema_path
+
+    doc = json.loads(out_json.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(json.loads(Path(schema_path()).read_text())).validate(doc)
+
+
+def test_run_exits_1_when_an_expectation_fails(tmp_path: Path, capsys) -> None:
+    src = (ROOT / "contracts" / "standard" / "prompt_conditioned.scope").read_text(encoding="utf-8")
+    bad = tmp_path / "bad.scope"
+    bad.write_text(src.replace('expect rank(x["black"]) == 1', 'expect rank(x["The"]) == 1'), encoding="utf-8")
+    assert main(["run", str(bad), "--device", "cpu", "--report", "-"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_run_reports_diffusion_contracts_as_not_run(capsys) -> None:
+    assert main(["run", str(ROOT / "contracts" / "standard" / "state_level.scope"), "--report", "-"]) == 0
+    assert "no masked-diffusion engine" in capsys.readouterr().out
+
+
+def test_audit_folder_verdicts_and_exit_code(tmp_path: Path, capsys) -> None:
+    assert main(["audit", str(ROOT / "contracts" / "audits")]) == 0
+    out = capsys.readouterr().out
+    assert "self-attribution fallacy" in out and "UNSUPPORTED" in out
+    md = tmp_path / "audit.md"
+    assert main(["audit", str(ROOT / "contracts" / "audits"), "--format", "markdown", "--out", str(md)]) == 0
+    assert "DSA" in md.read_text(encoding="utf-8") or "dsa" in md.read_text(encoding="utf-8")
+    capsys.readouterr()
+
+
+def test_audit_fails_on_an_unsupported_claim_without_expectation(tmp_path: Path, capsys) -> None:
+    f = tmp_path / "c.scope"
+    f.write_text('claim "c" {\n question prompt_level\n computed { toolkit inseq method integrated_gradients }\n}\n',
+                 encoding="utf-8")
+    assert main(["audit", str(f)]) == 1
+    assert "self-attribution fallacy" in capsys.readouterr().out
+
+
+def test_matrix_runs_method_contract_pairs(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m.json"
+    assert main(["matrix", "--examples", "1", "--methods", "occlusion", "--device", "cpu", "--json", str(out)]) == 0
+    cells = json.loads(out.read_text(encoding="utf-8"))
+    assert {c["contract"] for c in cells} == {"local_next_token", "prompt_conditioned", "span_prompt"}
+    assert all(c["error"] is None and c["n"] == 1 for c in cells)
+    assert "Method x contract" in capsys.readouterr().out
