@@ -9,6 +9,7 @@ float64 for verification. No silent precision change: the dtype asked for is the
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,8 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
                 expected="model.safetensors", hint="pass --allow-pickle on the command line if you trust the file",
                 rule="model")
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if not local:
-        kw["local_files_only"] = False
+    if not local:  # a hub id: honour HF_HUB_OFFLINE as set now (huggingface_hub reads it at import)
+        kw["local_files_only"] = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
         config = AutoConfig.from_pretrained(where, **kw)
         tokenizer = AutoTokenizer.from_pretrained(where, **kw)
