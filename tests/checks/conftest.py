@@ -98,9 +98,8 @@ def reference_available(name: str = "translate-ar") -> bool:
 def reference_results():
     """(example, occlusion result) on the trained reference model for three translate examples,
     target = the French adjective (caused by the English adjective by construction).
-    Skipped while the reference weights are not built."""
-    if not reference_available():
-        pytest.skip("reference weights for translate-ar are not built")
+    The weights ship with the package, so their absence is a failure."""
+    assert reference_available(), "reference weights for translate-ar are missing from the package"
     from scopecheck.engine.reference.tasks import figure1_example, translate_example
 
     out = []
@@ -108,17 +107,13 @@ def reference_results():
         target = ex.output_tokens[3]
         text = contract_text("reference:translate-ar", f"prompt_conditioned(target = {json.dumps(target)})",
                              "occlusion", ex.prompt, ex.output)
-        try:
-            out.append((ex, scopecheck.run(text, dtype="float64", device="cpu")))
-        except Exception as exc:  # pragma: no cover - depends on the shipped weights
-            pytest.skip(f"reference example not runnable: {exc}")
+        out.append((ex, scopecheck.run(text, dtype="float64", device="cpu")))
     return out
 
 
 @pytest.fixture(scope="session")
 def reference_ig():
-    """IG (64 steps, pad) on the trained reference model, Figure 1 middle row (skipped without weights)."""
-    if not reference_available():
-        pytest.skip("reference weights for translate-ar are not built")
+    """IG (64 steps, pad) on the trained reference model, Figure 1 middle row."""
+    assert reference_available(), "reference weights for translate-ar are missing from the package"
     text = contract_text("reference:translate-ar", 'prompt_conditioned(target = "noir")')
     return scopecheck.run(text, dtype="float64", device="cpu")

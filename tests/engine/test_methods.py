@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BOS, PAD, PROMPT, VOCAB, eligible_mask, make_tiny_llama
+from tiny_llama import BOS, PAD, PROMPT, VOCAB, eligible_mask, make_tiny_llama
 from scopecheck.engine import catalog
 from scopecheck.engine.methods import DEFAULTS, METHOD_IMPLS, run_method
 from scopecheck.engine.methods.heta import _hvp_double_backward, _hvp_finite_difference, target_gate
@@ -172,7 +172,7 @@ def _captum_problem(model, seq):
 
 @pytest.mark.parametrize("rule,captum_method", [("gauss_legendre", "gausslegendre"), ("riemann", "riemann_middle")])
 def test_ig_equals_captum_layer_integrated_gradients(tiny_llama, seq, rule, captum_method):
-    captum_attr = pytest.importorskip("captum.attr")
+    import captum.attr as captum_attr
     pb = _captum_problem(tiny_llama, seq)
     emb = tiny_llama.get_input_embeddings()
 
@@ -189,7 +189,7 @@ def test_ig_equals_captum_layer_integrated_gradients(tiny_llama, seq, rule, capt
 
 
 def test_occlusion_equals_captum_feature_ablation(tiny_llama, seq):
-    captum_attr = pytest.importorskip("captum.attr")
+    import captum.attr as captum_attr
     pb = _captum_problem(tiny_llama, seq)
     L, d = pb.embeds.shape
     fa = captum_attr.FeatureAblation(lambda e: pb.objective(e))

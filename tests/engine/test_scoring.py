@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import BOS, GEN, PAD, PROMPT, UNK, VOCAB, eligible_mask, make_tiny_llama
+from tiny_llama import BOS, GEN, PAD, PROMPT, UNK, VOCAB, eligible_mask, make_tiny_llama
 from scopecheck.engine.scoring import causal_lm_problem
 
 # float64 model, but transformers' LlamaRMSNorm normalises in float32: two computations that
