@@ -44,7 +44,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner.options = LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)
     runs, skipped = [], []
     for c in contracts:
-        proc = c.scope.process or None
         from scopecheck.spec.validate import resolve
 
         kind = resolve(c).kind

@@ -65,7 +65,7 @@ import math
 from dataclasses import dataclass, replace
 
 from scopecheck.checks.catalog import CHECKS, METRIC_RANGES
-from scopecheck.dsl.format import fmt_features, fmt_score, fmt_selector, fmt_value, format_document
+from scopecheck.dsl.format import fmt_features, fmt_selector, fmt_value, format_document
 from scopecheck.engine.catalog import METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.errors import ContractError
 from scopecheck.spec import model as m
@@ -210,19 +210,9 @@ def _num(v: float) -> str:
 
 def scope_text(sc: m.Scope, indent: str = "") -> str:
     """The stated elements of a SCOPE as canonical statements, one a line, S C O P E order."""
-    out = []
-    if sc.score is not None:
-        out.append(f"score    {fmt_score(sc.score)}")
-    if sc.fixed is not None:
-        out.append(f"fixed    {fmt_features(sc.fixed)}")
-    if sc.explain is not None:
-        out.append(f"explain  {fmt_selector(sc.explain)}")
-    if sc.process is not None:
-        params = ", ".join(f"{p.key} = {fmt_value(p.value)}" for p in sc.process.params)
-        out.append(f"process  {sc.process.kind}" + (f"({params})" if params else ""))
-    if sc.eligible is not None:
-        out.append(f"eligible {fmt_features(sc.eligible)}")
-    return "\n".join(indent + line for line in out)
+    from scopecheck.dsl.format import scope_lines
+
+    return "\n".join(scope_lines(sc, indent))
 
 
 def method_name(method: m.Method | None) -> str | None:

@@ -131,7 +131,8 @@ def _output_line(o: m.Output, ind: str) -> str:
     return f"{ind}output   generate({o.rule}{rest})"
 
 
-def _scope_lines(sc: m.Scope, ind: str) -> list[str]:
+def scope_lines(sc: m.Scope, ind: str = "") -> list[str]:
+    """The stated SCOPE elements as canonical statements, S C O P E order."""
     out = []
     if sc.score is not None:
         out.append(f"{ind}score    {fmt_score(sc.score)}")
@@ -164,7 +165,7 @@ def format_document(doc: m.Document) -> str:
         body: list[str] = []
         if doc.use is not None:
             body.append(f"{ind}use {doc.use.name}{fmt_params(doc.use.params)}")
-        body += _scope_lines(doc.scope, ind)
+        body += scope_lines(doc.scope, ind)
         if body:
             lines += [""] + body
         tail: list[str] = []
@@ -193,7 +194,7 @@ def format_document(doc: m.Document) -> str:
         inner.append(f"{ind * 2}use {c.use.name}{fmt_params(c.use.params)}")
     if c.method is not None:
         inner.append(f"{ind * 2}method   {c.method.name}{fmt_params(c.method.params)}")
-    inner += _scope_lines(c.scope, ind * 2)
+    inner += scope_lines(c.scope, ind * 2)
     lines += [f"{ind}computed {{", *inner, f"{ind}}}"]
     r = doc.reported
     rep = [f"{ind * 2}metric {p.key} = {fmt_value(p.value)}" for p in r.metrics]

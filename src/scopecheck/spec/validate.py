@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from scopecheck.checks.catalog import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS
-from scopecheck.engine.catalog import CONTRACT_KINDS, METHOD_ALIASES, METHODS, supported_methods
+from scopecheck.engine.catalog import METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.errors import ContractError, ContractValidationError, Span, did_you_mean, unknown_name
 from scopecheck.spec import model as m
 from scopecheck.spec.standard import STANDARD, merge, standard_scope
@@ -394,7 +394,7 @@ def _check_features(sc: m.Scope, kind: str | None, anchors: Anchors, errors: lis
             if overlap(a, b, e.space, anchors):
                 errors.append(_err(f"{fmt(e)} is both eligible and held fixed (overlaps {fmt(c)})", c.span,
                                    expected="E and C disjoint: a feature is either attributed or held fixed",
-                                   hint=f"remove the overlap from `fixed` or from `eligible`", rule="disjoint"))
+                                   hint="remove the overlap from `fixed` or from `eligible`", rule="disjoint"))
     if O is None or p is None:
         return
     o_iv = anchors.interval(O)
