@@ -109,3 +109,27 @@ def test_contract_files_cannot_enable_remote_code_or_pickles() -> None:
     g = grammar_text()
     assert "trust_remote_code" not in g and "pickle" not in g
     assert LoadOptions().allow_pickle is False and LoadOptions().trust_remote_code is False
+
+
+STORIES_PARAMS = {"kernel_shap": "(samples = 64)", "lime": "(samples = 64)", "context_cite": "(samples = 64)",
+                  "reagent": "(steps = 8)", "integrated_gradients": "(steps = 16)", "heta": "(probes = 2)"}
+
+
+@needs_stories
+@pytest.mark.parametrize("kind", ["local_next_token", "prompt_conditioned", "span_prompt"])
+def test_stories260k_runs_every_method_under_every_autoregressive_standard_contract(kind: str) -> None:
+    from scopecheck.engine.catalog import METHODS
+
+    use = kind if kind == "span_prompt" else f"{kind}(target = T)"
+    ran = []
+    for method, info in METHODS.items():
+        if kind not in info.supports:
+            continue
+        r = scopecheck.run(contract(f'prompt "Once upon a time"\n output " there was a"\n use {use}\n'
+                                    f' method {method}{STORIES_PARAMS.get(method, "")}'), device="cpu")
+        scores = torch.tensor(r.scores)
+        assert torch.isfinite(scores).all(), method
+        assert all(t.score == 0.0 for t in r.tokens if not t.eligible), method
+        assert r.model == str(STORIES) and r.special == ("<s>",)
+        ran.append(method)
+    assert len(ran) >= 10, ran
