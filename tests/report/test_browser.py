@@ -4,7 +4,6 @@ texts are in the rendered DOM. Skipped only when chromium is not installed."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,18 +12,8 @@ from markupsafe import escape
 from scopecheck.checks.result import CheckResult
 from scopecheck.report.browser import assert_not_blank, dump_dom, find_chromium, is_blank, pixel_variance, screenshot
 from scopecheck.report.html import shown, write_report
+from stories_run import run_stories
 
-MODEL = Path("/work/shared/models/stories260k")
-CONTRACT = '''contract "stories" {
-    model "/work/shared/models/stories260k"
-    prompt "Once upon a time, there was a little girl named Lily."
-    output generate(greedy, max_new_tokens = 8)
-    use prompt_conditioned(target = T)
-    method integrated_gradients(steps = 8)
-    expect mass(x["Lily"]) < 0.9
-    expect top(1) == "Lily"
-}
-'''
 INF = math.inf
 needs_chromium = pytest.mark.skipif(find_chromium() is None,
                                     reason="chromium is not installed (apt-get install -y chromium)")
@@ -32,16 +21,7 @@ needs_chromium = pytest.mark.skipif(find_chromium() is None,
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    if not (MODEL / "config.json").is_file():
-        pytest.skip(f"checkpoint {MODEL} is not available")
-    from scopecheck.loader import load_text
-    from scopecheck.runner import Runner
-
-    contract = load_text(CONTRACT)[0]
-    runner = Runner(device="cpu")
-    cr = runner.run(contract)
-    assert cr.error is None, cr.error
-    cr.outcomes = [runner.evaluate(cr, ex) for ex in contract.expects]
+    cr = run_stories()
     n = sum(t.eligible for t in cr.result.tokens)
     cr.checks["deletion(operator = pad)"] = CheckResult(
         "deletion", {"auc": -1.0, "aopc": 0.4, "naopc": 0.7}, {"auc": (-INF, INF), "aopc": (-INF, INF),

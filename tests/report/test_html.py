@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import math
 import re
-from pathlib import Path
 
 import pytest
 from markupsafe import escape
@@ -14,19 +13,8 @@ from markupsafe import escape
 from scopecheck.checks.result import CheckResult
 from scopecheck.engine.result import AttributionResult, TokenScore
 from scopecheck.report.html import render_report, shown, write_report
+from stories_run import run_contract, run_stories, stories_contract
 
-MODEL = Path("/work/shared/models/stories260k")
-CONTRACT = '''contract "stories" {
-    model "/work/shared/models/stories260k"
-    prompt "Once upon a time, there was a little girl named Lily."
-    output generate(greedy, max_new_tokens = 8)
-    use prompt_conditioned(target = T)
-    method integrated_gradients(steps = 8)
-    seed 5
-    expect mass(x["Lily"]) < 0.9
-    expect top(1) == "Lily"
-}
-'''
 INF = math.inf
 
 
@@ -39,16 +27,7 @@ def curve_check(name, curve, aopc=0.4) -> CheckResult:
 
 @pytest.fixture(scope="module")
 def real_run():
-    if not (MODEL / "config.json").is_file():
-        pytest.skip(f"checkpoint {MODEL} is not available")
-    from scopecheck.loader import load_text
-    from scopecheck.runner import Runner
-
-    contract = load_text(CONTRACT)[0]
-    runner = Runner(device="cpu")
-    cr = runner.run(contract)
-    assert cr.error is None, cr.error
-    cr.outcomes = [runner.evaluate(cr, ex) for ex in contract.expects]
+    cr = run_stories(5)
     cr.checks["deletion(operator = pad)"] = curve_check("deletion", [0.0, -0.5, -0.9, -1.2])
     cr.checks["random:deletion(operator = pad)"] = curve_check("deletion", [0.0, -0.3, -0.6, -1.2], aopc=0.2)
     cr.checks["insertion(operator = pad)"] = curve_check("insertion", [-1.2, -0.6, -0.2, 0.0])
@@ -119,13 +98,7 @@ def test_html_escapes_token_and_contract_text(tmp_path):
 
 
 def test_error_run_is_reported(tmp_path):
-    from scopecheck.loader import load_text
-    from scopecheck.runner import Runner
-
-    contract = load_text(CONTRACT.replace('"/work/shared/models/stories260k"', '"/nonexistent/model-dir"'))[0]
-    runner = Runner(device="cpu")
-    cr = runner.run(contract)
-    cr.outcomes = [runner.evaluate(cr, ex) for ex in contract.expects]
+    cr = run_contract(stories_contract(model_dir="/nonexistent/model-dir"), require_success=False)
     page = render_report([cr])
     assert "badge error" in page and "/nonexistent/model-dir" in page and "not determined" in page
     assert str(escape("use prompt_conditioned(target = T)")) in page

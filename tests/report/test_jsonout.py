@@ -7,7 +7,6 @@ import copy
 import json
 import math
 import os
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -15,19 +14,8 @@ import pytest
 from scopecheck.checks.result import CheckResult
 from scopecheck.report.jsonout import (ResultsSchemaError, results_json, schema, schema_path, validate_results,
                                        write_json)
+from stories_run import run_contract, run_stories, stories_contract
 
-MODEL = Path("/work/shared/models/stories260k")
-CONTRACT = '''contract "stories" {
-    model "/work/shared/models/stories260k"
-    prompt "Once upon a time, there was a little girl named Lily."
-    output generate(greedy, max_new_tokens = 8)
-    use prompt_conditioned(target = T)
-    method integrated_gradients(steps = 8)
-    seed 3
-    expect mass(x["Lily"]) < 0.9
-    expect top(1) == "Lily"
-}
-'''
 INF = math.inf
 
 
@@ -40,16 +28,9 @@ def deletion(curve, aopc=0.4, name="deletion") -> CheckResult:
 
 @pytest.fixture(scope="module")
 def real_run():
-    if not (MODEL / "config.json").is_file():
-        pytest.skip(f"checkpoint {MODEL} is not available")
-    from scopecheck.loader import load_text
-    from scopecheck.runner import ExpectationOutcome, Runner
+    from scopecheck.runner import ExpectationOutcome
 
-    contract = load_text(CONTRACT)[0]
-    runner = Runner(device="cpu")
-    cr = runner.run(contract)
-    assert cr.error is None, cr.error
-    cr.outcomes = [runner.evaluate(cr, ex) for ex in contract.expects]
+    cr = run_stories(3)
     cr.checks["deletion(operator = pad)"] = deletion([0.0, -0.5, -0.9, -1.2])
     cr.checks["random:deletion(operator = pad)"] = deletion([0.0, -0.2, -0.5, -1.2], aopc=0.2)
     cr.outcomes.append(ExpectationOutcome("expect deletion(operator = pad).aopc > random.aopc", 12, True, 0.4, 0.2,
@@ -59,14 +40,7 @@ def real_run():
 
 @pytest.fixture(scope="module")
 def error_run():
-    from scopecheck.loader import load_text
-    from scopecheck.runner import Runner
-
-    contract = load_text(CONTRACT.replace('"/work/shared/models/stories260k"', '"/nonexistent/model-dir"'))[0]
-    runner = Runner(device="cpu")
-    cr = runner.run(contract)
-    cr.outcomes = [runner.evaluate(cr, ex) for ex in contract.expects]
-    return cr
+    return run_contract(stories_contract(3, "/nonexistent/model-dir"), require_success=False)
 
 
 def test_schema_is_published_package_data():

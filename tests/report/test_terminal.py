@@ -7,7 +7,6 @@ import io
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -15,32 +14,13 @@ from rich.console import Console
 from scopecheck.engine.result import AttributionResult, TokenScore
 from scopecheck.report.terminal import bar, fmt_score, heatmap_text
 from scopecheck.report.summary import print_summary, summary_table
+from stories_run import run_stories, stories_contract
 
-MODEL = Path("/work/shared/models/stories260k")
-CONTRACT = '''contract "stories" {
-    model "/work/shared/models/stories260k"
-    prompt "Once upon a time, there was a little girl named Lily."
-    output generate(greedy, max_new_tokens = 8)
-    use prompt_conditioned(target = T)
-    method integrated_gradients(steps = 8)
-    expect mass(x["Lily"]) < 0.9
-    expect top(1) == "Lily"
-}
-'''
 
 
 @pytest.fixture(scope="module")
 def real_run():
-    if not (MODEL / "config.json").is_file():
-        pytest.skip(f"checkpoint {MODEL} is not available")
-    from scopecheck.loader import load_text
-    from scopecheck.runner import Runner
-
-    contract = load_text(CONTRACT)[0]
-    runner = Runner(device="cpu")
-    cr = runner.run(contract)
-    assert cr.error is None, cr.error
-    cr.outcomes = [runner.evaluate(cr, ex) for ex in contract.expects]
+    cr = run_stories()
     return cr
 
 
@@ -129,7 +109,7 @@ def test_run_without_result_is_an_error():
     from scopecheck.loader import load_text
     from scopecheck.runner import ContractRun
 
-    cr = ContractRun(load_text(CONTRACT)[0], error="boom")
+    cr = ContractRun(load_text(stories_contract())[0], error="boom")
     with pytest.raises(ValueError, match="boom"):
         heatmap_text(cr, color=False)
 
@@ -148,7 +128,7 @@ def test_summary_table_rows(real_run):
     from scopecheck.loader import load_text
     from scopecheck.runner import ContractRun
 
-    broken = ContractRun(load_text(CONTRACT.replace('"stories"', '"broken"'))[0], error="model not found")
+    broken = ContractRun(load_text(stories_contract().replace('"stories"', '"broken"'))[0], error="model not found")
     buf = io.StringIO()
     print_summary([_checked(real_run), broken], Console(file=buf, width=220, color_system=None))
     out = buf.getvalue()
