@@ -116,7 +116,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from scopecheck.checks.catalog import CHECKS, PROTOCOLS
-    from scopecheck.dsl.format import fmt_features, fmt_score, fmt_selector
+    from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selector
     from scopecheck.engine.catalog import CONTRACT_KINDS, METHODS
     from scopecheck.spec import model as m
     from scopecheck.spec.standard import STANDARD
@@ -129,8 +129,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         params = {k: m.Param(k, m.Ident("t")) for k in std.params
                   if k in ("target", "step")}
         sc = std.build(params, m.NOSPAN)
-        proc = sc.process.kind + ("(" + ", ".join(f"{p.key} = {p.value.name}" for p in sc.process.params) + ")"
-                                  if sc.process.params else "")
+        proc = sc.process.kind + fmt_params(sc.process.params)
         t.add_row(std.name, fmt_score(sc.score), fmt_features(sc.fixed), fmt_selector(sc.explain), proc,
                   fmt_features(sc.eligible), "; ".join(f"{k}: {v}" for k, v in std.params.items()))
     con.print(t)

@@ -43,15 +43,12 @@ def _call_key(call: m.Call) -> str:
 
 
 def _py(v: m.Value) -> Any:
-    if isinstance(v, m.Ident):
-        return v.name
-    if isinstance(v, m.Text):
-        return v.value
+    """Check parameters as plain values; selectors as their canonical text."""
     if isinstance(v, m.Selector):
         from scopecheck.dsl.format import fmt_selector
 
         return fmt_selector(v)
-    return v
+    return m.py_value(v)
 
 
 class Runner:

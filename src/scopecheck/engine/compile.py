@@ -39,21 +39,13 @@ class Compiled:
     score_kind: str
 
 
-def _param_value(v: m.Value):
-    if isinstance(v, m.Ident):
-        return v.name
-    if isinstance(v, m.Text):
-        return v.value
-    return v
-
-
 def freeze_output(contract: m.Contract, lm: LoadedModel, prompt_ids: list[int]) -> tuple[str, list[int] | None]:
     """The output text, generating it once by the stated decoding rule when not given."""
     out = contract.output
     assert out is not None  # validated: runnable contracts state an output
     if out.text is not None:
         return out.text, None
-    params = {p.key: _param_value(p.value) for p in out.params}
+    params = {p.key: m.py_value(p.value) for p in out.params}
     max_new = int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
     kw: dict = {"max_new_tokens": max_new, "do_sample": out.rule == "sample"}
     if out.rule == "sample":

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from scopecheck.dsl.format import fmt_features, fmt_score, fmt_selector, format_document
+from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selector, format_document
 from scopecheck.engine.compile import Compiled, compile_contract, contract_dir
 from scopecheck.engine.models import LoadOptions, load
 from scopecheck.engine.result import AttributionResult, TokenScore
@@ -19,20 +19,12 @@ OPERATOR_PARAMS = ("baseline", "operator")
 OPERATOR_FALLBACK = ("pad", "unk", "mask", "zero")
 
 
-def _value(v: m.Value) -> Any:
-    if isinstance(v, m.Ident):
-        return v.name
-    if isinstance(v, m.Text):
-        return v.value
-    return v
-
-
 def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, Any], str | None]:
     """Canonical method name, its parameters (operator made explicit) and the operator used."""
     from scopecheck.engine.catalog import METHOD_ALIASES, METHODS
 
     name = METHOD_ALIASES.get(method.name, method.name)
-    params = {p.key: _value(p.value) for p in method.params}
+    params = {p.key: m.py_value(p.value) for p in method.params}
     info = METHODS[name]
     operator = None
     for key in OPERATOR_PARAMS:
@@ -78,8 +70,7 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
                             t.position in O, float(scores[t.position])) for t in compiled.alignment.tokens)
     sc = resolved.scope
     scope = {"score": fmt_score(sc.score), "fixed": fmt_features(sc.fixed), "explain": fmt_selector(sc.explain),
-             "process": sc.process.kind + ("(" + ", ".join(f"{p.key} = {_value(p.value)}" for p in sc.process.params)
-                                           + ")" if sc.process.params else ""),
+             "process": sc.process.kind + fmt_params(sc.process.params),
              "eligible": fmt_features(sc.eligible)}
     full = {k: v for k, v in out.info.items()}
     return AttributionResult(
@@ -130,8 +121,6 @@ def attribute(*, model: str, prompt: str, output: str, contract: str = "prompt_c
                   output="Le chien est noir.", contract="prompt_conditioned", target="noir")
     """
     import json
-
-    from scopecheck.dsl.format import fmt_params
 
     use_params = []
     if target is not None:

@@ -102,6 +102,16 @@ def param_dict(params: Params) -> dict[str, Value]:
     return {p.key: p.value for p in params}
 
 
+def py_value(v: Value) -> object:
+    """A parameter value as plain Python: identifiers and strings become ``str``; numbers,
+    booleans and selectors stay as they are."""
+    if isinstance(v, Ident):
+        return v.name
+    if isinstance(v, Text):
+        return v.value
+    return v
+
+
 # --------------------------------------------------------------------------- contract parts
 
 
