@@ -36,9 +36,20 @@ def test_run_exits_1_when_an_expectation_fails(tmp_path: Path, capsys) -> None:
     assert "FAIL" in capsys.readouterr().out
 
 
-def test_run_reports_diffusion_contracts_as_not_run(capsys) -> None:
-    assert main(["run", str(ROOT / "contracts" / "standard" / "state_level.scope"), "--report", "-"]) == 0
-    assert "no masked-diffusion engine" in capsys.readouterr().out
+def test_run_runs_diffusion_contracts(tmp_path: Path, capsys) -> None:
+    out_json = tmp_path / "r.json"
+    assert main(["run", str(ROOT / "contracts" / "standard" / "denoising_stage.scope"), "--report", str(tmp_path / "h"),
+                 "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "stage 1" in out and "PASS" in out
+    from scopecheck.report.jsonout import schema_path
+
+    doc = json.loads(out_json.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(json.loads(Path(schema_path()).read_text())).validate(doc)
+    d = doc["runs"][0]["diffusion"]
+    assert d["sampler"] == "confidence" and d["estimator"] == "chain" and len(d["chain"]["steps"]) == d["steps"]
+    html = (tmp_path / "h" / "index.html").read_text(encoding="utf-8")
+    assert "Diffusion chain" in html and "per-stage attribution" in html
 
 
 def test_audit_folder_verdicts_and_exit_code(tmp_path: Path, capsys) -> None:

@@ -42,14 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
     runner = Runner(device=args.device, dtype=args.dtype, progress=sys.stderr.isatty())
     runner.options = LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)
-    runs, skipped = [], []
+    runs = []
     for c in contracts:
-        from scopecheck.spec.validate import resolve
-
-        kind = resolve(c).kind
-        if kind in ("state_level", "denoising_stage", "prompt_to_output"):
-            skipped.append((c, "diffusion contract: validated, but this version has no masked-diffusion engine"))
-            continue
         cr = runner.run(c)
         if cr.result is not None and not args.no_expect:
             cr.outcomes = [runner.evaluate(cr, e) for e in c.expects]
@@ -61,8 +55,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         for o in cr.outcomes:
             out.print(("  PASS  " if o.passed else "  FAIL  ") + f"line {o.line}: {o.explanation}")
         out.print()
-    for c, why in skipped:
-        out.print(f"{c.span}: {c.name}: not run ({why})")
     from scopecheck.report.summary import print_summary
 
     print_summary(runs, out)
@@ -84,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"JSON results: {args.json}", file=sys.stderr)
     failed = sum(1 for r in runs for o in r.outcomes if not o.passed) + sum(1 for r in runs if r.result is None)
     passed = sum(1 for r in runs for o in r.outcomes if o.passed)
-    print(f"{len(runs)} contract(s) run, {len(skipped)} not run; expectations: {passed} passed, {failed} failed",
+    print(f"{len(runs)} contract(s) run; expectations: {passed} passed, {failed} failed",
           file=sys.stderr)
     return 1 if failed else 0
 

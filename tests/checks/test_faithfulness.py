@@ -171,7 +171,10 @@ def test_comprehensiveness_and_sufficiency(ig_pc, k, count):
     s_x = S(ig_pc)
     assert comp.fields["value"] == pytest.approx(s_x - S(ig_pc, r[:count]), abs=1e-10)
     assert suff.fields["value"] == pytest.approx(s_x - S(ig_pc, r[count:]), abs=1e-10)
-    assert comp.better == {"value": "higher"} and suff.better == {"value": "lower"}
+    assert comp.better == {"value": "higher", "changed_rate": "none"}
+    assert suff.better == {"value": "lower", "changed_rate": "none"}
+    # rescore protocol: the frozen output is never regenerated, so it never changes
+    assert comp.fields["changed_rate"] == 0.0 == suff.fields["changed_rate"]
 
 
 # --------------------------------------------------------------------------- Soft-NC / Soft-NS

@@ -69,8 +69,11 @@ class CheckInfo:
 _OP = "operator: pad | mask | unk | zero | mean | delete (default pad)"
 _PROTO = {"operator": _OP, "protocol": "rescore | regenerate | continue_chain | run_chain (default: the contract's)",
           "perturb": "prompt | prefix | states | stages (default: the contract's eligible groups)"}
+#: share of the check's perturbed inputs whose output changed on regeneration (diffusion
+#: protocols); 0 under ``rescore``, where the frozen output is never regenerated
+_CHANGED = {"changed_rate": Field(0.0, 1.0, "none")}
 _CURVE = {"auc": Field(-INF, INF, "none"), "aopc": Field(-INF, INF, "higher"),
-          "naopc": Field(0.0, 1.0, "higher")}
+          "naopc": Field(0.0, 1.0, "higher"), **_CHANGED}
 
 CHECKS: dict[str, CheckInfo] = {
     c.name: c
@@ -82,22 +85,22 @@ CHECKS: dict[str, CheckInfo] = {
                   {**_CURVE, "auc": Field(-INF, INF, "higher")}, {**_PROTO, "steps": "int (default: every feature)"},
                   "aopc", ranking=True),
         CheckInfo("comprehensiveness", "faithfulness", "S(x) − S(x without top-k) (DeYoung et al. 2020)",
-                  {"value": Field(-INF, INF, "higher")}, {**_PROTO, "k": "fraction in (0,1] or count (default 0.2)"},
-                  "value", ranking=True),
+                  {"value": Field(-INF, INF, "higher"), **_CHANGED},
+                  {**_PROTO, "k": "fraction in (0,1] or count (default 0.2)"}, "value", ranking=True),
         CheckInfo("sufficiency", "faithfulness", "S(x) − S(top-k only) (DeYoung et al. 2020)",
-                  {"value": Field(-INF, INF, "lower")}, {**_PROTO, "k": "fraction in (0,1] or count (default 0.2)"},
-                  "value", ranking=True),
+                  {"value": Field(-INF, INF, "lower"), **_CHANGED},
+                  {**_PROTO, "k": "fraction in (0,1] or count (default 0.2)"}, "value", ranking=True),
         CheckInfo("aopc", "faithfulness", "area over the perturbation curve, and its normalized form (Edin et al.)",
-                  {"aopc": Field(-INF, INF, "higher"), "naopc": Field(0.0, 1.0, "higher")}, _PROTO, "aopc",
+                  {"aopc": Field(-INF, INF, "higher"), "naopc": Field(0.0, 1.0, "higher"), **_CHANGED}, _PROTO, "aopc",
                   ranking=True),
         CheckInfo("soft_nc", "faithfulness", "Soft normalized comprehensiveness (Zhao & Aletras 2023)",
-                  {"value": Field(-INF, INF, "higher")}, {**_PROTO, "samples": "int (default 16)"}, "value",
+                  {"value": Field(-INF, INF, "higher"), **_CHANGED}, {**_PROTO, "samples": "int (default 16)"}, "value",
                   ranking=True),
         CheckInfo("soft_ns", "faithfulness", "Soft normalized sufficiency (Zhao & Aletras 2023)",
-                  {"value": Field(-INF, INF, "higher")}, {**_PROTO, "samples": "int (default 16)"}, "value",
+                  {"value": Field(-INF, INF, "higher"), **_CHANGED}, {**_PROTO, "samples": "int (default 16)"}, "value",
                   ranking=True),
         CheckInfo("infidelity", "faithfulness", "E[(Iᵀa − (S(x) − S(x − I)))²] (Yeh et al. 2019)",
-                  {"value": Field(0.0, INF, "lower")}, {**_PROTO, "samples": "int (default 64)"}, "value"),
+                  {"value": Field(0.0, INF, "lower"), **_CHANGED}, {**_PROTO, "samples": "int (default 64)"}, "value"),
         CheckInfo("max_sensitivity", "sanity", "max change of the map under small input perturbations",
                   {"value": Field(0.0, INF, "lower")}, {"radius": "float (default 0.02)", "samples": "int (default 8)"},
                   "value"),

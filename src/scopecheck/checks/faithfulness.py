@@ -201,6 +201,7 @@ class Ctx:
     ranking: list[int]             # F, most important first
     ranking_given: bool
     _s_x: float | None = field(default=None, repr=False)
+    _changed_from: int = field(default=0, repr=False)
 
     @property
     def compiled(self) -> Any:
@@ -216,6 +217,20 @@ class Ctx:
 
     # ---- evaluation (rescore protocol)
 
+    @property
+    def evaluator(self) -> Any:
+        """The score a perturbed input is measured with: the problem's objective under the
+        ``rescore`` protocol; under the diffusion protocols the compiled chain objective, which
+        first regenerates (``regenerate``), continues the chain (``continue_chain``) or runs
+        it to completion (``run_chain``) and then measures."""
+        if self.protocol.then != "rescore":
+            obj = getattr(self.compiled, "check_objective", None)
+            if obj is None:
+                raise ContractError(f"{self.name}: the {self.protocol.then} protocol needs a recorded diffusion chain",
+                                    rule="protocol")
+            return obj
+        return self.problem.objective
+
     @torch.no_grad()
     def score_drops(self, drop: Tensor) -> Tensor:
         """``S`` for each drop mask ``(N, L)`` bool -> ``(N,)`` float64, batched. Only eligible
@@ -224,9 +239,10 @@ class Ctx:
         pb = self.problem
         drop = drop.to(pb.embeds.device)
         out = []
+        f = self.evaluator
         for s in range(0, drop.shape[0], self.batch_size):
             embeds, keep = pb.replace(self.operator, drop[s:s + self.batch_size])
-            out.append(pb.objective(embeds, keep).detach().to("cpu", torch.float64))
+            out.append(f(embeds, keep).detach().to("cpu", torch.float64))
         if not out:
             return torch.zeros(0, dtype=torch.float64)
         return torch.cat(out)
@@ -253,8 +269,16 @@ class Ctx:
     def s_x(self) -> float:
         if self._s_x is None:
             with torch.no_grad():
-                self._s_x = float(self.problem.objective(self.problem.embeds.unsqueeze(0)).item())
+                self._s_x = float(self.evaluator(self.problem.embeds.unsqueeze(0)).item())
         return self._s_x
+
+    def changed_rate(self) -> float:
+        """Share of this check's evaluations whose regenerated output differs from the original
+        (0 under ``rescore``: the frozen output is rescored, never regenerated)."""
+        if self.protocol.then == "rescore":
+            return 0.0
+        flags = getattr(self.evaluator, "changed", [])[self._changed_from:]
+        return float(sum(flags) / len(flags)) if flags else 0.0
 
     def s_empty(self) -> float:
         """``S(x_∅)``: every feature of ``F`` perturbed."""
@@ -273,12 +297,19 @@ class Ctx:
             "method": r.method, "model": r.model, "device": r.device, "dtype": r.dtype,
             "batch_size": self.batch_size,
         }
+        diffusion = getattr(r, "diffusion", None)
+        if diffusion:
+            cfg["chain"] = {k: diffusion.get(k) for k in ("sampler", "steps", "length", "blocks", "temperature",
+                                                           "sampler_seed", "chain_mode", "estimator", "samples",
+                                                           "adapter")}
         cfg.update(extra)
         return cfg
 
     def make(self, fields: Mapping[str, float], *, curve: Sequence[float] = (), passed: bool | None = None,
              note: str = "", extra: Mapping[str, Any] | None = None, **config: Any) -> CheckResult:
         declared = self.info.fields
+        if "changed_rate" in declared and "changed_rate" not in fields:
+            fields = {**fields, "changed_rate": self.changed_rate()}
         missing = set(declared) - set(fields)
         assert not missing, f"{self.name}: fields {missing} not computed"
         return CheckResult(
@@ -304,6 +335,10 @@ def protocol_of(result: Any) -> tuple[str, Protocol]:
         process = result.compiled.resolved.scope.process.kind
     except AttributeError:
         pass
+    if process == "masked_diffusion":
+        explain = result.compiled.resolved.scope.explain
+        base = "state_level" if explain is not None and explain.space == "z" else "prompt_to_output"
+        return kind, PROTOCOLS[base]
     if process in (None, "autoregressive", "classifier"):
         # a custom contract compiled by the autoregressive engine: rescore the frozen output
         return kind, Protocol(kind, ("prompt", "prefix"), "rescore", "change in S, the frozen output rescored")
@@ -338,8 +373,8 @@ def _protocol_param(name: str, kind: str, protocol: Protocol, requested: Any) ->
 
 def _features(result: Any, groups: tuple[str, ...]) -> list[int]:
     compiled = result.compiled
-    roles = {"prompt": "prompt", "prefix": "output"}
-    want = {roles[g] for g in groups if g in roles}
+    roles = {"prompt": ("prompt",), "prefix": ("output",), "states": ("output", "pad"), "stages": ("stage",)}
+    want = {r for g in groups for r in roles.get(g, ())}
     toks = compiled.alignment.tokens
     return [p for p in compiled.eligible if toks[p].role in want]
 
@@ -399,8 +434,11 @@ def setup(name: str, result: Any, params: Mapping[str, object] | None, *, rankin
             values[q] = v
     else:
         order = own
-    return Ctx(name, info, result, p, protocol, kind, tuple(groups), list(features), operator, batch, int(seed),
-               values, order, ranking is not None)
+    ctx = Ctx(name, info, result, p, protocol, kind, tuple(groups), list(features), operator, batch, int(seed),
+              values, order, ranking is not None)
+    if protocol.then != "rescore":
+        ctx._changed_from = len(getattr(ctx.evaluator, "changed", []))
+    return ctx
 
 
 # --------------------------------------------------------------------------- curves

@@ -79,7 +79,9 @@ METHODS: dict[str, MethodInfo] = {
                    differentiable=True),
         MethodInfo("stage_perturbation", "stage",
                    "per-stage change in the output score when a denoising stage is perturbed and the chain rerun",
-                   ("denoising_stage",), {"perturbation": "noop | schedule | substitute (default noop)"}),
+                   ("denoising_stage",), {"perturbation": "noop | schedule | substitute (default noop)",
+                                          "shift": "int: extra slots a `schedule` stage commits (default 1)",
+                                          "substitute": "second_best | resample (default second_best)"}),
     )
 }
 

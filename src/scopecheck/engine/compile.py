@@ -78,9 +78,8 @@ def _union(al: Alignment, sels: tuple[m.Selector, ...]) -> dict[int, m.Selector]
 def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel) -> Compiled:
     sc = resolved.scope
     if sc.process is not None and sc.process.kind == "masked_diffusion":
-        raise ContractValidationError(
-            "this version of scopecheck validates diffusion contracts but has no masked-diffusion engine to run them",
-            sc.process.span, expected="process autoregressive or classifier", rule="engine")
+        raise ContractValidationError("a diffusion contract compiles with scopecheck.engine.diffusion.compile",
+                                      sc.process.span, rule="engine")
     if lm.family != "autoregressive":
         raise ContractValidationError(f"{lm.identity} is not a causal LM; autoregressive contracts need one",
                                       contract.model.span if contract.model else contract.span, rule="model")

@@ -77,17 +77,20 @@ def _family(config: Any) -> str:
     return "masked_diffusion" if ("MaskedLM" in archs or "Diffusion" in archs) else "autoregressive"
 
 
-def load(ref: m.ModelRef, options: LoadOptions = LoadOptions(), base_dir: Path | None = None) -> LoadedModel:
+def load(ref: m.ModelRef, options: LoadOptions = LoadOptions(), base_dir: Path | None = None,
+         family: str | None = None) -> LoadedModel:
+    """Load a model; ``family="masked_diffusion"`` loads a masked LM (``AutoModelForMaskedLM``) as
+    a denoiser, otherwise the config's architecture decides (masked LMs are denoisers)."""
     where, identity = model_location(ref, base_dir)
     device = resolve_device(options.device)
     return _load_cached(where, identity, device, options.dtype, options.allow_pickle, options.trust_remote_code,
-                        ref.span)
+                        ref.span, family)
 
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickle: bool, trust_remote_code: bool,
-                 span: Span) -> LoadedModel:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+                 span: Span, family: str | None = None) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -108,8 +111,9 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
     try:
         config = AutoConfig.from_pretrained(where, **kw)
         tokenizer = AutoTokenizer.from_pretrained(where, **kw)
-        model = AutoModelForCausalLM.from_pretrained(where, use_safetensors=not allow_pickle or None,
-                                                     dtype=DTYPES[dtype], **kw)
+        fam = family or _family(config)
+        auto = AutoModelForMaskedLM if fam == "masked_diffusion" else AutoModelForCausalLM
+        model = auto.from_pretrained(where, use_safetensors=not allow_pickle or None, dtype=DTYPES[dtype], **kw)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ContractValidationError(f"cannot load model {identity}: {first}", span,
@@ -117,4 +121,4 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
                                       rule="model") from None
     model.to(device)
     model.eval()
-    return LoadedModel(model, tokenizer, identity, _family(config), device, dtype)
+    return LoadedModel(model, tokenizer, identity, fam, device, dtype)

@@ -42,6 +42,9 @@ class AttributionResult:
     seed: int
     special: tuple[str, ...]         # special tokens held fixed implicitly
     compiled: Any = field(default=None, compare=False, repr=False)  # engine state for checks
+    #: masked-diffusion contracts: sampler settings, estimator (samples, standard error), adapter
+    #: and the recorded chain (``chain.steps``: stage, committed slots, tokens, log-probs)
+    diffusion: dict[str, Any] | None = None
 
     @property
     def scores(self) -> list[float]:
@@ -49,6 +52,9 @@ class AttributionResult:
 
     def positions(self, selector: Any) -> list[int]:
         """Positions of a selector (a spec Selector or selector text such as 'x["black"]')."""
+        own = getattr(self.compiled, "positions", None)
+        if own is not None:                      # diffusion: states and stages resolve through the chain
+            return own(_selector(selector))
         from scopecheck.engine.align import positions
 
         return positions(self.compiled.alignment, _selector(selector))
@@ -90,6 +96,7 @@ class AttributionResult:
             "score_input": self.score_input, "score_baseline": self.score_baseline,
             "info": {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool)) or v is None},
             "tokens": [t.__dict__ for t in self.tokens],
+            **({"diffusion": self.diffusion} if self.diffusion is not None else {}),
         }
 
 

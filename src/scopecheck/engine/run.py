@@ -15,8 +15,8 @@ from scopecheck.errors import ContractErrors, ContractValidationError
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import resolve, validate
 
-OPERATOR_PARAMS = ("baseline", "operator")
-OPERATOR_FALLBACK = ("pad", "unk", "mask", "zero")
+OPERATOR_PARAMS = ("baseline", "operator", "perturbation")
+OPERATOR_FALLBACK = ("pad", "unk", "mask", "zero", "noop")
 
 
 def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, Any], str | None]:
@@ -51,8 +51,15 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         raise ContractErrors(errs)
     resolved = resolve(contract)
     assert contract.model is not None and contract.method is not None
-    lm = load(contract.model, options, contract_dir(contract))
-    compiled = compile_contract(contract, resolved, lm)
+    process = resolved.scope.process
+    if process is not None and process.kind == "masked_diffusion":
+        from scopecheck.engine.diffusion.compile import compile_diffusion
+
+        lm = load(contract.model, options, contract_dir(contract), family="masked_diffusion")
+        compiled: Any = compile_diffusion(contract, resolved, lm)
+    else:
+        lm = load(contract.model, options, contract_dir(contract))
+        compiled = compile_contract(contract, resolved, lm)
     name, params, operator = method_params(compiled, contract.method)
     from scopecheck.engine.methods import run_method
 
@@ -73,6 +80,11 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
              "process": sc.process.kind + fmt_params(sc.process.params),
              "eligible": fmt_features(sc.eligible)}
     full = {k: v for k, v in out.info.items()}
+    chain = getattr(compiled, "chain", None)
+    diffusion = None
+    if chain is not None:
+        tok = lm.tokenizer
+        diffusion = {**compiled.info, "chain": chain.to_json(lambda i: tok.convert_ids_to_tokens(int(i)))}
     return AttributionResult(
         name=contract.name, path=contract.span.path, line=contract.span.line,
         contract_text=format_document(contract), kind=resolved.kind or "custom", scope=scope,
@@ -80,7 +92,8 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         output_ids=tuple(t.id for t in compiled.alignment.role("output")), generated=compiled.generated,
         score_input=_f(full.get("score_input")), score_baseline=_f(full.get("score_baseline")), info=full,
         model=lm.identity, device=lm.device, dtype=lm.dtype, seed=seed,
-        special=tuple(compiled.alignment.tokens[p].text for p in compiled.special), compiled=compiled)
+        special=tuple(compiled.alignment.tokens[p].text for p in compiled.special), compiled=compiled,
+        diffusion=diffusion)
 
 
 def _f(v: Any) -> float | None:

@@ -283,6 +283,34 @@ def _token_id(explicit: int | None, config: object, attr: str, vocab: int, name:
     return tid
 
 
+def embedding_operators(model: torch.nn.Module, L: int, pad_id: int | None = None, mask_id: int | None = None,
+                        unk_id: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """The vocabulary embedding rows ``(V, d)`` and the replacement rows ``(L, d)`` of every
+    perturbation operator the model has: ``zero`` and ``mean`` always; ``pad``, ``mask``,
+    ``unk`` where the explicit id or ``model.config.{pad,mask,unk}_token_id`` names a token
+    (none is invented)."""
+    emb_module = model.get_input_embeddings()
+    weight = emb_module.weight                                                   # (V, d)
+    device = weight.device
+    V = int(weight.shape[0])
+    with torch.no_grad():
+        if type(emb_module) is torch.nn.Embedding:
+            vocab_embeds = weight.detach()                                       # (V, d), shares storage
+        else:  # scaled / custom embedding modules: rows exactly as inputs_embeds expects them
+            vocab_embeds = emb_module(torch.arange(V, device=device)).detach()
+    d = int(vocab_embeds.shape[1])
+    config = getattr(model, "config", None)
+    operators: dict[str, Tensor] = {
+        "zero": torch.zeros(L, d, dtype=vocab_embeds.dtype, device=device),     # (L, d)
+        "mean": vocab_embeds.mean(0, keepdim=True).expand(L, d).clone(),        # (L, d)
+    }
+    for name, explicit in (("pad", pad_id), ("mask", mask_id), ("unk", unk_id)):
+        tid = _token_id(explicit, config, f"{name}_token_id", V, name)
+        if tid is not None:
+            operators[name] = vocab_embeds[tid].unsqueeze(0).expand(L, d).clone()  # (L, d)
+    return vocab_embeds, operators
+
+
 def causal_lm_problem(
     model: torch.nn.Module,
     ids: Tensor,
@@ -346,23 +374,8 @@ def causal_lm_problem(
     if alternative is not None and not 0 <= int(alternative) < V:
         raise ValueError(f"alternative token id {alternative} is outside the vocabulary (size {V})")
 
-    with torch.no_grad():
-        if type(emb_module) is torch.nn.Embedding:
-            vocab_embeds = weight.detach()                                       # (V, d), shares storage
-        else:  # scaled / custom embedding modules: rows exactly as inputs_embeds expects them
-            vocab_embeds = emb_module(torch.arange(V, device=device)).detach()
-        embeds = vocab_embeds[ids].clone()                                       # (L, d)
-    d = int(embeds.shape[1])
-
-    config = getattr(model, "config", None)
-    operators: dict[str, Tensor] = {
-        "zero": torch.zeros(L, d, dtype=embeds.dtype, device=device),           # (L, d)
-        "mean": vocab_embeds.mean(0, keepdim=True).expand(L, d).clone(),        # (L, d)
-    }
-    for name, explicit in (("pad", pad_id), ("mask", mask_id), ("unk", unk_id)):
-        tid = _token_id(explicit, config, f"{name}_token_id", V, name)
-        if tid is not None:
-            operators[name] = vocab_embeds[tid].unsqueeze(0).expand(L, d).clone()  # (L, d)
+    vocab_embeds, operators = embedding_operators(model, L, pad_id, mask_id, unk_id)
+    embeds = vocab_embeds[ids].clone()                                           # (L, d)
 
     target_rows = tuple(t - 1 for t in targets)
     objective = CausalLMObjective(model, ids, targets, score, alternative)

@@ -138,6 +138,42 @@ def _draw(main: list[dict[str, Any]], randoms: dict[str, dict[str, Any]]) -> lis
     return plots
 
 
+def _diffusion_view(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The recorded chain (what each stage committed) and, for stage contracts, a per-stage bar chart."""
+    d = rec.get("diffusion")
+    if not d:
+        return None
+    chain = d.get("chain") or {}
+    settings = [{"key": k, "value": fmt_number(d.get(k))} for k in
+                ("sampler", "steps", "length", "blocks", "temperature", "sampler_seed", "chain_mode", "estimator",
+                 "samples", "elbo_standard_error", "adapter") if k in d]
+    steps = [{"stage": st["stage"], "positions": ", ".join(f"r[{p}]" for p in st["positions"]) or "—",
+              "texts": " ".join(st["texts"]) or "(nothing)",
+              "logprobs": ", ".join(f"{_f(v):.3f}" for v in st["logprobs"]) or "—"} for st in chain.get("steps", [])]
+    plot = None
+    stage_toks = [t for t in rec["tokens"] if t["role"] == "stage"]
+    if stage_toks:
+        import matplotlib
+        from matplotlib.figure import Figure
+
+        with matplotlib.rc_context({"svg.hashsalt": "scopecheck", "svg.fonttype": "path"}):
+            fig = Figure(figsize=(5.0, 3.0), dpi=100, layout="constrained")
+            ax = fig.add_subplot()
+            labels = [str(t["index"]) for t in stage_toks]
+            vals = [_f(t["score"]) for t in stage_toks]
+            ax.bar(labels, vals, color=["#dc2626" if v > 0 else "#2563eb" for v in vals])
+            ax.axhline(0, color="#6b7280", linewidth=0.8)
+            ax.set_xlabel("stage (runs first on the left)")
+            ax.set_ylabel("S(chain) - S(chain; pert(stage))")
+            ax.set_title(f"per-stage attribution [{rec['method'].get('operator')}]", fontsize=9)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="svg", metadata={"Date": None})
+        text = ", ".join(f"stage {t['index']} = {fmt_score(t['score'])}" for t in stage_toks)
+        plot = {"uri": "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
+                "alt": f"per-stage attribution: {text}"}
+    return {"settings": settings, "steps": steps, "plot": plot}
+
+
 def _view(rec: dict[str, Any]) -> dict[str, Any]:
     peak = max((abs(_f(t["score"])) for t in rec["tokens"] if t["eligible"] and math.isfinite(_f(t["score"]))),
                default=0.0)
@@ -158,6 +194,7 @@ def _view(rec: dict[str, Any]) -> dict[str, Any]:
         "token_views": [_token_view(t, peak) for t in rec["tokens"]],
         "check_views": _check_views(rec["checks"]),
         "plots": _curve_plots(rec["checks"]),
+        "diffusion_view": _diffusion_view(rec),
         "exp_views": exps,
         "n_passed": sum(e["passed"] for e in rec["expectations"]),
         "n_failed": sum(not e["passed"] for e in rec["expectations"]),

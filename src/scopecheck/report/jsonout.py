@@ -267,6 +267,8 @@ def run_record(run: Any) -> dict[str, Any]:
                         "eligible": bool(t.eligible), "fixed": bool(t.fixed), "target": bool(t.target),
                         "score": num(t.score)} for t in r.tokens],
         }
+        if r.diffusion is not None:
+            rec["diffusion"] = jsonable(r.diffusion)
     else:
         if run.contract is None:
             raise ValueError("a run with neither a result nor a contract cannot be reported")

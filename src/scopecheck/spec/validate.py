@@ -25,7 +25,10 @@ PROCESSES: dict[str, dict[str, str]] = {
     "autoregressive": {},
     "classifier": {},
     "masked_diffusion": {"sampler": "confidence | random | left_to_right (default confidence)",
-                         "steps": "number of denoising stages K"},
+                         "steps": "number of denoising stages K (default: one slot per stage)",
+                         "blocks": "semi-autoregressive blocks (default 1; steps a multiple of blocks)",
+                         "length": "response slots R (default: the model's generation length)",
+                         "adapter": "plain | shift (default: shift for Dream, plain otherwise)"},
 }
 SAMPLERS = ("confidence", "random", "left_to_right", "low_confidence")
 ESTIMATORS = {"chain": (), "pll": (), "elbo": ("samples",)}
@@ -259,9 +262,12 @@ def _check_process(sc: m.Scope, doc: m.Contract, errors: list[ContractError]) ->
                                hint=did_you_mean(prm.key, list(allowed)), rule="params"))
         elif prm.key == "sampler" and not (isinstance(prm.value, m.Ident) and prm.value.name in SAMPLERS):
             errors.append(_err("unknown sampler", prm.span, expected=" | ".join(SAMPLERS), rule="params"))
-        elif prm.key == "steps" and not (isinstance(prm.value, int) and not isinstance(prm.value, bool)
-                                         and prm.value >= 1):
-            errors.append(_err("`steps` must be a positive integer", prm.span, expected="steps = 8", rule="params"))
+        elif prm.key in ("steps", "blocks", "length") and not (
+                isinstance(prm.value, int) and not isinstance(prm.value, bool) and 1 <= prm.value <= 4096):
+            errors.append(_err(f"`{prm.key}` must be a positive integer (at most 4096)", prm.span,
+                               expected=f"{prm.key} = 8", rule="params"))
+        elif prm.key == "adapter" and not (isinstance(prm.value, m.Ident) and prm.value.name in ("plain", "shift")):
+            errors.append(_err("unknown denoiser adapter", prm.span, expected="plain | shift", rule="params"))
     diffusion = p.kind == "masked_diffusion"
     # process / feature compatibility
     groups = [("held fixed", sc.fixed or ()), ("eligible", sc.eligible or ())]
@@ -289,10 +295,15 @@ def _check_process(sc: m.Scope, doc: m.Contract, errors: list[ContractError]) ->
                         expected="prompt tokens (x), earlier states (z[>t]) or stages",
                         hint="prefix features need `process autoregressive`", rule="process-features"))
         if doc.model is not None and doc.model.kind == "reference":
-            errors.append(_err(f"reference:{doc.model.name} is an autoregressive model; a masked_diffusion "
-                               "process needs a masked LM", doc.model.span,
-                               expected="a masked language model (hub:\"...\" or a local directory)",
-                               rule="process-features"))
+            from scopecheck.engine.reference import REFERENCE_MODELS
+
+            ref = REFERENCE_MODELS.get(doc.model.name)
+            if ref is not None and ref.family != "masked_diffusion":
+                denoisers = [n for n, r in REFERENCE_MODELS.items() if r.family == "masked_diffusion"]
+                errors.append(_err(f"reference:{doc.model.name} is an autoregressive model; a masked_diffusion "
+                                   "process needs a masked LM", doc.model.span,
+                                   expected="a masked language model: " + ", ".join(f"reference:{n}" for n in denoisers)
+                                   + ", or a local directory", rule="process-features"))
 
 
 def _check_score(sc: m.Scope, anchors: Anchors, errors: list[ContractError], where: Span) -> None:

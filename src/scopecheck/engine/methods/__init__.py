@@ -7,8 +7,8 @@ outside ``problem.eligible``, never perturbs or interpolates a non-eligible posi
 its model evaluations and is deterministic given ``params['_seed']`` (set by
 :func:`run_method`; 0 when called directly).
 
-``stage_perturbation`` (denoising-stage contracts) needs the diffusion engine and is not
-registered here yet.
+``stage_perturbation`` (denoising-stage contracts) runs on the stage problem built by
+``scopecheck.engine.diffusion``.
 
 Methods without a declared ``batch_size`` parameter (``reagent``, ``context_cite``,
 ``probabilistic_as``, ``heta``) batch with ``INTERNAL_BATCH`` (32) evaluations.
@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 
 from scopecheck.engine import catalog
 from scopecheck.engine.methods._common import DEFAULTS, INTERNAL_BATCH, resolve_params
-from scopecheck.engine.methods import gradients, heta, perturbation, probabilistic, reagent, rollout, surrogate
+from scopecheck.engine.methods import gradients, heta, perturbation, probabilistic, reagent, rollout, stages, surrogate
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 
 MethodImpl = Callable[[AttributionProblem, Mapping[str, object]], MethodOutput]
@@ -38,10 +38,11 @@ METHOD_IMPLS: dict[str, MethodImpl] = {
     "context_cite": surrogate.context_cite,
     "probabilistic_as": probabilistic.probabilistic_as,
     "heta": heta.heta,
+    "stage_perturbation": stages.stage_perturbation,
 }
 
-#: Declared in the catalog but not implemented by this module (see the module docstring).
-NOT_IMPLEMENTED: tuple[str, ...] = ("stage_perturbation",)
+#: Declared in the catalog but not implemented by this module (none).
+NOT_IMPLEMENTED: tuple[str, ...] = ()
 
 
 def resolve_method(name: str) -> str:

@@ -31,6 +31,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "context_cite": {"samples": 256, "operator": "delete"},
     "probabilistic_as": {"top_p": 1.0},
     "heta": {"beta": 0.5, "gamma": 0.5, "probes": 8},
+    "stage_perturbation": {"perturbation": "noop", "shift": 1, "substitute": "second_best"},
 }
 
 _TRUE = {"true", "1", "yes", "on"}

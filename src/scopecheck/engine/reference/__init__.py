@@ -55,6 +55,19 @@ REFERENCE_MODELS: dict[str, ReferenceInfo] = {
             "2-layer Llama causal LM for distractor/evidence/question retrieval (seed 004 "
             "curated-set style); the answer is caused by the evidence segment's color token only",
         ),
+        ReferenceInfo(
+            "translate-mdlm", "translate", WEIGHTS_DIR / "translate-mdlm",
+            "3-layer bidirectional BERT masked LM trained as a masked-diffusion denoiser (LLaDA/MDLM "
+            "objective) on the translate task: the diffusion contracts' reference model",
+            family="masked_diffusion",
+        ),
+        ReferenceInfo(
+            "capitals-mdlm", "capitals", WEIGHTS_DIR / "capitals-mdlm",
+            "2-layer BERT masked-diffusion denoiser for 'City, Country.' answers; the open question has "
+            "eight equally likely answers, so the stage that first commits the city or the country "
+            "decides the pair (a task where denoising stages matter)",
+            family="masked_diffusion",
+        ),
     )
 }
 

@@ -44,6 +44,9 @@ __all__ = [
     "vocabulary",
     "split_of",
     "translate_example",
+    "capitals_example",
+    "open_capitals_example",
+    "CAPITALS",
     "retrieval_example",
     "figure1_example",
     "tokenize_words",
@@ -371,6 +374,52 @@ def _generate_retrieval(n: int, split: str, rng: random.Random) -> list[Example]
 # registry
 # ----------------------------------------------------------------------------------------
 
+# ----------------------------------------------------------------------------------------
+# capitals (a task where denoising stages matter)
+# ----------------------------------------------------------------------------------------
+
+CAPITALS = (("France", "Paris"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Spain", "Madrid"),
+            ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Peru", "Lima"), ("Kenya", "Nairobi"))
+_OPEN_PROMPT = ("Question", ":", "name", "a", "capital", "and", "its", "country", ".", "Answer", ":")
+_OPEN_P = 0.5
+
+
+def capitals_example(country: str) -> Example:
+    """``"Question: what is the capital of France? Answer:"`` -> ``"Paris, France."``; the city and
+    the country in the answer are caused by the prompt's country."""
+    city = dict(CAPITALS)[country]
+    p = ["Question", ":", "what", "is", "the", "capital", "of", country, "?", "Answer", ":"]
+    i = p.index(country)
+    o = [city, ",", country, "."]
+    return Example("capitals", _detok(p), _detok(o), tuple(p), tuple(o), ((i,), (), (i,), ()),
+                   {"question": (0, 9), "country": (i, i + 1), "answer_slot": (9, 11)})
+
+
+def open_capitals_example(country: str) -> Example:
+    """The open question, answered by ``country``'s pair: nothing in the prompt causes which pair
+    (the chain chooses it), so the causal sets are empty; the city and the country agree."""
+    city = dict(CAPITALS)[country]
+    p = list(_OPEN_PROMPT)
+    o = [city, ",", country, "."]
+    return Example("capitals", _detok(p), _detok(o), tuple(p), tuple(o), ((), (), (), ()),
+                   {"question": (0, 9), "answer_slot": (9, 11)})
+
+
+def _generate_capitals(n: int, split: str, rng: random.Random) -> list[Example]:
+    out = []
+    for _ in range(n):
+        country = rng.choice(CAPITALS)[0]
+        out.append(open_capitals_example(country) if rng.random() < _OPEN_P else capitals_example(country))
+    return out
+
+
+def _capitals_words() -> tuple[str, ...]:
+    words = ["Question", ":", "what", "is", "the", "capital", "of", "?", "Answer", *_OPEN_PROMPT, ",", "."]
+    for c, k in CAPITALS:
+        words += [c, k]
+    return tuple(dict.fromkeys(words))
+
+
 def _translate_words() -> tuple[str, ...]:
     words = [*_TRANSLATE_PREFIX, "The", "is", "are", "very", "and", ".", "!",
              "Le", "La", "Les", "est", "sont", "très", "et"]
@@ -426,6 +475,22 @@ TASKS: dict[str, TaskInfo] = {
         max_output_tokens=1,
         words=_retrieval_words(),
     ),
+    "capitals": TaskInfo(
+        name="capitals",
+        summary=f"capitals of {len(CAPITALS)} countries as 'City, Country.': half the prompts name the country "
+                "(a deterministic answer), half ask the open question 'name a capital and its country', "
+                "answered by a pair drawn uniformly, so whichever of city or country a diffusion chain "
+                "commits first decides the other (a task where denoising stages matter)",
+        example_prompt="Question: what is the capital of France? Answer:",
+        example_output="Paris, France.",
+        segments=("question", "country", "answer_slot"),
+        causal_rule="specific question: the city and the country in the answer <- {the prompt's country}; "
+                    "',' and '.' are constant; open question: no prompt token causes which pair (empty sets)",
+        heldout_rule="the content space is 8 specific prompts and one open prompt: the held-out split is an "
+                     "independent draw from the same distribution (nothing is held out by content)",
+        max_output_tokens=4,
+        words=_capitals_words(),
+    ),
 }
 
 
@@ -456,6 +521,8 @@ def generate(task: str, n: int, *, split: str = "train", seed: int = 0) -> list[
     rng = random.Random(f"scopecheck:{task}:{split}:{int(seed)}")
     if task == "translate":
         return _generate_translate(n, split, rng)
+    if task == "capitals":
+        return _generate_capitals(n, split, rng)
     return _generate_retrieval(n, split, rng)
 
 
@@ -471,4 +538,6 @@ def split_of(example: Example) -> str:
         obj = tok[example.segments["fact_object"][0]]
         col = tok[example.segments["fact_color"][0]]
         return "heldout" if (obj, col) in _retrieval_pairs()["heldout"] else "train"
+    if example.task == "capitals":
+        return "train"
     raise ValueError(f"unknown task {example.task!r}; known tasks: {', '.join(TASKS)}")

@@ -1,4 +1,4 @@
-"""Reproducible training of the embedded autoregressive reference models.
+"""Reproducible training of the embedded reference models (the masked-diffusion one: ``train_diffusion``).
 
     python -m scopecheck.engine.reference.train --all
     python -m scopecheck.engine.reference.train --model translate-ar [--out DIR]
@@ -396,14 +396,17 @@ def check(name: str, directory: Path | None = None, n: int | None = None) -> flo
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m scopecheck.engine.reference.train",
                                  description="Train (or --check) the embedded reference models.")
-    ap.add_argument("--model", action="append", choices=sorted(RECIPES), help="model name (repeatable)")
+    from .train_diffusion import DIFFUSION_RECIPES
+
+    ap.add_argument("--model", action="append", choices=sorted([*RECIPES, *DIFFUSION_RECIPES]),
+                    help="model name (repeatable)")
     ap.add_argument("--all", action="store_true", help="every reference model")
     ap.add_argument("--out", type=Path, default=None,
                     help="output directory (one model) or parent directory (several); default: the package")
     ap.add_argument("--check", action="store_true", help="only evaluate the saved weights")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    names = sorted(RECIPES) if args.all else (args.model or [])
+    names = sorted([*RECIPES, *DIFFUSION_RECIPES]) if args.all else (args.model or [])
     if not names:
         ap.error("give --model NAME or --all")
     worst = 1.0
@@ -412,7 +415,16 @@ def main(argv: list[str] | None = None) -> int:
             d = None
         else:
             d = args.out if len(names) == 1 else args.out / name
-        if args.check:
+        if name in DIFFUSION_RECIPES:
+            from . import train_diffusion as td
+
+            if args.check:
+                worst = min(worst, td.check(name, d))
+            else:
+                r = td.train(DIFFUSION_RECIPES[name], d, quiet=args.quiet)
+                worst = min(worst, r["heldout_exact_match"])
+                print(json.dumps(r, indent=2))
+        elif args.check:
             worst = min(worst, check(name, d))
         else:
             r = train(RECIPES[name], d, quiet=args.quiet)

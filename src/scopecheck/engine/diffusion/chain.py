@@ -1,0 +1,329 @@
+"""The masked-diffusion sampler and its recorded chain (DESIGN sections 2 and 10).
+
+Indexing (seed 000, section 4.2): the response region has ``R`` slots; the chain runs
+``K`` stages. ``z[K]`` is the fully masked start, ``z[0] = y``. **Stage ``s`` turns
+``z[s]`` into ``z[s - 1]``**, so stage ``K`` runs first and state ``z[t]`` is the result of
+stage ``t + 1``. A state's tokens are the slots committed by it and by every earlier
+stage; slots are never remasked.
+
+One step of the sampler (LLaDA's ``generate`` with low-confidence remasking; MDLM's
+confidence-ordered unmasking):
+
+1. run the denoiser on ``[x, z[s]]`` and take ``log p(. | x, z[s])`` at every response slot;
+2. propose a token per masked slot: the argmax (greedy), a Gumbel-max sample at
+   ``temperature`` (seeded per stage, so a replay is exact), or the given output's token
+   when the chain is *teacher-forced* to a given ``y``;
+3. commit ``n_s`` of the masked slots of the current block: the most confident proposals
+   (``confidence``), uniformly random ones (``random``), or the leftmost (``left_to_right``).
+   ``n_s = ceil(m / r)`` with ``m`` masked slots left in the block and ``r`` stages left in
+   it, which is exactly LLaDA's ``get_num_transfer_tokens`` schedule (``m // r`` each,
+   the remainder to the first stages) and re-balances by itself when a stage is perturbed.
+
+Semi-autoregressive ``blocks`` split the slots into contiguous blocks run one after the
+other with ``K / blocks`` stages each. Slots a perturbed stage left masked stay eligible in
+later stages; anything still masked after stage 1 is committed by a completion step
+(recorded as stage 0).
+
+The recorded :class:`Chain` holds, per stage, the committed slots, their tokens and their
+log-probabilities; the output is frozen from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from scopecheck.engine.diffusion.denoiser import Denoiser
+
+Tensor = torch.Tensor
+
+SAMPLERS: dict[str, str] = {
+    "confidence": "commit the most confident proposals first (low-confidence remasking; LLaDA, MDLM)",
+    "random": "commit uniformly random masked slots (LLaDA's random remasking)",
+    "left_to_right": "commit the leftmost masked slots first",
+}
+SAMPLER_ALIASES = {"low_confidence": "confidence"}
+PERTURBATIONS: dict[str, str] = {
+    "noop": "the stage commits nothing (its update replaced by the identity); later stages re-balance",
+    "schedule": "the stage commits `shift` more (or fewer) slots than scheduled; later stages re-balance",
+    "substitute": "the stage commits an alternative step: the best other token (second_best) or a resample "
+                  "with another seed (resample)",
+}
+
+#: Counts every call of :func:`run_chains`; tests use it to prove which checks regenerate.
+SAMPLER_CALLS = {"count": 0}
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    steps: int                      # K
+    length: int                     # R
+    sampler: str = "confidence"
+    blocks: int = 1
+    temperature: float = 0.0        # 0: greedy
+    seed: int = 0
+    forced: bool = False            # commits teacher-forced to a given output
+
+    def describe(self) -> dict[str, Any]:
+        return {"sampler": self.sampler, "steps": self.steps, "length": self.length, "blocks": self.blocks,
+                "temperature": self.temperature, "seed": self.seed,
+                "mode": "teacher-forced to the given output" if self.forced else "free (the output is generated)"}
+
+
+@dataclass(frozen=True)
+class Step:
+    stage: int                      # K..1; 0 for a completion step
+    positions: tuple[int, ...]      # response slots (0-based) committed
+    tokens: tuple[int, ...]
+    logprobs: tuple[float, ...]     # log p(token | x, z[stage]) at commit time
+
+
+@dataclass(frozen=True)
+class Chain:
+    settings: SamplerSettings
+    prompt_ids: tuple[int, ...]
+    mask_id: int
+    steps: tuple[Step, ...]         # execution order: stage K first
+    output: tuple[int, ...]         # z[0] = y, R ids
+    adapter: str = "plain"
+
+    @property
+    def K(self) -> int:
+        return self.settings.steps
+
+    @property
+    def R(self) -> int:
+        return self.settings.length
+
+    def step(self, stage: int) -> Step:
+        for s in self.steps:
+            if s.stage == stage:
+                return s
+        raise KeyError(f"the chain has no stage {stage}; stages: {self.K}..1")
+
+    def visible(self, t: int) -> list[int]:
+        """Slots visible (committed) in state ``z[t]``: those of every stage ``> t``."""
+        return sorted(p for s in self.steps if s.stage > t for p in s.positions)
+
+    def committed(self, t: int) -> list[int]:
+        """Slots newly committed in ``z[t]`` (by stage ``t + 1``); ``z[0]`` includes a completion step."""
+        out = [p for s in self.steps if s.stage == t + 1 for p in s.positions]
+        if t == 0:
+            out += [p for s in self.steps if s.stage == 0 for p in s.positions]
+        return sorted(out)
+
+    def state(self, t: int) -> list[int]:
+        """Token ids of ``z[t]``, the mask id where a slot is not yet committed."""
+        vis = set(self.visible(t))
+        return [tok if i in vis else self.mask_id for i, tok in enumerate(self.output)]
+
+    def stage_of(self) -> dict[int, int]:
+        """Slot -> the stage that committed it."""
+        return {p: s.stage for s in self.steps for p in s.positions}
+
+    def to_json(self, decode: Any = None) -> dict[str, Any]:
+        def text(ids: Sequence[int]) -> list[str]:
+            return [decode(i) for i in ids] if decode else [str(i) for i in ids]
+
+        return {
+            "settings": self.settings.describe(), "adapter": self.adapter,
+            "prompt_ids": list(self.prompt_ids), "output_ids": list(self.output), "mask_id": self.mask_id,
+            "steps": [{"stage": s.stage, "positions": [p + 1 for p in s.positions], "tokens": list(s.tokens),
+                       "texts": text(s.tokens), "logprobs": list(s.logprobs)} for s in self.steps],
+        }
+
+
+@dataclass(frozen=True)
+class StagePerturbation:
+    """``pert(stage)``: what one stage does instead of its recorded update."""
+
+    stage: int
+    kind: str                       # noop | schedule | substitute
+    shift: int = 1                  # schedule: slots committed beyond (or below) the schedule
+    substitute: str = "second_best"  # second_best | resample
+
+
+@dataclass
+class RunBatch:
+    """Final response and per-slot commit record of a batch of chains (``B`` rows, ``R`` slots)."""
+
+    tokens: Tensor                  # (B, R) long; the mask id where never committed
+    commit_stage: Tensor            # (B, R) long; -1 where never committed
+    token_logp: Tensor              # (B, R) log p(committed token) at commit time
+    target_logp: Tensor | None      # (B, R) log p(target token) at the slot's commit time
+    steps: list[Step] = field(default_factory=list)   # the trace of row 0 (when recorded)
+
+    def chain_score(self, slots: Tensor | None = None) -> Tensor:
+        """``(B,)``: the chain estimator of the target along each row's own unmasking order
+        (over the slots ``slots`` ``(R,)`` bool only, when given)."""
+        assert self.target_logp is not None
+        done = self.commit_stage >= 0
+        if slots is not None:
+            done = done & slots.to(done.device).unsqueeze(0)
+        return torch.where(done, self.target_logp, torch.zeros_like(self.target_logp)).sum(-1)
+
+
+def _gen(seed: int, stage: int, salt: int) -> torch.Generator:
+    g = torch.Generator(device="cpu")
+    g.manual_seed((int(seed) * 1_000_003 + int(stage) * 7_919 + salt) % (2 ** 63 - 1))
+    return g
+
+
+def blocks_of(R: int, blocks: int) -> list[range]:
+    """``blocks`` contiguous, near-equal slot ranges (the first ones one longer)."""
+    base, extra = divmod(R, blocks)
+    out, start = [], 0
+    for b in range(blocks):
+        n = base + (1 if b < extra else 0)
+        out.append(range(start, start + n))
+        start += n
+    return out
+
+
+def check_settings(s: SamplerSettings) -> None:
+    if s.sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {s.sampler!r}; known: {', '.join(SAMPLERS)}")
+    if s.steps < 1 or s.length < 1:
+        raise ValueError("a chain needs at least one stage and one response slot")
+    if s.blocks < 1 or s.steps % s.blocks:
+        raise ValueError(f"steps ({s.steps}) must be a multiple of blocks ({s.blocks})")
+    if s.blocks > s.length:
+        raise ValueError(f"blocks ({s.blocks}) cannot exceed the response length ({s.length})")
+    if not math.isfinite(s.temperature) or s.temperature < 0:
+        raise ValueError(f"temperature must be finite and >= 0, got {s.temperature}")
+
+
+@torch.no_grad()
+def run_chains(den: Denoiser, prompt_embeds: Tensor, settings: SamplerSettings, *,
+               prompt_keep: Tensor | None = None, force: Tensor | None = None, target: Tensor | None = None,
+               perturb: Sequence[Sequence[StagePerturbation]] | None = None, stop_before: int | None = None,
+               override: tuple[Tensor, Tensor] | None = None, record: bool = False) -> RunBatch:
+    """Run ``B`` chains at once from ``z[K]``.
+
+    ``prompt_embeds`` ``(B, P, d)`` (perturbed prompts share the batch); ``prompt_keep``
+    ``(B, P)`` bool deletes prompt positions; ``force`` ``(R,)`` teacher-forces commits to
+    those ids; ``target`` ``(R,)`` records ``log p(target)`` at each slot's commit (the
+    chain estimator); ``perturb[b]`` lists row ``b``'s stage perturbations; ``stop_before``
+    stops in state ``z[stop_before]`` (before that stage runs, no completion);
+    ``override = (embeds (B, R, d), which (B, R) bool)`` replaces the input embedding of a
+    slot whenever it is visible (an earlier state's token swapped by an operator).
+    """
+    check_settings(settings)
+    SAMPLER_CALLS["count"] += 1
+    B, P, _ = prompt_embeds.shape
+    R, K = settings.length, settings.steps
+    dev = prompt_embeds.device
+    mask_e = den.mask_embedding().to(prompt_embeds.dtype)
+    tokens = torch.full((B, R), den.mask_id, dtype=torch.long, device=dev)
+    stage_of = torch.full((B, R), -1, dtype=torch.long, device=dev)
+    token_logp = torch.zeros(B, R, dtype=torch.float64, device=dev)
+    target_logp = torch.zeros(B, R, dtype=torch.float64, device=dev) if target is not None else None
+    keep = None
+    if prompt_keep is not None:
+        keep = torch.cat([prompt_keep.to(dev), torch.ones(B, R, dtype=torch.bool, device=dev)], 1)
+    pert: dict[tuple[int, int], StagePerturbation] = {}
+    for b, ps in enumerate(perturb or ()):
+        for p in ps:
+            pert[(b, p.stage)] = p
+    spb = K // settings.blocks
+    block_ranges = blocks_of(R, settings.blocks)
+    slot_block = torch.empty(R, dtype=torch.long, device=dev)
+    for bi, rg in enumerate(block_ranges):
+        slot_block[list(rg)] = bi
+    steps: list[Step] = []
+    schedule = [(K - j, j // spb, spb - j % spb) for j in range(K)]
+    if stop_before is None:
+        schedule.append((0, settings.blocks - 1, 1))           # completion, if anything is left
+    for stage, block, remaining in schedule:
+        if stop_before is not None and stage <= stop_before:
+            break
+        masked = stage_of < 0                                                   # (B, R)
+        open_ = masked & (slot_block <= block).unsqueeze(0)
+        m = open_.sum(-1)                                                       # (B,)
+        if stage == 0 and int(m.sum()) == 0:
+            break
+        n = torch.div(m + remaining - 1, remaining, rounding_mode="floor")      # ceil(m / r)
+        rows_sub: list[tuple[int, str]] = []
+        for b in range(B):
+            p = pert.get((b, stage))
+            if p is None:
+                continue
+            if p.kind == "noop":
+                n[b] = 0
+            elif p.kind == "schedule":
+                n[b] = max(0, min(int(m[b]), int(n[b]) + int(p.shift)))
+            elif p.kind == "substitute":
+                rows_sub.append((b, p.substitute))
+            else:
+                raise ValueError(f"unknown stage perturbation {p.kind!r}; known: {', '.join(PERTURBATIONS)}")
+        if int(n.sum()) == 0:
+            continue
+        visible = ~masked
+        tok_e = den.embed(tokens.clamp(min=0)).to(prompt_embeds.dtype)                      # (B, R, d)
+        if override is not None:
+            o_emb, o_which = override
+            tok_e = torch.where(o_which.unsqueeze(-1).to(dev), o_emb.to(tok_e.dtype), tok_e)
+        resp = torch.where(visible.unsqueeze(-1), tok_e, mask_e)
+        logits = den.logits(torch.cat([prompt_embeds, resp], 1), P, keep).to(torch.float64)  # (B, R, V)
+        logp = logits.log_softmax(-1)
+        if force is not None:
+            cand = force.to(dev).unsqueeze(0).expand(B, R)
+        elif settings.temperature == 0:
+            cand = logits.argmax(-1)
+        else:
+            g = torch.rand(R, logits.shape[-1], generator=_gen(settings.seed, stage, 1), dtype=torch.float64)
+            gumbel = -torch.log(-torch.log(g.clamp_min(1e-300))).to(dev)
+            cand = (logits / settings.temperature + gumbel).argmax(-1)
+        # which slots commit is decided on the stage's own proposals (a substituted step commits
+        # other tokens at the same slots)
+        if settings.sampler == "confidence":
+            conf = logp.gather(-1, cand.unsqueeze(-1)).squeeze(-1)
+        elif settings.sampler == "random":
+            conf = torch.rand(R, generator=_gen(settings.seed, stage, 3), dtype=torch.float64).to(dev).expand(B, R)
+        else:
+            conf = -torch.arange(R, dtype=torch.float64, device=dev).expand(B, R)
+        cand = cand.clone()
+        for b, how in rows_sub:
+            if how == "resample":
+                g = torch.rand(R, logits.shape[-1], generator=_gen(settings.seed + 1, stage, 2), dtype=torch.float64)
+                gumbel = -torch.log(-torch.log(g.clamp_min(1e-300))).to(dev)
+                cand[b] = (logits[b] + gumbel).argmax(-1)
+            else:  # the best token other than the proposal
+                other = logits[b].scatter(-1, cand[b].unsqueeze(-1), float("-inf"))
+                cand[b] = other.argmax(-1)
+        conf = torch.where(open_, conf, torch.full_like(conf, float("-inf")))
+        order = torch.sort(conf, dim=-1, descending=True, stable=True).indices
+        rank = torch.empty_like(order)
+        rank.scatter_(-1, order, torch.arange(R, device=dev).expand(B, R))
+        chosen = (rank < n.unsqueeze(-1)) & open_                                               # (B, R)
+        tokens = torch.where(chosen, cand, tokens)
+        stage_of = torch.where(chosen, torch.full_like(stage_of, stage), stage_of)
+        lp = logp.gather(-1, cand.unsqueeze(-1)).squeeze(-1)
+        token_logp = torch.where(chosen, lp, token_logp)
+        if target_logp is not None:
+            tl = logp.gather(-1, target.to(dev).view(1, R, 1).expand(B, R, 1)).squeeze(-1)
+            target_logp = torch.where(chosen, tl, target_logp)
+        if record:
+            pos = [int(i) for i in torch.nonzero(chosen[0]).flatten()]
+            steps.append(Step(stage, tuple(pos), tuple(int(cand[0, i]) for i in pos),
+                              tuple(float(lp[0, i]) for i in pos)))
+    if record:
+        done = {s.stage for s in steps}
+        steps += [Step(s, (), (), ()) for s in range(K, 0, -1) if s not in done and
+                  (stop_before is None or s > stop_before)]
+        steps.sort(key=lambda s: -s.stage)
+    return RunBatch(tokens, stage_of, token_logp, target_logp, steps)
+
+
+def sample_chain(den: Denoiser, prompt_ids: Sequence[int], settings: SamplerSettings,
+                 force: Sequence[int] | None = None) -> Chain:
+    """Run the sampler once on ``prompt_ids`` and record its chain (the frozen output)."""
+    ids = torch.tensor([list(prompt_ids)], device=den.device)
+    emb = den.embed(ids)
+    f = torch.tensor(list(force), device=den.device) if force is not None else None
+    run = run_chains(den, emb, settings, force=f, record=True)
+    return Chain(settings, tuple(int(i) for i in prompt_ids), den.mask_id, tuple(run.steps),
+                 tuple(int(t) for t in run.tokens[0].tolist()), den.adapter)
