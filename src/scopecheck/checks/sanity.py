@@ -32,6 +32,7 @@ import torch
 
 from scopecheck.checks.faithfulness import as_float, as_int, setup
 from scopecheck.checks.result import CheckResult
+from scopecheck.errors import ContractError
 
 
 def _rerun(result: Any, problem: Any) -> torch.Tensor:
@@ -47,6 +48,9 @@ def max_sensitivity(result: Any, params: Mapping[str, object] | None = None, *,
     ``δ_s`` uniform noise of ``radius`` times each eligible embedding's norm (``samples`` draws);
     the method is rerun with its own parameters and seed. Lower is better."""
     ctx = setup("max_sensitivity", result, params, ranking=ranking, seed=seed)
+    if getattr(ctx.compiled, "stage_features", False):
+        raise ContractError("max_sensitivity perturbs feature embeddings, and denoising stages have none",
+                            rule="protocol", expected="deletion, insertion or comprehensiveness with a stage perturbation")
     radius = as_float("max_sensitivity", "radius", ctx.params["radius"])
     n = as_int("max_sensitivity", "samples", ctx.params["samples"])
     problem = ctx.problem
@@ -157,6 +161,8 @@ def _token_id(problem: Any, op: str) -> int | None:
 
 
 def randomized_problem(compiled: Any, model: torch.nn.Module) -> Any:
+    if hasattr(compiled, "with_model"):          # diffusion: same reads and recorded chain, other weights
+        return compiled.with_model(model)
     from scopecheck.engine.compile import SCORE_KINDS
     from scopecheck.engine.scoring import causal_lm_problem
 

@@ -207,6 +207,18 @@ def heatmap_text(result: Any, color: bool | None = None, width: int = 110) -> st
     console.print(title)
     console.print(header(r, bool(color)))
     console.print()
+    d = getattr(r, "diffusion", None)
+    if d:
+        console.print(Text(
+            f"chain: sampler {d['sampler']}, {d['steps']} stages, {d['length']} slots, blocks {d['blocks']}, "
+            f"temperature {d['temperature']}, seed {d['sampler_seed']}, {d['chain_mode']}; estimator {d['estimator']}"
+            + (f" (samples {d['samples']}, s.e. {d.get('elbo_standard_error', float('nan')):.3g})" if d.get("samples")
+               else "") + f"; adapter {d['adapter']}", style="bold" if color else ""))
+        for st in d["chain"]["steps"]:
+            words = " ".join(shown(w) for w in st["texts"]) or "(nothing)"
+            slots = ",".join(str(p) for p in st["positions"]) or "-"
+            console.print(f"  stage {st['stage']:>2}: slots {slots:<8} {words}")
+        console.print()
     console.print(Text("map: ", style="bold" if color else "") + inline_map(r, color))
     console.print()
     console.print(token_table(r, color))

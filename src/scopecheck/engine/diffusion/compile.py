@@ -70,6 +70,31 @@ class DiffusionCompiled:
         """Sequence positions (or stage features) a selector names."""
         return selector_positions(self, sel)
 
+    def with_model(self, model: Any) -> AttributionProblem:
+        """The same problem (ids, E, reads, recorded chain) on another model, e.g. a
+        re-initialised copy for the randomization check; embeddings and operators are the new
+        model's. The chain is not re-sampled: the question stays the one the contract asked."""
+        import dataclasses
+
+        from scopecheck.engine.scoring import embedding_operators
+
+        den = dataclasses.replace(self.denoiser, model=model)
+        pb = self.problem
+        obj = dataclasses.replace(pb.objective, den=den)
+        if self.stage_features:
+            obj = dataclasses.replace(obj, prompt_embeds=den.embed(torch.tensor(self.chain.prompt_ids)).detach())
+            return dataclasses.replace(pb, objective=obj)
+        with torch.no_grad():
+            embeds = den.embed(pb.ids).detach()
+        ops = {k: v for k, v in pb.operators.items()}
+        vocab, new_ops = embedding_operators(model, pb.length, None, None, None)
+        for name in ("pad", "mask", "unk"):
+            if name in ops:
+                hit = torch.nonzero((pb.vocab_embeds == ops[name][0].unsqueeze(0)).all(-1)).flatten()
+                if len(hit):
+                    new_ops[name] = vocab[int(hit[0])].unsqueeze(0).expand(pb.length, -1).clone()
+        return dataclasses.replace(pb, embeds=embeds, objective=obj, operators=new_ops, vocab_embeds=vocab)
+
 
 # --------------------------------------------------------------------------- helpers
 

@@ -45,6 +45,10 @@ class OutputScore:
     target: Tensor                  # (R,) the output's ids
     reads: Reads
 
+    @property
+    def model(self) -> Any:
+        return self.den.model
+
     def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
         # read in float64, returned in the model's dtype as every objective is
         return score_reads(self.den, embeds, self.n_prompt, self.reads, self.target, keep).to(embeds.dtype)
@@ -143,6 +147,10 @@ class StageObjective:
     substitute: str = "second_best"
     changed: list[bool] = field(default_factory=list)
     runs: int = 0
+
+    @property
+    def model(self) -> Any:
+        return self.den.model
 
     @torch.no_grad()
     def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
