@@ -14,7 +14,7 @@ import torch
 from scopecheck.checks.registry import run_check
 from scopecheck.engine import catalog
 from scopecheck.engine.diffusion import chain as chain_mod
-from scopecheck.engine.diffusion.chain import SamplerSettings, run_chains, sample_chain
+from scopecheck.engine.diffusion.chain import SamplerSettings, sample_chain
 from scopecheck.engine.diffusion.compile import state_score
 from scopecheck.engine.diffusion.denoiser import Denoiser, default_adapter
 from scopecheck.engine.diffusion.estimators import elbo_with_error, order_reads, score_reads

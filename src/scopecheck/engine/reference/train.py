@@ -218,6 +218,26 @@ def make_model(recipe: Recipe, vocab_size: int):
     return LlamaForCausalLM(config).float()
 
 
+def optimizer(model, recipe):
+    """AdamW (weight decay on matrices only, betas 0.9/0.98), linear warm-up then cosine decay to
+    2% of ``recipe.lr`` over ``recipe.steps`` (every reference recipe, autoregressive or diffusion)."""
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=recipe.lr, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < recipe.warmup:
+            return (step + 1) / recipe.warmup
+        frac = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
 def train(recipe: Recipe, out: Path | None = None, *, log_every: int = 250, quiet: bool = False) -> dict:
     """Train ``recipe`` and write the model directory; returns the measured numbers."""
     import torch
@@ -233,19 +253,7 @@ def train(recipe: Recipe, out: Path | None = None, *, log_every: int = 250, quie
     model = make_model(recipe, len(vocab))
     n_params = sum(p.numel() for p in model.parameters())
     data = generate(recipe.task, recipe.steps * recipe.batch_size, split="train", seed=recipe.seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=recipe.lr, betas=(0.9, 0.98))
-
-    def lr_at(step: int) -> float:
-        if step < recipe.warmup:
-            return (step + 1) / recipe.warmup
-        frac = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    opt, sched = optimizer(model, recipe)
     model.train()
     running = 0.0
     for step in range(recipe.steps):

@@ -25,7 +25,6 @@ carries ``diffusion_length`` (the default response length) and ``mask_token_id``
 from __future__ import annotations
 
 import hashlib
-import math
 import platform
 import sys
 import time
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .tasks import TASKS, Example, generate
-from .train import BOS, EOS, MASK, PAD, RECIPES_MAXPOS, WEIGHTS_DIR, build_tokenizer, save_tokenizer
+from .train import BOS, EOS, MASK, PAD, RECIPES_MAXPOS, WEIGHTS_DIR, build_tokenizer, optimizer, save_tokenizer
 
 
 @dataclass(frozen=True)
@@ -168,18 +167,7 @@ def train(recipe: DiffusionRecipe, out: Path | None = None, *, log_every: int = 
     r_lo = info.max_output_tokens + recipe.response_min_extra
     data = generate(recipe.task, recipe.steps * recipe.batch_size, split="train", seed=recipe.seed)
     g = torch.Generator().manual_seed(recipe.seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98))
-
-    def lr_at(step: int) -> float:
-        if step < recipe.warmup:
-            return (step + 1) / recipe.warmup
-        frac = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    opt, sched = optimizer(model, recipe)
     model.train()
     running = 0.0
     for step in range(recipe.steps):
