@@ -19,16 +19,57 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="allow model code from the model directory (never enabled by a contract file)")
 
 
+def output_problems(report_dir: str | None, json_path: str | None) -> list[str]:
+    """What is wrong with the output destinations, checked before any computation."""
+    import os
+
+    problems = []
+
+    def writable_parent(p: Path) -> Path | None:
+        q = p
+        while not q.exists():
+            if q.parent == q:
+                return None
+            q = q.parent
+        return q
+
+    if report_dir not in (None, "-"):
+        d = Path(report_dir)
+        if d.exists() and not d.is_dir():
+            problems.append(f"--report {report_dir}: exists and is not a folder")
+        else:
+            base = d if d.exists() else writable_parent(d)
+            if base is None or not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+                problems.append(f"--report {report_dir}: the folder cannot be created or written")
+    if json_path not in (None, "-"):
+        f = Path(json_path)
+        if f.is_dir():
+            problems.append(f"--json {json_path}: is a folder, not a file")
+        else:
+            base = writable_parent(f.parent if f.parent != Path("") else Path("."))
+            if base is None or not base.is_dir() or not os.access(base, os.W_OK | os.X_OK) or (
+                    f.exists() and not os.access(f, os.W_OK)):
+                problems.append(f"--json {json_path}: cannot be written")
+    return problems
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from scopecheck.cli import _print_errors
+    from scopecheck.errors import visible
     from scopecheck.engine.models import LoadOptions
     from scopecheck.loader import check_file, collect
     from scopecheck.report.terminal import heatmap_text
     from scopecheck.runner import Runner
     from scopecheck.spec import model as m
 
+    report_dir = args.report or DEFAULT_REPORT_DIR
+    bad_outputs = output_problems(report_dir, args.json)
+    if bad_outputs:
+        for msg in bad_outputs:
+            print(f"scopecheck: {msg}", file=sys.stderr)
+        return 1
     files, errors = collect(args.paths)
     contracts: list[m.Contract] = []
     for f in files:
@@ -40,7 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_errors(errors)
         return 1
     out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
-    runner = Runner(device=args.device, dtype=args.dtype, progress=sys.stderr.isatty())
+    runner = Runner(device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
+                    debug=bool(getattr(args, "debug", False)))
     runner.options = LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)
     runs = []
     for c in contracts:
@@ -51,29 +93,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         if cr.result is not None:
             out.print(heatmap_text(cr.result, color=sys.stdout.isatty()))
         else:
-            out.print(f"{c.span}: {c.name}: did not run\n{cr.error}")
+            out.print(visible(f"{c.span}: {c.name}: did not run\n{cr.error}"))
         for o in cr.outcomes:
-            out.print(("  PASS  " if o.passed else "  FAIL  ") + f"line {o.line}: {o.explanation}")
+            out.print(visible(("  PASS  " if o.passed else "  FAIL  ") + f"line {o.line}: {o.explanation}"))
         out.print()
     from scopecheck.report.summary import print_summary
 
     print_summary(runs, out)
-    report_dir = args.report or DEFAULT_REPORT_DIR
+    # both documents are rendered (and the JSON validated) before either file is replaced
+    from scopecheck.report.jsonout import atomic_write_many, dumps, results_json, validate_results
+
+    outputs: list[tuple[str, str]] = []
     if report_dir != "-":
-        from scopecheck.report.html import write_report
+        from scopecheck.report.html import render_report
 
-        path = write_report(runs, Path(report_dir))
-        print(f"HTML report: {path}", file=sys.stderr)
+        outputs.append((str(Path(report_dir) / "index.html"), render_report(runs)))
     if args.json:
-        from scopecheck.report.jsonout import results_json, write_json
-
+        doc = results_json(runs)
+        validate_results(doc)
         if args.json == "-":
-            import json
-
-            print(json.dumps(results_json(runs), indent=2))
+            print(dumps(doc), end="")
         else:
-            write_json(runs, Path(args.json))
-            print(f"JSON results: {args.json}", file=sys.stderr)
+            outputs.append((args.json, dumps(doc)))
+    try:
+        atomic_write_many(outputs)
+    except OSError as exc:
+        print(f"scopecheck: cannot write the reports ({exc.strerror}: {exc.filename}); nothing was replaced",
+              file=sys.stderr)
+        return 1
+    for path, _ in outputs:
+        print(f"{'HTML report' if path.endswith('index.html') else 'JSON results'}: {path}", file=sys.stderr)
     failed = sum(1 for r in runs for o in r.outcomes if not o.passed) + sum(1 for r in runs if r.result is None)
     passed = sum(1 for r in runs for o in r.outcomes if o.passed)
     print(f"{len(runs)} contract(s) run; expectations: {passed} passed, {failed} failed",

@@ -13,7 +13,40 @@ Nothing here asserts on user input; nothing prints a traceback.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+
+#: Lark counts lines by "\n" only, so every line-based view of a source does too (``str.splitlines``
+#: would also break at \r, \f, \v, \x1c-\x1e, \x85, \u2028 and \u2029 and put carets on the wrong line).
+def source_lines(text: str) -> list[str]:
+    """The lines of ``text`` as the parser numbers them (``\n`` only; a CRLF's ``\r`` dropped)."""
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+
+
+def visible(text: str) -> str:
+    """``text`` safe for a terminal: control and format characters (escape sequences, line and
+    paragraph separators, a byte-order mark) shown as ``\\xNN`` / ``\\uNNNN``; tabs as one space."""
+    out = []
+    for ch in text:
+        if ch == "\t":
+            out.append(" ")
+        elif ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp", "Cs"):
+            out.append(ch)
+        else:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
+def _width(ch: str) -> int:
+    """Terminal columns of one character as :func:`visible` shows it."""
+    if ch == "\t":
+        return 1
+    cat = unicodedata.category(ch)
+    if cat in ("Cc", "Cf", "Zl", "Zp", "Cs"):
+        return len(visible(ch))
+    if cat in ("Mn", "Me"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 
 
 @dataclass(frozen=True)
@@ -59,22 +92,28 @@ class ContractError(Exception):
         return self
 
     def render(self) -> str:
+        """``path:line:col: kind[rule]: message``, the source line with carets under the span
+        (aligned by display width: wide characters take two columns, combining marks none,
+        control characters are shown escaped), then what was expected and a hint."""
         sp = self.span
         tag = f"{self.kind}[{self.rule}]" if self.rule else self.kind
-        out = [f"{sp}: {tag}: {self.message}"]
+        out = [visible(f"{sp}: {tag}: {self.message}")]
         if self.source is not None:
-            lines = self.source.splitlines()
+            lines = source_lines(self.source.removeprefix("\ufeff"))
             if 1 <= sp.line <= len(lines):
                 text = lines[sp.line - 1]
                 width = len(str(sp.line))
-                out.append(f"  {sp.line:>{width}} | {text}")
+                out.append(f"  {sp.line:>{width}} | {visible(text)}")
+                col = min(max(sp.column, 1), len(text) + 1)
                 end = sp.end_column if sp.end_line == sp.line else len(text) + 1
-                carets = max(1, min(end, len(text) + 1) - sp.column)
-                out.append(f"  {'':>{width}} | {' ' * (sp.column - 1)}{'^' * carets}")
+                end = max(col + 1, min(end, len(text) + 1))
+                pad = sum(_width(c) for c in text[: col - 1])
+                carets = max(1, sum(_width(c) for c in text[col - 1: end - 1]))
+                out.append(f"  {'':>{width}} | {' ' * pad}{'^' * carets}")
         if self.expected:
-            out.append(f"  expected: {self.expected}")
+            out.append(visible(f"  expected: {self.expected}"))
         if self.hint:
-            out.append(f"  hint: {self.hint}")
+            out.append(visible(f"  hint: {self.hint}"))
         return "\n".join(out)
 
     def __str__(self) -> str:

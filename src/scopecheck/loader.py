@@ -24,6 +24,7 @@ class SourceFile:
 
 def check_text(text: str, path: str = "<string>") -> SourceFile:
     """Parse and validate; never raises for bad contract text (errors are returned)."""
+    text = text.removeprefix("\ufeff")
     try:
         docs = parse_text(text, path)
     except ContractError as exc:

@@ -41,7 +41,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def numbered(text: str, first: int, last: int, mark: int | None = None) -> str:
-    lines = text.splitlines()
+    from scopecheck.errors import source_lines, visible
+
+    lines = [visible(ln) for ln in source_lines(text.removeprefix("\ufeff"))]
     width = len(str(last))
     out = []
     for i in range(max(first, 1), min(last, len(lines)) + 1):

@@ -51,11 +51,27 @@ def _py(v: m.Value) -> Any:
     return m.py_value(v)
 
 
+def contract_failure(exc: BaseException, span: Any) -> ContractError:
+    """Any exception raised while running one contract, as that contract's positioned error:
+    a :class:`ContractError` keeps its own position; anything else is placed on ``span`` (the
+    contract's header or the expectation) with the exception's message."""
+    if isinstance(exc, ContractError):
+        return exc
+    msg = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+    return ContractError(f"{type(exc).__name__}: {msg}" if not isinstance(exc, (ValueError, KeyError)) else msg,
+                         span, rule="run")
+
+
 class Runner:
-    def __init__(self, device: str = "auto", dtype: str = "float32", progress: bool = False) -> None:
+    """Runs contracts and their expectations. One contract's failure is that contract's failure:
+    every exception while running it (or evaluating one expectation) becomes a positioned error
+    on it, and the other contracts still run. ``debug=True`` re-raises instead (``--debug``)."""
+
+    def __init__(self, device: str = "auto", dtype: str = "float32", progress: bool = False,
+                 debug: bool = False) -> None:
         from scopecheck.engine.models import LoadOptions
 
-        self.device, self.dtype, self.progress = device, dtype, progress
+        self.device, self.dtype, self.progress, self.debug = device, dtype, progress, debug
         self.options = LoadOptions(device, dtype)
         self.runs: dict[tuple[str, int, str], ContractRun] = {}
 
@@ -70,6 +86,10 @@ class Runner:
                 cr.result = execute(contract, self.options, progress=self.progress)
             except ContractError as exc:
                 cr.error = exc.render()
+            except Exception as exc:  # noqa: BLE001 - isolated to this contract (see the class docstring)
+                if self.debug:
+                    raise
+                cr.error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
             cr.seconds = time.perf_counter() - t0
             self.runs[key] = cr
         return self.runs[key]
@@ -136,13 +156,20 @@ class Runner:
                 return ExpectationOutcome(text, ex.span.line, passed, desc, None,
                                           f"{text}: {'holds' if passed else 'FAILED'} ({desc})")
             right = self._value(cr, ex.right, ex.left)
+            passed = _compare(left, ex.op, right)
         except ContractError as exc:
             return ExpectationOutcome(text, ex.span.line, False, None, None, exc.render())
-        passed = _compare(left, ex.op, right)
+        except Exception as exc:  # noqa: BLE001 - one expectation's failure is that expectation's
+            if self.debug:
+                raise
+            return ExpectationOutcome(text, ex.span.line, False, None, None, contract_failure(exc, ex.span).render())
         shown_l, shown_r = _show(left), _show(right)
         verdict = "holds" if passed else "FAILED"
+        why = ""
+        if _not_finite(left) or _not_finite(right):
+            why = " (a NaN or infinite value never satisfies an expectation)"
         return ExpectationOutcome(text, ex.span.line, passed, shown_l, shown_r,
-                                  f"{text}: {verdict}: measured {shown_l} {ex.op} {shown_r}")
+                                  f"{text}: {verdict}: measured {shown_l} {ex.op} {shown_r}{why}")
 
 
 def _describe_check(res: Any) -> str:
@@ -160,6 +187,10 @@ def _show(v: Any) -> Any:
     if isinstance(v, float):
         return float(f"{v:.6g}")
     return v
+
+
+def _not_finite(v: Any) -> bool:
+    return isinstance(v, float) and not math.isfinite(v)
 
 
 def _compare(left: Any, op: str, right: Any) -> bool:
@@ -184,6 +215,6 @@ def _compare(left: Any, op: str, right: Any) -> bool:
             return left != right
         raise ContractValidationError(f"cannot order texts with {op}", rule="expect")
     a, b = float(left), float(right)
-    if math.isnan(a) or math.isnan(b):
+    if not (math.isfinite(a) and math.isfinite(b)):
         return False
     return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]

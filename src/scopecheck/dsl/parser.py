@@ -74,11 +74,27 @@ def _unquote(tok: Token, path: str) -> str:
     return str(value)
 
 
-def _number(tok: Token) -> int | float:
+#: Integer literals longer than this are refused (2**63 - 1, the largest seed, has 19 digits).
+MAX_INT_DIGITS = 19
+
+
+def _int(tok: Token, path: str) -> int:
+    text = str(tok).lstrip("+-")
+    if len(text.lstrip("0")) > MAX_INT_DIGITS:
+        raise ContractSyntaxError(f"integer literal with {len(text)} digits is too large", _tok_span(tok, path),
+                                  expected=f"at most {MAX_INT_DIGITS} digits", rule="number")
+    return int(str(tok))
+
+
+def _number(tok: Token, path: str = "<string>") -> int | float:
     text = str(tok)
     if any(c in text for c in ".eE"):
-        return float(text)
-    return int(text)
+        value = float(text)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ContractSyntaxError(f"number {text} is not a finite float", _tok_span(tok, path),
+                                      expected="a finite number (|x| < 1.8e308)", rule="number")
+        return value
+    return _int(tok, path)
 
 
 # --------------------------------------------------------------------------- transformer
@@ -110,7 +126,7 @@ class ToSpec(Transformer):
 
     # ---- values
     def number(self, meta, ch):
-        return _number(ch[0])
+        return _number(ch[0], self.path)
 
     def v_number(self, meta, ch):
         return ch[0]
@@ -151,10 +167,10 @@ class ToSpec(Transformer):
         return str(ch[0])
 
     def ref_int(self, meta, ch):
-        return int(ch[0])
+        return _int(ch[0], self.path)
 
     def ref_text(self, meta, ch):
-        occ = int(ch[1]) if ch[1] is not None else None
+        occ = _int(ch[1], self.path) if ch[1] is not None else None
         return m.TextRef(self._str(ch[0]), occ)
 
     def ref_symbol(self, meta, ch):
@@ -305,7 +321,7 @@ class ToSpec(Transformer):
         return _Stmt("method", m.Method(str(ch[0]), ch[1] or (), self._s(meta)), self._s(meta))
 
     def seed_stmt(self, meta, ch):
-        return _Stmt("seed", int(ch[0]), self._s(meta))
+        return _Stmt("seed", _int(ch[0], self.path), self._s(meta))
 
     # ---- expectations
     def comparator(self, meta, ch):
@@ -486,6 +502,7 @@ def parse_text(text: str, path: str = "<string>") -> list[m.Document]:
     Raises :class:`ContractSyntaxError` (positioned, with the source line) on bad input.
     Nothing is validated here beyond syntax; see :func:`scopecheck.spec.validate`.
     """
+    text = text.removeprefix("\ufeff")        # a leading byte-order mark is accepted (editors hide it)
     try:
         tree = lark_parser().parse(text)
     except UnexpectedInput as exc:
@@ -496,7 +513,9 @@ def parse_text(text: str, path: str = "<string>") -> list[m.Document]:
         orig = exc.orig_exc
         if isinstance(orig, ContractError):
             raise orig.with_source(text) from None
-        raise
+        meta = getattr(exc.obj, "meta", None)
+        raise ContractSyntaxError(f"cannot read this {exc.rule}: {orig}", _meta_span(meta, path), source=text,
+                                  rule="syntax") from None
     return docs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,18 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         raise ContractValidationError(f"`{name}` cannot run this contract: {msg}", contract.method.span,
                                       rule="method") from None
     scores = out.scores.detach().to("cpu", torch.float64)
+    bad = torch.nonzero(~torch.isfinite(scores)).flatten().tolist()
+    toks = compiled.alignment.tokens
+    if bad:
+        where = ", ".join(f"{toks[p].role} {toks[p].text!r} (position {p}: {float(scores[p])})" for p in bad[:5])
+        raise ContractValidationError(f"`{name}` produced a non-finite attribution map at {len(bad)} position(s): "
+                                      f"{where}", contract.method.span, rule="non-finite",
+                                      expected="finite attributions (check the model's weights for NaN/Inf)")
+    for key in ("score_input", "score_baseline"):
+        v = out.info.get(key)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ContractValidationError(f"the score S is not finite ({key} = {v})", contract.method.span,
+                                          rule="non-finite", expected="a finite score (check the model's weights)")
     E, C, O = set(compiled.eligible), set(compiled.fixed) | set(compiled.special), set(compiled.targets)
     toks = tuple(TokenScore(t.position, t.text, t.role, t.index, t.position in E, t.position in C,
                             t.position in O, float(scores[t.position])) for t in compiled.alignment.tokens)

@@ -337,26 +337,39 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~mask
 
 
+def atomic_write_many(files: list[tuple[str | os.PathLike[str], str]]) -> list[Path]:
+    """Write every ``(path, text)`` through a temporary file beside it, and only when all of them
+    are complete on disk ``os.replace`` each into place: a failure while writing leaves every
+    destination as it was and no temporary file behind (the HTML report and the JSON of one run
+    are replaced together or not at all)."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for raw, text in files:
+            path = Path(raw)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, _file_mode(path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        raise
+    return [p for _, p in staged]
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same directory and
     ``os.replace``: the file is either the old one or the complete new one, never partial."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write_many([(path, text)])[0]
 
 
 def dumps(doc: dict[str, Any]) -> str:

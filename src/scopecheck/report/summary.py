@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from scopecheck.errors import visible
 from scopecheck.report.jsonout import run_record
 
 
@@ -123,8 +124,9 @@ def summary_table(runs: Iterable[Any], title: str | None = "scopecheck results")
         same = r["contract"] == last
         last = r["contract"]
         meth = r["method"] + (f" ({r['operator']})" if r["operator"] else "")
-        table.add_row("" if same else r["contract"], "" if same else meth, r["item"],
-                      Text(r["status"], style=_STYLE.get(r["status"], "")), r["measured"], r["threshold"])
+        table.add_row("" if same else visible(r["contract"]), "" if same else visible(meth), visible(r["item"]),
+                      Text(r["status"], style=_STYLE.get(r["status"], "")), visible(str(r["measured"])),
+                      visible(str(r["threshold"])))
     return table
 
 

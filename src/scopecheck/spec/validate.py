@@ -19,6 +19,9 @@ from scopecheck.checks.catalog import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROT
 from scopecheck.engine.catalog import METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.errors import ContractError, ContractValidationError, Span, did_you_mean, unknown_name
 from scopecheck.spec import model as m
+from scopecheck.spec.params import (
+    CHECK_PARAMS, DECODING_PARAMS, ESTIMATOR_PARAMS, METHOD_PARAMS, SEED, check_params, check_value,
+)
 from scopecheck.spec.standard import STANDARD, merge, standard_scope
 
 PROCESSES: dict[str, dict[str, str]] = {
@@ -355,6 +358,8 @@ def _check_score(sc: m.Scope, anchors: Anchors, errors: list[ContractError], whe
                 if q is None or isinstance(q.value, bool) or not isinstance(q.value, int) or q.value < 1:
                     errors.append(_err("the ELBO estimator needs a Monte Carlo sample count", (q or e).span,
                                        expected="via elbo(samples = 8)", rule="params"))
+                else:
+                    errors += check_params(ESTIMATOR_PARAMS, e.params, "estimator `elbo`")
     # conditioning matches the process
     if s.kind == "logit" or p is None:
         return
@@ -495,6 +500,7 @@ def _check_method(method: m.Method | None, kind: str | None, errors: list[Contra
             errors.append(_err(f"method `{name}` has no parameter `{prm.key}`", prm.span,
                                expected=", ".join(info.params) or "no parameters",
                                hint=did_you_mean(prm.key, list(info.params)), rule="params"))
+    errors += check_params(METHOD_PARAMS.get(name, {}), method.params, f"method `{name}`")
     if kind is not None and kind not in info.supports:
         why = ""
         if info.differentiable and kind == "denoising_stage":
@@ -517,6 +523,7 @@ def _check_output(doc: m.Contract | m.Claim, errors: list[ContractError]) -> Non
             errors.append(_err(f"`generate({o.rule}, ...)` has no parameter `{prm.key}`", prm.span,
                                expected=", ".join(DECODING[o.rule]), hint=did_you_mean(prm.key, list(DECODING[o.rule])),
                                rule="params"))
+    errors += check_params(DECODING_PARAMS, o.params, f"generate({o.rule})")
     if o.rule == "sample" and not any(p.key == "seed" for p in o.params):
         errors.append(_err("sampling without a seed cannot be frozen reproducibly", o.span,
                            expected="generate(sample, seed = 0, ...)", rule="params"))
@@ -558,6 +565,7 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
         errors.append(_err(f"check `{name}` has no field `{'.'.join(call.fields)}`", call.span,
                            expected=", ".join(info.fields), hint=did_you_mean(call.fields[0], list(info.fields)),
                            rule="expect"))
+    errors += check_params(CHECK_PARAMS.get(name, {}), call.params, f"check `{name}`")
     for prm in call.params:
         if prm.key not in info.params:
             errors.append(_err(f"check `{name}` has no parameter `{prm.key}`", prm.span,
@@ -614,6 +622,10 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
 
         if doc.model.name not in REFERENCE_MODELS:
             errors.append(unknown_name("reference model", doc.model.name, list(REFERENCE_MODELS), doc.model.span))
+    if doc.seed is not None:
+        err = check_value(SEED, "seed", doc.seed, doc.spans.get("seed", head), "seed")
+        if err is not None:
+            errors.append(err)
     anchors = Anchors(doc, errors)
     _check_symbols(doc, sc, errors)
     _check_output(doc, errors)

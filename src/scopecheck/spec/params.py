@@ -1,0 +1,187 @@
+"""Type and range of every number and name a contract can pass: method, check, sampler,
+decoding and estimator parameters, and the seed.
+
+One table, checked by the validator before anything runs, so a bad value is a positioned
+:class:`~scopecheck.errors.ContractError` naming the parameter, the value and the allowed range
+instead of an exception from numpy or torch hours later. Torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scopecheck.errors import ContractValidationError, Span
+from scopecheck.spec import model as m
+
+SEED_MAX = 2 ** 63 - 1
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """``kind``: ``int`` | ``float`` | ``bool`` | ``choice`` | ``count_or_fraction`` | ``selector``
+    | ``any``. Numeric bounds are inclusive unless ``open_low`` (``low < x``)."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    open_low: bool = False
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return " | ".join(self.choices)
+        if self.kind == "bool":
+            return "true | false"
+        if self.kind == "selector":
+            return 'a selector, e.g. x["black"]'
+        if self.kind == "count_or_fraction":
+            return f"a fraction in (0, 1] or a count 1..{int(self.high or 0)}"
+        if self.kind in ("int", "float"):
+            lo = "(" if self.open_low else "["
+            hi = "]"
+            num = "an integer" if self.kind == "int" else "a finite number"
+            return f"{num} in {lo}{_n(self.low)}, {_n(self.high)}{hi}"
+        return "a value"
+
+
+def _n(x: float | None) -> str:
+    if x is None:
+        return "∞"
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def I(low: int, high: int) -> ParamSpec:  # noqa: E743 - short constructors keep the table readable
+    return ParamSpec("int", low, high)
+
+
+def F(low: float, high: float | None = None, open_low: bool = False) -> ParamSpec:
+    return ParamSpec("float", low, high, open_low=open_low)
+
+
+def C(*choices: str) -> ParamSpec:
+    return ParamSpec("choice", choices=choices)
+
+
+OPERATORS = ("pad", "mask", "unk", "zero", "mean", "delete")
+STAGE_PERTURBATIONS = ("noop", "schedule", "substitute")
+BATCH = I(1, 65_536)
+SAMPLES = I(1, 1_000_000)
+
+METHOD_PARAMS: dict[str, dict[str, ParamSpec]] = {
+    "saliency": {"norm": C("l2", "l1", "sum")},
+    "gradient_x_input": {},
+    "integrated_gradients": {"steps": I(1, 100_000), "rule": C("riemann", "gauss_legendre"),
+                             "baseline": C("pad", "zero", "mask", "unk", "mean"), "batch_size": BATCH},
+    "occlusion": {"operator": C(*OPERATORS), "batch_size": BATCH},
+    "lime": {"samples": SAMPLES, "operator": C(*OPERATORS), "kernel_width": F(0.0, 1e6, open_low=True),
+             "batch_size": BATCH},
+    "kernel_shap": {"samples": SAMPLES, "operator": C(*OPERATORS), "batch_size": BATCH},
+    "exact_shapley": {"operator": C(*OPERATORS), "batch_size": BATCH},
+    "attention_rollout": {"residual": ParamSpec("bool")},
+    "reagent": {"steps": I(1, 100_000), "ratio": F(0.0, 1.0, open_low=True)},
+    "context_cite": {"samples": SAMPLES, "operator": C(*OPERATORS)},
+    "probabilistic_as": {"top_p": F(0.0, 1.0, open_low=True)},
+    "heta": {"beta": F(-1e6, 1e6), "gamma": F(-1e6, 1e6), "probes": I(1, 100_000)},
+    "stage_perturbation": {"perturbation": C(*STAGE_PERTURBATIONS), "shift": I(-4096, 4096),
+                           "substitute": C("second_best", "resample")},
+}
+
+_PROTO = {"operator": C(*OPERATORS, *STAGE_PERTURBATIONS),
+          "protocol": C("rescore", "regenerate", "continue_chain", "run_chain"),
+          "perturb": C("prompt", "prefix", "states", "stages"), "batch_size": BATCH}
+
+CHECK_PARAMS: dict[str, dict[str, ParamSpec]] = {
+    "deletion": {**_PROTO, "steps": I(1, 100_000)},
+    "insertion": {**_PROTO, "steps": I(1, 100_000)},
+    "comprehensiveness": {**_PROTO, "k": ParamSpec("count_or_fraction", high=100_000)},
+    "sufficiency": {**_PROTO, "k": ParamSpec("count_or_fraction", high=100_000)},
+    "aopc": dict(_PROTO),
+    "soft_nc": {**_PROTO, "samples": SAMPLES},
+    "soft_ns": {**_PROTO, "samples": SAMPLES},
+    "infidelity": {**_PROTO, "samples": SAMPLES},
+    "max_sensitivity": {"radius": F(0.0, 1e6), "samples": I(1, 10_000), "batch_size": BATCH},
+    "randomization": {"layers": C("all", "top"), "batch_size": BATCH},
+    "completeness": {"tolerance": F(0.0, 1e12), "batch_size": BATCH},
+    "eligibility": {"batch_size": BATCH},
+    "ground_truth": {"k": I(1, 100_000), "causal": ParamSpec("any"), "batch_size": BATCH},
+    "dsa": {"evidence": ParamSpec("selector"), "distractor": ParamSpec("selector"), "batch_size": BATCH},
+    "agreement": {"method": ParamSpec("any"), "contract": ParamSpec("any"), "batch_size": BATCH},
+}
+
+DECODING_PARAMS: dict[str, ParamSpec] = {
+    "max_new_tokens": I(1, 4096), "seed": I(0, SEED_MAX), "temperature": F(0.0, 100.0, open_low=True),
+    "top_p": F(0.0, 1.0, open_low=True), "top_k": I(1, 1_000_000),
+}
+ESTIMATOR_PARAMS: dict[str, ParamSpec] = {"samples": I(1, 100_000)}
+SEED = I(0, SEED_MAX)
+
+
+def check_value(spec: ParamSpec, key: str, value: object, span: Span, owner: str) -> ContractValidationError | None:
+    """``None`` when ``value`` fits ``spec``; otherwise a positioned error naming the parameter,
+    the value and what is allowed."""
+    ok = _fits(spec, value)
+    if ok:
+        return None
+    shown = _show(value)
+    return ContractValidationError(f"{owner}: `{key} = {shown}` is out of range" if _numeric(value)
+                                   else f"{owner}: `{key} = {shown}` is not allowed", span,
+                                   expected=f"{key} = {spec.describe()}", rule="params")
+
+
+def _numeric(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _show(v: object) -> str:
+    if isinstance(v, m.Ident):
+        return v.name
+    if isinstance(v, m.Text):
+        return f'"{v.value}"'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, m.Selector):
+        from scopecheck.dsl.format import fmt_selector
+
+        return fmt_selector(v)
+    return str(v)
+
+
+def _fits(spec: ParamSpec, v: object) -> bool:
+    k = spec.kind
+    if k == "any":
+        return True
+    if k == "bool":
+        return isinstance(v, bool)
+    if k == "choice":
+        name = v.name if isinstance(v, m.Ident) else v.value if isinstance(v, m.Text) else None
+        return name in spec.choices
+    if k == "selector":
+        return isinstance(v, m.Selector) or isinstance(v, m.Text)
+    if not _numeric(v):
+        return False
+    x = float(v)  # type: ignore[arg-type]
+    if not math.isfinite(x):
+        return False
+    if k == "int":
+        if not isinstance(v, int):
+            return False
+    if k == "count_or_fraction":
+        if isinstance(v, int):
+            return 1 <= v <= (spec.high or math.inf)
+        return 0.0 < x <= 1.0
+    lo_ok = spec.low is None or (x > spec.low if spec.open_low else x >= spec.low)
+    hi_ok = spec.high is None or x <= spec.high
+    return lo_ok and hi_ok
+
+
+def check_params(table: dict[str, ParamSpec], params: m.Params, owner: str) -> list[ContractValidationError]:
+    """Errors for declared parameters whose values do not fit (unknown names are reported elsewhere)."""
+    out = []
+    for p in params:
+        spec = table.get(p.key)
+        if spec is not None:
+            err = check_value(spec, p.key, p.value, p.span, owner)
+            if err is not None:
+                out.append(err)
+    return out
