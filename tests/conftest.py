@@ -11,3 +11,8 @@ pytest_plugins = ["pytester"]
 
 # The golden contract files are data for tests/dsl/test_golden.py, not test files.
 collect_ignore_glob = ["dsl/golden/*"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="long runs: the 100,000-text fuzz test (tests/test_hardening.py)")

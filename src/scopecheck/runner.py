@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from scopecheck.errors import ContractError, ContractValidationError
+from scopecheck.errors import ContractError, ContractValidationError, Span
 from scopecheck.spec import model as m
 
 
@@ -158,6 +158,8 @@ class Runner:
             right = self._value(cr, ex.right, ex.left)
             passed = _compare(left, ex.op, right)
         except ContractError as exc:
+            if exc.span == Span():                   # raised without a position: it is this expectation's
+                exc.span = ex.span
             return ExpectationOutcome(text, ex.span.line, False, None, None, exc.render())
         except Exception as exc:  # noqa: BLE001 - one expectation's failure is that expectation's
             if self.debug:

@@ -159,6 +159,9 @@ def positions(al: Alignment, sel: m.Selector) -> list[int]:
         chosen = ia
     elif sel.op == "range":
         ib = _ref_indices(al, sel, sel.b, al.role(role))
+        if min(ia) > max(ib):
+            raise ContractValidationError(f"the range runs backwards: {sel.space}[{min(ia)}:{max(ib)}] after "
+                                          "tokenization", sel.span, expected="a:b with a <= b", rule="selector")
         chosen = [i for i in idx if min(ia) <= i <= max(ib)]
     elif sel.op == "lt":
         chosen = [i for i in idx if i < min(ia)]

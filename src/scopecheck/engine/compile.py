@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from scopecheck.engine.align import Alignment, align, positions
-from scopecheck.engine.models import LoadedModel
+from scopecheck.engine.models import LoadedModel, check_context
 from scopecheck.engine.problem import AttributionProblem
 from scopecheck.errors import ContractValidationError
 from scopecheck.spec import model as m
@@ -47,6 +47,11 @@ def freeze_output(contract: m.Contract, lm: LoadedModel, prompt_ids: list[int]) 
         return out.text, None
     params = {p.key: m.py_value(p.value) for p in out.params}
     max_new = int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+    from scopecheck.engine.models import context_window
+
+    limit = context_window(lm)
+    if limit is not None:
+        max_new = max(1, min(max_new, limit - len(prompt_ids)))
     kw: dict = {"max_new_tokens": max_new, "do_sample": out.rule == "sample"}
     if out.rule == "sample":
         for k in ("temperature", "top_p", "top_k"):
@@ -88,10 +93,15 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel) 
 
     tok = lm.tokenizer
     prompt_ids = special_prefix(tok) + _encode(tok, contract.prompt.text)[0]
+    check_context(lm, len(prompt_ids) + 1, "the prompt", contract.prompt.span)
     out_text, out_ids = freeze_output(contract, lm, prompt_ids)
     al = align(tok, contract.prompt, out_text, out_ids)
     L = len(al.tokens)
+    check_context(lm, L, "the prompt and the output", contract.output.span if contract.output else contract.span)
     E = _union(al, sc.eligible or ())
+    if not E and sc.eligible:
+        raise ContractValidationError("no token is eligible after tokenization", sc.eligible[0].span,
+                                      expected="an eligible set that names at least one token", rule="selector")
     C = _union(al, sc.fixed or ())
     O = positions(al, sc.explain)
     S = positions(al, sc.score.target)

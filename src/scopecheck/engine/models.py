@@ -40,6 +40,26 @@ class LoadedModel:
     dtype: str
 
 
+def context_window(lm: "LoadedModel") -> int | None:
+    """The longest sequence the model accepts (positions), from its config or tokenizer."""
+    cfg = getattr(lm.model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    v = getattr(lm.tokenizer, "model_max_length", None)
+    return v if isinstance(v, int) and 0 < v < 10 ** 7 else None
+
+
+def check_context(lm: "LoadedModel", n: int, what: str, span: Span) -> None:
+    """A positioned error when ``n`` positions exceed the model's context window."""
+    limit = context_window(lm)
+    if limit is not None and n > limit:
+        raise ContractValidationError(f"{what} needs {n} positions but {lm.identity} has a context window of {limit}",
+                                      span, expected=f"at most {limit} positions (special tokens included)",
+                                      rule="context")
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -64,6 +84,10 @@ def model_location(ref: m.ModelRef, base_dir: Path | None) -> tuple[str, str]:
         p = Path(ref.name).expanduser()
         if not p.is_absolute() and base_dir is not None:
             p = (base_dir / p).resolve()
+        if p.exists() and not p.is_dir():
+            raise ContractValidationError(f"{str(p)!r} is a file, not a model directory", ref.span,
+                                          expected="a directory with config.json and model.safetensors",
+                                          rule="model")
         if not p.is_dir():
             raise ContractValidationError(f"model directory {str(p)!r} does not exist", ref.span,
                                           expected="a directory with config.json and model.safetensors",
@@ -83,13 +107,46 @@ def load(ref: m.ModelRef, options: LoadOptions = LoadOptions(), base_dir: Path |
     a denoiser, otherwise the config's architecture decides (masked LMs are denoisers)."""
     where, identity = model_location(ref, base_dir)
     device = resolve_device(options.device)
-    return _load_cached(where, identity, device, options.dtype, options.allow_pickle, options.trust_remote_code,
-                        ref.span, family)
+    try:
+        return _load_cached(where, identity, device, options.dtype, options.allow_pickle, options.trust_remote_code,
+                            family)
+    except ContractError as exc:          # cached by model identity and options; errors get this contract's span
+        exc.span = ref.span
+        raise
+
+
+def check_model_files(where: str, identity: str, allow_pickle: bool) -> None:
+    """Positioned errors for a local model directory whose files cannot be what they claim."""
+    d = Path(where)
+    span = Span()
+    if not (d / "config.json").is_file():
+        raise ContractValidationError(f"{identity}: no config.json in the model directory", span,
+                                      expected="a Hugging Face model directory (config.json, weights, tokenizer)",
+                                      rule="model")
+    weights = sorted(d.glob("*.safetensors"))
+    if not weights and not allow_pickle:
+        raise ContractValidationError(
+            f"{identity}: no .safetensors weights; pickle checkpoints are refused by default", span,
+            expected="model.safetensors", hint="pass --allow-pickle on the command line if you trust the file",
+            rule="model")
+    from safetensors import safe_open
+
+    for w in weights:
+        if w.stat().st_size == 0:
+            raise ContractValidationError(f"{identity}: {w.name} is empty (0 bytes)", span,
+                                          expected="a complete safetensors file", rule="model")
+        try:
+            with safe_open(str(w), framework="pt") as fh:
+                list(fh.keys())
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise ContractValidationError(f"{identity}: {w.name} is not a readable safetensors file ({exc})", span,
+                                          expected="a complete safetensors file", rule="model") from None
 
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickle: bool, trust_remote_code: bool,
-                 span: Span, family: str | None = None) -> LoadedModel:
+                 family: str | None = None) -> LoadedModel:
+    span = Span()
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -98,13 +155,8 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
     if dtype not in DTYPES:
         raise ContractError(f"unknown dtype {dtype!r}", rule="dtype", expected=", ".join(DTYPES))
     local = Path(where).is_dir()
-    if local and not allow_pickle:
-        has_st = any(Path(where).glob("*.safetensors"))
-        if not has_st:
-            raise ContractValidationError(
-                f"{identity}: no .safetensors weights; pickle checkpoints are refused by default", span,
-                expected="model.safetensors", hint="pass --allow-pickle on the command line if you trust the file",
-                rule="model")
+    if local:
+        check_model_files(where, identity, allow_pickle)
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if not local:  # a hub id: honour HF_HUB_OFFLINE as set now (huggingface_hub reads it at import)
         kw["local_files_only"] = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
@@ -114,8 +166,13 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
         fam = family or _family(config)
         auto = AutoModelForMaskedLM if fam == "masked_diffusion" else AutoModelForCausalLM
         model = auto.from_pretrained(where, use_safetensors=not allow_pickle or None, dtype=DTYPES[dtype], **kw)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any loader failure is this model statement's error
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "trust_remote_code" in str(exc):
+            raise ContractValidationError(f"cannot load model {identity}: it asks to run its own code", span,
+                                          expected="a model transformers implements",
+                                          hint="pass --trust-remote-code on the command line if you trust the code",
+                                          rule="model") from None
         raise ContractValidationError(f"cannot load model {identity}: {first}", span,
                                       expected="a local directory, a reference model, or a reachable hub id",
                                       rule="model") from None

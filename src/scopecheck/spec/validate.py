@@ -529,8 +529,19 @@ def _check_output(doc: m.Contract | m.Claim, errors: list[ContractError]) -> Non
                            expected="generate(sample, seed = 0, ...)", rule="params"))
 
 
+def _is_list_or_text(o: m.Operand | None) -> bool:
+    return isinstance(o, (m.Text, m.Selector)) or (isinstance(o, m.Call) and o.name == "top")
+
+
 def _check_expectations(doc: m.Contract | m.Claim, kind: str | None, errors: list[ContractError]) -> None:
     for ex in doc.expects:
+        if ex.op in ("<", "<=", ">", ">=") and (_is_list_or_text(ex.left) or _is_list_or_text(ex.right)):
+            errors.append(_err(f"`{ex.op}` orders numbers; token lists and texts compare with == != in", ex.span,
+                               expected='expect top(1) == "black", or a number on both sides', rule="expect"))
+        if isinstance(ex.left, m.Call) and ex.left.name == "top" and ex.left.args and not (
+                isinstance(ex.left.args[0], int) and not isinstance(ex.left.args[0], bool) and ex.left.args[0] >= 1):
+            errors.append(_err("top(k) takes a count k >= 1", ex.left.span, expected='top(1) == "black"',
+                               rule="expect"))
         for side in (ex.left, ex.right):
             if isinstance(side, m.Call):
                 _check_call(side, kind, doc, errors)
@@ -566,6 +577,13 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
                            expected=", ".join(info.fields), hint=did_you_mean(call.fields[0], list(info.fields)),
                            rule="expect"))
     errors += check_params(CHECK_PARAMS.get(name, {}), call.params, f"check `{name}`")
+    for prm in call.params:
+        v = prm.value.name if isinstance(prm.value, m.Ident) else prm.value.value if isinstance(prm.value, m.Text) \
+            else None
+        if name == "agreement" and prm.key == "method" and METHOD_ALIASES.get(str(v), v) not in METHODS:
+            errors.append(unknown_name("method", str(v), list(METHODS), prm.span))
+        if name == "agreement" and prm.key == "contract" and v not in STANDARD:
+            errors.append(unknown_name("standard contract", str(v), list(STANDARD), prm.span))
     for prm in call.params:
         if prm.key not in info.params:
             errors.append(_err(f"check `{name}` has no parameter `{prm.key}`", prm.span,

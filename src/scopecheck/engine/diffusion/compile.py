@@ -33,7 +33,7 @@ from scopecheck.engine.diffusion.chain import SAMPLER_ALIASES, Chain, SamplerSet
 from scopecheck.engine.diffusion.denoiser import Denoiser, default_adapter
 from scopecheck.engine.diffusion.estimators import Reads, elbo_with_error, score_reads, state_reads
 from scopecheck.engine.diffusion.problem import ChainObjective, OutputScore, estimator_reads, stage_problem
-from scopecheck.engine.models import LoadedModel
+from scopecheck.engine.models import LoadedModel, check_context
 from scopecheck.engine.problem import AttributionProblem
 from scopecheck.errors import ContractValidationError, Span
 from scopecheck.spec import model as m
@@ -264,6 +264,7 @@ def compile_diffusion(contract: m.Contract, resolved: Resolved, lm: LoadedModel)
         force = y_ids + [pad] * (settings.length - len(y_ids))
     else:
         settings = sampler_settings(contract, sc.process, lm, None)
+    check_context(lm, P + settings.length, f"the prompt and {settings.length} response slots", contract.prompt.span)
     chain = sample_chain(den, prompt_ids, settings, force)
     al, text, T = _alignment(tok, contract.prompt, chain, given)
     if T == 0:
@@ -314,6 +315,9 @@ def compile_diffusion(contract: m.Contract, resolved: Resolved, lm: LoadedModel)
                                     "kind": "denoising_stage"})
 
     E = sorted({p for s in sc.eligible or () for p in selector_positions(base, s)})
+    if not E and sc.eligible:
+        raise _err("no feature is eligible after tokenization and sampling", sc.eligible[0].span,
+                   expected="an eligible set that names at least one token or committed slot", rule="selector")
     both = sorted(set(E) & set(C))
     if both:
         raise _err("tokens are both eligible and held fixed", (sc.fixed or (sc.explain,))[0].span,
