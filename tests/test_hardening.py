@@ -276,3 +276,36 @@ def test_outputs_are_checked_before_running(tmp_path, capsys):
     f.write_text("x")
     assert main(["run", contract, "--report", str(f)]) == 1
     assert "not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,rule,where", [
+    (ar(body='    score log p(x[8] | x[<8])\n    fixed nothing\n    explain x[8]\n    process autoregressive\n'
+             '    eligible x'), "causality", "x"),
+    (ar(body="    use prompt_conditioned(target = K)"), "symbolic", "use"),
+    (ar(body='    score log p(y["noir"] | x, y[<"noir"]) - log p("zzzz" | x, y[<"noir"])\n    fixed y[<"noir"]\n'
+             '    explain y["noir"]\n    process autoregressive\n    eligible x'), "score-output", "log p"),
+    (ar(body='    score log p(y[T] | x, y[<T])\n    fixed y[<T]\n    explain y[T]\n    process autoregressive\n'
+             '    eligible x[9:1]'), "selector", "x[9:1]"),
+    (ar() + "\n" + ar(), "duplicate", '"c"'),
+    (ar(expect="    expect completeness.abs_delta < random.abs_delta"), "expect", "random"),
+    (ar(expect='    expect top(1) < "black"'), "expect", "expect top(1)"),
+])
+def test_contracts_that_used_to_crash_or_mislead_are_positioned(text, rule, where):
+    """Found by running contracts that pass `check`: each is now a positioned error, at `check`
+    time or on its own contract at run time, never an internal error."""
+    sf = check_text(text, "r.scope")
+    errs = list(sf.errors)
+    if not errs:
+        runner = Runner(device="cpu")
+        for d in sf.documents:
+            cr = runner.run(d)
+            if cr.error:
+                errs.append(cr.error)
+        assert errs, "expected an error"
+        rendered = errs[0]
+    else:
+        rendered = errs[0].render()
+    assert f"[{rule}]" in rendered.splitlines()[0], rendered
+    loc = rendered.split(":")[1:3]
+    line, col = int(loc[0]), int(loc[1])
+    assert text.split("\n")[line - 1][col - 1:].startswith(where), rendered

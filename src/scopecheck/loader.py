@@ -30,7 +30,15 @@ def check_text(text: str, path: str = "<string>") -> SourceFile:
     except ContractError as exc:
         return SourceFile(path, text, (), (exc.with_source(text),))
     errors: list[ContractError] = []
+    seen: dict[str, m.Document] = {}
     for d in docs:
+        if d.name in seen:
+            first = seen[d.name]
+            errors.append(ContractError(f"a second {type(d).__name__.lower()} named {d.name!r} (the first is at line "
+                                        f"{first.span.line}): results and pytest items are keyed by name",
+                                        d.spans.get("name", d.span), expected="distinct names in one file",
+                                        rule="duplicate").with_source(text))
+        seen.setdefault(d.name, d)
         found = validate(d)
         if not found:
             found = list(schema_errors(d))

@@ -124,8 +124,12 @@ def _ref_indices(al: Alignment, sel: m.Selector, ref: m.Ref, pool: list[Token]) 
                                           expected=f"1..{n}", rule="selector")
         return [ref]
     if isinstance(ref, m.Symbol):
-        if ref.name in ("T", "n", "K"):
+        if (ref.name, sel.space) in (("T", "y"), ("n", "x")):
             return [n]
+        if ref.name == "K":
+            raise ContractValidationError("`K` indexes diffusion states and stages, not tokens", sel.span,
+                                          expected="T (the last generated token) or n (the last prompt token)",
+                                          rule="symbolic")
         raise ContractValidationError(f"symbolic index `{ref.name}` cannot be resolved", sel.span,
                                       expected="a text, an index or T", rule="symbolic")
     a, b = _anchor(al, sel.space, ref, sel.span)

@@ -111,6 +111,11 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel) 
     if sorted(S) != sorted(O):
         raise ContractValidationError("S must score O: the score's target and the output explained differ in tokens",
                                       sc.score.span, rule="score-output")
+    inside = sorted(set(E) & set(O))
+    if inside:
+        raise ContractValidationError(f"token {al.tokens[inside[0]].text!r} is both explained and eligible: an output "
+                                      "cannot explain itself", E[inside[0]].span, expected="O outside E",
+                                      rule="causality")
     both = sorted(set(E) & set(C))
     if both:
         tokens = ", ".join(repr(al.tokens[p].text) for p in both)
@@ -134,6 +139,10 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel) 
     alt_id = None
     if sc.score.kind == "contrast":
         alt = tok(sc.score.alternative or "", add_special_tokens=False)["input_ids"]
+        if alt and tok.unk_token_id is not None and alt[0] == tok.unk_token_id:
+            raise ContractValidationError(f"the alternative {sc.score.alternative!r} is not in the model's vocabulary "
+                                          "(it would be scored as the unknown token)", sc.score.span,
+                                          expected="a single in-vocabulary token", rule="score-output")
         if len(alt) != 1:
             raise ContractValidationError(f"the alternative {sc.score.alternative!r} is {len(alt)} tokens, not one",
                                           sc.score.span, expected="a single-token alternative", rule="score-output")

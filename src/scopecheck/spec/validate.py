@@ -535,6 +535,17 @@ def _is_list_or_text(o: m.Operand | None) -> bool:
 
 def _check_expectations(doc: m.Contract | m.Claim, kind: str | None, errors: list[ContractError]) -> None:
     for ex in doc.expects:
+        sides = [ex.left, ex.right]
+        rnd = [o for o in sides if isinstance(o, m.Call) and o.name == "random"]
+        other = [o for o in sides if isinstance(o, m.Call) and o.name in CHECKS]
+        if rnd and other and not CHECKS[other[0].name].ranking:
+            errors.append(_err(f"`{other[0].name}` does not use the map's ranking, so `random.{rnd[0].fields[0] if rnd[0].fields else ''}` "
+                               "(the same check on random rankings) is undefined for it", rnd[0].span,
+                               expected="random.<field> beside a ranking check: " +
+                                        ", ".join(n for n, c in CHECKS.items() if c.ranking), rule="expect"))
+        elif rnd and not other:
+            errors.append(_err("`random` compares with a ranking check on the other side", rnd[0].span,
+                               expected="deletion(...).aopc > random.aopc", rule="expect"))
         if ex.op in ("<", "<=", ">", ">=") and (_is_list_or_text(ex.left) or _is_list_or_text(ex.right)):
             errors.append(_err(f"`{ex.op}` orders numbers; token lists and texts compare with == != in", ex.span,
                                expected='expect top(1) == "black", or a number on both sides', rule="expect"))
