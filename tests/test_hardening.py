@@ -309,3 +309,17 @@ def test_contracts_that_used_to_crash_or_mislead_are_positioned(text, rule, wher
     loc = rendered.split(":")[1:3]
     line, col = int(loc[0]), int(loc[1])
     assert text.split("\n")[line - 1][col - 1:].startswith(where), rendered
+
+
+def test_cost_budget_refuses_up_front_and_can_be_raised():
+    from scopecheck.loader import load_text
+
+    (doc,) = load_text(ar(method="kernel_shap(samples = 999999, operator = zero)"), "b.scope")
+    Runner(device="cpu").run(load_text(ar(), "warm.scope")[0])          # the model load is not timed
+    t0 = time.perf_counter()
+    cr = Runner(device="cpu", max_evaluations=1_000_000).run(doc)
+    assert time.perf_counter() - t0 < 2.0
+    assert "[budget]" in cr.error and "b.scope:6:" in cr.error and "--max-evaluations" in cr.error
+    (doc,) = load_text(ar(method="occlusion(operator = zero)"), "b.scope")
+    assert "[budget]" in Runner(device="cpu", max_evaluations=10).run(doc).error
+    assert Runner(device="cpu", max_evaluations=10_000).run(doc).error is None

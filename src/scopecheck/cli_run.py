@@ -82,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
     runner = Runner(device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
-                    debug=bool(getattr(args, "debug", False)))
+                    debug=bool(getattr(args, "debug", False)), max_evaluations=args.max_evaluations)
     runner.options = LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)
     runs = []
     for c in contracts:
@@ -138,6 +138,9 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
                    help=f"HTML report folder (default {DEFAULT_REPORT_DIR}; '-' for none)")
     p.add_argument("--json", default=None, metavar="FILE", help="write JSON results to FILE ('-' for stdout)")
     p.add_argument("--no-expect", action="store_true", help="compute the maps only")
+    p.add_argument("--max-evaluations", type=int, default=None, metavar="N",
+                   help="token-positions (model rows x sequence length) one method may evaluate "
+                        "(default 5e7; a contract above it is refused with its estimate)")
     commands["run"] = cmd_run
     try:
         from scopecheck import cli_audit

@@ -11,7 +11,8 @@ from scopecheck.spec import model as m
 def runner_for(config: Any, key: Any) -> Runner:
     state = config.stash[key]
     if state.get("runner") is None:
-        state["runner"] = Runner(device=config.getoption("scope_device"))
+        state["runner"] = Runner(device=config.getoption("scope_device"),
+                                 max_evaluations=config.getoption("scope_max_evaluations"))
     return state["runner"]
 
 

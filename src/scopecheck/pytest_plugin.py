@@ -28,6 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--scope-report", default=None, metavar="DIR", help="write the HTML report of contract runs to DIR")
     g.addoption("--scope-json", default=None, metavar="FILE", help="write JSON results of contract runs to FILE")
     g.addoption("--scope-no-run", action="store_true", help="only validate contracts; do not run expectations")
+    g.addoption("--scope-max-evaluations", type=int, default=None, metavar="N",
+                help="token-positions one method may evaluate (default 5e7; above it a contract is refused)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

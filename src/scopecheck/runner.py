@@ -68,10 +68,11 @@ class Runner:
     on it, and the other contracts still run. ``debug=True`` re-raises instead (``--debug``)."""
 
     def __init__(self, device: str = "auto", dtype: str = "float32", progress: bool = False,
-                 debug: bool = False) -> None:
+                 debug: bool = False, max_evaluations: int | None = None) -> None:
         from scopecheck.engine.models import LoadOptions
 
         self.device, self.dtype, self.progress, self.debug = device, dtype, progress, debug
+        self.max_evaluations = max_evaluations
         self.options = LoadOptions(device, dtype)
         self.runs: dict[tuple[str, int, str], ContractRun] = {}
 
@@ -83,7 +84,8 @@ class Runner:
             cr = ContractRun(contract)
             t0 = time.perf_counter()
             try:
-                cr.result = execute(contract, self.options, progress=self.progress)
+                cr.result = execute(contract, self.options, progress=self.progress,
+                                    max_evaluations=self.max_evaluations)
             except ContractError as exc:
                 cr.error = exc.render()
             except Exception as exc:  # noqa: BLE001 - isolated to this contract (see the class docstring)

@@ -72,8 +72,13 @@ def test_hallucination_claim_matches_the_design_verdict():
     assert any("self-attribution fallacy" in r for r in v.reasons)
     assert any("dsa = 4.8 is impossible" in r and "[-1, 1]" in r for r in v.reasons)
     assert any("score, fixed" in r for r in v.reasons)
-    # the contract that answers the question, written out in full as contract text
-    doc = parse_text(v.answering_contract)[0]
+    # the contract that answers the question, written out in full as contract text; what the claim
+    # does not state (its model, prompt, output) is a marked placeholder, never borrowed
+    from scopecheck.audit.static import PLACEHOLDER_NOTE
+
+    assert "model    <model>   " + PLACEHOLDER_NOTE in v.answering_contract
+    assert "reference:" not in v.answering_contract
+    doc = parse_text("\n".join(ln for ln in v.answering_contract.splitlines() if PLACEHOLDER_NOTE not in ln))[0]
     assert isinstance(doc, m.Contract) and doc.use is None
     t = m.Symbol("t")
     assert doc.scope.eligible == (m.Selector("x"),)

@@ -473,6 +473,20 @@ def answering_contract(claim: m.Claim, sc: m.Scope, kind: str, method: str | Non
                       None, scope, meth, span=claim.span)
 
 
+PLACEHOLDER_NOTE = "# not stated by the claim: fill in to run"
+
+
+def with_placeholders(text: str, contract: m.Contract) -> str:
+    """The answering contract with ``<model>`` / ``<prompt>`` / ``<output>`` placeholder lines (marked
+    by a comment) for what the claim does not state, instead of borrowing another example's."""
+    missing = [(k, f"{k:<8} <{k}>") for k in ("model", "prompt", "output") if getattr(contract, k) is None]
+    if not missing:
+        return text
+    head, _, rest = text.partition("\n")
+    lines = [f"    {line}   {PLACEHOLDER_NOTE}" for _, line in missing]
+    return "\n".join([head, *lines, rest])
+
+
 def audit_static(claim: m.Claim) -> StaticAudit:
     """Audit ``claim`` without a model (module doc)."""
     sc, origin, implied, tk_contract, notes, errors = fill(claim)
@@ -520,7 +534,7 @@ def audit_static(claim: m.Claim) -> StaticAudit:
     if ans_kind is not None:
         amethod, why = pick_method(meth, ans_kind)
         contract = answering_contract(claim, sc, ans_kind, amethod)
-        ans_scope, ans_text = contract.scope, format_document(contract)
+        ans_scope, ans_text = contract.scope, with_placeholders(format_document(contract), contract)
         if why and answers is False:
             notes.append(f"answering contract: {why}")
 

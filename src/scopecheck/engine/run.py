@@ -46,7 +46,8 @@ def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, 
     return name, params, operator
 
 
-def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress: bool = False) -> AttributionResult:
+def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress: bool = False,
+            max_evaluations: int | None = None) -> AttributionResult:
     errs = validate(contract)
     if errs:
         raise ContractErrors(errs)
@@ -62,7 +63,19 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         lm = load(contract.model, options, contract_dir(contract))
         compiled = compile_contract(contract, resolved, lm)
     name, params, operator = method_params(compiled, contract.method)
+    from scopecheck.engine.cost import check_budget
     from scopecheck.engine.methods import run_method
+
+    pb = compiled.problem
+    V = int(pb.vocab_embeds.shape[0]) if getattr(pb, "vocab_embeds", None) is not None else 1
+    chain = getattr(compiled, "chain", None)
+    reads = len([s for s in chain.steps if s.positions]) if chain is not None else 1
+    too_much = check_budget(name, params, len(compiled.eligible), pb.length, V, reads, max_evaluations)
+    if too_much:
+        raise ContractValidationError(too_much, contract.method.span, rule="budget",
+                                      expected="fewer steps or samples, a smaller eligible set",
+                                      hint="raise the budget with --max-evaluations N (scopecheck run) or "
+                                           "--scope-max-evaluations N (pytest)")
 
     seed = contract.seed if contract.seed is not None else 0
     torch.manual_seed(seed)

@@ -1,0 +1,53 @@
+"""How much model work a method will do, estimated before it runs.
+
+``rows(method, params, E, L, V)`` is the number of sequence evaluations (forward rows, a
+backward counted as two) the method asks for on a problem with ``E`` eligible features, ``L``
+positions and a vocabulary of ``V``; ``rows * L`` token-positions is compared with a budget
+(``--max-evaluations``, default :data:`DEFAULT_MAX_EVALUATIONS`) so that a contract that would
+run for hours is refused up front with its estimate, instead of started. Torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+#: token-positions (rows x sequence length) one contract's method may evaluate by default
+DEFAULT_MAX_EVALUATIONS = 50_000_000
+
+
+def rows(method: str, params: Mapping[str, object], E: int, L: int, V: int, K: int = 1) -> float:
+    """Estimated forward rows (a backward counts as two); ``K`` reads per evaluation (diffusion)."""
+    p = dict(params)
+
+    def i(key: str, default: int) -> int:
+        v = p.get(key, default)
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+    table = {
+        "saliency": 3, "gradient_x_input": 3,
+        "integrated_gradients": 3 * i("steps", 64),
+        "occlusion": E + 1,
+        "lime": i("samples", 500) + 1,
+        "kernel_shap": i("samples", 2048) + 2,
+        "exact_shapley": 2.0 ** min(E, 60),
+        "attention_rollout": 1,
+        "reagent": i("steps", 50) * 2,
+        "context_cite": i("samples", 256) + 1,
+        "probabilistic_as": E * V * float(p.get("top_p", 1.0) or 1.0) + L,
+        "heta": 6 * i("probes", 8) * E + 2 * E + 3,
+        "stage_perturbation": K + 1,
+    }
+    return float(table.get(method, E + 1)) * K
+
+
+def check_budget(method: str, params: Mapping[str, object], E: int, L: int, V: int, K: int,
+                 budget: int | None) -> str | None:
+    """``None`` when the estimate fits ``budget`` token-positions; otherwise the reason."""
+    limit = DEFAULT_MAX_EVALUATIONS if budget is None else budget
+    r = rows(method, params, E, L, V, K)
+    cost = r * L
+    if math.isfinite(cost) and cost <= limit:
+        return None
+    return (f"`{method}` would evaluate the model on about {r:.3g} rows of {L} positions ({cost:.3g} token-positions), "
+            f"above the budget of {limit:.3g}")

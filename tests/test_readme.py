@@ -1,0 +1,52 @@
+"""README truth: every contract and claim shown in the README parses and validates, every
+contract runs on its model with all its expectations passing, every claim gets the verdict
+its own expectation states."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from scopecheck.loader import check_text
+from scopecheck.runner import Runner
+from scopecheck.spec import model as m
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def blocks() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    out = []
+    for body in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
+        code = [ln for ln in body.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        if code and re.match(r'(contract|claim) "', code[0]):
+            out.append(body)
+    return out
+
+
+def test_readme_shows_contracts():
+    kinds = [next(ln for ln in b.splitlines() if ln.strip() and not ln.lstrip().startswith("#")).split()[0]
+             for b in blocks()]
+    assert kinds.count("contract") >= 1 and kinds.count("claim") >= 1
+
+
+@pytest.mark.parametrize("i", range(len(blocks())))
+def test_readme_block_runs_and_passes(i):
+    text = blocks()[i]
+    sf = check_text(text, f"README.md#block{i + 1}")
+    assert not sf.errors, "\n".join(e.render() for e in sf.errors)
+    runner = Runner(device="cpu")
+    for doc in sf.documents:
+        if isinstance(doc, m.Contract):
+            cr = runner.run(doc)
+            assert cr.error is None, cr.error
+            for e in doc.expects:
+                o = runner.evaluate(cr, e)
+                assert o.passed, o.explanation
+        else:
+            from scopecheck.audit import audit_claim
+
+            report = audit_claim(doc)
+            assert report.expectations and all(o.passed for o in report.expectations), report.expectations
