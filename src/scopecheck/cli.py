@@ -92,6 +92,17 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             errors.append(exc)
             continue
         new = format_documents(docs)
+        try:  # the canonical form must read back as the same documents, or nothing is written
+            again = parse_text(new, str(f))
+        except ContractError:
+            again = None
+        if again != docs:
+            first = next((d for d, g in zip(docs, again or []) if d != g), docs[0] if docs else None)
+            errors.append(ContractError(
+                "the canonical form cannot express this file exactly; it is left as it is",
+                first.span if first is not None else None, rule="fmt",
+                expected="a file whose formatted text reads back as the same contracts").with_source(text))
+            continue
         outputs[f] = new
         if new != text:
             changed.append(f)
