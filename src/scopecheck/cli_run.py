@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 DEFAULT_REPORT_DIR = "scopecheck-report"
+DEFAULT_STORE = "scopecheck-store"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -83,6 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
     runner = Runner(device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
                     debug=bool(getattr(args, "debug", False)), max_evaluations=args.max_evaluations)
+    store = args.store or DEFAULT_STORE
+    runner.store_dir = None if store == "-" else store
+    runner.resume, runner.fail_fast = bool(args.resume), bool(args.fail_fast)
     runner.options = LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)
     runs = []
     for c in contracts:
@@ -138,6 +142,12 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
                    help=f"HTML report folder (default {DEFAULT_REPORT_DIR}; '-' for none)")
     p.add_argument("--json", default=None, metavar="FILE", help="write JSON results to FILE ('-' for stdout)")
     p.add_argument("--no-expect", action="store_true", help="compute the maps only")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help=f"result store of dataset contracts (default {DEFAULT_STORE}; '-' keeps results in memory)")
+    p.add_argument("--resume", action="store_true",
+                   help="dataset contracts: reuse the records already in the store (same contract text, data, "
+                        "model, method and seed) and compute only the missing examples")
+    p.add_argument("--fail-fast", action="store_true", help="dataset contracts: stop at the first bad row or example")
     p.add_argument("--max-evaluations", type=int, default=None, metavar="N",
                    help="token-positions (model rows x sequence length) one method may evaluate "
                         "(default 5e7; a contract above it is refused with its estimate)")

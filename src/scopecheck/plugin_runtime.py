@@ -11,8 +11,11 @@ from scopecheck.spec import model as m
 def runner_for(config: Any, key: Any) -> Runner:
     state = config.stash[key]
     if state.get("runner") is None:
-        state["runner"] = Runner(device=config.getoption("scope_device"),
-                                 max_evaluations=config.getoption("scope_max_evaluations"))
+        runner = Runner(device=config.getoption("scope_device"),
+                        max_evaluations=config.getoption("scope_max_evaluations"))
+        runner.store_dir = config.getoption("scope_store")
+        runner.resume = bool(config.getoption("scope_resume"))
+        state["runner"] = runner
     return state["runner"]
 
 

@@ -28,6 +28,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--scope-report", default=None, metavar="DIR", help="write the HTML report of contract runs to DIR")
     g.addoption("--scope-json", default=None, metavar="FILE", help="write JSON results of contract runs to FILE")
     g.addoption("--scope-no-run", action="store_true", help="only validate contracts; do not run expectations")
+    g.addoption("--scope-store", default=None, metavar="DIR",
+                help="result store of dataset contracts (default: results kept in memory)")
+    g.addoption("--scope-resume", action="store_true", help="reuse the records already in --scope-store")
     g.addoption("--scope-max-evaluations", type=int, default=None, metavar="N",
                 help="token-positions one method may evaluate (default 5e7; above it a contract is refused)")
 

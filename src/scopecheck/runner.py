@@ -34,6 +34,22 @@ class ContractRun:
     outcomes: list[ExpectationOutcome] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    #: dataset contracts: one record per example, the rows that could not be examples, and facts
+    examples: list["ExampleRun"] = field(default_factory=list)
+    row_errors: list[Any] = field(default_factory=list)
+    dataset: dict[str, Any] | None = None
+
+
+@dataclass
+class ExampleRun:
+    """One example of a dataset contract: the per-example value of every quantity its
+    expectations aggregate (numbers, booleans, or None when it could not be computed)."""
+
+    id: str
+    values: dict[str, Any]
+    error: str | None
+    seconds: float
+    stored: bool = False          # read back from the result store (resume), not computed now
 
 
 def _call_key(call: m.Call) -> str:
@@ -75,26 +91,37 @@ class Runner:
         self.max_evaluations = max_evaluations
         self.options = LoadOptions(device, dtype)
         self.runs: dict[tuple[str, int, str], ContractRun] = {}
+        self.store_dir: str | None = None      # dataset contracts: where records stream (None: memory only)
+        self.resume = False
+        self.fail_fast = False
 
     def run(self, contract: m.Contract) -> ContractRun:
         key = (contract.span.path, contract.span.line, contract.name)
         if key not in self.runs:
-            from scopecheck.engine.run import execute
+            if contract.dataset is not None:
+                from scopecheck.dataset_run import run_dataset
 
-            cr = ContractRun(contract)
-            t0 = time.perf_counter()
-            try:
-                cr.result = execute(contract, self.options, progress=self.progress,
-                                    max_evaluations=self.max_evaluations)
-            except ContractError as exc:
-                cr.error = exc.render()
-            except Exception as exc:  # noqa: BLE001 - isolated to this contract (see the class docstring)
-                if self.debug:
-                    raise
-                cr.error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
-            cr.seconds = time.perf_counter() - t0
-            self.runs[key] = cr
+                self.runs[key] = run_dataset(self, contract)
+            else:
+                self.runs[key] = self.execute(contract)
         return self.runs[key]
+
+    def execute(self, contract: m.Contract) -> ContractRun:
+        """Run one (single-prompt) contract, uncached, its failure isolated."""
+        from scopecheck.engine.run import execute
+
+        cr = ContractRun(contract)
+        t0 = time.perf_counter()
+        try:
+            cr.result = execute(contract, self.options, progress=self.progress, max_evaluations=self.max_evaluations)
+        except ContractError as exc:
+            cr.error = exc.render()
+        except Exception as exc:  # noqa: BLE001 - isolated to this contract (see the class docstring)
+            if self.debug:
+                raise
+            cr.error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
+        cr.seconds = time.perf_counter() - t0
+        return cr
 
     # ------------------------------------------------------------------ checks
     def check(self, cr: ContractRun, call: m.Call, random: bool = False) -> Any:
@@ -148,6 +175,10 @@ class Runner:
         from scopecheck.dsl.format import fmt_expectation
 
         text = fmt_expectation(ex)
+        if cr.contract.dataset is not None:
+            from scopecheck.dataset_run import evaluate_dataset
+
+            return evaluate_dataset(self, cr, ex)
         if cr.result is None:
             return ExpectationOutcome(text, ex.span.line, False, None, None, cr.error or "the contract did not run")
         try:

@@ -88,9 +88,14 @@ def fmt_features(sels: tuple[m.Selector, ...]) -> str:
     return ", ".join(fmt_selector(s) for s in sels) if sels else "nothing"
 
 
-def fmt_operand(o: m.Operand) -> str:
+def fmt_operand(o: m.Operand | m.Comparison) -> str:
     if isinstance(o, (int, float)) and not isinstance(o, bool):
         return _num(o)
+    if isinstance(o, m.Comparison):
+        return f"{fmt_operand(o.left)} {o.op} {fmt_operand(o.right)}"
+    if isinstance(o, m.Aggregate):
+        args = [fmt_operand(a) for a in o.args] + [f"{p.key} = {fmt_value(p.value)}" for p in o.params]
+        return f"{o.func}({', '.join(args)})" + "".join(f".{f}" for f in o.fields)
     if isinstance(o, m.Text):
         return _str(o.value)
     if isinstance(o, m.Selector):
@@ -162,6 +167,10 @@ def format_document(doc: m.Document) -> str:
     ind = "    "
     if isinstance(doc, m.Contract):
         lines = [f"contract {_str(doc.name)} {{"] + _common(doc, ind)
+        if doc.dataset is not None:
+            d = doc.dataset
+            ref = f"reference:{d.name}" if d.kind == "reference" else _str(d.name)
+            lines.append(f"{ind}dataset  {ref}{fmt_params(d.params)}")
         body: list[str] = []
         if doc.use is not None:
             body.append(f"{ind}use {doc.use.name}{fmt_params(doc.use.params)}")

@@ -23,7 +23,7 @@ GRAMMAR_FILE = "scope.lark"
 
 #: statement keywords, for "did you mean" hints on a misspelled statement
 CONTRACT_KEYWORDS = ("model", "prompt", "output", "use", "score", "fixed", "explain", "process",
-                     "eligible", "method", "seed", "expect")
+                     "eligible", "method", "seed", "expect", "dataset")
 CLAIM_KEYWORDS = ("question", "source", "model", "prompt", "output", "computed", "reported", "expect")
 COMPUTED_KEYWORDS = ("use", "score", "fixed", "explain", "process", "eligible", "method", "toolkit", "model")
 
@@ -349,6 +349,35 @@ class ToSpec(Transformer):
 
     def op_call(self, meta, ch):
         return ch[0]
+
+    def op_aggregate(self, meta, ch):
+        return ch[0]
+
+    def agg_compare(self, meta, ch):
+        left, op, right = ch
+        return m.Comparison(left, op, right, self._s(meta))
+
+    def aggregate(self, meta, ch):
+        func = str(ch[0])
+        args, params, fields = [], [], []
+        for c in ch[1:]:
+            if isinstance(c, m.Param):
+                params.append(c)
+            elif isinstance(c, Token):
+                fields.append(str(c))
+            else:
+                args.append(c)
+        return m.Aggregate(func, tuple(args), self.params(meta, params), tuple(fields), self._s(meta))
+
+    def dataset_reference(self, meta, ch):
+        return ("reference", f"{ch[0]}/{ch[1]}")
+
+    def dataset_path(self, meta, ch):
+        return ("path", self._str(ch[0]))
+
+    def dataset_stmt(self, meta, ch):
+        (kind, name), params = ch[0], ch[1] or ()
+        return _Stmt("dataset", m.Dataset(kind, name, params, self._s(meta)), self._s(meta))
 
     def expect_stmt(self, meta, ch):
         left, op, right = ch

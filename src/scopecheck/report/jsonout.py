@@ -281,6 +281,13 @@ def run_record(run: Any) -> dict[str, Any]:
             "output": None, "special_held_fixed": [], "score_input": None, "score_baseline": None,
             "info": {}, "tokens": [],
         }
+    if getattr(run, "dataset", None) is not None:
+        rec["dataset"] = jsonable({
+            **run.dataset,
+            "row_errors": [{"row": e.row, "id": e.id, "message": e.message} for e in run.row_errors],
+            "per_example": [{"id": e.id, "error": e.error, "seconds": e.seconds, "stored": e.stored,
+                             "values": e.values} for e in run.examples],
+        })
     rec["checks"] = [check_record(k, v) for k, v in dict(run.checks or {}).items()]
     rec["expectations"] = [
         {"text": o.text, "line": int(o.line), "passed": bool(o.passed), "op": _op_of(run, o),

@@ -173,6 +173,10 @@ def to_json(doc: m.Document) -> tuple[dict[str, Any], dict[Path_, Span]]:
             "method": w.named(doc.method, ("method",)), "seed": doc.seed,
             "expects": w.expects(doc.expects, ("expects",)),
         }
+        if doc.dataset is not None:
+            w.mark(("dataset",), doc.dataset.span)
+            out["dataset"] = {"kind": doc.dataset.kind, "name": doc.dataset.name,
+                              "params": w.params(doc.dataset.params, ("dataset", "params"))}
         return out, w.spans
     c = doc.computed
     computed = {

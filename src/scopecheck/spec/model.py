@@ -220,7 +220,32 @@ class Call:
     span: Span = _span()
 
 
-Operand = Union[int, float, Text, Call, Selector]
+@dataclass(frozen=True)
+class Comparison:
+    """``left op right`` inside an aggregate, e.g. ``top(1) in truth`` in ``rate(top(1) in truth)``."""
+
+    left: "Operand"
+    op: str
+    right: "Operand"
+    span: Span = _span()
+
+
+AGGREGATES = ("mean", "median", "quantile", "rate", "paired")
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """An aggregate over a dataset contract's examples: ``mean(deletion(operator = pad).aopc)``,
+    ``rate(top(1) in truth)``, ``quantile(soft_nc.value, q = 0.1)``, ``paired(a, b).p``."""
+
+    func: str
+    args: tuple[Union[Call, Comparison], ...]
+    params: "Params" = ()
+    fields: tuple[str, ...] = ()
+    span: Span = _span()
+
+
+Operand = Union[int, float, Text, Call, Selector, Aggregate]
 
 COMPARATORS = ("==", "!=", "<", "<=", ">", ">=", "in")
 
@@ -253,6 +278,20 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class Dataset:
+    """``dataset "file.jsonl"(prompt = "question", output = "answer", truth = "cause", limit = 50,
+    shuffle = 1)`` or ``dataset reference:translate/heldout(limit = 30, seed = 0)``.
+
+    ``kind``: ``path`` (JSON Lines or CSV, relative to the contract file) | ``reference``
+    (``name`` = ``task/split``)."""
+
+    kind: str
+    name: str
+    params: Params = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
 class Contract:
     name: str
     model: ModelRef | None = None
@@ -266,6 +305,7 @@ class Contract:
     span: Span = _span()
     #: span of each stated statement keyword, for error positions (not compared)
     spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False, hash=False)
+    dataset: Dataset | None = None
 
 
 @dataclass(frozen=True)

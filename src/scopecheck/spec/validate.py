@@ -391,12 +391,13 @@ def _check_score(sc: m.Scope, anchors: Anchors, errors: list[ContractError], whe
                            expected=f"log p({fmt(t)} | {text})", rule="score-output"))
 
 
-def _check_features(sc: m.Scope, kind: str | None, anchors: Anchors, errors: list[ContractError]) -> None:
+def _check_features(sc: m.Scope, kind: str | None, anchors: Anchors, errors: list[ContractError],
+                    where: Span | None = None) -> None:
     E, C, O, p = sc.eligible, sc.fixed, sc.explain, sc.process
     if E is None or C is None:
         return
     if len(E) == 0:
-        errors.append(_err("no feature is eligible for attribution", Span(), expected="at least one selector",
+        errors.append(_err("no feature is eligible for attribution", where or Span(), expected="at least one selector",
                            rule="missing"))
     ivs = {id(s): anchors.interval(s) for s in (*E, *C)}
     # E and C disjoint
@@ -533,8 +534,60 @@ def _is_list_or_text(o: m.Operand | None) -> bool:
     return isinstance(o, (m.Text, m.Selector)) or (isinstance(o, m.Call) and o.name == "top")
 
 
+def _check_aggregate(agg: m.Aggregate, ex: m.Expectation, kind: str | None, doc: m.Contract | m.Claim,
+                     errors: list[ContractError]) -> None:
+    from scopecheck.stats import AGG_FIELDS, PAIRED_FIELDS
+
+    if not isinstance(doc, m.Contract) or doc.dataset is None:
+        errors.append(_err(f"`{agg.func}(...)` aggregates over examples, and this contract has one prompt",
+                           agg.span, expected="a `dataset` statement", rule="expect"))
+    want = 2 if agg.func == "paired" else 1
+    if len(agg.args) != want:
+        errors.append(_err(f"`{agg.func}` takes {want} argument{'s' if want > 1 else ''}, got {len(agg.args)}",
+                           agg.span, expected="paired(a, b)" if want == 2 else f"{agg.func}(deletion.aopc)",
+                           rule="expect"))
+    fields = PAIRED_FIELDS if agg.func == "paired" else AGG_FIELDS
+    if len(agg.fields) > 1 or (agg.fields and agg.fields[0] not in fields):
+        errors.append(_err(f"`{agg.func}` has no field `{'.'.join(agg.fields)}`", agg.span,
+                           expected=", ".join(fields), rule="expect"))
+    allowed = {"quantile": ("q",), "paired": ("test", "alternative")}.get(agg.func, ())
+    for p in agg.params:
+        v = m.py_value(p.value)
+        if p.key not in allowed:
+            errors.append(_err(f"`{agg.func}` has no parameter `{p.key}`", p.span,
+                               expected=", ".join(allowed) or "no parameters", rule="params"))
+        elif p.key == "q" and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
+            errors.append(_err(f"`q = {v}` is out of range", p.span, expected="q = a number in [0, 1]", rule="params"))
+        elif p.key == "test" and v not in ("wilcoxon", "bootstrap"):
+            errors.append(_err(f"unknown test `{v}`", p.span, expected="test = wilcoxon | bootstrap", rule="params"))
+        elif p.key == "alternative" and v not in ("two_sided", "greater", "less"):
+            errors.append(_err(f"unknown alternative `{v}`", p.span, expected="two_sided | greater | less",
+                               rule="params"))
+    if "q" in allowed and not any(p.key == "q" for p in agg.params):
+        errors.append(_err("quantile needs its level", agg.span, expected="quantile(soft_nc.value, q = 0.1)",
+                           rule="params"))
+    for a in agg.args:
+        if isinstance(a, m.Comparison):
+            for o in (a.left, a.right):
+                if isinstance(o, m.Call) and not (o.name == "truth" and not o.called):
+                    _check_call(o, kind, doc, errors)
+            if agg.func != "rate":
+                errors.append(_err(f"a comparison is a 0/1 outcome: aggregate it with rate(...), not {agg.func}",
+                                   a.span, expected="rate(top(1) in truth)", rule="expect"))
+        elif isinstance(a, m.Call):
+            _check_call(a, kind, doc, errors)
+
+
 def _check_expectations(doc: m.Contract | m.Claim, kind: str | None, errors: list[ContractError]) -> None:
     for ex in doc.expects:
+        for side in (ex.left, ex.right):
+            if isinstance(side, m.Aggregate):
+                _check_aggregate(side, ex, kind, doc, errors)
+        if any(isinstance(side, m.Aggregate) for side in (ex.left, ex.right)):
+            if ex.op is None or any(isinstance(side, (m.Text, m.Selector, m.Call)) for side in (ex.left, ex.right)):
+                errors.append(_err("an aggregate compares with a number or another aggregate", ex.span,
+                                   expected="expect mean(deletion.aopc) > mean(random.aopc)", rule="expect"))
+            continue
         sides = [ex.left, ex.right]
         rnd = [o for o in sides if isinstance(o, m.Call) and o.name == "random"]
         other = [o for o in sides if isinstance(o, m.Call) and o.name in CHECKS]
@@ -642,7 +695,16 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
         errors.append(_err(f"SCOPE element{'s' if len(missing) > 1 else ''} not stated: {', '.join(missing)}",
                            head, expected="score, fixed, explain, process and eligible all stated", hint=hint,
                            rule="missing"))
+    if doc.dataset is not None:
+        from scopecheck.datasets import dataset_errors
+
+        errors += dataset_errors(doc.dataset)
+        if doc.prompt is not None:
+            errors.append(_err("a dataset contract takes its prompts from the dataset", doc.spans.get("prompt", head),
+                               expected="either `prompt` or `dataset`", rule="dataset"))
     for part in ("model", "prompt", "output", "method"):
+        if part in ("prompt", "output") and doc.dataset is not None:
+            continue
         if getattr(doc, part) is None:
             errors.append(_err(f"a runnable contract needs `{part}`", head, expected=f"a `{part}` statement",
                                rule="missing"))
@@ -660,7 +722,7 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
     _check_output(doc, errors)
     _check_process(sc, doc, errors)
     _check_score(sc, anchors, errors, head)
-    _check_features(sc, res.kind, anchors, errors)
+    _check_features(sc, res.kind, anchors, errors, doc.spans.get("eligible", head))
     _check_method(doc.method, res.kind, errors)
     _check_expectations(doc, res.kind, errors)
     return errors, res

@@ -1,0 +1,188 @@
+"""Contracts over datasets: examples, aggregates with intervals, the resumable store, bad rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scopecheck.loader import check_text
+from scopecheck.runner import Runner
+from scopecheck.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "contracts" / "datasets" / "translate_heldout.jsonl"
+
+CONTRACT = '''contract "ds" {{
+    model    reference:translate-ar
+    dataset  "data.jsonl"(limit = {limit}, id = "id")
+
+    use prompt_conditioned(target = 2)
+
+    method occlusion(operator = zero)
+    seed 0
+
+    expect rate(top(1) in truth) >= 0.9
+    expect mean(comprehensiveness(operator = zero, k = 0.2).value) > mean(random.value)
+    expect paired(comprehensiveness(operator = zero, k = 0.2).value, random.value).p < 0.05
+    expect quantile(comprehensiveness(operator = zero, k = 0.2).value, q = 0.25) > 0
+    expect eligibility
+}}
+'''
+
+
+def setup_dir(tmp_path: Path, limit: int = 8, rows: list[str] | None = None) -> Path:
+    d = tmp_path / "c"
+    d.mkdir(exist_ok=True)
+    if rows is None:
+        shutil.copy(DATA, d / "data.jsonl")
+    else:
+        (d / "data.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    f = d / "ds.scope"
+    f.write_text(CONTRACT.format(limit=limit), encoding="utf-8")
+    return f
+
+
+def run_file(path: Path, store: Path | None = None, resume: bool = False):
+    sf = check_text(path.read_text(encoding="utf-8"), str(path))
+    assert not sf.errors, [e.render() for e in sf.errors]
+    (doc,) = sf.documents
+    r = Runner(device="cpu")
+    r.store_dir, r.resume = (str(store) if store else None), resume
+    cr = r.run(doc)
+    return doc, r, cr
+
+
+def test_aggregates_equal_an_independent_recomputation(tmp_path):
+    from scipy import stats
+
+    f = setup_dir(tmp_path, limit=10)
+    doc, r, cr = run_file(f, tmp_path / "store")
+    assert cr.error is None and len(cr.examples) == 10
+    outcomes = [r.evaluate(cr, e) for e in doc.expects]
+    assert all(o.passed for o in outcomes), [o.explanation for o in outcomes]
+    # recompute from the stored per-example values, independently of scopecheck.stats
+    (store_file,) = (tmp_path / "store").glob("*.jsonl")
+    recs = [json.loads(line) for line in store_file.read_text().splitlines()]
+    assert len(recs) == 10
+    comp = np.array([x["values"]["comprehensiveness(operator = zero, k = 0.2).value"] for x in recs])
+    rnd = np.array([x["values"]["random:comprehensiveness(operator = zero, k = 0.2).value"] for x in recs])
+    hit = np.array([x["values"]["top(1) in truth"] for x in recs], dtype=float)
+    mean_out, paired_out = outcomes[1], outcomes[2]
+    assert mean_out.left == pytest.approx(comp.mean()) and mean_out.right == pytest.approx(rnd.mean())
+    assert outcomes[0].left == pytest.approx(hit.mean())
+    want = stats.bootstrap((comp,), np.mean, n_resamples=2000, confidence_level=0.95, method="percentile",
+                           random_state=np.random.default_rng(0)).confidence_interval
+    assert f"[95% CI {want.low:.4g}, {want.high:.4g}]" in mean_out.explanation
+    assert paired_out.left == pytest.approx(stats.wilcoxon(comp - rnd).pvalue)
+    assert outcomes[3].left == pytest.approx(np.quantile(comp, 0.25))
+    assert "n = 10" in mean_out.explanation
+
+
+def test_failing_aggregate_names_its_worst_examples(tmp_path):
+    f = setup_dir(tmp_path, limit=6)
+    f.write_text(f.read_text().replace("rate(top(1) in truth) >= 0.9", "rate(top(1) in truth) >= 1.5"))
+    doc, r, cr = run_file(f)
+    o = r.evaluate(cr, doc.expects[0])
+    assert not o.passed and "worst examples" in o.explanation and "n = 6" in o.explanation
+
+
+def _records(store: Path) -> dict[str, dict]:
+    out = {}
+    for fpath in store.glob("*.jsonl"):
+        for line in fpath.read_text().splitlines():
+            rec = json.loads(line)
+            out[rec["example"]] = {"key": rec["key"], "values": rec["values"], "error": rec["error"]}
+    return out
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_store(tmp_path):
+    f = setup_dir(tmp_path, limit=12)
+    full, part = tmp_path / "full", tmp_path / "part"
+    cmd = [sys.executable, "-m", "scopecheck.cli", "run", str(f), "--device", "cpu", "--report", "-",
+           "--store"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(cmd + [str(full)], check=False, capture_output=True, env=env, timeout=600)
+    proc = subprocess.Popen(cmd + [str(part)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        files = list(part.glob("*.jsonl"))
+        if files and files[0].read_text().count("\n") >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    files = list(part.glob("*.jsonl"))
+    done = files[0].read_text().count("\n")
+    assert 4 <= done < 12, done                            # interrupted mid-way
+    with open(files[0], "a") as fh:                        # and a record cut off in the middle
+        fh.write('{"key": {"contract": "x", "exam')
+    r = subprocess.run(cmd + [str(part), "--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _records(part) == _records(full)
+    assert len(_records(full)) == 12
+
+
+def test_truncated_last_line_is_redone_and_edits_change_the_key(tmp_path):
+    f = setup_dir(tmp_path, limit=4)
+    store = tmp_path / "store"
+    doc, r, cr = run_file(f, store)
+    (path,) = store.glob("*.jsonl")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 25])               # the last record loses its end
+    s = Store(store, path.stem)
+    assert s.truncated and len(s.records) == 3
+    doc, r, cr = run_file(f, store, resume=True)
+    assert cr.dataset["resumed"] == 3 and len(_records(store)) == 4
+    # the same examples under an edited contract: another key, nothing reused
+    f.write_text(f.read_text().replace("k = 0.2", "k = 0.3"))
+    doc, r, cr = run_file(f, store, resume=True)
+    assert cr.dataset["resumed"] == 0 and len(list(store.glob("*.jsonl"))) == 2
+
+
+def test_bad_rows_are_listed_and_good_rows_run(tmp_path):
+    good = DATA.read_text().splitlines()[:3]
+    long_output = json.dumps({"id": "long", "prompt": "Translate to French: The dog is black.",
+                              "output": "Le chien est noir. " * 20, "truth": ["dog"]})
+    rows = good + [
+        json.dumps({"id": "nofield", "question": "Translate to French: The dog is black.", "output": "x"}),
+        json.dumps({"id": "empty", "prompt": "   ", "output": "Le chien est noir."}),
+        "{not json",
+        long_output,
+    ]
+    f = setup_dir(tmp_path, limit=100, rows=rows)
+    doc, r, cr = run_file(f)
+    errs = {(e.row, e.id): e.message for e in cr.row_errors}
+    assert errs[(4, "nofield")].startswith("no field 'prompt'")
+    assert errs[(5, "empty")] == "the prompt is empty"
+    assert any(row == 6 for row, _ in errs)
+    by_id = {e.id: e for e in cr.examples}
+    assert set(by_id) == {"t00", "t01", "t02", "long"}
+    assert by_id["long"].error is not None and "[context]" in by_id["long"].error
+    assert all(by_id[i].error is None for i in ("t00", "t01", "t02"))
+    o = r.evaluate(cr, doc.expects[0])
+    assert "3 row(s) could not be examples" in o.explanation and "1 missing" in o.explanation
+
+
+def test_dataset_statements_are_validated(tmp_path):
+    f = setup_dir(tmp_path)
+    text = f.read_text()
+    errs = check_text(text.replace('limit = 8', 'limt = 8'), str(f)).errors
+    assert errs and errs[0].rule == "params"
+    errs = check_text(text.replace('dataset  "data.jsonl"(limit = 8, id = "id")', 'prompt "x"\n    output "y"'), str(f)).errors
+    assert any("aggregates over examples" in e.message for e in errs)
+    errs = check_text(text.replace('"data.jsonl"', 'reference:nope/heldout'), str(f)).errors
+    assert errs and errs[0].rule == "unknown-name"
+    outside = check_text(text.replace('"data.jsonl"', '"../../x.jsonl"'), str(f))
+    assert not outside.errors
+    r = Runner(device="cpu")
+    cr = r.run(outside.documents[0])
+    assert cr.error is not None and "outside the contract's folder" in cr.error
