@@ -87,6 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = args.store or DEFAULT_STORE
     runner.store_dir = None if store == "-" else store
     runner.resume, runner.fail_fast = bool(args.resume), bool(args.fail_fast)
+    runner.executor, runner.ray_address, runner.workers = args.executor, args.address, max(1, args.workers)
     runner.options = LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)
     runs = []
     for c in contracts:
@@ -148,6 +149,10 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
                    help="dataset contracts: reuse the records already in the store (same contract text, data, "
                         "model, method and seed) and compute only the missing examples")
     p.add_argument("--fail-fast", action="store_true", help="dataset contracts: stop at the first bad row or example")
+    p.add_argument("--executor", default="serial", choices=("serial", "ray"),
+                   help="where dataset examples run: this process, or Ray actors (pip install 'scopecheck[ray]')")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start Ray locally)")
+    p.add_argument("--workers", type=int, default=2, help="Ray actors (each loads the model once; default 2)")
     p.add_argument("--max-evaluations", type=int, default=None, metavar="N",
                    help="token-positions (model rows x sequence length) one method may evaluate "
                         "(default 5e7; a contract above it is refused with its estimate)")

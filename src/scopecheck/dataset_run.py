@@ -171,7 +171,10 @@ def run_dataset(runner: Any, contract: m.Contract) -> Any:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(loaded.examples), desc=contract.name[:40], unit="ex", leave=False)
-    for ex in loaded.examples:
+    executor = getattr(runner, "executor", "serial")
+    if executor == "ray":
+        _run_on_ray(runner, contract, loaded, store, method, seed, cr, bar)
+    for ex in ([] if executor == "ray" else loaded.examples):
         rec = store.get(ex.id, method, seed) if store else None
         if rec is not None:
             cr.examples.append(ExampleRun(ex.id, dict(rec["values"]), rec.get("error"), float(rec["seconds"]), True))
@@ -204,6 +207,38 @@ def run_dataset(runner: Any, contract: m.Contract) -> Any:
         cr.error = f"{contract.dataset.span}: the dataset has no usable example ({len(loaded.errors)} bad row(s))"
     cr.seconds = time.perf_counter() - t0
     return cr
+
+
+def _run_on_ray(runner: Any, contract: m.Contract, loaded: Any, store: Any, method: str, seed: int, cr: Any,
+                bar: Any) -> None:
+    """Examples not yet in the store go to Ray workers; records stream into the store here."""
+    import torch
+
+    from scopecheck.dsl.format import format_document
+    from scopecheck.executors import Job, ray_executor
+    from scopecheck.runner import ExampleRun
+
+    done: dict[str, Any] = {}
+    todo = []
+    for ex in loaded.examples:
+        rec = store.get(ex.id, method, seed) if store else None
+        if rec is not None:
+            done[ex.id] = ExampleRun(ex.id, dict(rec["values"]), rec.get("error"), float(rec["seconds"]), True)
+            cr.dataset["resumed"] += 1
+        else:
+            todo.append(ex)
+    job = Job(format_document(contract), contract.span.path, contract.name, runner.device, runner.dtype,
+              runner.max_evaluations, torch.get_num_threads())
+    for d in ray_executor(job, todo, address=getattr(runner, "ray_address", None),
+                          workers=getattr(runner, "workers", 2)):
+        er = ExampleRun(d.id, d.values, d.error, d.seconds)
+        done[d.id] = er
+        if store:
+            store.append(d.id, method, seed, d.values, d.error, d.seconds)
+        if bar is not None:
+            bar.update(1)
+    cr.examples.extend(done[ex.id] for ex in loaded.examples if ex.id in done)
+    cr.dataset["executor"] = "ray"
 
 
 # ---------------------------------------------------------------------------- evaluation

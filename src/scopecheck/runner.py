@@ -94,6 +94,9 @@ class Runner:
         self.store_dir: str | None = None      # dataset contracts: where records stream (None: memory only)
         self.resume = False
         self.fail_fast = False
+        self.executor = "serial"               # serial | ray (scopecheck.executors)
+        self.ray_address: str | None = None
+        self.workers = 2
 
     def run(self, contract: m.Contract) -> ContractRun:
         key = (contract.span.path, contract.span.line, contract.name)
