@@ -72,8 +72,17 @@ def test_audit_fails_on_an_unsupported_claim_without_expectation(tmp_path: Path,
 
 def test_matrix_runs_method_contract_pairs(tmp_path: Path, capsys) -> None:
     out = tmp_path / "m.json"
-    assert main(["matrix", "--examples", "1", "--methods", "occlusion", "--device", "cpu", "--json", str(out)]) == 0
+    store, page = tmp_path / "store", tmp_path / "m.html"
+    args = ["matrix", "--examples", "3", "--methods", "occlusion", "--device", "cpu", "--store", str(store)]
+    assert main(args + ["--json", str(out), "--html", str(page)]) == 0
     cells = json.loads(out.read_text(encoding="utf-8"))
     assert {c["contract"] for c in cells} == {"local_next_token", "prompt_conditioned", "span_prompt"}
-    assert all(c["error"] is None and c["n"] == 1 for c in cells)
+    assert all(c["error"] is None and c["n"] == 3 for c in cells)
+    assert all(c["aopc_ci"][0] <= c["aopc"] <= c["aopc_ci"][1] for c in cells)
     assert "Method x contract" in capsys.readouterr().out
+    assert "AOPC − random AOPC" in page.read_text(encoding="utf-8") or "<img" in page.read_text(encoding="utf-8")
+    # the matrix uses the result store: a second run resumes every example
+    assert main(args + ["--resume", "--json", str(out)]) == 0
+    again = json.loads(out.read_text(encoding="utf-8"))
+    assert all(c["extra"]["resumed"] == 3 for c in again)
+    assert [c["aopc"] for c in again] == [c["aopc"] for c in cells]

@@ -34,14 +34,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from scopecheck.matrix import matrix_table, run_matrix
+    from scopecheck.matrix import matrix_html, matrix_table, run_matrix
 
-    cells = run_matrix(args.examples, args.methods or None, args.device)
-    Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160).print(matrix_table(cells))
+    store = None if args.store == "-" else args.store
+    cells = run_matrix(args.examples, args.methods or None, args.device, dataset=args.dataset, store=store,
+                       resume=args.resume, path=str(Path.cwd() / "matrix.scope"))
+    Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160).print(
+        matrix_table(cells, args.dataset))
+    from scopecheck.cli import _atomic_write
+
     if args.json:
-        from scopecheck.cli import _atomic_write
-
         _atomic_write(Path(args.json), json.dumps([c.__dict__ for c in cells], indent=2))
+    if args.html:
+        _atomic_write(Path(args.html), matrix_html(cells, args.dataset))
     return 0
 
 
@@ -55,7 +60,12 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
     p.add_argument("--out", default=None, metavar="FILE")
     commands["audit"] = cmd_audit
     p = sub.add_parser("matrix", help="every method under every autoregressive standard contract, evaluated")
-    p.add_argument("--examples", type=int, default=3, help="held-out reference examples per pair (default 3)")
+    p.add_argument("--examples", type=int, default=3, help="examples per pair (default 3)")
+    p.add_argument("--dataset", default="reference:translate/heldout",
+                   help="reference:<task>/<split> or a JSONL file (prompt/output/truth/id fields)")
+    p.add_argument("--store", default="scopecheck-store", metavar="DIR", help="result store ('-': memory only)")
+    p.add_argument("--resume", action="store_true", help="reuse the store's records")
+    p.add_argument("--html", default=None, metavar="FILE", help="write the matrix as an HTML heatmap")
     p.add_argument("--methods", nargs="*", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, metavar="FILE")

@@ -1,16 +1,20 @@
-"""Method–contract matrix (seed 000: evaluate methods as method–contract pairs).
+"""Method–contract matrix over a dataset (seed 000: evaluate methods as method–contract pairs).
 
-Every attribution method runs under every autoregressive standard contract on held-out
-examples of the reference translation task. Per pair: the contract's own faithfulness
-(deletion AOPC under the contract's protocol, against the mean of random rankings over
-five seeds; Soft-NC) and agreement with the causal tokens known by construction.
+Every attribution method runs under every autoregressive standard contract as a *dataset
+contract* (default: ``reference:translate/heldout``, the explained token the French noun y[2],
+or the whole output for ``span_prompt``), through the same runner and result store as
+``scopecheck run`` (so a matrix run resumes). Per pair: deletion AOPC under the contract's
+protocol with its 95% bootstrap interval, the same on random rankings, the paired Wilcoxon
+p-value of the difference, Soft-NC and Soft-NS, the ground-truth rate (the top-ranked token
+is a causal token), and seconds per example.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from scopecheck.engine.catalog import AUTOREGRESSIVE_KINDS, METHODS
 
@@ -19,6 +23,13 @@ FAST_PARAMS = {"integrated_gradients": "(steps = 64, baseline = zero)", "occlusi
                "kernel_shap": "(samples = 256, operator = zero)", "lime": "(samples = 256, operator = zero)",
                "exact_shapley": "(operator = zero)", "context_cite": "(samples = 128, operator = zero)",
                "reagent": "(steps = 32)", "heta": "(probes = 4)"}
+DEFAULT_DATASET = "reference:translate/heldout"
+
+EXPECTS = ("mean(deletion(operator = zero).aopc) > mean(random.aopc)",
+           "paired(deletion(operator = zero).aopc, random.aopc, alternative = greater).p < 0.05",
+           "mean(soft_nc(operator = zero).value) > 0",
+           "mean(soft_ns(operator = zero).value) > 0",
+           "rate(top(1) in truth) >= 0")
 
 
 @dataclass(frozen=True)
@@ -27,76 +38,125 @@ class Cell:
     contract: str
     n: int
     aopc: float
+    aopc_ci: tuple[float, float]
     random_aopc: float
+    random_ci: tuple[float, float]
+    p: float
     soft_nc: float
+    soft_ns: float
     gt_top1: float
-    gt_precision: float
+    gt_ci: tuple[float, float]
+    seconds_per_example: float
     error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def beats_random(self) -> bool:
         return self.aopc > self.random_aopc
 
 
-def _mean(xs: list[float]) -> float:
-    xs = [x for x in xs if not math.isnan(x)]
-    return sum(xs) / len(xs) if xs else math.nan
+def pair_contract(meth: str, kind: str, n: int, dataset: str = DEFAULT_DATASET, seed: int = 7) -> str:
+    use = "span_prompt" if kind == "span_prompt" else f"{kind}(target = 2)"
+    ds = f"{dataset}(limit = {n}, seed = {seed})" if dataset.startswith("reference:") else \
+        f'{json.dumps(dataset)}(limit = {n}, id = "id")'
+    body = "\n".join(f"    expect {e}" for e in EXPECTS)
+    return (f'contract "matrix: {meth} under {kind}" {{\n    model reference:translate-ar\n    dataset {ds}\n'
+            f"    use {use}\n    method {meth}{FAST_PARAMS.get(meth, '')}\n    seed 0\n{body}\n}}\n")
 
 
-def run_matrix(n_examples: int = 3, methods: list[str] | None = None, device: str = "auto",
-               seed: int = 7) -> list[Cell]:
-    from scopecheck.checks.registry import random_baseline, run_check
-    from scopecheck.engine.reference import generate
-    from scopecheck.engine.run import run
-    from scopecheck.errors import ContractError
+def run_matrix(n_examples: int = 3, methods: list[str] | None = None, device: str = "auto", *,
+               dataset: str = DEFAULT_DATASET, store: str | None = None, resume: bool = False,
+               path: str = "matrix.scope") -> list[Cell]:
+    from scopecheck.dataset_run import _agg
+    from scopecheck.loader import load_text
+    from scopecheck.runner import Runner
 
-    examples = [e for e in generate("translate", 4 * n_examples, split="heldout", seed=seed)
-                if "adjective2" not in e.segments][:n_examples]
     names = methods or [m for m, i in METHODS.items() if set(i.supports) & set(AUTOREGRESSIVE_KINDS)]
+    runner = Runner(device=device)
+    runner.store_dir, runner.resume = store, resume
     cells = []
     for meth in names:
         for kind in AUTOREGRESSIVE_KINDS:
             if kind not in METHODS[meth].supports:
                 continue
-            rows: dict[str, list[float]] = {k: [] for k in ("aopc", "rnd", "snc", "top1", "prec")}
-            error = None
-            for ex in examples:
-                j = ex.segments["adjective"][0]
-                adj_out = next(i for i, c in enumerate(ex.causal) if j in c and ex.output_tokens[i] not in (".", "!")
-                               and i >= 3)
-                use = "span_prompt" if kind == "span_prompt" else f"{kind}(target = {adj_out + 1})"
-                causal = sorted({i for c in ex.causal for i in c}) if kind == "span_prompt" else list(ex.causal[adj_out])
-                src = (f'contract "{meth} under {kind}" {{\n model reference:translate-ar\n'
-                       f' prompt {json.dumps(ex.prompt)}\n output {json.dumps(ex.output)}\n use {use}\n'
-                       f' method {meth}{FAST_PARAMS.get(meth, "")}\n seed 0\n}}\n')
-                try:
-                    r = run(src, device=device)
-                    params = {"operator": "zero"}
-                    rows["aopc"].append(run_check("deletion", r, params).fields["aopc"])
-                    rows["rnd"].append(random_baseline("deletion", r, params).fields["aopc"])
-                    rows["snc"].append(run_check("soft_nc", r, params).fields["value"])
-                    gt = run_check("ground_truth", r, {"causal": [i + 1 for i in causal]})
-                    rows["top1"].append(gt.fields["top1"])
-                    rows["prec"].append(gt.fields["precision"])
-                except ContractError as exc:
-                    error = exc.message
-                    break
-            cells.append(Cell(meth, kind, len(rows["aopc"]), _mean(rows["aopc"]), _mean(rows["rnd"]),
-                              _mean(rows["snc"]), _mean(rows["top1"]), _mean(rows["prec"]), error))
+            (doc,) = load_text(pair_contract(meth, kind, n_examples, dataset), path)
+            cr = runner.run(doc)
+            ok = [e for e in cr.examples if e.error is None]
+            if cr.error is not None or not ok:
+                err = cr.error or next((e.error for e in cr.examples if e.error), "no example ran")
+                nan = math.nan
+                cells.append(Cell(meth, kind, 0, nan, (nan, nan), nan, (nan, nan), nan, nan, nan, nan, (nan, nan),
+                                  nan, (err or "").splitlines()[0]))
+                continue
+            ex = doc.expects
+            aopc, rnd = _agg(cr, ex[0].left, ex[0], 0), _agg(cr, ex[0].right, ex[0], 0)
+            p = _agg(cr, ex[1].left, ex[1], 0)
+            snc, sns = _agg(cr, ex[2].left, ex[2], 0), _agg(cr, ex[3].left, ex[3], 0)
+            gt = _agg(cr, ex[4].left, ex[4], 0)
+            secs = sum(e.seconds for e in cr.examples) / max(1, len(cr.examples))
+            cells.append(Cell(meth, kind, aopc.n, aopc.value, aopc.ci, rnd.value, rnd.ci, p.value, snc.value,
+                              sns.value, gt.value, gt.ci, secs, None,
+                              {"resumed": (cr.dataset or {}).get("resumed", 0), "failed_examples":
+                               len(cr.examples) - len(ok)}))
     return cells
 
 
-def matrix_table(cells: list[Cell]):
+def matrix_table(cells: list[Cell], dataset: str = DEFAULT_DATASET):
     from rich.table import Table
 
-    t = Table(title="Method x contract (reference:translate-ar, held-out examples; "
-                    "deletion with the zero-embedding operator, protocol: rescore)")
-    for col in ("method", "contract", "n", "AOPC", "random AOPC", "> random", "Soft-NC", "GT top-1", "GT prec@1"):
+    t = Table(title=f"Method x contract ({dataset} on reference:translate-ar; deletion with the zero-embedding "
+                    "operator under each contract's protocol; 95% bootstrap intervals)")
+    for col in ("method", "contract", "n", "AOPC [95% CI]", "random AOPC", "> random (p)", "Soft-NC", "Soft-NS",
+                "GT top-1 rate", "s/example"):
         t.add_column(col)
     for c in cells:
         if c.error:
-            t.add_row(c.method, c.contract, "0", "-", "-", "-", "-", "-", c.error[:60])
+            t.add_row(c.method, c.contract, "0", "-", "-", "-", "-", "-", "-", c.error[:60])
             continue
-        t.add_row(c.method, c.contract, str(c.n), f"{c.aopc:.3f}", f"{c.random_aopc:.3f}",
-                  "yes" if c.beats_random else "no", f"{c.soft_nc:.3f}", f"{c.gt_top1:.2f}", f"{c.gt_precision:.2f}")
+        t.add_row(c.method, c.contract, str(c.n), f"{c.aopc:.3f} [{c.aopc_ci[0]:.2f}, {c.aopc_ci[1]:.2f}]",
+                  f"{c.random_aopc:.3f}", f"{'yes' if c.beats_random else 'no'} ({c.p:.2g})", f"{c.soft_nc:.3f}",
+                  f"{c.soft_ns:.3f}", f"{c.gt_top1:.2f} [{c.gt_ci[0]:.2f}, {c.gt_ci[1]:.2f}]",
+                  f"{c.seconds_per_example:.2f}")
     return t
+
+
+def matrix_html(cells: list[Cell], dataset: str = DEFAULT_DATASET) -> str:
+    """A self-contained HTML page: the matrix as a heatmap of AOPC above random, and the table."""
+    import base64
+    import html
+    import io
+
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    methods = sorted({c.method for c in cells})
+    kinds = list(AUTOREGRESSIVE_KINDS)
+    grid = [[math.nan] * len(kinds) for _ in methods]
+    for c in cells:
+        if not c.error:
+            grid[methods.index(c.method)][kinds.index(c.contract)] = c.aopc - c.random_aopc
+    with matplotlib.rc_context({"svg.hashsalt": "scopecheck", "svg.fonttype": "path"}):
+        fig = Figure(figsize=(6, 0.45 * len(methods) + 1.5), dpi=100, layout="constrained")
+        ax = fig.add_subplot()
+        peak = max((abs(v) for r in grid for v in r if not math.isnan(v)), default=1.0) or 1.0
+        im = ax.imshow(grid, cmap="RdBu", aspect="auto", vmin=-peak, vmax=peak)
+        ax.set_xticks(range(len(kinds)), kinds, fontsize=8)
+        ax.set_yticks(range(len(methods)), methods, fontsize=8)
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                ax.text(j, i, "—" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7)
+        fig.colorbar(im, ax=ax, label="AOPC − random AOPC")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    uri = "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    rows = "".join(
+        f"<tr><td>{html.escape(c.method)}</td><td>{c.contract}</td><td>{c.n}</td><td>{c.aopc:.3f} "
+        f"[{c.aopc_ci[0]:.2f}, {c.aopc_ci[1]:.2f}]</td><td>{c.random_aopc:.3f}</td><td>{c.p:.2g}</td>"
+        f"<td>{c.soft_nc:.3f}</td><td>{c.soft_ns:.3f}</td><td>{c.gt_top1:.2f}</td>"
+        f"<td>{c.seconds_per_example:.2f}</td><td>{html.escape(c.error or '')}</td></tr>" for c in cells)
+    return (f"<!doctype html><meta charset='utf-8'><title>scopecheck matrix</title><h1>Method x contract</h1>"
+            f"<p>{html.escape(dataset)} on reference:translate-ar; deletion with the zero operator under each "
+            f"contract's protocol; 95% bootstrap intervals; paired Wilcoxon p.</p>"
+            f"<img src='{uri}' alt='matrix heatmap of AOPC above random'><table border='1'><tr><th>method</th>"
+            f"<th>contract</th><th>n</th><th>AOPC [95% CI]</th><th>random AOPC</th><th>p</th><th>Soft-NC</th>"
+            f"<th>Soft-NS</th><th>GT top-1</th><th>s/example</th><th>error</th></tr>{rows}</table>\n")
