@@ -323,3 +323,8 @@ def test_cost_budget_refuses_up_front_and_can_be_raised():
     (doc,) = load_text(ar(method="occlusion(operator = zero)"), "b.scope")
     assert "[budget]" in Runner(device="cpu", max_evaluations=10).run(doc).error
     assert Runner(device="cpu", max_evaluations=10_000).run(doc).error is None
+
+
+def test_random_baseline_field_is_checked_before_running():
+    err = first_error(FIG1.replace("expect eligibility", "expect deletion.aopc > random.vale"))
+    assert err.rule == "expect" and "random.aopc" in err.render() and "`vale`" in err.render()

@@ -599,6 +599,11 @@ def _check_expectations(doc: m.Contract | m.Claim, kind: str | None, errors: lis
         elif rnd and not other:
             errors.append(_err("`random` compares with a ranking check on the other side", rnd[0].span,
                                expected="deletion(...).aopc > random.aopc", rule="expect"))
+        elif rnd and other and rnd[0].fields and rnd[0].fields[0] not in CHECKS[other[0].name].fields:
+            fields = list(CHECKS[other[0].name].fields)
+            errors.append(_err(f"`{other[0].name}` has no field `{rnd[0].fields[0]}` for its random baseline",
+                               rnd[0].span, expected=", ".join(f"random.{f}" for f in fields),
+                               hint=did_you_mean(rnd[0].fields[0], fields), rule="expect"))
         if ex.op in ("<", "<=", ">", ">=") and (_is_list_or_text(ex.left) or _is_list_or_text(ex.right)):
             errors.append(_err(f"`{ex.op}` orders numbers; token lists and texts compare with == != in", ex.span,
                                expected='expect top(1) == "black", or a number on both sides', rule="expect"))
