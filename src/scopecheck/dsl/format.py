@@ -123,7 +123,7 @@ def fmt_model(r: m.ModelRef) -> str:
 def _prompt_lines(p: m.Prompt, ind: str) -> list[str]:
     if len(p.segments) == 1 and p.segments[0].name is None:
         return [f"{ind}prompt   {_str(p.segments[0].text)}"]
-    lines = [f"{ind}prompt {{"]
+    lines = [f"{ind}prompt chat {{" if p.chat else f"{ind}prompt {{"]
     lines += [f"{ind}    {s.name}: {_str(s.text)}" for s in p.segments]
     lines.append(f"{ind}}}")
     return lines

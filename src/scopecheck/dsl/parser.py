@@ -306,6 +306,14 @@ class ToSpec(Transformer):
             names.add(seg.name)
         return _Stmt("prompt", m.Prompt(tuple(ch), self._s(meta)), self._s(meta))
 
+    def prompt_chat(self, meta, ch):
+        roles = ("system", "user", "assistant")
+        for seg in ch:
+            if seg.name not in roles:
+                raise ContractSyntaxError(f"chat messages are named by their role, not `{seg.name}`", seg.span,
+                                          expected=" | ".join(roles), rule="chat")
+        return _Stmt("prompt", m.Prompt(tuple(ch), self._s(meta), chat=True), self._s(meta))
+
     def output_text(self, meta, ch):
         return _Stmt("output", m.Output(text=self._str(ch[0]), span=self._s(meta)), self._s(meta))
 

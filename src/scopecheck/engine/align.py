@@ -60,6 +60,56 @@ def special_prefix(tokenizer) -> list[int]:
     return []
 
 
+def render_chat(tokenizer, prompt: m.Prompt) -> tuple[str, list[tuple[int, int, int]]]:
+    """The chat template applied to the prompt's messages (with the generation prompt), and for
+    each message ``(start, end)`` of its text in the rendering and its offset in ``prompt.text``."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ContractValidationError("the model's tokenizer has no chat template", prompt.span, rule="chat",
+                                      expected="a model whose tokenizer_config.json has a chat_template",
+                                      hint="write the prompt as plain text instead")
+    msgs = [{"role": s.name, "content": s.text} for s in prompt.segments]
+    try:
+        rendered = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # noqa: BLE001 - a template that refuses these messages (jinja raise_exception)
+        raise ContractValidationError(f"the chat template refuses these messages: {exc}", prompt.span,
+                                      rule="chat") from None
+    spans, cursor, pos = [], 0, 0
+    for seg in prompt.segments:
+        j = rendered.find(seg.text, cursor)
+        if j < 0:
+            raise ContractValidationError(f"the chat template does not contain the {seg.name} message verbatim",
+                                          seg.span, rule="chat", expected="a template that inserts message text as is")
+        spans.append((j, j + len(seg.text), pos))
+        cursor, pos = j + len(seg.text), pos + len(seg.text) + 1
+    return rendered, spans
+
+
+def _chat_tokens(tokenizer, prompt: m.Prompt) -> list[Token]:
+    """Template tokens (role ``special``: held fixed, listed) and message tokens (role ``prompt``)."""
+    rendered, spans = render_chat(tokenizer, prompt)
+    enc = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+    toks: list[Token] = []
+    n = 0
+    for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
+        hit = next(((j, e, pos) for j, e, pos in spans if a < e and j < b), None)
+        if hit is None:
+            toks.append(Token(len(toks), tid, rendered[a:b] or tokenizer.convert_ids_to_tokens(tid), "special", 0, 0, 0))
+        else:
+            j, e, pos = hit
+            n += 1
+            start, end = pos + max(a, j) - j, pos + min(b, e) - j
+            toks.append(Token(len(toks), tid, rendered[max(a, j):min(b, e)], "prompt", n, start, end))
+    return toks
+
+
+def prompt_ids(tokenizer, prompt: m.Prompt) -> list[int]:
+    """The ids the model reads before the output: BOS/special prefix and the prompt, or the
+    rendered chat template."""
+    if prompt.chat:
+        return [t.id for t in _chat_tokens(tokenizer, prompt)]
+    return special_prefix(tokenizer) + _encode(tokenizer, prompt.text)[0]
+
+
 def align(tokenizer, prompt: m.Prompt, output_text: str, output_ids: list[int] | None = None) -> Alignment:
     segs: dict[str, tuple[int, int]] = {}
     pos = 0
@@ -80,10 +130,13 @@ def align(tokenizer, prompt: m.Prompt, output_text: str, output_ids: list[int] |
             o_off.append((j, j + len(piece.strip())))
             cursor = j + len(piece.strip())
     toks: list[Token] = []
-    for tid in special_prefix(tokenizer):
-        toks.append(Token(len(toks), tid, tokenizer.convert_ids_to_tokens(tid), "special", 0, 0, 0))
-    for i, (tid, (a, b)) in enumerate(zip(p_ids, p_off), 1):
-        toks.append(Token(len(toks), tid, ptext[a:b] or tokenizer.convert_ids_to_tokens(tid), "prompt", i, a, b))
+    if prompt.chat:
+        toks = _chat_tokens(tokenizer, prompt)
+    else:
+        for tid in special_prefix(tokenizer):
+            toks.append(Token(len(toks), tid, tokenizer.convert_ids_to_tokens(tid), "special", 0, 0, 0))
+        for i, (tid, (a, b)) in enumerate(zip(p_ids, p_off), 1):
+            toks.append(Token(len(toks), tid, ptext[a:b] or tokenizer.convert_ids_to_tokens(tid), "prompt", i, a, b))
     for i, (tid, (a, b)) in enumerate(zip(o_ids, o_off), 1):
         toks.append(Token(len(toks), tid, output_text[a:b] or tokenizer.convert_ids_to_tokens(tid), "output", i,
                           a, b))

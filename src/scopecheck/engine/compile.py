@@ -67,8 +67,11 @@ def freeze_output(contract: m.Contract, lm: LoadedModel, prompt_ids: list[int]) 
     if tok.eos_token_id is not None and tok.eos_token_id in new:
         new = new[: new.index(tok.eos_token_id)]
     if not new:
+        hint = ("an instruct model ends its turn at once on a plain prompt: write the prompt as "
+                'prompt chat { user: "..." } so its chat template is applied' if getattr(tok, "chat_template", None)
+                and not contract.prompt.chat else None)
         raise ContractValidationError("the decoding rule generated no token", out.span, rule="generation",
-                                      expected="a prompt the model continues")
+                                      expected="a prompt the model continues", hint=hint)
     return tok.decode(new, skip_special_tokens=True), new
 
 
@@ -89,10 +92,10 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel) 
         raise ContractValidationError(f"{lm.identity} is not a causal LM; autoregressive contracts need one",
                                       contract.model.span if contract.model else contract.span, rule="model")
     assert contract.prompt is not None and sc.score is not None and sc.explain is not None
-    from scopecheck.engine.align import _encode, special_prefix
+    from scopecheck.engine.align import prompt_ids as read_prompt
 
     tok = lm.tokenizer
-    prompt_ids = special_prefix(tok) + _encode(tok, contract.prompt.text)[0]
+    prompt_ids = read_prompt(tok, contract.prompt)
     check_context(lm, len(prompt_ids) + 1, "the prompt", contract.prompt.span)
     out_text, out_ids = freeze_output(contract, lm, prompt_ids)
     al = align(tok, contract.prompt, out_text, out_ids)

@@ -129,7 +129,10 @@ class _Writer:
         if p is None:
             return None
         self.mark(path, p.span)
-        return {"text": p.text, "segments": [{"name": s.name, "text": s.text} for s in p.segments]}
+        out = {"text": p.text, "segments": [{"name": s.name, "text": s.text} for s in p.segments]}
+        if p.chat:
+            out["chat"] = True
+        return out
 
     def output(self, o: m.Output | None, path: Path_) -> Any:
         if o is None:

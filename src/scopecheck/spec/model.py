@@ -133,10 +133,14 @@ class Segment:
 
 @dataclass(frozen=True)
 class Prompt:
-    """The prompt text; named segments are joined with a single space."""
+    """The prompt text; named segments are joined with a single space.
+
+    ``chat``: the segments are chat messages (the name is the role: system, user, assistant),
+    rendered by the model's chat template; the template's own tokens are held fixed and listed."""
 
     segments: tuple[Segment, ...]
     span: Span = _span()
+    chat: bool = False
 
     @property
     def text(self) -> str:

@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from scopecheck.engine.align import Alignment, Token, _encode, align, positions as token_positions, special_prefix
+from scopecheck.engine.align import Alignment, Token, _encode, align, positions as token_positions
+from scopecheck.engine.align import prompt_ids as read_prompt
 from scopecheck.engine.diffusion.chain import SAMPLER_ALIASES, Chain, SamplerSettings, check_settings, sample_chain
 from scopecheck.engine.diffusion.denoiser import Denoiser, default_adapter
 from scopecheck.engine.diffusion.estimators import Reads, elbo_with_error, score_reads, state_reads
@@ -251,7 +252,7 @@ def compile_diffusion(contract: m.Contract, resolved: Resolved, lm: LoadedModel)
     kind = resolved.kind or "custom"
     den = make_denoiser(lm, sc.process)
     tok = lm.tokenizer
-    prompt_ids = special_prefix(tok) + _encode(tok, contract.prompt.text)[0]
+    prompt_ids = read_prompt(tok, contract.prompt)
     P = len(prompt_ids)
     given = contract.output.text if contract.output is not None else None
     force = None
