@@ -328,3 +328,25 @@ def test_cost_budget_refuses_up_front_and_can_be_raised():
 def test_random_baseline_field_is_checked_before_running():
     err = first_error(FIG1.replace("expect eligibility", "expect deletion.aopc > random.vale"))
     assert err.rule == "expect" and "random.aopc" in err.render() and "`vale`" in err.render()
+
+
+def test_one_invalid_contract_does_not_stop_the_files_others(tmp_path, capsys):
+    from scopecheck.cli import main
+
+    bad = ar(body='    use prompt_conditioned(target = "zzz")').replace('contract "c"', 'contract "bad"')
+    good = ar(expect="    expect mass(y) == 0").replace('contract "c"', 'contract "good"')
+    f = tmp_path / "two.scope"
+    f.write_text(bad + "\n" + good)
+    assert main(["run", str(f), "--report", "-", "--store", "-"]) == 1
+    out = capsys.readouterr()
+    assert "two.scope:5:" in out.err + out.out and "PASS" in out.out
+
+
+def test_text_occurrence_is_a_parameter_value():
+    from scopecheck.engine.run import run
+
+    text = ar(body='    use prompt_conditioned(target = "noirs"@2)').replace(
+        "The dog is black.", "The dogs are black and black.").replace('"Le chien est noir."',
+                                                                       '"Les chiens sont noirs et noirs."')
+    r = run(text)
+    assert [(t.index, t.text) for t in r.tokens if t.target] == [(6, "noirs")]

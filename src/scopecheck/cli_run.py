@@ -75,12 +75,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     contracts: list[m.Contract] = []
     for f in files:
         sf = check_file(f)
-        errors += list(sf.errors)
-        if not sf.errors:
-            contracts += [d for d in sf.documents if isinstance(d, m.Contract)]
+        # a contract's validation errors are that contract's: the file's other contracts still run
+        owned: set[int] = set()
+        for d in sf.documents:
+            mine = [i for i, e in enumerate(sf.errors) if d.span.line <= e.span.line <= d.span.end_line]
+            owned.update(mine)
+            if not mine and isinstance(d, m.Contract):
+                contracts.append(d)
+        errors += [e for i, e in enumerate(sf.errors) if i in owned] + \
+            [e for i, e in enumerate(sf.errors) if i not in owned]
     if errors:
         _print_errors(errors)
-        return 1
+        if not contracts:
+            return 1
     out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
     runner = Runner(device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
                     debug=bool(getattr(args, "debug", False)), max_evaluations=args.max_evaluations)
@@ -128,7 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     for path, _ in outputs:
         print(f"{'HTML report' if path.endswith('index.html') else 'JSON results'}: {path}", file=sys.stderr)
-    failed = sum(1 for r in runs for o in r.outcomes if not o.passed) + sum(1 for r in runs if r.result is None)
+    failed = sum(1 for r in runs for o in r.outcomes if not o.passed) + sum(1 for r in runs if r.result is None) + \
+        len(errors)
     passed = sum(1 for r in runs for o in r.outcomes if o.passed)
     print(f"{len(runs)} contract(s) run; expectations: {passed} passed, {failed} failed",
           file=sys.stderr)

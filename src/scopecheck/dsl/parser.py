@@ -134,6 +134,10 @@ class ToSpec(Transformer):
     def v_text(self, meta, ch):
         return m.Text(self._str(ch[0]), self._s(meta))
 
+    def v_text_at(self, meta, ch):
+        # `target = "Lily"@2`: the second occurrence of the text, an output position
+        return m.Selector("y", "at", m.TextRef(self._str(ch[0]), _int(ch[1], self.path)), None, None, self._s(meta))
+
     def bool(self, meta, ch):
         return str(ch[0]) == "true"
 
