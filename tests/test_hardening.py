@@ -249,6 +249,13 @@ def test_empty_and_corrupt_weights_are_model_errors(tmp_path):
         (doc,) = load_text(ar().replace("reference:translate-ar", f'"{d}"'), "m.scope")
         cr = runner.run(doc)
         assert cr.result is None and "[model]" in cr.error and "m.scope:2:" in cr.error, cr.error
+    d = tmp_path / "linked"
+    shutil.copytree(reference_dir("translate-ar"), d)
+    secret = tmp_path / "elsewhere.safetensors"
+    shutil.move(d / "model.safetensors", secret)
+    (d / "model.safetensors").symlink_to(secret)
+    (doc,) = load_text(ar().replace("reference:translate-ar", f'"{d}"'), "m.scope")
+    assert "symbolic link out of the model directory" in Runner(device="cpu").run(doc).error
     f = tmp_path / "afile"
     f.write_text("x")
     (doc,) = load_text(ar().replace("reference:translate-ar", f'"{f}"'), "m.scope")

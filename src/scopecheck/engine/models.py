@@ -119,6 +119,14 @@ def check_model_files(where: str, identity: str, allow_pickle: bool) -> None:
     """Positioned errors for a local model directory whose files cannot be what they claim."""
     d = Path(where)
     span = Span()
+    root = d.resolve()
+    for f in sorted(d.iterdir()):
+        if f.is_symlink() and root not in f.resolve().parents:
+            raise ContractValidationError(f"{identity}: {f.name} is a symbolic link out of the model directory "
+                                          f"(to {f.resolve()})", span,
+                                          expected="the model's files inside its directory",
+                                          hint='a model from the Hugging Face cache loads by its id: model hub:"org/name"',
+                                          rule="model")
     if not (d / "config.json").is_file():
         raise ContractValidationError(f"{identity}: no config.json in the model directory", span,
                                       expected="a Hugging Face model directory (config.json, weights, tokenizer)",
