@@ -357,3 +357,11 @@ def test_text_occurrence_is_a_parameter_value():
                                                                        '"Les chiens sont noirs et noirs."')
     r = run(text)
     assert [(t.index, t.text) for t in r.tokens if t.target] == [(6, "noirs")]
+
+
+def test_an_explained_range_with_no_start_is_validated_without_overflow():
+    """Found by the 100,000-text fuzz run: `explain y[<"noir"]` made coverage compute int(-inf)."""
+    text = ar(body='    score log p(y["noir"] | x)\n    explain    y[<"noir"]\n    fixed  y["noir"]\n'
+                   '    process  autoregressive\n    eligible x')
+    sf = check_text(text, "o.scope")
+    assert sf.errors and all(e.span.path == "o.scope" for e in sf.errors)

@@ -471,8 +471,9 @@ def _coverage(E, C, O, ivs, o_iv, anchors: Anchors, errors: list[ContractError])
         if text is None or any(iv is None or iv.domain not in ("char",) for iv in ivals) or \
                 need.domain not in (None, "char"):
             continue  # only the engine, with tokens, can decide
-        lo = 0 if need.lo == -INF else int(need.lo)
-        hi = len(text) if need.hi == INF else int(need.hi)
+        # interval ends may be infinite either way (an explained range such as y[<"noir"] has no start)
+        lo = 0 if need.lo == -INF else len(text) if need.lo == INF else int(need.lo)
+        hi = len(text) if need.hi == INF else 0 if need.hi == -INF else int(need.hi)
         covered = [False] * len(text)
         for iv in ivals:
             for i in range(max(int(max(iv.lo, 0)), 0), min(int(min(iv.hi, len(text))), len(text))):
