@@ -118,7 +118,7 @@ def align(tokenizer, prompt: m.Prompt, output_text: str, output_ids: list[int] |
             segs[s.name] = (pos, pos + len(s.text))
         pos += len(s.text) + 1
     ptext = prompt.text
-    p_ids, p_off = _encode(tokenizer, ptext)
+    p_ids, p_off = ([], []) if prompt.chat else _encode(tokenizer, ptext)
     if output_ids is None:
         o_ids, o_off = _encode(tokenizer, output_text)
     else:  # a frozen generation: offsets recovered token by token

@@ -41,19 +41,14 @@ METHOD_IMPLS: dict[str, MethodImpl] = {
     "stage_perturbation": stages.stage_perturbation,
 }
 
-#: Declared in the catalog but not implemented by this module (none).
-NOT_IMPLEMENTED: tuple[str, ...] = ()
-
-
 def resolve_method(name: str) -> str:
     """Canonical method name (aliases resolved); ``KeyError`` listing what is available."""
     canonical = catalog.METHOD_ALIASES.get(name, name)
     if canonical not in METHOD_IMPLS:
         available = ", ".join(sorted(METHOD_IMPLS))
         aliases = ", ".join(f"{a} -> {t}" for a, t in sorted(catalog.METHOD_ALIASES.items()))
-        why = ("is declared but not implemented yet (needs the diffusion engine)"
-               if canonical in NOT_IMPLEMENTED else "is not a known attribution method")
-        raise KeyError(f"method {name!r} {why}; available: {available} (aliases: {aliases})")
+        raise KeyError(f"method {name!r} is not a known attribution method; available: {available} "
+                       f"(aliases: {aliases})")
     return canonical
 
 
@@ -78,5 +73,5 @@ def run_method(name: str, problem: AttributionProblem, params: Mapping[str, obje
     return out
 
 
-__all__ = ["DEFAULTS", "INTERNAL_BATCH", "METHOD_IMPLS", "NOT_IMPLEMENTED", "MethodImpl", "resolve_method",
+__all__ = ["DEFAULTS", "INTERNAL_BATCH", "METHOD_IMPLS", "MethodImpl", "resolve_method",
            "run_method"]
