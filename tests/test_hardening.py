@@ -4,6 +4,7 @@ is pinned by its exact contract text."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -104,12 +105,21 @@ def test_fmt_refuses_nothing_it_accepted_and_round_trips():
 
 
 def test_validation_is_linear_in_selectors():
-    sels = ", ".join(f"x[{i}]" for i in range(1, 2001))
-    text = ar(body=f"    score log p(y[T] | x, y[<T])\n    fixed y[<T]\n    explain y[T]\n"
-                   f"    process autoregressive\n    eligible {sels}")
-    t0 = time.perf_counter()
-    check_text(text)
-    assert time.perf_counter() - t0 < 2.0
+    """Four times the selectors cost about four times the time (quadratic would be sixteen): the
+    ratio, best of three, is robust to a loaded machine where a fixed limit is not."""
+    def cost(n: int) -> float:
+        sels = ", ".join(f"x[{i}]" for i in range(1, n + 1))
+        text = ar(body=f"    score log p(y[T] | x, y[<T])\n    fixed y[<T]\n    explain y[T]\n"
+                       f"    process autoregressive\n    eligible {sels}")
+        best = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            check_text(text)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    cost(100)                                                      # parser built, caches warm
+    assert cost(4000) < 8 * cost(1000)
 
 
 # ---------------------------------------------------------------------------- fuzz
