@@ -115,7 +115,9 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         name=contract.name, path=contract.span.path, line=contract.span.line,
         contract_text=format_document(contract), kind=resolved.kind or "custom", scope=scope,
         origin=dict(resolved.origin), method=name, method_params=params, operator=operator, tokens=toks,
-        output_ids=tuple(t.id for t in compiled.alignment.role("output")), generated=compiled.generated,
+        output_ids=(tuple(chain.output) if chain is not None
+                    else tuple(t.id for t in compiled.alignment.role("output"))),
+        generated=compiled.generated,
         score_input=_f(full.get("score_input")), score_baseline=_f(full.get("score_baseline")), info=full,
         model=lm.identity, device=lm.device, dtype=lm.dtype, seed=seed,
         special=tuple(compiled.alignment.tokens[p].text for p in compiled.special), compiled=compiled,

@@ -246,6 +246,14 @@ def check_record(key: str, res: Any) -> dict[str, Any]:
     }
 
 
+def _output_text(r: Any) -> str:
+    """The frozen output's text (a diffusion stage contract's tokens are stages, not the output)."""
+    al = getattr(getattr(r, "compiled", None), "alignment", None)
+    if al is not None and getattr(al, "output_text", None) is not None:
+        return str(al.output_text)
+    return "".join(t.text for t in r.tokens if t.role == "output")
+
+
 def run_record(run: Any) -> dict[str, Any]:
     """One run as plain JSON data (the ``runs[i]`` of :func:`results_json`)."""
     run = as_run(run)
@@ -258,7 +266,7 @@ def run_record(run: Any) -> dict[str, Any]:
             "method": {"name": r.method, "params": jsonable(dict(r.method_params)), "operator": r.operator},
             "model": r.model, "device": r.device, "dtype": r.dtype, "seed": int(r.seed),
             "output": {"ids": [int(i) for i in r.output_ids], "generated": bool(r.generated),
-                       "text": "".join(t.text for t in r.tokens if t.role == "output")},
+                       "text": _output_text(r)},
             "special_held_fixed": list(r.special),
             "score_input": num(r.score_input), "score_baseline": num(r.score_baseline),
             "info": jsonable({k: v for k, v in dict(r.info).items()
