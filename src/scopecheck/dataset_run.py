@@ -135,6 +135,26 @@ def example_values(runner: Any, sub: Any, ex: Any, items: list[Inner]) -> dict[s
     return values
 
 
+def compute_example(runner: Any, contract: m.Contract, ex: Any, items: list[Inner]) -> tuple[Any, dict[str, Any], float]:
+    """Run one example as its own contract: ``(its ContractRun, its values, seconds)``."""
+    from scopecheck.datasets import example_contract
+
+    t0 = time.perf_counter()
+    sub = runner.execute(example_contract(contract, ex))
+    values = example_values(runner, sub, ex, items) if sub.result is not None else {it.key: None for it in items}
+    return sub, values, time.perf_counter() - t0
+
+
+def _stored(store: Any, ex_id: str, method: str, seed: int) -> Any:
+    """The example's record in the store, as an ExampleRun, or None."""
+    from scopecheck.runner import ExampleRun
+
+    rec = store.get(ex_id, method, seed) if store else None
+    if rec is None:
+        return None
+    return ExampleRun(ex_id, dict(rec["values"]), rec.get("error"), float(rec["seconds"]), True)
+
+
 def run_dataset(runner: Any, contract: m.Contract) -> Any:
     from scopecheck.datasets import example_contract, load_examples
     from scopecheck.dsl.format import fmt_model, format_document
@@ -175,16 +195,13 @@ def run_dataset(runner: Any, contract: m.Contract) -> Any:
     if executor == "ray":
         _run_on_ray(runner, contract, loaded, store, method, seed, cr, bar)
     for ex in ([] if executor == "ray" else loaded.examples):
-        rec = store.get(ex.id, method, seed) if store else None
-        if rec is not None:
-            cr.examples.append(ExampleRun(ex.id, dict(rec["values"]), rec.get("error"), float(rec["seconds"]), True))
+        stored = _stored(store, ex.id, method, seed)
+        if stored is not None:
+            cr.examples.append(stored)
             cr.dataset["resumed"] += 1
         else:
-            e0 = time.perf_counter()
-            sub = runner.execute(example_contract(contract, ex))
-            values = example_values(runner, sub, ex, items) if sub.result is not None else \
-                {it.key: None for it in items}
-            er = ExampleRun(ex.id, values, sub.error, time.perf_counter() - e0)
+            sub, values, secs = compute_example(runner, contract, ex, items)
+            er = ExampleRun(ex.id, values, sub.error, secs)
             cr.examples.append(er)
             if store:
                 store.append(ex.id, method, seed, values, sub.error, er.seconds)
@@ -221,9 +238,9 @@ def _run_on_ray(runner: Any, contract: m.Contract, loaded: Any, store: Any, meth
     done: dict[str, Any] = {}
     todo = []
     for ex in loaded.examples:
-        rec = store.get(ex.id, method, seed) if store else None
-        if rec is not None:
-            done[ex.id] = ExampleRun(ex.id, dict(rec["values"]), rec.get("error"), float(rec["seconds"]), True)
+        stored = _stored(store, ex.id, method, seed)
+        if stored is not None:
+            done[ex.id] = stored
             cr.dataset["resumed"] += 1
         else:
             todo.append(ex)

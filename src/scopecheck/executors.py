@@ -5,7 +5,7 @@ examples still to compute, and the runner settings, and yields one :class:`Done`
 it finishes; the driver appends each to the result store (the single writer) and keeps going,
 so an interrupted run loses at most what was in flight.
 
-* ``serial`` (default): a loop in this process.
+* ``serial`` (default): the loop of :func:`scopecheck.dataset_run.run_dataset`, in this process.
 * ``ray`` (``pip install scopecheck[ray]``; ``scopecheck run --executor ray [--address ...]``):
   ``workers`` Ray actors, each loading the model once (``num_gpus = 1`` when CUDA is present),
   process shards of examples; a shard whose worker raises is retried (``retries`` times, on a
@@ -52,10 +52,7 @@ def _contract(job: Job) -> Any:
 
 def compute(job: Job, examples: Sequence[Any], runner: Any = None) -> list[Done]:
     """Compute ``examples`` of ``job``'s contract in this process (a fresh runner unless given)."""
-    import time
-
-    from scopecheck.dataset_run import example_values, inner_items
-    from scopecheck.datasets import example_contract
+    from scopecheck.dataset_run import compute_example, inner_items
     from scopecheck.runner import Runner
 
     contract = _contract(job)
@@ -63,10 +60,8 @@ def compute(job: Job, examples: Sequence[Any], runner: Any = None) -> list[Done]
     items = inner_items(contract)
     out = []
     for ex in examples:
-        t0 = time.perf_counter()
-        sub = runner.execute(example_contract(contract, ex))
-        values = example_values(runner, sub, ex, items) if sub.result is not None else {i.key: None for i in items}
-        out.append(Done(ex.id, values, sub.error, time.perf_counter() - t0))
+        sub, values, secs = compute_example(runner, contract, ex, items)
+        out.append(Done(ex.id, values, sub.error, secs))
     return out
 
 
@@ -85,11 +80,6 @@ def _injected_failure(shard: Sequence[Any]) -> None:
     if any(e.id == ex_id for e in shard) and not os.path.exists(marker):
         open(marker, "w").close()
         raise RuntimeError(f"injected worker failure on the shard holding {ex_id}")
-
-
-def serial(job: Job, examples: Sequence[Any], runner: Any) -> Iterator[Done]:
-    for ex in examples:
-        yield from compute(job, [ex], runner)
 
 
 def ray_executor(job: Job, examples: Sequence[Any], *, address: str | None = None, workers: int = 2,
@@ -164,4 +154,4 @@ def ray_executor(job: Job, examples: Sequence[Any], *, address: str | None = Non
             ray.shutdown()
 
 
-__all__ = ["EXECUTORS", "Done", "Job", "compute", "ray_executor", "serial"]
+__all__ = ["EXECUTORS", "Done", "Job", "compute", "ray_executor"]

@@ -66,6 +66,7 @@ class DiffusionCompiled:
     check_objective: Any                   # ChainObjective | StageObjective: the check protocol's score
     info: dict[str, Any] = field(default_factory=dict)
     stage_features: bool = False           # the features are stages (denoising_stage)
+    operator_ids: tuple[int | None, int | None, int | None] = (None, None, None)   # pad, mask, unk tokens
 
     def positions(self, sel: m.Selector) -> list[int]:
         """Sequence positions (or stage features) a selector names."""
@@ -87,14 +88,8 @@ class DiffusionCompiled:
             return dataclasses.replace(pb, objective=obj)
         with torch.no_grad():
             embeds = den.embed(pb.ids).detach()
-        ops = {k: v for k, v in pb.operators.items()}
-        vocab, new_ops = embedding_operators(model, pb.length, None, None, None)
-        for name in ("pad", "mask", "unk"):
-            if name in ops:
-                hit = torch.nonzero((pb.vocab_embeds == ops[name][0].unsqueeze(0)).all(-1)).flatten()
-                if len(hit):
-                    new_ops[name] = vocab[int(hit[0])].unsqueeze(0).expand(pb.length, -1).clone()
-        return dataclasses.replace(pb, embeds=embeds, objective=obj, operators=new_ops, vocab_embeds=vocab)
+        vocab, ops = embedding_operators(model, pb.length, *self.operator_ids)
+        return dataclasses.replace(pb, embeds=embeds, objective=obj, operators=ops, vocab_embeds=vocab)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -283,13 +278,15 @@ def compile_diffusion(contract: m.Contract, resolved: Resolved, lm: LoadedModel)
     seed = contract.seed or 0
     from scopecheck.engine.scoring import embedding_operators
 
-    vocab_embeds, operators = embedding_operators(den.model, L, tok.pad_token_id, den.mask_id, tok.unk_token_id)
+    operator_ids = (tok.pad_token_id, den.mask_id, tok.unk_token_id)
+    vocab_embeds, operators = embedding_operators(den.model, L, *operator_ids)
     info: dict[str, Any] = {"sampler": settings.sampler, "steps": settings.steps, "length": settings.length,
                             "blocks": settings.blocks, "temperature": settings.temperature,
                             "sampler_seed": settings.seed, "chain_mode": "teacher-forced" if settings.forced else "free",
                             "estimator": estimator, "samples": samples, "adapter": den.adapter}
     base = DiffusionCompiled(contract, resolved, al, None, (), (), special, (), given is None,  # type: ignore[arg-type]
-                             sc.score.kind, kind, chain, den, P, estimator, samples, None, info)
+                             sc.score.kind, kind, chain, den, P, estimator, samples, None, info,
+                             operator_ids=operator_ids)
     fixed_sels = sc.fixed or ()
     C = sorted({p for s in fixed_sels for p in selector_positions(base, s)})
 

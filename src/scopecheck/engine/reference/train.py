@@ -238,22 +238,32 @@ def optimizer(model, recipe):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
 
 
-def train(recipe: Recipe, out: Path | None = None, *, log_every: int = 250, quiet: bool = False) -> dict:
-    """Train ``recipe`` and write the model directory; returns the measured numbers."""
+def start(recipe, out: Path | None, make) -> tuple:
+    """What every reference training run starts with: one deterministic CPU thread, the output
+    directory, the task's tokenizer, ``make(recipe, vocab_size)`` (which seeds the weights), the
+    training examples, and :func:`optimizer`. Returns ``(out, t0, tokenizer, vocab, model,
+    n_params, data, opt, sched)``."""
     import torch
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     out = Path(out) if out is not None else WEIGHTS_DIR / recipe.name
     out.mkdir(parents=True, exist_ok=True)
-
     t0 = time.perf_counter()
     tokenizer = build_tokenizer(recipe.task)
     vocab = tokenizer.get_vocab()
-    model = make_model(recipe, len(vocab))
+    model = make(recipe, len(vocab))
     n_params = sum(p.numel() for p in model.parameters())
     data = generate(recipe.task, recipe.steps * recipe.batch_size, split="train", seed=recipe.seed)
     opt, sched = optimizer(model, recipe)
+    return out, t0, tokenizer, vocab, model, n_params, data, opt, sched
+
+
+def train(recipe: Recipe, out: Path | None = None, *, log_every: int = 250, quiet: bool = False) -> dict:
+    """Train ``recipe`` and write the model directory; returns the measured numbers."""
+    import torch
+
+    out, t0, tokenizer, vocab, model, n_params, data, opt, sched = start(recipe, out, make_model)
     model.train()
     running = 0.0
     for step in range(recipe.steps):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .tasks import TASKS, Example, generate
-from .train import BOS, EOS, MASK, PAD, RECIPES_MAXPOS, WEIGHTS_DIR, build_tokenizer, optimizer, save_tokenizer
+from .train import BOS, EOS, MASK, PAD, RECIPES_MAXPOS, WEIGHTS_DIR, save_tokenizer, start
 
 
 @dataclass(frozen=True)
@@ -154,20 +154,9 @@ def exact_match(model_dir_or_model, tokenizer, examples: list[Example], *, lengt
 def train(recipe: DiffusionRecipe, out: Path | None = None, *, log_every: int = 250, quiet: bool = False) -> dict:
     import torch
 
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    out = Path(out) if out is not None else WEIGHTS_DIR / recipe.name
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    tokenizer = build_tokenizer(recipe.task)
-    vocab = tokenizer.get_vocab()
-    model = make_model(recipe, len(vocab))
-    n_params = sum(p.numel() for p in model.parameters())
-    info = TASKS[recipe.task]
-    r_lo = info.max_output_tokens + recipe.response_min_extra
-    data = generate(recipe.task, recipe.steps * recipe.batch_size, split="train", seed=recipe.seed)
+    out, t0, tokenizer, vocab, model, n_params, data, opt, sched = start(recipe, out, make_model)
+    r_lo = TASKS[recipe.task].max_output_tokens + recipe.response_min_extra
     g = torch.Generator().manual_seed(recipe.seed)
-    opt, sched = optimizer(model, recipe)
     model.train()
     running = 0.0
     for step in range(recipe.steps):
