@@ -58,6 +58,7 @@ __all__ = [
     "SCORES",
     "CausalLMAttentions",
     "CausalLMLogProbs",
+    "CausalLMFamilyObjective",
     "CausalLMObjective",
     "causal_lm_problem",
     "eager_attention",
@@ -102,17 +103,93 @@ class _Forward:
 
     ``embeds`` ``(B, L, d)``; ``keep`` ``(B, L)`` bool or ``None``; ``rows`` ``(B, n)`` int64
     (row indices per batch element) -> logits ``(B, n, V)``.
+
+    Shared-prefix reuse (the AttriBoT idea): when ``clean`` ``(L, d)`` (the unperturbed input) is
+    given, a batch evaluated without gradients whose rows all agree with ``clean`` on positions
+    ``[0, a)`` (and whose scoring rows are all ``>= a``) reuses the key/value cache of that
+    prefix, computed once, and runs the model on positions ``a..L-1`` only. Occluding late
+    prompt tokens then costs only the suffix. The first reuse is verified against the full
+    forward (it is switched off for good, silently equal, if an architecture's cache disagrees);
+    ``reuse_prefix = False`` turns it off. ``calls``/``rows_run``/``positions_run`` count work.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    #: shortest shared prefix worth a cached run
+    MIN_PREFIX = 2
+
+    def __init__(self, model: torch.nn.Module, clean: Tensor | None = None) -> None:
         self.model = model
         try:
             params = inspect.signature(model.forward).parameters
         except (TypeError, ValueError):  # pragma: no cover
             params = {}
         self.slices_logits = "logits_to_keep" in params
+        self.clean = clean                                                      # (L, d) or None
+        self.reuse_prefix = clean is not None and self.slices_logits and "past_key_values" in params
+        self._verified = False
+        self._cache: list[tuple[Tensor, Tensor]] | None = None                  # per layer (1, H, L, hd) k, v
+        self.calls = 0
+        self.rows_run = 0
+        self.positions_run = 0
+
+    def _shared_prefix(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> int:
+        if not self.reuse_prefix or keep is not None or self.clean is None:
+            return 0
+        if torch.is_grad_enabled() and embeds.requires_grad:
+            return 0
+        L = int(self.clean.shape[0])
+        if embeds.shape[1] != L or embeds.shape[2] != self.clean.shape[1]:
+            return 0
+        clean = self.clean.to(device=embeds.device, dtype=embeds.dtype)
+        differs = (embeds != clean.unsqueeze(0)).any(-1)                       # (B, L)
+        pos = torch.arange(L, device=embeds.device).expand_as(differs)
+        first = torch.where(differs, pos, torch.full_like(pos, L)).min()        # first perturbed position
+        a = min(int(first), int(rows.min()))
+        return a if a >= self.MIN_PREFIX else 0
+
+    @torch.no_grad()
+    def _prefix_cache(self) -> list[tuple[Tensor, Tensor]]:
+        if self._cache is None:
+            assert self.clean is not None
+            out = self.model(inputs_embeds=self.clean.unsqueeze(0), use_cache=True)
+            self.calls += 1
+            self.rows_run += 1
+            self.positions_run += int(self.clean.shape[0])
+            cache = out.past_key_values
+            self._cache = [(layer.keys, layer.values) for layer in cache.layers]
+        return self._cache
+
+    def _suffix(self, embeds: Tensor, rows: Tensor, a: int) -> Tensor:
+        from transformers import DynamicCache
+
+        B = embeds.shape[0]
+        past = DynamicCache(ddp_cache_data=[(k[..., :a, :].expand(B, -1, -1, -1), v[..., :a, :].expand(B, -1, -1, -1))
+                                            for k, v in self._prefix_cache()])
+        union, inverse = torch.unique(rows, sorted=True, return_inverse=True)   # (U,), (B, n)
+        logits = self.model(inputs_embeds=embeds[:, a:], past_key_values=past, use_cache=True,
+                            logits_to_keep=union - a).logits                    # (B, U, V)
+        self.calls += 1
+        self.rows_run += B
+        self.positions_run += B * (embeds.shape[1] - a)
+        return torch.take_along_dim(logits, inverse.unsqueeze(-1), dim=1)      # (B, n, V)
 
     def __call__(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor:
+        a = self._shared_prefix(embeds, keep, rows)
+        if a:
+            try:
+                cached = self._suffix(embeds, rows, a)
+            except (TypeError, ValueError, AttributeError):                     # no usable cache: full forward
+                self.reuse_prefix = False
+            else:
+                if self._verified:
+                    return cached
+                full = self._full(embeds, keep, rows)
+                tol = 1e-9 if embeds.dtype == torch.float64 else 1e-3
+                self._verified = bool(torch.allclose(cached, full, rtol=tol, atol=tol))
+                self.reuse_prefix = self._verified
+                return full
+        return self._full(embeds, keep, rows)
+
+    def _full(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor:
         kwargs: dict[str, object] = {"inputs_embeds": embeds, "use_cache": False}
         if keep is not None:
             keep_l = keep.to(device=embeds.device, dtype=torch.long)          # (B, L)
@@ -120,6 +197,9 @@ class _Forward:
             # later tokens shift left over deleted ones; deleted rows are never read
             kwargs["position_ids"] = (keep_l.cumsum(-1) - 1).clamp_min(0)     # (B, L)
         union, inverse = torch.unique(rows, sorted=True, return_inverse=True)  # (U,), (B, n)
+        self.calls += 1
+        self.rows_run += int(embeds.shape[0])
+        self.positions_run += int(embeds.shape[0] * embeds.shape[1])
         if self.slices_logits:
             kwargs["logits_to_keep"] = union                                    # 1-D: same rows for all
             logits = self.model(**kwargs).logits                                # (B, U, V)
@@ -153,10 +233,14 @@ def _scoring_rows(rows: Sequence[int], keep: Tensor | None, batch: int, device: 
 
 
 class CausalLMObjective:
-    """The score S: ``(B, L, d) embeds, (B, L) keep | None -> (B,)`` (differentiable)."""
+    """The score S: ``(B, L, d) embeds, (B, L) keep | None -> (B,)`` (differentiable).
+
+    ``clean`` ``(L, d)``: the unperturbed input embeddings, which enables shared-prefix reuse
+    for evaluations without gradients (see :class:`_Forward`).
+    """
 
     def __init__(self, model: torch.nn.Module, ids: Tensor, targets: Sequence[int], score: str,
-                 alternative: int | None) -> None:
+                 alternative: int | None, clean: Tensor | None = None) -> None:
         self.model = model
         self.ids = ids                                                          # (L,)
         self.targets = tuple(int(t) for t in targets)                           # target positions
@@ -164,12 +248,19 @@ class CausalLMObjective:
         self.target_ids = ids[list(self.targets)]                               # (n,)
         self.score = score
         self.alternative = alternative
-        self._forward = _Forward(model)
+        self._forward = _Forward(model, clean)
+
+    @property
+    def forward_counts(self) -> dict[str, int]:
+        """Model calls, batch rows and token positions run so far (for benchmarks)."""
+        f = self._forward
+        return {"calls": f.calls, "rows": f.rows_run, "positions": f.positions_run}
 
     def eager_attention(self) -> contextlib.AbstractContextManager[None]:
         return eager_attention(self.model)
 
-    def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
+    def target_scores(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Per-target terms ``(B, n)`` whose sum over targets is the logprob/logit score."""
         if embeds.dim() != 3:
             raise ValueError(f"objective expects embeds of shape (B, L, d), got {tuple(embeds.shape)}")
         B = embeds.shape[0]
@@ -179,15 +270,49 @@ class CausalLMObjective:
         logits = self._forward(embeds, keep, rows)                              # (B, n, V)
         tgt = self.target_ids.to(embeds.device).view(1, -1, 1).expand(B, -1, 1)  # (B, n, 1)
         if self.score == "logit":
-            return logits.gather(-1, tgt).squeeze(-1).sum(-1)                   # (B,)
+            return logits.gather(-1, tgt).squeeze(-1)                           # (B, n)
         logp = torch.log_softmax(logits, dim=-1)                                # (B, n, V)
-        lp = logp.gather(-1, tgt).squeeze(-1).sum(-1)                           # (B,)
-        if self.score == "logprob":
-            return lp
-        if self.score == "prob":
-            return lp.exp()
-        # contrastive (single target)
-        return lp - logp[:, 0, int(self.alternative)]                           # (B,)
+        lp = logp.gather(-1, tgt).squeeze(-1)                                   # (B, n)
+        if self.score == "contrastive":                                         # single target
+            return lp - logp[:, :, int(self.alternative)]                      # (B, 1)
+        return lp
+
+    def combine(self, terms: Tensor) -> Tensor:
+        """``(B, n)`` per-target terms (or a subset's) -> the score ``(B,)``."""
+        total = terms.sum(-1)
+        return total.exp() if self.score == "prob" else total
+
+    def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
+        return self.combine(self.target_scores(embeds, keep))
+
+
+class CausalLMFamilyObjective:
+    """A family of scores from one forward: ``(B, L, d), keep -> (B, K)``.
+
+    Member ``k`` scores the targets ``members[k]`` exactly as a :class:`CausalLMObjective` over
+    those targets would (same score kind): one forward reads every member's rows (the causal
+    mask makes later rows no concern of earlier targets), so K maps share their forwards.
+    """
+
+    def __init__(self, model: torch.nn.Module, ids: Tensor, members: Sequence[Sequence[int]], score: str,
+                 alternative: int | None, clean: Tensor | None = None) -> None:
+        self.members = tuple(tuple(int(t) for t in mem) for mem in members)
+        union = sorted({t for mem in self.members for t in mem})
+        self.inner = CausalLMObjective(model, ids, union, score, alternative, clean)
+        where = {t: i for i, t in enumerate(union)}
+        self.index = [torch.tensor([where[t] for t in mem], dtype=torch.long) for mem in self.members]
+
+    @property
+    def forward_counts(self) -> dict[str, int]:
+        return self.inner.forward_counts
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
+        terms = self.inner.target_scores(embeds, keep)                          # (B, n)
+        cols = [self.inner.combine(terms[:, idx.to(terms.device)]) for idx in self.index]
+        return torch.stack(cols, dim=-1)                                        # (B, K)
 
 
 class CausalLMLogProbs:
@@ -378,7 +503,7 @@ def causal_lm_problem(
     embeds = vocab_embeds[ids].clone()                                           # (L, d)
 
     target_rows = tuple(t - 1 for t in targets)
-    objective = CausalLMObjective(model, ids, targets, score, alternative)
+    objective = CausalLMObjective(model, ids, targets, score, alternative, clean=embeds)
     return AttributionProblem(
         ids=ids,
         embeds=embeds,

@@ -7,6 +7,7 @@ held fixed (C) and special tokens stay at their actual values along the whole pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -71,8 +72,29 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return alphas, weights
 
 
-def integrated_gradients(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOutput:
-    p = resolve_params("integrated_gradients", params)
+@dataclass(frozen=True)
+class IGPath:
+    """The straight-line path of contract-aware IG: only eligible rows move.
+
+    ``x``/``x0``/``diff`` ``(L, d)``; ``alphas``/``weights`` ``(n,)``.
+    """
+
+    x: Tensor
+    x0: Tensor
+    diff: Tensor
+    alphas: Tensor
+    weights: Tensor
+    steps: int
+    rule: str
+    baseline: str
+    batch_size: int
+
+    def points(self, sl: slice) -> Tensor:
+        """Path points ``(b, L, d)`` for the quadrature nodes in ``sl``."""
+        return self.x0.unsqueeze(0) + self.alphas[sl].view(-1, 1, 1) * self.diff.unsqueeze(0)
+
+
+def ig_path(problem: AttributionProblem, p: Mapping[str, object]) -> IGPath:
     steps, rule, batch_size = int(p["steps"]), str(p["rule"]), int(p["batch_size"])  # type: ignore[arg-type]
     base_name = str(p["baseline"])
     if base_name not in problem.operators:
@@ -83,26 +105,34 @@ def integrated_gradients(problem: AttributionProblem, params: Mapping[str, objec
     x = problem.embeds                                                        # (L, d)
     elig = problem.eligible.unsqueeze(-1)                                     # (L, 1)
     x0 = torch.where(elig, problem.operators[base_name].to(x), x)            # (L, d) baseline: eligible rows only
-    diff = x - x0                                                             # (L, d), exactly 0 outside E
     a = torch.as_tensor(alphas, dtype=x.dtype, device=x.device)               # (n,)
     w = torch.as_tensor(weights, dtype=x.dtype, device=x.device)              # (n,)
-    total = torch.zeros_like(x)                                               # sum_k w_k grad(x_k)
-    for sl in batches(steps, batch_size, bool(p["_progress"]), "integrated_gradients"):
-        path = x0.unsqueeze(0) + a[sl].view(-1, 1, 1) * diff.unsqueeze(0)    # (b, L, d)
-        _, g = _grad_at(problem, path)
-        total = total + (w[sl].view(-1, 1, 1) * g).sum(0)
-    scores = (diff * total).sum(-1)                                           # (L,)
-    with torch.no_grad():
-        s = problem.objective(torch.stack([x, x0]))                           # (2,)
-    s_in, s_base = float(s[0]), float(s[1])
+    return IGPath(x, x0, x - x0, a, w, steps, rule, base_name, batch_size)
+
+
+def ig_finish(problem: AttributionProblem, path: IGPath, total: Tensor, s_in: float, s_base: float) -> MethodOutput:
+    """The map from ``total`` ``(L, d)`` = sum_k w_k grad S(x_k), with IG's report fields."""
+    scores = (path.diff * total).sum(-1)                                      # (L,)
     out = finalize(problem, scores, {})
     delta = float(out.scores.sum()) - (s_in - s_base)
     out.info.update({"score_input": s_in, "score_baseline": s_base, "delta": delta,
-                     "steps": steps, "rule": rule if rule != "riemann" else "riemann_midpoint",
-                     "baseline": base_name})
-    if bool((problem.operators[base_name][problem.eligible] == 0).all()):
+                     "steps": path.steps, "rule": path.rule if path.rule != "riemann" else "riemann_midpoint",
+                     "baseline": path.baseline})
+    if bool((problem.operators[path.baseline][problem.eligible] == 0).all()):
         # e.g. a Llama pad row kept at zero by nn.Embedding(padding_idx): RMSNorm/LayerNorm are
         # discontinuous at the zero vector, so the integrand jumps at alpha = 0 and delta grows
         out.info["warning"] = ("the baseline embedding is the zero vector; normalisation layers are singular "
                                "there, so the path integral may not converge (check delta)")
     return out
+
+
+def integrated_gradients(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOutput:
+    p = resolve_params("integrated_gradients", params)
+    path = ig_path(problem, p)
+    total = torch.zeros_like(path.x)                                          # (L, d) sum_k w_k grad(x_k)
+    for sl in batches(path.steps, path.batch_size, bool(p["_progress"]), "integrated_gradients"):
+        _, g = _grad_at(problem, path.points(sl))                             # (b, L, d)
+        total = total + (path.weights[sl].view(-1, 1, 1) * g).sum(0)
+    with torch.no_grad():
+        s = problem.objective(torch.stack([path.x, path.x0]))                 # (2,)
+    return ig_finish(problem, path, total, float(s[0]), float(s[1]))

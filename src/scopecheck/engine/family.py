@@ -1,0 +1,204 @@
+"""One job for a family of maps: K single-target problems that share their forwards.
+
+A contract with ``target = each`` asks for one map per generated token. Its members are K
+ordinary :class:`AttributionProblem` s (one per target, each compiled from its own
+single-target contract), so every member means exactly what its single-target contract
+means. This module computes them together when the work can be shared, and member by
+member when it cannot; both paths return the same maps (tests compare them in float64).
+
+Sharing (``K`` members, ``L`` positions, ``d`` embedding width, ``n`` IG steps):
+
+* one forward serves every member: the causal LM reads all members' target rows at once
+  (:class:`~scopecheck.engine.scoring.CausalLMFamilyObjective`, ``(B, L, d) -> (B, K)``);
+* gradients of the K scores are taken in one batched backward
+  (``torch.autograd.grad(..., is_grads_batched=True)``: a vmap over the K one-hot
+  cotangents), falling back to K backwards over one retained graph where an operator has
+  no batching rule;
+* ``integrated_gradients``: one forward per path batch serves every member when the
+  members share E and the baseline (``prompt_conditioned``: E is the prompt for every
+  target), so the path costs ``n`` rows for the whole family instead of ``K * n``;
+* ``gradient_x_input`` / ``saliency``: one forward and one batched backward at the input,
+  whatever each member's E (each map is masked to its own E);
+* ``occlusion``: every eligible position of any member is perturbed once and the perturbed
+  forward scores all K members; the perturbed inputs also reuse the unperturbed prefix's
+  key/value cache (see ``scoring._Forward``).
+
+Any other method, or members that cannot share (different ids, scores or models), runs
+member by member through :func:`scopecheck.engine.methods.run_method`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from scopecheck.engine.methods import resolve_method, run_method
+from scopecheck.engine.methods._common import batches, finalize, resolve_params
+from scopecheck.engine.methods.gradients import NORMS, ig_finish, ig_path
+from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.engine.scoring import CausalLMFamilyObjective, CausalLMObjective
+
+Tensor = torch.Tensor
+
+FamilyImpl = Callable[[Sequence[AttributionProblem], CausalLMFamilyObjective, Mapping[str, object]],
+                      list[MethodOutput]]
+
+
+def family_objective(problems: Sequence[AttributionProblem]) -> CausalLMFamilyObjective | None:
+    """The shared objective of ``problems``, or ``None`` when they cannot share forwards
+    (not causal-LM problems, different token sequences, models or score kinds)."""
+    objs = [p.objective for p in problems]
+    if not problems or not all(isinstance(o, CausalLMObjective) for o in objs):
+        return None
+    first: CausalLMObjective = objs[0]  # type: ignore[assignment]
+    for p, o in zip(problems, objs):
+        assert isinstance(o, CausalLMObjective)
+        if (o.model is not first.model or o.score != first.score or o.alternative != first.alternative
+                or p.ids.shape != problems[0].ids.shape or not bool((p.ids == problems[0].ids).all())
+                or set(p.operators) != set(problems[0].operators)):
+            return None
+    return CausalLMFamilyObjective(first.model, problems[0].ids, [o.targets for o in objs],  # type: ignore[union-attr]
+                                   first.score, first.alternative, clean=problems[0].embeds)
+
+
+def batched_grads(scores: Tensor, x: Tensor) -> Tensor:
+    """d scores[:, k] / d x for every k: ``scores`` ``(B, K)``, ``x`` ``(B, L, d)`` -> ``(K, B, L, d)``.
+
+    One vmapped backward over the K one-hot cotangents; K backwards over the retained graph
+    where the vmap has no batching rule for some operator (same numbers, more calls).
+    """
+    K = scores.shape[1]
+    eye = torch.eye(K, dtype=scores.dtype, device=scores.device)                 # (K, K)
+    cot = eye.unsqueeze(1).expand(K, scores.shape[0], K)                        # (K, B, K)
+    try:
+        (g,) = torch.autograd.grad(scores, x, grad_outputs=cot, is_grads_batched=True, retain_graph=True)
+        return g
+    except RuntimeError:
+        pass
+    out = []
+    for k in range(K):
+        (gk,) = torch.autograd.grad(scores[:, k].sum(), x, retain_graph=k < K - 1)
+        out.append(gk)
+    return torch.stack(out)
+
+
+def _grads_at(objective: CausalLMFamilyObjective, embeds: Tensor) -> tuple[Tensor, Tensor]:
+    """Scores ``(B, K)`` and gradients ``(K, B, L, d)`` at ``embeds`` ``(B, L, d)``."""
+    x = embeds.detach().requires_grad_(True)
+    with torch.enable_grad():
+        s = objective(x)                                                         # (B, K)
+        g = batched_grads(s, x)
+    return s.detach(), g.detach()
+
+
+def _gradient_x_input(problems: Sequence[AttributionProblem], objective: CausalLMFamilyObjective,
+                      p: Mapping[str, object]) -> list[MethodOutput]:
+    x = problems[0].embeds                                                       # (L, d)
+    s, g = _grads_at(objective, x.unsqueeze(0))                                  # (1, K), (K, 1, L, d)
+    return [finalize(pb, (g[k, 0] * x).sum(-1), {"score_input": float(s[0, k])}) for k, pb in enumerate(problems)]
+
+
+def _saliency(problems: Sequence[AttributionProblem], objective: CausalLMFamilyObjective,
+              p: Mapping[str, object]) -> list[MethodOutput]:
+    norm = str(p["norm"])
+    if norm not in NORMS:
+        raise ValueError(f"saliency: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    s, g = _grads_at(objective, problems[0].embeds.unsqueeze(0))                # (1, K), (K, 1, L, d)
+    g = g[:, 0]                                                                  # (K, L, d)
+    maps = g.norm(dim=-1) if norm == "l2" else g.abs().sum(-1) if norm == "l1" else g.sum(-1)  # (K, L)
+    return [finalize(pb, maps[k], {"score_input": float(s[0, k]), "norm": norm}) for k, pb in enumerate(problems)]
+
+
+def _integrated_gradients(problems: Sequence[AttributionProblem], objective: CausalLMFamilyObjective,
+                          p: Mapping[str, object]) -> list[MethodOutput] | None:
+    first = problems[0]
+    if any(not bool((pb.eligible == first.eligible).all()) for pb in problems):
+        return None                                  # different E: different paths, nothing to share
+    path = ig_path(first, p)
+    K = len(problems)
+    total = torch.zeros((K, *path.x.shape), dtype=path.x.dtype, device=path.x.device)   # (K, L, d)
+    for sl in batches(path.steps, path.batch_size, bool(p["_progress"]), "integrated_gradients (each target)"):
+        _, g = _grads_at(objective, path.points(sl))                            # (K, b, L, d)
+        total = total + (path.weights[sl].view(1, -1, 1, 1) * g).sum(1)
+    with torch.no_grad():
+        s = objective(torch.stack([path.x, path.x0]))                            # (2, K)
+    return [ig_finish(pb, path, total[k], float(s[0, k]), float(s[1, k])) for k, pb in enumerate(problems)]
+
+
+@torch.no_grad()
+def _occlusion(problems: Sequence[AttributionProblem], objective: CausalLMFamilyObjective,
+               p: Mapping[str, object]) -> list[MethodOutput]:
+    from scopecheck.engine.methods._common import check_operator
+
+    first = problems[0]
+    op = check_operator(first, p["operator"])
+    union = torch.zeros_like(first.eligible)
+    for pb in problems:
+        union |= pb.eligible
+    pos = torch.nonzero(union).flatten()                                         # (M,)
+    M, L = int(pos.numel()), first.length
+    drop = torch.zeros(M, L, dtype=torch.bool, device=first.embeds.device)
+    drop[torch.arange(M, device=pos.device), pos] = True                         # one feature per row
+    # every member's "all of E_k perturbed" row, then the input itself: one more batch
+    extra = torch.stack([pb.eligible for pb in problems])                        # (K, L)
+    rows = torch.cat([drop, extra])                                              # (M + K, L)
+    size = int(p["batch_size"])
+    out = []
+    for sl in batches(rows.shape[0], size, bool(p["_progress"]), "occlusion (each target)"):
+        embeds, keep = _replace(first, union, op, rows[sl])
+        out.append(objective(embeds, keep))                                      # (b, K)
+    s_all = torch.cat(out)                                                       # (M + K, K)
+    s_in = objective(first.embeds.unsqueeze(0))[0]                               # (K,)
+    results = []
+    for k, pb in enumerate(problems):
+        scores = torch.zeros(L, dtype=first.embeds.dtype, device=first.embeds.device)
+        scores[pos] = s_in[k] - s_all[:M, k]
+        results.append(finalize(pb, scores, {"score_input": float(s_in[k]), "score_baseline": float(s_all[M + k, k]),
+                                             "operator": op, "evaluations": int(pb.eligible.sum()) + 2}))
+    return results
+
+
+def _replace(problem: AttributionProblem, union: Tensor, op: str, drop: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``problem.replace`` with the union of the members' E as the perturbable set."""
+    from dataclasses import replace
+
+    return replace(problem, eligible=union).replace(op, drop)
+
+
+FAMILY_METHODS: dict[str, Callable[..., list[MethodOutput] | None]] = {
+    "integrated_gradients": _integrated_gradients,
+    "gradient_x_input": _gradient_x_input,
+    "saliency": _saliency,
+    "occlusion": _occlusion,
+}
+
+
+def run_family(name: str, problems: Sequence[AttributionProblem], params: Mapping[str, object] | None = None, *,
+               seed: int = 0, progress: bool = False, shared: bool = True) -> tuple[list[MethodOutput], bool]:
+    """Run method ``name`` on every member; ``(outputs, shared)`` where ``shared`` says whether
+    the forwards were shared (``False``: member by member). ``shared=False`` forces the
+    member-by-member path (the reference the shared one is tested against)."""
+    canonical = resolve_method(name)
+    impl = FAMILY_METHODS.get(canonical)
+    objective = family_objective(problems) if (shared and impl is not None) else None
+    if impl is not None and objective is not None:
+        resolved = resolve_params(canonical, dict(params or {}))
+        resolved["_seed"] = int(seed)
+        resolved["_progress"] = bool(progress)
+        torch.manual_seed(seed)
+        outs = impl(problems, objective, resolved)
+        if outs is not None:
+            for o in outs:
+                o.info.setdefault("method", canonical)
+                o.info.setdefault("seed", int(seed))
+                o.info["family_shared"] = 1
+            return outs, True
+    outs = []
+    for pb in problems:
+        torch.manual_seed(seed)
+        outs.append(run_method(canonical, pb, params, seed=seed, progress=progress))
+    return outs, False
+
+
+__all__ = ["FAMILY_METHODS", "batched_grads", "family_objective", "run_family"]

@@ -1,0 +1,173 @@
+"""Shared computation equals the unshared one: map families, prefix reuse, batched backwards,
+and the float64 patch (all in float64)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from scopecheck.engine.family import batched_grads, family_objective, run_family
+from scopecheck.engine.methods import run_method
+from scopecheck.engine.precision import float64_forward
+from scopecheck.engine.scoring import causal_lm_problem
+from tiny_llama import PAD, make_tiny_llama
+
+IDS = torch.tensor([1, 7, 12, 25, 9, 31, 18, 4, 22, 5, 11])     # BOS, prompt 1..5, generation 6..10
+TARGETS = (6, 7, 8, 9, 10)
+#: a longer sequence for prefix reuse: BOS, prompt 1..20, generation 21..23
+LONG = torch.tensor([1, *[(7 * i + 5) % 36 + 4 for i in range(20)], 18, 4, 22])
+METHODS = {
+    "integrated_gradients": {"steps": 12, "baseline": "pad", "batch_size": 5},
+    "gradient_x_input": {},
+    "saliency": {"norm": "l1"},
+    "occlusion": {"operator": "pad", "batch_size": 3},
+}
+
+
+def tiny_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=40, n_positions=32, bos_token_id=1,
+                     eos_token_id=2, initializer_range=0.2)
+    return GPT2LMHeadModel(cfg).to(torch.float64).eval()
+
+
+MODELS = {"llama-eager": lambda: make_tiny_llama(attn="eager"), "llama-sdpa": lambda: make_tiny_llama(attn="sdpa"),
+          "gpt2": tiny_gpt2}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request):
+    return MODELS[request.param]()
+
+
+def problems(model, contract: str, targets=TARGETS):
+    out = []
+    for t in targets:
+        e = torch.zeros(len(IDS), dtype=torch.bool)
+        e[1:6 if contract == "prompt_conditioned" else t] = True              # local_next_token: prompt + prefix
+        out.append(causal_lm_problem(model, IDS, e, [t], pad_id=PAD))
+    return out
+
+
+@pytest.mark.parametrize("contract", ["prompt_conditioned", "local_next_token"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_family_equals_single_targets(model, contract, method):
+    probs = problems(model, contract)
+    shared, was_shared = run_family(method, probs, METHODS[method])
+    alone, not_shared = run_family(method, probs, METHODS[method], shared=False)
+    assert not not_shared
+    # IG needs one E for the whole path: local next-token members differ in E
+    assert was_shared == (method != "integrated_gradients" or contract == "prompt_conditioned")
+    for pb, a, b in zip(probs, shared, alone):
+        torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-10)
+        assert bool((a.scores[~pb.eligible] == 0).all())
+        for key in ("score_input", "score_baseline", "delta", "evaluations"):
+            if key in b.info:
+                assert a.info[key] == pytest.approx(b.info[key], abs=1e-10), key
+
+
+def test_family_ig_shares_the_path_forwards(model):
+    """K maps, one path: the model runs once over the 12 path points (and once over the
+    input/baseline pair) for all five targets, against 5 x 2 calls member by member."""
+    probs = problems(model, "prompt_conditioned")
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        params = {"steps": 12, "baseline": "pad", "batch_size": 12}
+        run_family("integrated_gradients", probs, params)
+        shared = len(calls)
+        calls.clear()
+        run_family("integrated_gradients", probs, params, shared=False)
+        alone = len(calls)
+    finally:
+        handle.remove()
+    assert (shared, alone) == (2, 2 * len(TARGETS))
+
+
+def test_batched_grads_equal_one_backward_each(model):
+    probs = problems(model, "prompt_conditioned")
+    fam = family_objective(probs)
+    x = probs[0].embeds.unsqueeze(0).repeat(2, 1, 1).requires_grad_(True)
+    s = fam(x)                                                                 # (2, K)
+    g = batched_grads(s, x)                                                    # (K, 2, L, d)
+    for k in range(len(TARGETS)):
+        (ref,) = torch.autograd.grad(fam(x)[:, k].sum(), x)
+        torch.testing.assert_close(g[k], ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["occlusion", "kernel_shap", "lime"])
+def test_prefix_reuse_is_exact_and_saves_work(model, method):
+    """Perturbed forwards reuse the clean prefix's KV cache: same numbers, fewer positions run."""
+    e = torch.zeros(len(LONG), dtype=torch.bool)
+    e[1:21] = True
+    params = {"operator": "pad", "batch_size": 4}
+    if method != "occlusion":
+        params["samples"] = 24
+
+    def run(reuse: bool):
+        pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
+        pb.objective._forward.reuse_prefix = reuse
+        out = run_method(method, pb, params, seed=3)
+        return out, pb.objective.forward_counts
+
+    cached, n_cached = run(True)
+    plain, n_plain = run(False)
+    torch.testing.assert_close(cached.scores, plain.scores, rtol=0, atol=1e-10)
+    if method == "occlusion":                  # late positions perturbed: only the suffix is recomputed
+        assert n_cached["positions"] < n_plain["positions"]
+
+
+def test_prefix_reuse_disagreement_falls_back_to_full_forwards(monkeypatch):
+    """The first reuse is checked against the full forward; a cache that disagrees is never used."""
+    model = make_tiny_llama(attn="eager")
+    e = torch.zeros(len(IDS), dtype=torch.bool)
+    e[1:6] = True
+    pb = causal_lm_problem(model, IDS, e, [8], pad_id=PAD)
+    fwd = pb.objective._forward
+    real = fwd._suffix
+    monkeypatch.setattr(fwd, "_suffix", lambda *a: real(*a) + 1.0)            # a broken cache
+    ref = causal_lm_problem(model, IDS, e, [8], pad_id=PAD)
+    ref.objective._forward.reuse_prefix = False
+    out = run_method("occlusion", pb, {"operator": "pad", "batch_size": 2})
+    want = run_method("occlusion", ref, {"operator": "pad", "batch_size": 2})
+    torch.testing.assert_close(out.scores, want.scores, rtol=0, atol=1e-12)
+    assert fwd.reuse_prefix is False
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_float64_patch_makes_ig_complete(attn):
+    """Llama's RMSNorm, rotary tables and eager softmax compute in float32 even for a float64
+    model; inside float64_forward the completeness gap falls to rounding level, and every
+    module is restored afterwards."""
+    from transformers.models.llama import modeling_llama
+
+    model = make_tiny_llama(attn=attn)
+    e = torch.zeros(len(IDS), dtype=torch.bool)
+    e[1:6] = True
+    pb = causal_lm_problem(model, IDS, e, [8], pad_id=PAD)
+    params = {"steps": 256, "baseline": "pad"}
+    before = pb.objective(pb.embeds.unsqueeze(0)).item()
+    loose = abs(run_method("integrated_gradients", pb, params).info["delta"])
+    original = modeling_llama.eager_attention_forward
+    with float64_forward(model) as note:
+        tight = abs(run_method("integrated_gradients", pb, params).info["delta"])
+        inside = pb.objective(pb.embeds.unsqueeze(0)).item()
+        assert "LlamaRMSNorm" in note.text() and "LlamaRotaryEmbedding" in note.text()
+    assert loose > 1e-9                       # float32 internals: the gap stays at float32 rounding
+    assert tight < 1e-12
+    assert abs(inside - before) > 1e-10      # the patched forward really is a different computation
+    assert modeling_llama.eager_attention_forward is original
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    assert pb.objective(pb.embeds.unsqueeze(0)).item() == before
+
+
+def test_float64_patch_is_a_note_for_other_dtypes():
+    model = make_tiny_llama().to(torch.float32)
+    with float64_forward(model) as note:
+        assert note.dtype == "float32" and not note.patched
+    assert "float32" in note.text()
+    assert "tiny_llama" in sys.modules
