@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from scopecheck.engine.models import LoadOptions
     from scopecheck.loader import check_file, collect
     from scopecheck.report.terminal import heatmap_text
-    from scopecheck.runner import Runner
+    from scopecheck.runner import ContractRun, Runner
     from scopecheck.spec import model as m
 
     report_dir = args.report or DEFAULT_REPORT_DIR
@@ -72,7 +72,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"scopecheck: {msg}", file=sys.stderr)
         return 1
     files, errors = collect(args.paths)
-    contracts: list[m.Contract] = []
+    # every contract in file order: (contract, None) runs; (contract, why) is invalid and is reported
+    # as not run (summary, HTML, JSON) with its errors
+    entries: list[tuple[m.Contract, str | None]] = []
+    loose = list(errors)  # errors of no contract: unreadable files, parse errors, claims
     for f in files:
         sf = check_file(f)
         # a contract's validation errors are that contract's: the file's other contracts still run
@@ -80,13 +83,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         for d in sf.documents:
             mine = [i for i, e in enumerate(sf.errors) if d.span.line <= e.span.line <= d.span.end_line]
             owned.update(mine)
-            if not mine and isinstance(d, m.Contract):
-                contracts.append(d)
+            if isinstance(d, m.Contract):
+                entries.append((d, "\n".join(sf.errors[i].render() for i in mine) if mine else None))
+            else:
+                loose += [sf.errors[i] for i in mine]
+        loose += [e for i, e in enumerate(sf.errors) if i not in owned]
         errors += [e for i, e in enumerate(sf.errors) if i in owned] + \
             [e for i, e in enumerate(sf.errors) if i not in owned]
     if errors:
         _print_errors(errors)
-        if not contracts:
+        if not entries:
             return 1
     out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
     runner = Runner(device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
@@ -97,7 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner.executor, runner.ray_address, runner.workers = args.executor, args.address, max(1, args.workers)
     runner.options = LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)
     runs = []
-    for c in contracts:
+    for c, why in entries:
+        if why is not None:  # invalid: printed above; reported as not run
+            runs.append(ContractRun(c, error=why))
+            continue
         cr = runner.run(c)
         if cr.result is not None and not args.no_expect:
             cr.outcomes = [runner.evaluate(cr, e) for e in c.expects]
@@ -111,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.print()
     from scopecheck.report.summary import print_summary
 
-    print_summary(runs, out)
+    totals = print_summary(runs, out, len(loose))
     # both documents are rendered (and the JSON validated) before either file is replaced
     from scopecheck.report.jsonout import atomic_write_many, dumps, results_json, validate_results
 
@@ -119,7 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report_dir != "-":
         from scopecheck.report.html import render_report
 
-        outputs.append((str(Path(report_dir) / "index.html"), render_report(runs)))
+        page = render_report(runs, problems=[e.render() for e in loose])
+        outputs.append((str(Path(report_dir) / "index.html"), page))
     if args.json:
         doc = results_json(runs)
         validate_results(doc)
@@ -135,12 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     for path, _ in outputs:
         print(f"{'HTML report' if path.endswith('index.html') else 'JSON results'}: {path}", file=sys.stderr)
-    failed = sum(1 for r in runs for o in r.outcomes if not o.passed) + sum(1 for r in runs if r.result is None) + \
-        len(errors)
-    passed = sum(1 for r in runs for o in r.outcomes if o.passed)
-    print(f"{len(runs)} contract(s) run; expectations: {passed} passed, {failed} failed",
-          file=sys.stderr)
-    return 1 if failed else 0
+    # the totals line was printed once, under the summary table; the exit status says the same
+    return 1 if (totals["failed"] or totals["errors"] or loose) else 0
 
 
 def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:

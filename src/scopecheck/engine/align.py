@@ -143,6 +143,41 @@ def align(tokenizer, prompt: m.Prompt, output_text: str, output_ids: list[int] |
     return Alignment(tuple(toks), ptext, output_text, segs)
 
 
+def _pieces(tokenizer, ids: list[int]) -> list[str]:
+    return [str(p) for p in tokenizer.convert_ids_to_tokens(ids)]
+
+
+def join_warning(tokenizer, prompt_text: str, output_text: str) -> str | None:
+    """A warning when the tokens the model reads for ``prompt + output`` (each tokenized on its
+    own, then concatenated) are not how the tokenizer reads the joined text.
+
+    The joined text is the prompt followed by the output, directly or with one space between
+    (SentencePiece tokenizers start every text at a word boundary, so ``"The dog is"`` +
+    ``"black"`` reads as ``"The dog is black"``; both joins are accepted). A lone word-boundary
+    token at the start of the output (SentencePiece's ``▁`` before a piece that has no
+    ``▁``-prefixed form, as in ``"girl nam"`` + ``"ed Lily"``) is always reported: it is a token
+    the joined text would not contain.
+    """
+    p_ids = _encode(tokenizer, prompt_text)[0]
+    o_ids = _encode(tokenizer, output_text)[0]
+    if not p_ids or not o_ids:
+        return None
+    ran = p_ids + o_ids
+    first = _pieces(tokenizer, o_ids[:1])[0]
+    lone = first in ("\u2581", "\u0120") and not output_text[:1].isspace()
+    if not lone:
+        for sep in ("", " "):
+            if _encode(tokenizer, prompt_text + sep + output_text)[0] == ran:
+                return None
+    joined = prompt_text + ("" if prompt_text.endswith(" ") or output_text.startswith(" ") else "")
+    canonical = _encode(tokenizer, joined + output_text)[0]
+    k = len(p_ids) - 1                                   # show from the prompt's last token
+    return (f"the output's tokens change when joined to the prompt: the model reads "
+            f"{_pieces(tokenizer, ran[k:])} (prompt and output tokenized separately), while the joined text "
+            f"{(joined + output_text)[-40:]!r} tokenizes as {_pieces(tokenizer, canonical[k:])}; split the "
+            "output at a word boundary, or write the whole text as the prompt")
+
+
 def _anchor(al: Alignment, space: str, ref: m.TextRef, span: Span) -> tuple[int, int]:
     text = al.prompt_text if space == "x" else al.output_text
     where = "prompt" if space == "x" else "output"

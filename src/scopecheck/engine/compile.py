@@ -37,6 +37,7 @@ class Compiled:
     targets: tuple[int, ...]      # positions of O
     generated: bool               # the output was produced by a decoding rule, then frozen
     score_kind: str
+    warnings: tuple[str, ...] = ()  # what the user should know about this computation (reported)
 
 
 def freeze_output(contract: m.Contract, lm: LoadedModel, prompt_ids: list[int]) -> tuple[str, list[int] | None]:
@@ -83,7 +84,11 @@ def _union(al: Alignment, sels: tuple[m.Selector, ...]) -> dict[int, m.Selector]
     return out
 
 
-def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel) -> Compiled:
+def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, *, strict: bool = False,
+                     frozen: tuple[str, list[int] | None] | None = None) -> Compiled:
+    """``strict``: warnings about the input (an output whose tokens change when joined to the
+    prompt) are positioned errors instead. ``frozen``: an output already frozen (text, ids),
+    so the members of a map family share one generation."""
     sc = resolved.scope
     if sc.process is not None and sc.process.kind == "masked_diffusion":
         raise ContractValidationError("a diffusion contract compiles with scopecheck.engine.diffusion.compile",
@@ -97,7 +102,17 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel) 
     tok = lm.tokenizer
     prompt_ids = read_prompt(tok, contract.prompt)
     check_context(lm, len(prompt_ids) + 1, "the prompt", contract.prompt.span)
-    out_text, out_ids = freeze_output(contract, lm, prompt_ids)
+    out_text, out_ids = frozen if frozen is not None else freeze_output(contract, lm, prompt_ids)
+    warnings: list[str] = []
+    if out_ids is None and not contract.prompt.chat:
+        from scopecheck.engine.align import join_warning
+
+        joined = join_warning(tok, contract.prompt.text, out_text)
+        if joined and strict:
+            raise ContractValidationError(joined, contract.output.span if contract.output else contract.span,
+                                          expected="an output whose tokens are the joined text's", rule="tokenization")
+        if joined:
+            warnings.append(joined)
     al = align(tok, contract.prompt, out_text, out_ids)
     L = len(al.tokens)
     check_context(lm, L, "the prompt and the output", contract.output.span if contract.output else contract.span)
@@ -165,7 +180,7 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel) 
                                 pad_id=tok.pad_token_id, mask_id=getattr(tok, "mask_token_id", None),
                                 unk_id=tok.unk_token_id)
     return Compiled(contract, resolved, al, problem, tuple(sorted(E)), tuple(sorted(C)), special, tuple(sorted(O)),
-                    out_ids is not None, sc.score.kind)
+                    out_ids is not None, sc.score.kind, tuple(warnings))
 
 
 def _fmt(sel: m.Selector) -> str:

@@ -45,6 +45,10 @@ class AttributionResult:
     #: masked-diffusion contracts: sampler settings, estimator (samples, standard error), adapter
     #: and the recorded chain (``chain.steps``: stage, committed slots, tokens, log-probs)
     diffusion: dict[str, Any] | None = None
+    #: ``aggregate`` of the method (tokens | words); with ``words``, the word-level map
+    #: (:class:`scopecheck.engine.words.WordScore`: each word's score the sum of its tokens')
+    aggregate: str = "tokens"
+    words: tuple[Any, ...] | None = None
 
     @property
     def scores(self) -> list[float]:
@@ -97,6 +101,8 @@ class AttributionResult:
             "info": {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool)) or v is None},
             "tokens": [t.__dict__ for t in self.tokens],
             **({"diffusion": self.diffusion} if self.diffusion is not None else {}),
+            "aggregate": self.aggregate,
+            **({"words": [w.to_json() for w in self.words]} if self.words is not None else {}),
         }
 
 

@@ -8,16 +8,34 @@ from typing import Any
 
 import torch
 
-from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selector, format_document
+from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selector, fmt_value, format_document
 from scopecheck.engine.compile import Compiled, compile_contract, contract_dir
 from scopecheck.engine.models import LoadOptions, load
 from scopecheck.engine.result import AttributionResult, TokenScore
+from scopecheck.engine.words import AGGREGATIONS, DEFAULT_AGGREGATION, TEXT_ROLES, alignment_inputs, word_map
 from scopecheck.errors import ContractErrors, ContractValidationError
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import resolve, validate
 
 OPERATOR_PARAMS = ("baseline", "operator", "perturbation")
 OPERATOR_FALLBACK = ("pad", "unk", "mask", "zero", "noop")
+#: Method parameters every method accepts, handled here rather than by the method itself.
+COMMON_PARAMS = ("aggregate",)
+
+
+def aggregation(method: m.Method) -> str:
+    """``aggregate = tokens | words`` of a method (default tokens): how the map is reported.
+    A value outside the choices is a positioned error (the validator reports it first)."""
+    for p in method.params:
+        if p.key == "aggregate":
+            value = p.value.name if isinstance(p.value, m.Ident) else p.value.value if isinstance(p.value, m.Text) \
+                else None
+            if value not in AGGREGATIONS:
+                raise ContractValidationError(f"method `{method.name}`: `aggregate = {fmt_value(p.value)}` is not "
+                                              "allowed", p.span, expected="aggregate = " + " | ".join(AGGREGATIONS),
+                                              rule="params")
+            return str(value)
+    return DEFAULT_AGGREGATION
 
 
 def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, Any], str | None]:
@@ -25,7 +43,7 @@ def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, 
     from scopecheck.engine.catalog import METHOD_ALIASES, METHODS
 
     name = METHOD_ALIASES.get(method.name, method.name)
-    params = {p.key: m.py_value(p.value) for p in method.params}
+    params = {p.key: m.py_value(p.value) for p in method.params if p.key not in COMMON_PARAMS}
     info = METHODS[name]
     operator = None
     for key in OPERATOR_PARAMS:
@@ -53,6 +71,7 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         raise ContractErrors(errs)
     resolved = resolve(contract)
     assert contract.model is not None and contract.method is not None
+    aggregate = aggregation(contract.method)  # before the model loads: a bad value fails fast
     process = resolved.scope.process
     if process is not None and process.kind == "masked_diffusion":
         from scopecheck.engine.diffusion.compile import compile_diffusion
@@ -101,6 +120,15 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
     E, C, O = set(compiled.eligible), set(compiled.fixed) | set(compiled.special), set(compiled.targets)
     toks = tuple(TokenScore(t.position, t.text, t.role, t.index, t.position in E, t.position in C,
                             t.position in O, float(scores[t.position])) for t in compiled.alignment.tokens)
+    words = None
+    if aggregate == "words":
+        al = compiled.alignment
+        # the tokenizer's pieces (``▁upon``, ``Ġupon``) mark word starts where a token has no offset
+        pieces = [str(lm.tokenizer.convert_ids_to_tokens(int(t.id))) if t.role in TEXT_ROLES else t.text
+                  for t in al.tokens]
+        roles, spans, texts, pieces = alignment_inputs(al, pieces)
+        words = word_map(roles, spans, texts, pieces, [t.score for t in toks], [t.eligible for t in toks],
+                         [t.target for t in toks])
     sc = resolved.scope
     scope = {"score": fmt_score(sc.score), "fixed": fmt_features(sc.fixed), "explain": fmt_selector(sc.explain),
              "process": sc.process.kind + fmt_params(sc.process.params),
@@ -121,7 +149,7 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         score_input=_f(full.get("score_input")), score_baseline=_f(full.get("score_baseline")), info=full,
         model=lm.identity, device=lm.device, dtype=lm.dtype, seed=seed,
         special=tuple(compiled.alignment.tokens[p].text for p in compiled.special), compiled=compiled,
-        diffusion=diffusion)
+        diffusion=diffusion, aggregate=aggregate, words=words)
 
 
 def _f(v: Any) -> float | None:

@@ -318,9 +318,9 @@ class CausalLMFamilyObjective:
 class CausalLMLogProbs:
     """Full-vocabulary log-probs at the target rows: ``(B, L, d), keep -> (B, n_targets, V)``."""
 
-    def __init__(self, model: torch.nn.Module, target_rows: Sequence[int]) -> None:
+    def __init__(self, model: torch.nn.Module, target_rows: Sequence[int], clean: Tensor | None = None) -> None:
         self.target_rows = tuple(int(r) for r in target_rows)
-        self._forward = _Forward(model)
+        self._forward = _Forward(model, clean)
 
     def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
         return self.at_rows(embeds, keep, self.target_rows)
@@ -512,6 +512,6 @@ def causal_lm_problem(
         operators=operators,
         target_rows=target_rows,
         attentions=CausalLMAttentions(model),
-        logprobs=CausalLMLogProbs(model, target_rows),
+        logprobs=CausalLMLogProbs(model, target_rows, clean=embeds),
         vocab_embeds=vocab_embeds,
     )

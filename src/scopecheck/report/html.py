@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from scopecheck.report.jsonout import atomic_write_text, results_json
-from scopecheck.report.summary import fmt_number, fmt_operand, fmt_range, method_text
+from scopecheck.report.summary import fmt_number, fmt_operand, fmt_range, method_text, summary_line
 
 POS_RGB = (220, 38, 38)      # positive attribution: red
 NEG_RGB = (37, 99, 235)      # negative attribution: blue
@@ -75,6 +75,41 @@ def _token_view(t: dict[str, Any], peak: float) -> dict[str, Any]:
     title = f"{ref} {t['text']!r}: score {fmt_score(t['score'])}" + (f" — {', '.join(marks)}" if marks else "")
     return {**t, "shown": shown(t["text"]), "text_json": json.dumps(t["text"], ensure_ascii=False), "cls": " ".join(classes), "style": style, "ref": ref,
             "score_text": fmt_score(t["score"]), "title": title, "marks": ", ".join(marks)}
+
+
+def _word_views(words: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
+    """The word map: each word shaded like a token (by |score| / max |score| over words with
+    eligible tokens), with the positions of its tokens."""
+    peak = max((abs(_f(w["score"])) for w in words if w["eligible"] != "none" and math.isfinite(_f(w["score"]))),
+               default=0.0)
+    views = []
+    for w in words:
+        s = _f(w["score"])
+        classes = ["word", "tok", w["role"]]
+        style = ""
+        if w["eligible"] != "none":
+            classes.append("eligible")
+            a = 0.0 if peak <= 0 or not math.isfinite(s) else min(1.0, abs(s) / peak)
+            rgb = POS_RGB if s >= 0 else NEG_RGB
+            style = f"background-color: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {max(a, 0.04):.3f});"
+            if a > 0.55:
+                style += " color: #fff;"
+            if w["eligible"] == "partial":
+                classes.append("partial")
+        else:
+            classes.append("fixed" if w["role"] in ("special", "output") else "ineligible")
+        if w["target"]:
+            classes.append("target")
+        pos = w["positions"]
+        span = str(pos[0]) if len(pos) == 1 else f"{pos[0]}–{pos[-1]}"
+        marks = [m for m, on in (("partly eligible: the sum over its eligible tokens", w["eligible"] == "partial"),
+                                 ("target (O)", w["target"])) if on]
+        title = (f"{w['text']!r} (tokens {span}): score {fmt_score(w['score'])}, the sum of its tokens' scores"
+                 + (f" — {', '.join(marks)}" if marks else ""))
+        views.append({**w, "shown": shown(w["text"]), "text_json": json.dumps(w["text"], ensure_ascii=False),
+                      "cls": " ".join(classes), "style": style, "span": span, "score_text": fmt_score(w["score"]),
+                      "title": title, "marks": ", ".join(marks)})
+    return views, peak
 
 
 def _check_views(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -180,6 +215,9 @@ def _view(rec: dict[str, Any]) -> dict[str, Any]:
     scope = [{"letter": L, "key": k, "label": label, "text": rec["scope"][k]["text"],
               "origin": rec["scope"][k]["origin"]} for L, k, label in LETTERS]
     params = [{"key": k, "value": fmt_number(v)} for k, v in (rec["method"]["params"] or {}).items()]
+    word_views, word_peak = _word_views(rec["words"]) if rec.get("words") is not None else ([], 0.0)
+    if rec.get("aggregate", "tokens") != "tokens" and "aggregate" not in (rec["method"]["params"] or {}):
+        params.append({"key": "aggregate", "value": rec["aggregate"]})
     exps = [{**e, "measured_text": fmt_operand(e["measured"]) if e["op"] else fmt_number(e["measured"]),
              "threshold_text": fmt_operand(e["threshold"]) if e["op"] and e["threshold"] is not None else ""}
             for e in rec["expectations"]]
@@ -192,6 +230,8 @@ def _view(rec: dict[str, Any]) -> dict[str, Any]:
         "params": params,
         "method_text": method_text(rec),
         "token_views": [_token_view(t, peak) for t in rec["tokens"]],
+        "word_views": word_views,
+        "word_peak_text": f"{word_peak:.3e}",
         "check_views": _check_views(rec["checks"]),
         "plots": _curve_plots(rec["checks"]),
         "diffusion_view": _diffusion_view(rec),
@@ -217,9 +257,12 @@ def _environment():
     )
 
 
-def render_report(runs: Iterable[Any], title: str = "scopecheck report") -> str:
-    """The report as one HTML string (nothing is written)."""
+def render_report(runs: Iterable[Any], title: str = "scopecheck report", problems: Iterable[str] = ()) -> str:
+    """The report as one HTML string (nothing is written). Contracts that did not run (invalid, or
+    failed while running) are runs with an error and appear with it; ``problems``: rendered errors
+    that belong to no contract (a file that cannot be read or parsed), listed under the overview."""
     doc = results_json(runs)
+    problems = [str(p) for p in problems]
     views = [_view(rec) for rec in doc["runs"]]
     seen: dict[str, int] = {}
     for v in views:
@@ -227,7 +270,8 @@ def render_report(runs: Iterable[Any], title: str = "scopecheck report") -> str:
         seen[base] = seen.get(base, 0) + 1
         v["anchor"] = f"c-{base}" + (f"-{seen[base]}" if seen[base] > 1 else "")
     template = _environment().get_template("report.html.j2")
-    return template.render(doc=doc, runs=views, title=title, pos_rgb=POS_RGB, neg_rgb=NEG_RGB)
+    return template.render(doc=doc, runs=views, title=title, pos_rgb=POS_RGB, neg_rgb=NEG_RGB,
+                           totals_line=summary_line(doc["runs"], len(problems)), problems=problems)
 
 
 def write_report(runs: Iterable[Any], directory: str | os.PathLike[str], *, title: str = "scopecheck report",

@@ -2,9 +2,10 @@
 
 The document states, per run, the whole contract (canonical text and the five SCOPE
 elements with their origin), the method and its parameters, the baseline/perturbation
-operator, the model, device, dtype and seed, the map (every token with its score and
-roles), every check (fields, ranges, direction, configuration, raw curves) and every
-expectation (pass/fail, measured value, threshold) -- seed 002, "Reporting Attribution
+operator, the model (with a GGUF checkpoint's quantization), device, dtype and seed, the map
+(every token with its score and roles; with ``aggregate = words`` also every word, its tokens'
+positions and its score, the sum of theirs), every check (fields, ranges, direction, configuration,
+raw curves) and every expectation (pass/fail, measured value, threshold) -- seed 002, "Reporting Attribution
 Results". Non-finite floats, which JSON cannot hold, are written as the strings
 ``"inf"``, ``"-inf"`` and ``"nan"``.
 
@@ -254,6 +255,17 @@ def _output_text(r: Any) -> str:
     return "".join(t.text for t in r.tokens if t.role == "output")
 
 
+def _quantization(r: Any) -> str | None:
+    """A GGUF checkpoint's quantization (``Q8_0``, ``Q4_1``, ``F32``...); None for other models."""
+    q = getattr(r, "quantization", None)
+    if q is not None:
+        return str(q)
+    import sys
+
+    models = sys.modules.get("scopecheck.engine.models")  # not imported: no model was loaded here
+    return models.quantization_of(r.model) if models is not None and r.model is not None else None
+
+
 def run_record(run: Any) -> dict[str, Any]:
     """One run as plain JSON data (the ``runs[i]`` of :func:`results_json`)."""
     run = as_run(run)
@@ -264,7 +276,8 @@ def run_record(run: Any) -> dict[str, Any]:
             "contract": r.contract_text, "kind": r.kind,
             "scope": {e: {"text": r.scope.get(e), "origin": r.origin.get(e)} for e in ELEMENTS},
             "method": {"name": r.method, "params": jsonable(dict(r.method_params)), "operator": r.operator},
-            "model": r.model, "device": r.device, "dtype": r.dtype, "seed": int(r.seed),
+            "model": r.model, "quantization": _quantization(r), "device": r.device, "dtype": r.dtype,
+            "seed": int(r.seed),
             "output": {"ids": [int(i) for i in r.output_ids], "generated": bool(r.generated),
                        "text": _output_text(r)},
             "special_held_fixed": list(r.special),
@@ -277,6 +290,10 @@ def run_record(run: Any) -> dict[str, Any]:
         }
         if r.diffusion is not None:
             rec["diffusion"] = jsonable(r.diffusion)
+        rec["aggregate"] = str(getattr(r, "aggregate", "tokens"))
+        words = getattr(r, "words", None)
+        if words is not None:
+            rec["words"] = [{**w.to_json(), "score": num(w.score)} for w in words]
     else:
         if run.contract is None:
             raise ValueError("a run with neither a result nor a contract cannot be reported")
@@ -285,7 +302,8 @@ def run_record(run: Any) -> dict[str, Any]:
             "name": f["name"], "source": {"path": f["path"], "line": f["line"]},
             "contract": f["contract"], "kind": f["kind"],
             "scope": {e: {"text": f["scope"][e], "origin": f["origin"][e]} for e in ELEMENTS},
-            "method": f["method"], "model": f["model"], "device": None, "dtype": None, "seed": f["seed"],
+            "method": f["method"], "model": f["model"], "quantization": None, "device": None, "dtype": None,
+            "seed": f["seed"],
             "output": None, "special_held_fixed": [], "score_input": None, "score_baseline": None,
             "info": {}, "tokens": [],
         }

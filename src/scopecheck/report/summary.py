@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -65,12 +66,35 @@ def method_text(rec: dict[str, Any]) -> str:
     m = rec["method"]
     if not m.get("name"):
         return "—"
-    params = ", ".join(f"{k} = {fmt_number(v)}" for k, v in (m.get("params") or {}).items())
+    shown = dict(m.get("params") or {})
+    if rec.get("aggregate", "tokens") != "tokens":
+        shown.setdefault("aggregate", rec["aggregate"])
+    params = ", ".join(f"{k} = {fmt_number(v)}" for k, v in shown.items())
     return f"{m['name']}({params})" if params else str(m["name"])
 
 
+def _bare_call(text: str) -> str:
+    """A check call without an empty argument list: ``completeness()`` and ``completeness`` are one call."""
+    return text[:-2] if text.endswith("()") else text
+
+
+def _check_threshold(c: dict[str, Any]) -> str:
+    field = _default_field(c)
+    thr = ""
+    if field is not None:
+        better = c["better"].get(field, "none")
+        thr = f"{field} ∈ {fmt_range(c['ranges'].get(field))}" + (f", {better} is better" if better != "none" else "")
+    tol = c["config"].get("tolerance") if isinstance(c["config"], dict) else None
+    if tol is not None:
+        thr = f"tolerance {fmt_number(tol)}; " + thr
+    return thr
+
+
 def rows(runs: Iterable[Any]) -> list[dict[str, Any]]:
-    """One row per expectation and per check of each run (one error row for a run that failed)."""
+    """One row per expectation and per check of each run (one error row for a run that did not run).
+
+    A check that a bare expectation states (``expect completeness``) is one row, the expectation's,
+    with the check's threshold: not a second ``check completeness`` row with the same verdict."""
     out: list[dict[str, Any]] = []
     for run in runs:
         rec = run if isinstance(run, dict) else run_record(run)
@@ -78,24 +102,25 @@ def rows(runs: Iterable[Any]) -> list[dict[str, Any]]:
         if rec["error"] is not None:
             first = rec["error"].strip().splitlines()[0] if rec["error"].strip() else "error"
             out.append({**base, "item": "run", "status": "ERROR", "measured": first, "threshold": ""})
+        checks = {_bare_call(c["call"]): c for c in rec["checks"] if not c["random"]}
+        stated: set[str] = set()
         for e in rec["expectations"]:
             thr = ""
             if e["op"] is not None and not (e["measured"] is None and e["threshold"] is None):
                 thr = f"{e['op']} {fmt_operand(e['threshold'])}"
             measured = fmt_operand(e["measured"]) if e["op"] is not None else fmt_number(e["measured"])
+            if e["op"] is None:
+                call = _bare_call(e["text"].removeprefix("expect ").strip())
+                if call in checks:
+                    stated.add(call)
+                    thr = thr or _check_threshold(checks[call])
             out.append({**base, "item": e["text"], "status": "PASS" if e["passed"] else "FAIL",
                         "measured": measured, "threshold": thr, "line": e["line"]})
         for c in rec["checks"]:
-            field = _default_field(c)
+            if not c["random"] and _bare_call(c["call"]) in stated:
+                continue
             measured = ", ".join(f"{k} = {fmt_number(v)}" for k, v in c["fields"].items())
-            thr = ""
-            if field is not None:
-                better = c["better"].get(field, "none")
-                thr = f"{field} ∈ {fmt_range(c['ranges'].get(field))}" + (f", {better} is better"
-                                                                         if better != "none" else "")
-            tol = c["config"].get("tolerance") if isinstance(c["config"], dict) else None
-            if tol is not None:
-                thr = f"tolerance {fmt_number(tol)}; " + thr
+            thr = _check_threshold(c)
             status = "—" if c["passed"] is None else ("PASS" if c["passed"] else "FAIL")
             if not all(c["in_range"].values()):
                 status = "OUT OF RANGE"
@@ -110,39 +135,98 @@ _STYLE = {"PASS": "bold green", "FAIL": "bold red", "ERROR": "bold red", "OUT OF
           "RAN": "cyan", "—": "dim"}
 
 
-def summary_table(runs: Iterable[Any], title: str | None = "scopecheck results") -> Table:
-    """A rich Table: contract, method (operator), expectation/check, result, measured, threshold."""
-    table = Table(title=title, show_lines=False, header_style="bold")
-    table.add_column("contract", no_wrap=True)
-    table.add_column("method (operator)", overflow="fold")
-    table.add_column("expectation / check", overflow="fold")
-    table.add_column("result", no_wrap=True)
-    table.add_column("measured", overflow="fold")
-    table.add_column("threshold", overflow="fold")
+#: header, minimum and maximum content width of each column. No column is narrower than the longest
+#: word of its header or than a 6-significant-digit number (``-1.23457e-05``); the free-text
+#: columns (contract name, method) stop growing at their maximum and wrap, so a long name cannot
+#: squeeze the verdicts and numbers. The minimums need 75 terminal columns with borders.
+COLUMNS = (
+    ("contract", 8, 28),
+    ("method (operator)", 10, 34),
+    ("expectation / check", 11, None),
+    ("result", 6, 12),
+    ("measured", 12, None),
+    ("threshold", 9, None),
+)
+#: borders (7) and padding (one space each side of 6 columns) of the table
+FRAME = 7 + 2 * len(COLUMNS)
+
+
+def fit_widths(natural: list[int], width: int) -> list[int]:
+    """Content widths of the columns for a table ``width`` characters wide. Each column wants its
+    natural width (its widest cell, unwrapped) clamped to its [minimum, maximum]; when that does
+    not fit, the room is filled level by level from the minimums (a column stops at what it
+    wants), so narrow columns get all they want and only the widest ones wrap. Below 75
+    characters the minimums stand (the table is then wider than ``width``)."""
+    lo = [c[1] for c in COLUMNS]
+    want = [max(a, min(n, b if b is not None else n)) for n, (_, a, b) in zip(natural, COLUMNS)]
+    room = width - FRAME
+    if sum(want) <= room:
+        return want
+    out = list(lo)
+    while sum(out) < room:
+        growing = [i for i in range(len(out)) if out[i] < want[i]]
+        if not growing:
+            break
+        level = min(out[i] for i in growing)
+        for i in growing:
+            if out[i] == level and sum(out) < room:
+                out[i] += 1
+    return out
+
+
+def summary_table(runs: Iterable[Any], title: str | None = "scopecheck results", width: int | None = None) -> Table:
+    """A rich Table: contract, method (operator), expectation/check, result, measured, threshold.
+    ``width``: the terminal's width, to size the columns for it (:func:`fit_widths`); without it
+    each column is kept within its [minimum, maximum] and rich sizes the rest."""
+    cells = []
     last = None
     for r in rows(runs):
         same = r["contract"] == last
         last = r["contract"]
         meth = r["method"] + (f" ({r['operator']})" if r["operator"] else "")
-        table.add_row("" if same else visible(r["contract"]), "" if same else visible(meth), visible(r["item"]),
-                      Text(r["status"], style=_STYLE.get(r["status"], "")), visible(str(r["measured"])),
-                      visible(str(r["threshold"])))
+        cells.append(("" if same else visible(r["contract"]), "" if same else visible(meth), visible(r["item"]),
+                      r["status"], visible(str(r["measured"])), visible(str(r["threshold"]))))
+    table = Table(title=title, show_lines=False, header_style="bold")
+    if width is not None:
+        natural = [max([cell_len(h), *(cell_len(row[i]) for row in cells)]) for i, (h, _, _) in enumerate(COLUMNS)]
+        for (header, _, _), w in zip(COLUMNS, fit_widths(natural, width)):
+            table.add_column(header, overflow="fold", width=w)
+    else:
+        for header, lo, hi in COLUMNS:
+            table.add_column(header, overflow="fold", min_width=lo, max_width=hi)
+    for row in cells:
+        table.add_row(*row[:3], Text(row[3], style=_STYLE.get(row[3], "")), *row[4:])
     return table
 
 
 def totals(runs: Iterable[Any]) -> dict[str, int]:
+    """Contracts, those that did not run (``errors``: invalid, or failed while running), and the
+    expectations of those that ran, passed and failed. An expectation of a contract that did not
+    run is not counted as failed: the contract is counted once, as not run."""
     recs = [r if isinstance(r, dict) else run_record(r) for r in runs]
-    exp = [e for rec in recs for e in rec["expectations"]]
+    exp = [e for rec in recs if rec["error"] is None for e in rec["expectations"]]
     return {"contracts": len(recs), "errors": sum(rec["error"] is not None for rec in recs),
             "passed": sum(e["passed"] for e in exp), "failed": sum(not e["passed"] for e in exp)}
 
 
-def print_summary(runs: Iterable[Any], console: Console | None = None) -> None:
-    """Print the summary table and a totals line."""
+def summary_line(runs: Iterable[Any], other_errors: int = 0) -> str:
+    """The one totals line of a run (``scopecheck run`` prints it once, under the summary table):
+    ``3 contract(s): 4 expectation(s) passed, 1 failed, 1 did not run``. ``other_errors``:
+    problems that belong to no contract (a file that cannot be read or parsed)."""
+    t = totals(runs)
+    line = (f"{t['contracts']} contract(s): {t['passed']} expectation(s) passed, {t['failed']} failed, "
+            f"{t['errors']} did not run")
+    if other_errors:
+        line += f"; {other_errors} error(s) outside any contract"
+    return line
+
+
+def print_summary(runs: Iterable[Any], console: Console | None = None, other_errors: int = 0) -> dict[str, int]:
+    """Print the summary table and the totals line; returns the totals."""
     recs = [r if isinstance(r, dict) else run_record(r) for r in runs]
     console = console or Console()
-    console.print(summary_table(recs))
+    console.print(summary_table(recs, width=console.width))
     t = totals(recs)
-    style = "bold red" if (t["failed"] or t["errors"]) else "bold green"
-    console.print(Text(f"{t['contracts']} contract(s): {t['passed']} expectation(s) passed, "
-                       f"{t['failed']} failed, {t['errors']} run error(s)", style=style))
+    style = "bold red" if (t["failed"] or t["errors"] or other_errors) else "bold green"
+    console.print(Text(summary_line(recs, other_errors), style=style))
+    return t

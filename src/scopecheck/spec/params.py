@@ -87,6 +87,10 @@ METHOD_PARAMS: dict[str, dict[str, ParamSpec]] = {
                            "substitute": C("second_best", "resample")},
 }
 
+#: Parameters every method accepts (the engine handles them, not the method): ``aggregate = words``
+#: also reports the map per word, each word's score the sum of its tokens' (scopecheck.engine.words).
+COMMON_METHOD_PARAMS: dict[str, ParamSpec] = {"aggregate": C("tokens", "words")}
+
 _PROTO = {"operator": C(*OPERATORS, *STAGE_PERTURBATIONS),
           "protocol": C("rescore", "regenerate", "continue_chain", "run_chain"),
           "perturb": C("prompt", "prefix", "states", "stages"), "batch_size": BATCH}

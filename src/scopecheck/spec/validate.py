@@ -20,7 +20,8 @@ from scopecheck.engine.catalog import METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.errors import ContractError, ContractValidationError, Span, did_you_mean, unknown_name
 from scopecheck.spec import model as m
 from scopecheck.spec.params import (
-    CHECK_PARAMS, DECODING_PARAMS, ESTIMATOR_PARAMS, METHOD_PARAMS, SEED, check_params, check_value,
+    CHECK_PARAMS, COMMON_METHOD_PARAMS, DECODING_PARAMS, ESTIMATOR_PARAMS, METHOD_PARAMS, SEED, check_params,
+    check_value,
 )
 from scopecheck.spec.standard import STANDARD, merge, standard_scope
 
@@ -497,12 +498,12 @@ def _check_method(method: m.Method | None, kind: str | None, errors: list[Contra
     if info is None:
         errors.append(unknown_name("method", method.name, list(METHODS), method.span))
         return
+    known = [*info.params, *COMMON_METHOD_PARAMS]
     for prm in method.params:
-        if prm.key not in info.params:
+        if prm.key not in known:
             errors.append(_err(f"method `{name}` has no parameter `{prm.key}`", prm.span,
-                               expected=", ".join(info.params) or "no parameters",
-                               hint=did_you_mean(prm.key, list(info.params)), rule="params"))
-    errors += check_params(METHOD_PARAMS.get(name, {}), method.params, f"method `{name}`")
+                               expected=", ".join(known), hint=did_you_mean(prm.key, known), rule="params"))
+    errors += check_params({**COMMON_METHOD_PARAMS, **METHOD_PARAMS.get(name, {})}, method.params, f"method `{name}`")
     if kind is not None and kind not in info.supports:
         why = ""
         if info.differentiable and kind == "denoising_stage":
