@@ -96,7 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
     out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
     runner = Runner(device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
-                    debug=bool(getattr(args, "debug", False)), max_evaluations=args.max_evaluations)
+                    debug=bool(getattr(args, "debug", False)), max_evaluations=args.max_evaluations,
+                    strict=bool(getattr(args, "strict", False)))
     store = args.store or DEFAULT_STORE
     runner.store_dir = None if store == "-" else store
     runner.resume, runner.fail_fast = bool(args.resume), bool(args.fail_fast)
@@ -108,16 +109,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             runs.append(ContractRun(c, error=why))
             continue
         cr = runner.run(c)
-        if cr.result is not None and not args.no_expect:
-            cr.outcomes = [runner.evaluate(cr, e) for e in c.expects]
-        runs.append(cr)
-        if cr.result is not None:
-            out.print(heatmap_text(cr.result, color=sys.stdout.isatty()))
-        else:
-            out.print(visible(f"{c.span}: {c.name}: did not run\n{cr.error}"))
-        for o in cr.outcomes:
-            out.print(visible(("  PASS  " if o.passed else "  FAIL  ") + f"line {o.line}: {o.explanation}"))
-        out.print()
+        if not args.no_expect:
+            if cr.members:                 # a map family: every member's run records its outcomes
+                for e in c.expects:
+                    runner.evaluate(cr, e)
+            elif cr.result is not None:
+                cr.outcomes = [runner.evaluate(cr, e) for e in c.expects]
+        for unit in cr.units():
+            runs.append(unit)
+            if unit.result is not None:
+                out.print(heatmap_text(unit.result, color=sys.stdout.isatty()))
+            else:
+                out.print(visible(f"{c.span}: {c.name}: did not run\n{unit.error}"))
+            for o in unit.outcomes:
+                out.print(visible(("  PASS  " if o.passed else "  FAIL  ") + f"line {o.line}: {o.explanation}"))
+            out.print()
     from scopecheck.report.summary import print_summary
 
     totals = print_summary(runs, out, len(loose))
@@ -170,6 +176,8 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
     p.add_argument("--max-evaluations", type=int, default=None, metavar="N",
                    help="token-positions (model rows x sequence length) one method may evaluate "
                         "(default 5e7; a contract above it is refused with its estimate)")
+    p.add_argument("--strict", action="store_true",
+                   help="input warnings are errors (an output whose tokens change when joined to the prompt)")
     commands["run"] = cmd_run
     try:
         from scopecheck import cli_audit

@@ -173,3 +173,8 @@ def unknown_name(what: str, name: str, known: list[str] | tuple[str, ...], span:
         hint=did_you_mean(name, known),
         rule="unknown-name",
     )
+
+
+class ScopeWarning(UserWarning):
+    """Something a result's reader should know that does not make it wrong (a tokenization that
+    changes when joined, an IG integral that has not converged, a replaced default operator)."""

@@ -12,7 +12,8 @@ def runner_for(config: Any, key: Any) -> Runner:
     state = config.stash[key]
     if state.get("runner") is None:
         runner = Runner(device=config.getoption("scope_device"),
-                        max_evaluations=config.getoption("scope_max_evaluations"))
+                        max_evaluations=config.getoption("scope_max_evaluations"),
+                        strict=bool(config.getoption("scope_strict")))
         runner.store_dir = config.getoption("scope_store")
         runner.resume = bool(config.getoption("scope_resume"))
         state["runner"] = runner
@@ -22,6 +23,16 @@ def runner_for(config: Any, key: Any) -> Runner:
 def evaluate_expectation(config: Any, key: Any, doc: m.Contract, expect: m.Expectation) -> ExpectationOutcome:
     runner = runner_for(config, key)
     cr = runner.run(doc)
+    warned = runner.__dict__.setdefault("_warned", set())
+    for unit in cr.units():
+        if unit.result is not None and id(unit) not in warned:
+            warned.add(id(unit))
+            import warnings
+
+            from scopecheck.errors import ScopeWarning
+
+            for w in unit.result.warnings:
+                warnings.warn(ScopeWarning(f"{unit.contract.span}: {unit.contract.name}: {w}"), stacklevel=1)
     outcome = runner.evaluate(cr, expect)
     cr.outcomes = [o for o in cr.outcomes if o.line != outcome.line] + [outcome]
     if not outcome.passed and cr.result is not None:

@@ -33,6 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--scope-resume", action="store_true", help="reuse the records already in --scope-store")
     g.addoption("--scope-max-evaluations", type=int, default=None, metavar="N",
                 help="token-positions one method may evaluate (default 5e7; above it a contract is refused)")
+    g.addoption("--scope-strict", action="store_true",
+                help="input warnings are errors (an output whose tokens change when joined to the prompt)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -184,7 +186,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     out_json = session.config.getoption("scope_json")
     if runner is None or not (report or out_json):
         return
-    runs = list(runner.runs.values())
+    runs = [u for cr in runner.runs.values() for u in cr.units()]
     if report:
         from scopecheck.report.html import write_report
 

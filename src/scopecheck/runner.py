@@ -38,6 +38,12 @@ class ContractRun:
     examples: list["ExampleRun"] = field(default_factory=list)
     row_errors: list[Any] = field(default_factory=list)
     dataset: dict[str, Any] | None = None
+    #: a map family (``target = each``): one run per generated token, each a complete contract run
+    members: list["ContractRun"] = field(default_factory=list)
+
+    def units(self) -> list["ContractRun"]:
+        """What reports list: a family's members, or this run itself."""
+        return list(self.members) if self.members else [self]
 
 
 @dataclass
@@ -84,11 +90,12 @@ class Runner:
     on it, and the other contracts still run. ``debug=True`` re-raises instead (``--debug``)."""
 
     def __init__(self, device: str = "auto", dtype: str = "float32", progress: bool = False,
-                 debug: bool = False, max_evaluations: int | None = None) -> None:
+                 debug: bool = False, max_evaluations: int | None = None, strict: bool = False) -> None:
         from scopecheck.engine.models import LoadOptions
 
         self.device, self.dtype, self.progress, self.debug = device, dtype, progress, debug
         self.max_evaluations = max_evaluations
+        self.strict = strict                   # input warnings (tokenization) are errors
         self.options = LoadOptions(device, dtype)
         self.runs: dict[tuple[str, int, str], ContractRun] = {}
         self.store_dir: str | None = None      # dataset contracts: where records stream (None: memory only)
@@ -101,10 +108,14 @@ class Runner:
     def run(self, contract: m.Contract) -> ContractRun:
         key = (contract.span.path, contract.span.line, contract.name)
         if key not in self.runs:
+            from scopecheck.spec.standard import family_param
+
             if contract.dataset is not None:
                 from scopecheck.dataset_run import run_dataset
 
                 self.runs[key] = run_dataset(self, contract)
+            elif family_param(contract.use) is not None:
+                self.runs[key] = self.execute_family(contract)
             else:
                 self.runs[key] = self.execute(contract)
         return self.runs[key]
@@ -116,13 +127,36 @@ class Runner:
         cr = ContractRun(contract)
         t0 = time.perf_counter()
         try:
-            cr.result = execute(contract, self.options, progress=self.progress, max_evaluations=self.max_evaluations)
+            cr.result = execute(contract, self.options, progress=self.progress, max_evaluations=self.max_evaluations,
+                                strict=self.strict)
         except ContractError as exc:
             cr.error = exc.render()
         except Exception as exc:  # noqa: BLE001 - isolated to this contract (see the class docstring)
             if self.debug:
                 raise
             cr.error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
+        cr.seconds = time.perf_counter() - t0
+        return cr
+
+    def execute_family(self, contract: m.Contract) -> ContractRun:
+        """Run a map family: the family's run holds one complete run per member (y[1] .. y[T])."""
+        from scopecheck.engine.run import execute_family
+
+        cr = ContractRun(contract)
+        t0 = time.perf_counter()
+        try:
+            members, results = execute_family(contract, self.options, progress=self.progress,
+                                              max_evaluations=self.max_evaluations, strict=self.strict)
+        except ContractError as exc:
+            cr.error = exc.render()
+        except Exception as exc:  # noqa: BLE001 - isolated to this contract
+            if self.debug:
+                raise
+            cr.error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
+        else:
+            cr.seconds = time.perf_counter() - t0
+            cr.members = [ContractRun(mc, result=r, seconds=cr.seconds / len(results))
+                          for mc, r in zip(members, results)]
         cr.seconds = time.perf_counter() - t0
         return cr
 
@@ -182,6 +216,8 @@ class Runner:
             from scopecheck.dataset_run import evaluate_dataset
 
             return evaluate_dataset(self, cr, ex)
+        if cr.members:
+            return self._evaluate_family(cr, ex, text)
         if cr.result is None:
             return ExpectationOutcome(text, ex.span.line, False, None, None, cr.error or "the contract did not run")
         try:
@@ -208,6 +244,28 @@ class Runner:
             why = " (a NaN or infinite value never satisfies an expectation)"
         return ExpectationOutcome(text, ex.span.line, passed, shown_l, shown_r,
                                   f"{text}: {verdict}: measured {shown_l} {ex.op} {shown_r}{why}")
+
+
+    def _evaluate_family(self, cr: ContractRun, ex: m.Expectation, text: str) -> ExpectationOutcome:
+        """An expectation of a map family holds when it holds for every member (each member's
+        run records its own outcome for the reports)."""
+        outcomes = []
+        for mr in cr.members:
+            o = self.evaluate(mr, ex)
+            mr.outcomes = [q for q in mr.outcomes if q.line != o.line] + [o]
+            outcomes.append((mr, o))
+        failed = [(mr, o) for mr, o in outcomes if not o.passed]
+        passed = not failed
+        if passed:
+            why = f"{text}: holds for every member ({len(outcomes)} maps, y[1] .. y[{len(outcomes)}])"
+        else:
+            lines = [f"{len(failed)} of {len(outcomes)} members fail:"]
+            lines += [f"  {mr.contract.name}: {o.explanation}" for mr, o in failed[:10]]
+            if len(failed) > 10:
+                lines.append(f"  ... and {len(failed) - 10} more")
+            why = f"{text}: FAILED: " + "\n".join(lines)
+        return ExpectationOutcome(text, ex.span.line, passed, [o.left for _, o in outcomes],
+                                  [o.right for _, o in outcomes], why)
 
 
 def _describe_check(res: Any) -> str:

@@ -1,13 +1,16 @@
-"""Model loading: ``reference:<name>``, a local directory, or a hub id.
+"""Model loading: ``reference:<name>``, a local directory, a local ``.gguf`` file, or a hub id.
 
-Safetensors only by default. Pickle checkpoints (``allow_pickle``) and
-``trust_remote_code`` are command-line opt-ins (``scopecheck run --allow-pickle
+Safetensors only by default; a GGUF checkpoint (a ``.gguf`` file, or a directory holding exactly
+one and no safetensors) is not pickle and loads without opt-in, dequantized to the dtype asked for
+(``pip install 'scopecheck[gguf]'``; see :mod:`scopecheck.engine.gguf`). Pickle checkpoints
+(``allow_pickle``) and ``trust_remote_code`` are command-line opt-ins (``scopecheck run --allow-pickle
 --trust-remote-code``); a contract file alone can never enable them. float32 by default;
 float64 for verification. No silent precision change: the dtype asked for is the dtype used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ class LoadedModel:
     family: str                   # autoregressive | masked_diffusion
     device: str
     dtype: str
+    quantization: str | None = None  # a GGUF checkpoint's quantization (Q8_0, Q4_1, F32...); None otherwise
 
 
 def context_window(lm: "LoadedModel") -> int | None:
@@ -84,14 +88,16 @@ def model_location(ref: m.ModelRef, base_dir: Path | None) -> tuple[str, str]:
         p = Path(ref.name).expanduser()
         if not p.is_absolute() and base_dir is not None:
             p = (base_dir / p).resolve()
-        if p.exists() and not p.is_dir():
-            raise ContractValidationError(f"{str(p)!r} is a file, not a model directory", ref.span,
-                                          expected="a directory with config.json and model.safetensors",
-                                          rule="model")
-        if not p.is_dir():
-            raise ContractValidationError(f"model directory {str(p)!r} does not exist", ref.span,
-                                          expected="a directory with config.json and model.safetensors",
-                                          rule="model")
+        gguf_file = p.suffix.lower() == ".gguf"
+        if p.exists() and not p.is_dir() and not (gguf_file and p.is_file()):
+            raise ContractValidationError(f"{str(p)!r} is a file, not a model directory or a .gguf file", ref.span,
+                                          expected="a directory with config.json and model.safetensors, "
+                                                   "or a .gguf file", rule="model")
+        if not p.exists():
+            what = "model file" if gguf_file else "model directory"
+            raise ContractValidationError(f"{what} {str(p)!r} does not exist", ref.span,
+                                          expected="a .gguf file" if gguf_file else
+                                          "a directory with config.json and model.safetensors", rule="model")
         return str(p), str(p)
     return ref.name, f"hub:{ref.name}"
 
@@ -115,10 +121,17 @@ def load(ref: m.ModelRef, options: LoadOptions = LoadOptions(), base_dir: Path |
         raise
 
 
-def check_model_files(where: str, identity: str, allow_pickle: bool) -> None:
-    """Positioned errors for a local model directory whose files cannot be what they claim."""
+def check_model_files(where: str, identity: str, allow_pickle: bool) -> Any:
+    """Positioned errors for a local model directory or ``.gguf`` file whose files cannot be what
+    they claim. Returns the GGUF header (:class:`scopecheck.engine.gguf.GgufHeader`) for a GGUF
+    checkpoint, None for a Hugging Face directory."""
+    from scopecheck.engine import gguf
+
     d = Path(where)
     span = Span()
+    target = gguf.gguf_target(d)
+    if target is not None and d.is_file():   # a .gguf named directly: the one file is the model
+        return gguf.check_gguf_file(d, identity)
     root = d.resolve()
     for f in sorted(d.iterdir()):
         if f.is_symlink() and root not in f.resolve().parents:
@@ -127,6 +140,8 @@ def check_model_files(where: str, identity: str, allow_pickle: bool) -> None:
                                           expected="the model's files inside its directory",
                                           hint='a model from the Hugging Face cache loads by its id: model hub:"org/name"',
                                           rule="model")
+    if target is not None:                   # a directory of one .gguf: config, tokenizer and weights in it
+        return gguf.check_gguf_file(d / target[1], identity)
     if not (d / "config.json").is_file():
         raise ContractValidationError(f"{identity}: no config.json in the model directory", span,
                                       expected="a Hugging Face model directory (config.json, weights, tokenizer)",
@@ -149,6 +164,7 @@ def check_model_files(where: str, identity: str, allow_pickle: bool) -> None:
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise ContractValidationError(f"{identity}: {w.name} is not a readable safetensors file ({exc})", span,
                                           expected="a complete safetensors file", rule="model") from None
+    return None
 
 
 @functools.lru_cache(maxsize=8)
@@ -162,18 +178,28 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
 
     if dtype not in DTYPES:
         raise ContractError(f"unknown dtype {dtype!r}", rule="dtype", expected=", ".join(DTYPES))
-    local = Path(where).is_dir()
-    if local:
-        check_model_files(where, identity, allow_pickle)
+    local = Path(where).is_dir() or Path(where).is_file()
+    header = check_model_files(where, identity, allow_pickle) if local else None
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    weights_kw: dict[str, Any] = {"use_safetensors": not allow_pickle or None}
+    quiet: Any = contextlib.nullcontext()
     if not local:  # a hub id: honour HF_HUB_OFFLINE as set now (huggingface_hub reads it at import)
         kw["local_files_only"] = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if header is not None:  # GGUF: config, tokenizer and weights all come out of the one file
+        from scopecheck.engine import gguf
+
+        gguf.require_packages(identity)
+        where = str(header.path.parent)
+        kw["gguf_file"] = header.path.name
+        weights_kw = gguf.load_kwargs()
+        quiet = gguf.quiet_conversion()
     try:
         config = AutoConfig.from_pretrained(where, **kw)
         tokenizer = AutoTokenizer.from_pretrained(where, **kw)
         fam = family or _family(config)
         auto = AutoModelForMaskedLM if fam == "masked_diffusion" else AutoModelForCausalLM
-        model = auto.from_pretrained(where, use_safetensors=not allow_pickle or None, dtype=DTYPES[dtype], **kw)
+        with quiet:
+            model = auto.from_pretrained(where, dtype=DTYPES[dtype], **weights_kw, **kw)
     except Exception as exc:  # noqa: BLE001 - any loader failure is this model statement's error
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "trust_remote_code" in str(exc):
@@ -186,4 +212,5 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
                                       rule="model") from None
     model.to(device)
     model.eval()
-    return LoadedModel(model, tokenizer, identity, fam, device, dtype)
+    quantization = header.quantization if header is not None else None
+    return LoadedModel(model, tokenizer, identity, fam, device, dtype, quantization)

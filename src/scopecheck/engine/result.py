@@ -49,6 +49,13 @@ class AttributionResult:
     #: (:class:`scopecheck.engine.words.WordScore`: each word's score the sum of its tokens')
     aggregate: str = "tokens"
     words: tuple[Any, ...] | None = None
+    #: what the user should know about this result (a tokenization that changes when joined, an
+    #: IG integral that has not converged, a default operator replaced by another)
+    warnings: tuple[str, ...] = ()
+    #: the precision the forward ran in (float64 states whether transformers' float32 internals were patched)
+    precision: str | None = None
+    #: a quantized checkpoint's quantization (``Q4_1``, ``Q8_0``, ``F32`` for a .gguf), dequantized to ``dtype``
+    quantization: str | None = None
 
     @property
     def scores(self) -> list[float]:

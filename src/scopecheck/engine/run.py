@@ -64,8 +64,65 @@ def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, 
     return name, params, operator
 
 
+def _budget(name: str, params: dict[str, Any], compiled: Any, contract: m.Contract,
+            max_evaluations: int | None) -> None:
+    from scopecheck.engine.cost import check_budget
+
+    pb = compiled.problem
+    V = int(pb.vocab_embeds.shape[0]) if getattr(pb, "vocab_embeds", None) is not None else 1
+    chain = getattr(compiled, "chain", None)
+    reads = len([s for s in chain.steps if s.positions]) if chain is not None else 1
+    too_much = check_budget(name, params, len(compiled.eligible), pb.length, V, reads, max_evaluations)
+    if too_much:
+        assert contract.method is not None
+        raise ContractValidationError(too_much, contract.method.span, rule="budget",
+                                      expected="fewer steps or samples, a smaller eligible set",
+                                      hint="raise the budget with --max-evaluations N (scopecheck run) or "
+                                           "--scope-max-evaluations N (pytest)")
+
+
+def _refused(exc: Exception, name: str, contract: m.Contract) -> ContractValidationError:
+    """A method refusing this problem (e.g. too many features), positioned on the method."""
+    msg = exc.args[0] if exc.args else str(exc)
+    assert contract.method is not None
+    return ContractValidationError(f"`{name}` cannot run this contract: {msg}", contract.method.span, rule="method")
+
+
+def operator_note(name: str, params: dict[str, Any], method: m.Method) -> str | None:
+    """When the catalog's default operator does not exist for this model and another was used."""
+    from scopecheck.engine.methods import DEFAULTS
+
+    stated = {p.key for p in method.params}
+    for key in OPERATOR_PARAMS:
+        default = DEFAULTS.get(name, {}).get(key)
+        if key in params and key not in stated and default is not None and params[key] != default:
+            return (f"the default {key} `{default}` does not exist for this model; `{params[key]}` was used "
+                    f"(state `{key} = ...` to choose another)")
+    return None
+
+
+def ig_note(info: dict[str, Any]) -> str | None:
+    """IG whose map misses S(x) - S(baseline) by more than 1% of it (and 1e-3): not converged."""
+    delta, s_in, s_base = info.get("delta"), info.get("score_input"), info.get("score_baseline")
+    if not all(isinstance(v, (int, float)) for v in (delta, s_in, s_base)):
+        return None
+    gap = abs(float(s_in) - float(s_base))
+    if abs(float(delta)) <= max(1e-3, 0.01 * gap):
+        return None
+    return (f"the map sums to {float(delta) + float(s_in) - float(s_base):.6g} but S(input) - S(baseline) = "
+            f"{float(s_in) - float(s_base):.6g}: raise steps (measured delta {float(delta):.3g} at steps = "
+            f"{info.get('steps')}, rule {info.get('rule')}, baseline {info.get('baseline')})"
+            + (f"; {info['warning']}" if "warning" in info else ""))
+
+
 def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress: bool = False,
-            max_evaluations: int | None = None) -> AttributionResult:
+            max_evaluations: int | None = None, strict: bool = False) -> AttributionResult:
+    """Run one single-target contract. (A map family, ``target = each``: :func:`execute_family`.)"""
+    from scopecheck.spec.standard import family_param
+
+    if family_param(contract.use) is not None:
+        raise ContractValidationError("a map family (target = each) runs with execute_family", contract.span,
+                                      rule="engine")
     errs = validate(contract)
     if errs:
         raise ContractErrors(errs)
@@ -80,30 +137,81 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         compiled: Any = compile_diffusion(contract, resolved, lm)
     else:
         lm = load(contract.model, options, contract_dir(contract))
-        compiled = compile_contract(contract, resolved, lm)
+        compiled = compile_contract(contract, resolved, lm, strict=strict)
     name, params, operator = method_params(compiled, contract.method)
-    from scopecheck.engine.cost import check_budget
+    _budget(name, params, compiled, contract, max_evaluations)
     from scopecheck.engine.methods import run_method
-
-    pb = compiled.problem
-    V = int(pb.vocab_embeds.shape[0]) if getattr(pb, "vocab_embeds", None) is not None else 1
-    chain = getattr(compiled, "chain", None)
-    reads = len([s for s in chain.steps if s.positions]) if chain is not None else 1
-    too_much = check_budget(name, params, len(compiled.eligible), pb.length, V, reads, max_evaluations)
-    if too_much:
-        raise ContractValidationError(too_much, contract.method.span, rule="budget",
-                                      expected="fewer steps or samples, a smaller eligible set",
-                                      hint="raise the budget with --max-evaluations N (scopecheck run) or "
-                                           "--scope-max-evaluations N (pytest)")
+    from scopecheck.engine.precision import float64_forward
 
     seed = contract.seed if contract.seed is not None else 0
     torch.manual_seed(seed)
-    try:
-        out = run_method(name, compiled.problem, params, seed=seed, progress=progress)
-    except (ValueError, KeyError) as exc:  # a method refusing this problem (e.g. too many features)
-        msg = exc.args[0] if exc.args else str(exc)
-        raise ContractValidationError(f"`{name}` cannot run this contract: {msg}", contract.method.span,
-                                      rule="method") from None
+    with float64_forward(lm.model) as precision:
+        try:
+            out = run_method(name, compiled.problem, params, seed=seed, progress=progress)
+        except (ValueError, KeyError) as exc:
+            raise _refused(exc, name, contract) from None
+    return build_result(contract, resolved, lm, compiled, name, params, operator, aggregate, out, seed,
+                        precision.text())
+
+
+def execute_family(contract: m.Contract, options: LoadOptions = LoadOptions(), progress: bool = False,
+                   max_evaluations: int | None = None, strict: bool = False
+                   ) -> tuple[list[m.Contract], list[AttributionResult]]:
+    """Run a map family (``use prompt_conditioned(target = each)``): one member contract per
+    generated token ``y[k]`` (``target = k``), each compiled as its own single-target contract
+    on one frozen output, computed together where the work can be shared
+    (:mod:`scopecheck.engine.family`). Returns the member contracts and their results."""
+    from scopecheck.engine.family import run_family
+    from scopecheck.engine.precision import float64_forward
+    from scopecheck.spec.standard import family_param, member_use
+
+    if family_param(contract.use) is None:
+        raise ContractValidationError("not a map family: state `target = each`", contract.span, rule="engine")
+    errs = validate(contract)
+    if errs:
+        raise ContractErrors(errs)
+    assert contract.model is not None and contract.method is not None and contract.use is not None
+    aggregate = aggregation(contract.method)
+    lm = load(contract.model, options, contract_dir(contract))
+
+    def member(k: int | str) -> m.Contract:
+        from dataclasses import replace
+
+        label = "T" if isinstance(k, str) else str(k)
+        return replace(contract, use=member_use(contract.use, k), name=f"{contract.name} [y[{label}]]")
+
+    last = member("T")
+    compiled_last = compile_contract(last, resolve(last), lm, strict=strict)
+    al = compiled_last.alignment
+    outputs = al.role("output")
+    frozen = (al.output_text, [t.id for t in outputs] if compiled_last.generated else None)
+    members, compiled = [], []
+    for k in range(1, len(outputs) + 1):
+        mc = member(k)
+        members.append(mc)
+        compiled.append(compile_contract(mc, resolve(mc), lm, strict=strict, frozen=frozen))
+    name, params, operator = method_params(compiled[0], contract.method)
+    for mc, c in zip(members, compiled):
+        _budget(name, params, c, mc, max_evaluations)
+    seed = contract.seed if contract.seed is not None else 0
+    with float64_forward(lm.model) as precision:
+        try:
+            outs, shared = run_family(name, [c.problem for c in compiled], params, seed=seed, progress=progress)
+        except (ValueError, KeyError) as exc:
+            raise _refused(exc, name, contract) from None
+    results = []
+    for k, (mc, c, out) in enumerate(zip(members, compiled, outs), 1):
+        out.info["family"] = f"y[{k}] of {len(members)}, " + ("forwards shared with the family" if shared
+                                                             else "computed on its own")
+        results.append(build_result(mc, resolve(mc), lm, c, name, params, operator, aggregate, out, seed,
+                                    precision.text()))
+    return members, results
+
+
+def build_result(contract: m.Contract, resolved: Any, lm: Any, compiled: Any, name: str, params: dict[str, Any],
+                 operator: str | None, aggregate: str, out: Any, seed: int, precision: str) -> AttributionResult:
+    """The checked, reportable result of one method output on one compiled contract."""
+    assert contract.method is not None
     scores = out.scores.detach().to("cpu", torch.float64)
     bad = torch.nonzero(~torch.isfinite(scores)).flatten().tolist()
     toks = compiled.alignment.tokens
@@ -134,6 +242,11 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
              "process": sc.process.kind + fmt_params(sc.process.params),
              "eligible": fmt_features(sc.eligible)}
     full = {k: v for k, v in out.info.items()}
+    notes = [*getattr(compiled, "warnings", ())]
+    for note in (operator_note(name, params, contract.method), ig_note(full) if name == "integrated_gradients"
+                 else None):
+        if note:
+            notes.append(note)
     chain = getattr(compiled, "chain", None)
     diffusion = None
     if chain is not None:
@@ -149,7 +262,8 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         score_input=_f(full.get("score_input")), score_baseline=_f(full.get("score_baseline")), info=full,
         model=lm.identity, device=lm.device, dtype=lm.dtype, seed=seed,
         special=tuple(compiled.alignment.tokens[p].text for p in compiled.special), compiled=compiled,
-        diffusion=diffusion, aggregate=aggregate, words=words)
+        diffusion=diffusion, aggregate=aggregate, words=words, warnings=tuple(notes), precision=precision,
+        quantization=getattr(lm, "quantization", None))
 
 
 def _f(v: Any) -> float | None:

@@ -258,12 +258,7 @@ def _output_text(r: Any) -> str:
 def _quantization(r: Any) -> str | None:
     """A GGUF checkpoint's quantization (``Q8_0``, ``Q4_1``, ``F32``...); None for other models."""
     q = getattr(r, "quantization", None)
-    if q is not None:
-        return str(q)
-    import sys
-
-    models = sys.modules.get("scopecheck.engine.models")  # not imported: no model was loaded here
-    return models.quantization_of(r.model) if models is not None and r.model is not None else None
+    return None if q is None else str(q)
 
 
 def run_record(run: Any) -> dict[str, Any]:
@@ -291,6 +286,9 @@ def run_record(run: Any) -> dict[str, Any]:
         if r.diffusion is not None:
             rec["diffusion"] = jsonable(r.diffusion)
         rec["aggregate"] = str(getattr(r, "aggregate", "tokens"))
+        rec["warnings"] = [str(w) for w in getattr(r, "warnings", ())]
+        if getattr(r, "precision", None) is not None:
+            rec["precision"] = str(r.precision)
         words = getattr(r, "words", None)
         if words is not None:
             rec["words"] = [{**w.to_json(), "score": num(w.score)} for w in words]

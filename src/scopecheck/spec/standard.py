@@ -116,10 +116,10 @@ STANDARD: dict[str, Standard] = {
         Standard("classifier", "Classifier", classifier, {"target": "the label token (default y[1])"},
                  "which input features explain the predicted class?"),
         Standard("local_next_token", "Local next-token", local_next_token,
-                 {"target": "the token y[t] (text, index or T; default T)"},
+                 {"target": "the token y[t] (text, index or T; default T), or each: one map per token"},
                  "which context tokens, prompt or generated prefix, helped predict y[t]?"),
         Standard("prompt_conditioned", "Prompt-conditioned", prompt_conditioned,
-                 {"target": "the token y[t] (default T)"},
+                 {"target": "the token y[t] (default T), or each: one map per generated token"},
                  "which prompt tokens explain y[t], given the generated prefix?"),
         Standard("span_prompt", "Span-level prompt", span_prompt,
                  {"start": "first token of the span (default 1)", "end": "last token (default T)"},
@@ -136,11 +136,60 @@ STANDARD: dict[str, Standard] = {
 }
 
 
+#: standard contracts that accept ``target = each`` (a map family: one map per generated token)
+FAMILY_STANDARDS = ("local_next_token", "prompt_conditioned")
+EACH = "each"
+
+
+def family_param(use: m.Use | None) -> m.Param | None:
+    """The ``target = each`` parameter of a ``use`` statement, if it asks for a map family."""
+    if use is None:
+        return None
+    for p in use.params:
+        if p.key == "target" and isinstance(p.value, m.Ident) and p.value.name == EACH:
+            return p
+    return None
+
+
+def member_use(use: m.Use, k: int | str) -> m.Use:
+    """The ``use`` of one family member: ``target = each`` replaced by ``target = k`` (an index,
+    or ``"T"`` for the last token), keeping every span."""
+    value: m.Value = k if isinstance(k, int) else m.Ident(k)
+    params = tuple(m.Param(p.key, value, p.span) if p.key == "target" else p for p in use.params)
+    return m.Use(use.name, params, use.span)
+
+
+def family_errors(use: m.Use, contract: m.Contract) -> list[ContractValidationError]:
+    """Where ``target = each`` is not allowed: other standard contracts, dataset contracts, and
+    contracts that restate the output explained or the score (each member's are fixed by k)."""
+    p = family_param(use)
+    if p is None:
+        return []
+    errs = []
+    if use.name not in FAMILY_STANDARDS:
+        errs.append(ContractValidationError(
+            f"`target = each` asks for one map per generated token; `{use.name}` has no per-token family",
+            p.span, expected="use " + " | ".join(f"{n}(target = each)" for n in FAMILY_STANDARDS), rule="use-params"))
+    if contract.dataset is not None:
+        errs.append(ContractValidationError("`target = each` is not available in a dataset contract", p.span,
+                                            expected="a single target per example", rule="use-params"))
+    for el in ("explain", "score"):
+        if getattr(contract.scope, el) is not None:
+            errs.append(ContractValidationError(
+                f"`target = each` fixes `{el}` for each member; the contract states `{el}` itself",
+                contract.spans.get(el, p.span), expected=f"no `{el}` statement with target = each",
+                rule="use-params"))
+    return errs
+
+
 def standard_scope(use: m.Use) -> m.Scope:
-    """The SCOPE elements a ``use`` statement fills, or a positioned error."""
+    """The SCOPE elements a ``use`` statement fills, or a positioned error. A family
+    (``target = each``) fills the scope of its last member (``target = T``)."""
     std = STANDARD.get(use.name)
     if std is None:
         raise unknown_name("standard contract", use.name, list(STANDARD), use.span)
+    if family_param(use) is not None and use.name in FAMILY_STANDARDS:
+        use = member_use(use, "T")
     params = {p.key: p for p in use.params}
     for key, p in params.items():
         if key not in std.params:

@@ -702,6 +702,10 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
         errors.append(_err(f"SCOPE element{'s' if len(missing) > 1 else ''} not stated: {', '.join(missing)}",
                            head, expected="score, fixed, explain, process and eligible all stated", hint=hint,
                            rule="missing"))
+    if doc.use is not None:
+        from scopecheck.spec.standard import family_errors
+
+        errors += family_errors(doc.use, doc)
     if doc.dataset is not None:
         from scopecheck.datasets import dataset_errors
 
