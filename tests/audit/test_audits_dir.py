@@ -27,6 +27,7 @@ EXPECTED = {
     "AS attributes a response to its prompt tokens, parameter-free": "supported",
     "Inseq IG shows which source sentence the answer came from": "unsupported",
     "ContextCite attributes the response to its context": "supported",
+    "Captum's seq_attr shows which prompt tokens the response came from": "supported",
 }
 
 
@@ -80,6 +81,14 @@ def test_heta_dsa_is_impossible_and_filled_from_the_toolkit(reports):
     assert r.static.toolkit == "heta" and r.static.filled_by_toolkit == m.Scope.ELEMENTS
     assert r.static.answers is True and not r.verdict.fallacy
     assert reports["IG's DSA on GPT-J is -0.34"].static.impossible == ()
+
+
+def test_bare_toolkit_claims_follow_each_toolkits_usual_contract(reports):
+    cap = reports["Captum's seq_attr shows which prompt tokens the response came from"]
+    assert cap.static.toolkit_contract == "span_prompt" and cap.static.kind == "span_prompt"
+    assert not cap.verdict.fallacy and cap.static.answers is True
+    ins = reports["Inseq IG shows which source sentence the answer came from"]
+    assert ins.static.toolkit_contract == "local_next_token" and ins.verdict.fallacy
 
 
 def test_as_contract_and_parameter_free_notes(reports):

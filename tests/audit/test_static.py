@@ -141,8 +141,66 @@ def test_toolkit_fills_its_usual_contract_and_says_so():
 
 
 def test_toolkit_read_as_prompt_level_is_the_fallacy():
-    v = judge(audit_static(computed("prompt_level", "toolkit captum")))
+    a = audit_static(computed("prompt_level", "toolkit inseq"))
+    v = judge(a)
+    assert a.toolkit_contract == "local_next_token" and a.kind == "local_next_token"
     assert v.status == "unsupported" and v.fallacy
+
+
+def test_toolkit_table_states_both_scores_and_its_source():
+    from scopecheck.spec.toolkits import TOOLKITS
+
+    cap, ins = TOOLKITS["captum"], TOOLKITS["inseq"]
+    assert (cap.per_token, cap.sequence) == ("prompt_conditioned", "span_prompt")
+    assert cap.source.startswith("captum 0.9.0, captum/attr/_core/llm_attr.py")
+    assert (ins.per_token, ins.sequence) == ("local_next_token", None)
+    assert ins.source.startswith("inseq 0.7.1") and "attribute_target" in ins.note
+    assert ins.contract_for(False) == "local_next_token" and cap.contract_for(False) == "span_prompt"
+
+
+@pytest.mark.parametrize("question", ["prompt_level", "span", "output"])
+def test_bare_captum_claim_about_the_generation_is_span_level_not_the_fallacy(question):
+    a = audit_static(computed(question, "toolkit captum"))
+    v = judge(a)
+    assert a.toolkit_contract == "span_prompt" and a.kind == "span_prompt"
+    assert a.filled_by_toolkit == ELEMENTS
+    assert not a.fallacy and not v.fallacy and a.answers is True
+    assert not any(s.space == "y" for s in a.scope.eligible)
+    assert any("sequence (summed) score is used (span_prompt" in n and "llm_attr.py" in n for n in a.notes)
+
+
+def test_bare_captum_claim_about_one_token_is_prompt_conditioned():
+    a = audit_static(computed("prompt_level", 'toolkit captum\n explain y["noir"]',
+                              'prompt "Translate to French: The dog is black."\n output "Le chien est noir."'))
+    assert a.toolkit_contract == "prompt_conditioned" and a.kind == "prompt_conditioned"
+    assert a.scope.fixed == (m.Selector("y", "lt", m.TextRef("noir")),)
+    assert not a.fallacy and a.answers is True and judge(a).status == "supported"
+    n = audit_static(computed("next_token", "toolkit captum"))
+    assert n.toolkit_contract == "prompt_conditioned" and n.answers is False and not n.fallacy
+    assert "answered by local_next_token" in n.mismatch
+
+
+def test_bare_captum_claim_over_a_span_is_span_level():
+    a = audit_static(computed("span", "toolkit captum\n explain y[2:4]"))
+    assert a.toolkit_contract == "span_prompt" and a.kind == "span_prompt" and not a.fallacy
+
+
+def test_bare_inseq_claim_is_local_next_token_for_any_question():
+    for q in ("next_token", "prompt_level", "span"):
+        a = audit_static(computed(q, "toolkit inseq"))
+        assert a.toolkit_contract == "local_next_token" and a.kind == "local_next_token"
+        assert a.fallacy == (q != "next_token")
+
+
+def test_answering_contract_keeps_the_claims_method_parameters():
+    a = audit_static(computed("prompt_level", "toolkit inseq\n method integrated_gradients(steps = 32)"))
+    v = judge(a)
+    assert v.fallacy and v.answering_contract is not None
+    assert "integrated_gradients(steps = 32)" in v.answering_contract
+    assert "eligible x" in v.answering_contract
+    # a method that does not compute the answering contract is replaced, without its parameters
+    b = audit_static(computed("prompt_level", "use local_next_token\n method heta(beta = 0.5)"))
+    assert "method integrated_gradients\n" in b.answering_text and "beta" not in b.answering_text
 
 
 def test_toolkit_fills_only_what_is_missing_and_keeps_the_stated_target():

@@ -12,7 +12,11 @@ reports. :func:`audit_static` reads it as follows.
    * the usual contract of the toolkit the claim names (``toolkit inseq``; origin
      ``toolkit``, see :mod:`scopecheck.spec.toolkits`). The audit says so explicitly:
      "we used Inseq's IG" fills the ``local_next_token`` contract, and the report lists
-     the elements that came from the toolkit rather than from the paper;
+     the elements that came from the toolkit rather than from the paper. A toolkit with a
+     per-token and a sequence score fills the one the claim uses (:func:`claim_is_per_token`):
+     a bare ``toolkit captum`` claim is ``prompt_conditioned`` when it explains one token
+     ``y[t]`` (or asks a next-token question) and ``span_prompt`` when it explains a span or
+     the sequence (or asks a prompt-level, span or output question);
    * for the process only, what the notation implies (origin ``implied``): generated-prefix
      features ``y[<t]`` exist only in an autoregressive process, states ``z`` and stages only
      in a diffusion one, and a ``reference:`` model is autoregressive. An implied process is
@@ -44,7 +48,9 @@ reports. :func:`audit_static` reads it as follows.
    eligible while the question is prompt-level (``prompt_level``, ``span`` or ``output``):
    prefix tokens are credited for predicting ``y[t]``, and that credit is read as if it said
    how the prompt shaped the output. The contract that would answer the question is written
-   out in full, in canonical contract text.
+   out in full, in canonical contract text. When the claim's own method computes the
+   answering contract, it keeps the claim's method parameters (``integrated_gradients(steps
+   = 32)``): only the contract changes.
 
 3. **Reported numbers** are checked against their mathematical range
    (:data:`scopecheck.checks.catalog.METRIC_RANGES`, then the fields of
@@ -430,7 +436,16 @@ def fill(claim: m.Claim) -> tuple[m.Scope, dict[str, str], dict[str, str], str |
     if c.toolkit is not None and c.toolkit in TOOLKITS:
         tk = TOOLKITS[c.toolkit]
         family, _ = process_hint(scope, claim)
-        kind = tk.contract
+        per_token = claim_is_per_token(claim, scope)
+        kind = tk.contract_for(per_token)
+        if tk.sequence is not None and tk.sequence != tk.contract:
+            variant = "per-token score" if per_token else "sequence (summed) score"
+            why = ("the claim explains one generated token" if per_token and scope.explain is not None else
+                   "the claim explains a generated span or sequence" if scope.explain is not None else
+                   f"the claim's question is {claim.question}" if claim.question is not None else
+                   "the claim says neither; the per-token score is the toolkit's usual one")
+            notes.append(f"{tk.name} has a per-token ({tk.contract}) and a sequence ({tk.sequence}) score; "
+                         f"{why}, so its {variant} is used ({kind}; read from {tk.source})")
         if kind == "prompt_to_output" and family == "autoregressive":
             kind = "span_prompt"
             notes.append(f"{tk.name}'s usual prompt-to-output contract on an autoregressive process is its "
@@ -456,6 +471,22 @@ def fill(claim: m.Claim) -> tuple[m.Scope, dict[str, str], dict[str, str], str |
     return scope, ordered, implied, toolkit_contract, notes, errors
 
 
+#: Questions whose bare toolkit claim is read under the toolkit's sequence score.
+SEQUENCE_QUESTIONS = ("prompt_level", "span", "output")
+
+
+def claim_is_per_token(claim: m.Claim, scope: m.Scope) -> bool:
+    """Does the claim explain one generated token (per-token score) rather than a span or the sequence?
+
+    The explained output decides when it is stated (``y[t]`` is one token; ``y``, ``y[a:b]`` a
+    sequence); otherwise the question (prompt-level, span and output questions are about the
+    generation, a next-token question about one token); with neither, per token."""
+    o = scope.explain
+    if o is not None and o.space == "y" and o.segment is None:
+        return o.op == "at"
+    return claim.question not in SEQUENCE_QUESTIONS
+
+
 def _answer_explain(sc: m.Scope, kind: str) -> m.Selector | None:
     o = sc.explain
     if o is None:
@@ -468,7 +499,12 @@ def _answer_explain(sc: m.Scope, kind: str) -> m.Selector | None:
 def answering_contract(claim: m.Claim, sc: m.Scope, kind: str, method: str | None) -> m.Contract:
     """The contract that answers the claim's question, every element stated (symbols kept)."""
     scope = standard_for(kind, _answer_explain(sc, kind))
-    meth = m.Method(method) if method is not None else None
+    meth = None
+    if method is not None:
+        stated = claim.computed.method
+        # the claim's own method keeps its parameters (steps, baseline, ...): only the contract changes
+        params = _strip_spans(stated.params) if stated is not None and method_name(stated) == method else ()
+        meth = m.Method(method, params)
     return m.Contract(f"answers the question of: {claim.name}", claim_model(claim), claim.prompt, claim.output,
                       None, scope, meth, span=claim.span)
 
