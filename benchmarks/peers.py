@@ -455,15 +455,75 @@ def inseq_occlusion_span(model, prompt_ids, target_ids) -> PeerResult:
 # --------------------------------------------------------------------------- registry and runner
 
 
+# --------------------------------------------------------------------------- scopecheck
+
+
+def _sc_problems(model, prompt_ids, target_ids, per_token: bool, pad_id: int | None = None):
+    """scopecheck's compiled problems for the workloads: E = the prompt; per token, one
+    prompt-conditioned problem per target (the family's members); else one span problem."""
+    from scopecheck.engine.scoring import causal_lm_problem
+
+    ids = torch.cat([prompt_ids, target_ids])
+    P, L = prompt_ids.shape[0], ids.shape[0]
+    e = torch.zeros(L, dtype=torch.bool)
+    e[:P] = True
+    if per_token:
+        return [causal_lm_problem(model, ids, e, [t], pad_id=pad_id) for t in range(P, L)]
+    return causal_lm_problem(model, ids, e, list(range(P, L)), pad_id=pad_id)
+
+
+def scopecheck_ig_per_token(model, prompt_ids, target_ids, steps: int = STEPS, method: str = METHOD) -> PeerResult:
+    """scopecheck's map family (``use prompt_conditioned(target = each)``) with IG, zero baseline:
+    the engine call a family contract makes (:func:`scopecheck.engine.family.run_family`)."""
+    from scopecheck.engine.family import run_family
+
+    P = prompt_ids.shape[0]
+    rule = {"riemann_middle": "riemann", "gausslegendre": "gauss_legendre"}[method]
+    with ForwardCounter(model) as fc:
+        probs = _sc_problems(model, prompt_ids, target_ids, True)
+        outs, shared = run_family("integrated_gradients", probs,
+                                  {"steps": steps, "rule": rule, "baseline": "zero", "batch_size": steps})
+        assert shared
+        attr = torch.stack([o.scores[:P] for o in outs])
+    return PeerResult(_np(attr), fc.calls, fc.rows)
+
+
+def scopecheck_gxi_per_token(model, prompt_ids, target_ids) -> PeerResult:
+    """scopecheck's map family with gradient x input (one forward, one batched backward)."""
+    from scopecheck.engine.family import run_family
+
+    P = prompt_ids.shape[0]
+    with ForwardCounter(model) as fc:
+        outs, shared = run_family("gradient_x_input", _sc_problems(model, prompt_ids, target_ids, True), {})
+        assert shared
+        attr = torch.stack([o.scores[:P] for o in outs])
+    return PeerResult(_np(attr), fc.calls, fc.rows)
+
+
+def scopecheck_occlusion_span(model, prompt_ids, target_ids, batch_size: int = 64) -> PeerResult:
+    """scopecheck's span contract (``use span_prompt``) with occlusion, the token replaced by id 0
+    (operator ``pad`` with pad id 0): perturbed forwards reuse the clean prefix's KV cache."""
+    from scopecheck.engine.methods import run_method
+
+    P = prompt_ids.shape[0]
+    with ForwardCounter(model) as fc:
+        pb = _sc_problems(model, prompt_ids, target_ids, False, pad_id=BASELINE_ID)
+        out = run_method("occlusion", pb, {"operator": "pad", "batch_size": batch_size})
+        attr = out.scores[:P]
+    return PeerResult(_np(attr), fc.calls, fc.rows)
+
+
 PEERS: dict[str, dict[str, Callable[..., PeerResult]]] = {
     "ig_per_token": {
         "minimal": minimal_ig_per_token,
+        "scopecheck": scopecheck_ig_per_token,
         "captum": captum_ig_per_token,
         "captum_embeds": captum_ig_embeds_per_token,
         "inseq": inseq_ig_per_token,
     },
     "occlusion_span": {
         "minimal": minimal_occlusion_span,
+        "scopecheck": scopecheck_occlusion_span,
         "captum": captum_occlusion_span,
         "captum_nocache": captum_occlusion_span_nocache,
         "captum_best": captum_occlusion_span_best,
@@ -471,6 +531,7 @@ PEERS: dict[str, dict[str, Callable[..., PeerResult]]] = {
     },
     "gxi_per_token": {
         "minimal": minimal_gxi_per_token,
+        "scopecheck": scopecheck_gxi_per_token,
         "captum": captum_gxi_per_token,
         "inseq": inseq_gxi_per_token,
     },
@@ -478,6 +539,9 @@ PEERS: dict[str, dict[str, Callable[..., PeerResult]]] = {
 
 #: The minimal reference call each peer must match (same baseline, same contract).
 REFERENCE: dict[tuple[str, str], dict[str, Any]] = {
+    ("ig_per_token", "scopecheck"): {"baseline": "zero"},
+    ("occlusion_span", "scopecheck"): {"baseline": BASELINE_ID},
+    ("gxi_per_token", "scopecheck"): {},
     ("ig_per_token", "captum"): {"baseline": BASELINE_ID},
     ("ig_per_token", "captum_embeds"): {"baseline": "zero"},
     ("ig_per_token", "inseq"): {"baseline": BASELINE_ID, "interpolate_prefix": True, "method": "gausslegendre"},

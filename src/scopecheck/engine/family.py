@@ -85,11 +85,7 @@ def batched_grads(scores: Tensor, x: Tensor) -> Tensor:
 
 def _grads_at(objective: CausalLMFamilyObjective, embeds: Tensor) -> tuple[Tensor, Tensor]:
     """Scores ``(B, K)`` and gradients ``(K, B, L, d)`` at ``embeds`` ``(B, L, d)``."""
-    x = embeds.detach().requires_grad_(True)
-    with torch.enable_grad():
-        s = objective(x)                                                         # (B, K)
-        g = batched_grads(s, x)
-    return s.detach(), g.detach()
+    return objective.grads(embeds)
 
 
 def _gradient_x_input(problems: Sequence[AttributionProblem], objective: CausalLMFamilyObjective,

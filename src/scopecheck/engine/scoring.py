@@ -314,6 +314,69 @@ class CausalLMFamilyObjective:
         cols = [self.inner.combine(terms[:, idx.to(terms.device)]) for idx in self.index]
         return torch.stack(cols, dim=-1)                                        # (B, K)
 
+    # ------------------------------------------------------------------ gradients
+    _head_ok: bool | None = None        # None: not yet verified against the model's own logits
+
+    def _head(self) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+        """The decoder body and a plain linear LM head, when logits are exactly ``head(body(x))``."""
+        model = self.inner.model
+        body = getattr(model, "base_model", None)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if body is None or body is model or type(head) is not torch.nn.Linear or self.inner.score not in ("logprob",
+                                                                                                           "logit"):
+            return None
+        return body, head
+
+    def grads(self, embeds: Tensor) -> tuple[Tensor, Tensor]:
+        """Scores ``(B, K)`` and their gradients w.r.t. ``embeds`` ``(B, L, d)`` -> ``(K, B, L, d)``.
+
+        The vocabulary-sized part is done in closed form: for ``S = log p(y | h)`` at the last
+        hidden state ``h`` of a linear head ``W``, ``dS/dh = W[y] - softmax(W h) W`` (``W[y]`` for a
+        logit score), so the batched backward starts at ``h`` and never touches the vocabulary
+        (backpropagating K one-hot cotangents through ``log_softmax`` over V is most of the
+        work otherwise). Verified once against the model's own logits; where they differ (a
+        scaled or soft-capped head) the plain batched backward runs instead.
+        """
+        from scopecheck.engine.family import batched_grads
+
+        parts = self._head() if self._head_ok is not False else None
+        x = embeds.detach().requires_grad_(True)
+        if parts is None:
+            with torch.enable_grad():
+                s = self(x)
+                return s.detach(), batched_grads(s, x).detach()
+        body, head = parts
+        inner = self.inner
+        rows = torch.as_tensor(inner.rows, device=x.device)                      # (n,)
+        with torch.enable_grad():
+            h = body(inputs_embeds=x, use_cache=False).last_hidden_state        # (B, L, d)
+        with torch.no_grad():
+            hr = h.detach()[:, rows]                                              # (B, n, d)
+            logits = head(hr)                                                     # (B, n, V)
+            if self._head_ok is None:
+                ref = inner.model(inputs_embeds=x.detach()[:1], use_cache=False).logits[:, rows]   # one row
+                tol = 1e-9 if x.dtype == torch.float64 else 1e-4
+                self._head_ok = bool(torch.allclose(ref, logits[:1], rtol=tol, atol=tol))
+                if not self._head_ok:
+                    return self.grads(embeds)
+            W = head.weight                                                       # (V, d)
+            tgt = inner.target_ids.to(x.device)                                   # (n,)
+            if inner.score == "logit":
+                terms = logits.gather(-1, tgt.view(1, -1, 1).expand(x.shape[0], -1, 1)).squeeze(-1)  # (B, n)
+                dh = W[tgt].unsqueeze(0).expand(x.shape[0], -1, -1)               # (B, n, d)
+            else:
+                logp = torch.log_softmax(logits, dim=-1)                          # (B, n, V)
+                terms = logp.gather(-1, tgt.view(1, -1, 1).expand(x.shape[0], -1, 1)).squeeze(-1)  # (B, n)
+                dh = W[tgt].unsqueeze(0) - logp.exp() @ W                        # (B, n, d)
+            K, (B, L, d) = len(self.members), h.shape
+            cot = torch.zeros(K, B, L, d, dtype=h.dtype, device=h.device)        # (K, B, L, d)
+            for k, idx in enumerate(self.index):
+                for j in idx.tolist():
+                    cot[k, :, int(rows[j])] += dh[:, j]
+            scores = torch.stack([terms[:, idx.to(terms.device)].sum(-1) for idx in self.index], dim=-1)  # (B, K)
+        (g,) = torch.autograd.grad(h, x, grad_outputs=cot, is_grads_batched=True)  # (K, B, L, d)
+        return scores, g.detach()
+
 
 class CausalLMLogProbs:
     """Full-vocabulary log-probs at the target rows: ``(B, L, d), keep -> (B, n_targets, V)``."""
