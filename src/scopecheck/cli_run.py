@@ -95,7 +95,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not entries:
             return 1
     out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
-    runner = Runner(device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
+    from scopecheck.engine.methods._common import progress_enabled
+
+    runner = Runner(device=args.device, dtype=args.dtype, progress=progress_enabled(None),
                     debug=bool(getattr(args, "debug", False)), max_evaluations=args.max_evaluations,
                     strict=bool(getattr(args, "strict", False)))
     store = args.store or DEFAULT_STORE

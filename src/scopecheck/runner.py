@@ -7,7 +7,6 @@ call once (per session in pytest, per command on the CLI). Expectations evaluate
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -170,14 +169,10 @@ class Runner:
             params = {p.key: _py(p.value) for p in call.params}
             seed = cr.contract.seed or 0
             t0 = time.perf_counter()
-            from scopecheck.engine.precision import float64_forward
-
-            model = getattr(getattr(getattr(cr.result.compiled, "problem", None), "objective", None), "model", None)
-            with float64_forward(model) if model is not None else _nothing():  # checks' forwards as the method's
-                if random:
-                    cr.checks[key] = random_baseline(call.name, cr.result, params)
-                else:
-                    cr.checks[key] = run_check(call.name, cr.result, params, seed=seed)
+            if random:
+                cr.checks[key] = random_baseline(call.name, cr.result, params, progress=self.progress)
+            else:
+                cr.checks[key] = run_check(call.name, cr.result, params, seed=seed, progress=self.progress)
             cr.seconds += time.perf_counter() - t0
         return cr.checks[key]
 
@@ -271,11 +266,6 @@ class Runner:
             why = f"{text}: FAILED: " + "\n".join(lines)
         return ExpectationOutcome(text, ex.span.line, passed, [o.left for _, o in outcomes],
                                   [o.right for _, o in outcomes], why)
-
-
-@contextlib.contextmanager
-def _nothing() -> Any:
-    yield None
 
 
 def _describe_check(res: Any) -> str:

@@ -24,9 +24,16 @@ from scopecheck.errors import ContractError
 
 def S(result, drop=(), op="pad") -> float:
     """The contract's score with the positions ``drop`` replaced by operator ``op``, one input at a time."""
+    from scopecheck.engine.precision import float64_forward
+
     pb = result.compiled.problem
     e = pb.embeds.clone()
     drop = list(drop)
+    with float64_forward(pb.objective.model):          # the precision the run computed in
+        return _S(pb, e, drop, op)
+
+
+def _S(pb, e, drop, op) -> float:
     with torch.no_grad():
         if op == "delete":
             keep = torch.ones(1, pb.length, dtype=torch.bool)
@@ -251,7 +258,11 @@ def test_infidelity_direct_and_captum(ig_pc):
         return I, inputs - I
 
     ones = torch.ones(1, len(feats), dtype=torch.float64)
-    got = captum_infidelity(forward, perturb, ones, a.unsqueeze(0), n_perturb_samples=40, max_examples_per_batch=40)
+    from scopecheck.engine.precision import float64_forward
+
+    with float64_forward(pb.objective.model):        # the precision the run (and the check) computed in
+        got = captum_infidelity(forward, perturb, ones, a.unsqueeze(0), n_perturb_samples=40,
+                                max_examples_per_batch=40)
     assert float(got) == pytest.approx(c.fields["value"], rel=1e-9)
     assert c.config["samples"] == 40 and c.config["seed"] == 5
 

@@ -14,9 +14,16 @@ from scopecheck.engine.methods import run_method
 
 
 def S(result, drop=(), op="pad") -> float:
+    from scopecheck.engine.precision import float64_forward
+
     pb = result.compiled.problem
     e = pb.embeds.clone()
     drop = list(drop)
+    with float64_forward(pb.objective.model):          # the precision the run computed in
+        return _S(pb, e, drop, op)
+
+
+def _S(pb, e, drop, op) -> float:
     if drop:
         e[drop] = pb.operators[op][drop]
     with torch.no_grad():
@@ -108,7 +115,10 @@ def test_max_sensitivity_matches_reruns(ig_pc):
         assert bool((delta.norm(dim=-1) <= 0.05 * norms + 1e-12).all())
         e = pb.embeds.clone()
         e[E] += delta
-        a = run_method("integrated_gradients", dataclasses.replace(pb, embeds=e), ig_pc.method_params).scores[E]
+        from scopecheck.engine.precision import float64_forward
+
+        with float64_forward(pb.objective.model):   # the precision the run (and the check) computed in
+            a = run_method("integrated_gradients", dataclasses.replace(pb, embeds=e), ig_pc.method_params).scores[E]
         rel.append(float((a - base).norm() / base.norm()))
     assert c.curve == pytest.approx(rel, rel=1e-9)
     assert c.fields["value"] == pytest.approx(max(rel)) and c.fields["value"] > 0

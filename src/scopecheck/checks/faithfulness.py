@@ -52,6 +52,7 @@ Definitions (each function's docstring repeats its own):
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -60,6 +61,7 @@ import torch
 
 from scopecheck.checks.catalog import CHECKS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS, CheckInfo, Protocol
 from scopecheck.checks.result import CheckResult
+from scopecheck.engine.methods._common import map_batches
 from scopecheck.errors import ContractError
 
 Tensor = torch.Tensor
@@ -68,15 +70,20 @@ Tensor = torch.Tensor
 EXHAUSTIVE_MAX = 8
 #: Beam width of the approximate NAOPC bounds beyond ``EXHAUSTIVE_MAX`` features.
 BEAM_WIDTH = 5
-#: Model evaluations per forward batch unless ``batch_size`` is given.
-DEFAULT_BATCH = 32
+#: Model evaluations per forward batch when ``batch_size`` is given by nobody: ``None`` lets
+#: ``map_batches`` choose from the free memory (halving on out-of-memory).
+DEFAULT_BATCH: int | None = None
+#: Share the S of drop masks already evaluated between the checks of one compiled problem (the
+#: rescore protocol only: S is then a deterministic function of the perturbed input), so a check,
+#: its random baseline and the other checks of the contract never score the same input twice.
+SCORE_CACHE = True
 #: Operator fallback order when neither the check nor the method states one.
 OPERATOR_FALLBACK = ("pad", "unk", "mask", "zero", "mean", "delete")
 
 #: Parameters accepted beyond the catalog's declared ones: ``batch_size`` everywhere (an
 #: engine setting, not part of a check's definition) and the ground truth of ``ground_truth``.
 EXTRA_PARAMS: dict[str, dict[str, str]] = {
-    "*": {"batch_size": "int (default 32): model evaluations per forward batch"},
+    "*": {"batch_size": "int (default: as many as the free memory allows): model evaluations per forward batch"},
     "ground_truth": {"causal": "prompt positions x[i] (1-based ints) or selector texts of the causal tokens"},
 }
 
@@ -179,6 +186,38 @@ def k_count(name: str, k: Any, n: int) -> int:
     raise ValueError(f"{name}: k={k!r} must be a fraction in (0, 1] or a count")
 
 
+# --------------------------------------------------------------------------- shared scores
+
+_SCORES: dict[int, tuple[Any, dict[tuple[str, bytes], float]]] = {}
+
+
+def score_cache(problem: Any) -> dict[tuple[str, bytes], float]:
+    """The S of drop masks evaluated so far on ``problem`` (``(operator, mask key)`` -> float),
+    kept as long as the problem lives."""
+    key = id(problem)
+    hit = _SCORES.get(key)
+    if hit is not None and hit[0]() is problem:
+        return hit[1]
+    cache: dict[tuple[str, bytes], float] = {}
+    try:
+        ref = weakref.ref(problem, lambda _r, k=key: _SCORES.pop(k, None))
+    except TypeError:               # not weak-referenceable: nothing is shared
+        return cache
+    _SCORES[key] = (ref, cache)
+    return cache
+
+
+def clear_score_cache() -> None:
+    """Forget every shared score (tests comparing against fresh evaluations)."""
+    _SCORES.clear()
+
+
+def mask_keys(drop: Tensor) -> list[bytes]:
+    """One hashable key per row of a bool matrix ``(N, L)`` (its bits, packed)."""
+    packed = np.packbits(drop.to("cpu", torch.bool).numpy(), axis=1)
+    return [row.tobytes() for row in packed]
+
+
 # --------------------------------------------------------------------------- context
 
 
@@ -195,7 +234,7 @@ class Ctx:
     perturb: tuple[str, ...]
     features: list[int]            # perturbable eligible positions (F)
     operator: str | None
-    batch_size: int
+    batch_size: int | None         # the user's, or None: chosen from the free memory
     seed: int
     values: Tensor                 # (L,) float64 map (re-assigned by rank when a ranking is given)
     ranking: list[int]             # F, most important first
@@ -231,21 +270,52 @@ class Ctx:
             return obj
         return self.problem.objective
 
+    def _cache(self) -> dict[tuple[str, bytes], float] | None:
+        if not SCORE_CACHE or self.protocol.then != "rescore" or self.operator is None:
+            return None
+        return score_cache(self.problem)
+
+    def _evaluate(self, drop: Tensor) -> Tensor:
+        """``S`` of every row of ``drop`` ``(N, L)``, batched by ``map_batches`` (``batch_size``
+        rows per forward when the user set it, else as many as memory allows) -> ``(N,)`` float64."""
+        pb = self.problem
+        f = self.evaluator
+        dev = pb.embeds.device
+
+        @torch.no_grad()
+        def chunk(sl: slice) -> Tensor:
+            embeds, keep = pb.replace(self.operator, drop[sl].to(dev))
+            return f(embeds, keep).detach().to("cpu", torch.float64)
+
+        out = map_batches(chunk, int(drop.shape[0]), self.batch_size, problem=pb,
+                          kind="forward" if self.protocol.then == "rescore" else f"chain:{self.protocol.then}",
+                          desc=f"check {self.name}")
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
     @torch.no_grad()
     def score_drops(self, drop: Tensor) -> Tensor:
         """``S`` for each drop mask ``(N, L)`` bool -> ``(N,)`` float64, batched. Only eligible
-        positions are ever perturbed (``problem.replace`` refuses the others)."""
+        positions are ever perturbed (``problem.replace`` refuses the others). Under ``rescore``
+        each distinct mask is scored once per compiled problem (``SCORE_CACHE``): rows seen by an
+        earlier call of any check on this problem cost no forward."""
         assert self.operator is not None
         pb = self.problem
-        drop = drop.to(pb.embeds.device)
-        out = []
-        f = self.evaluator
-        for s in range(0, drop.shape[0], self.batch_size):
-            embeds, keep = pb.replace(self.operator, drop[s:s + self.batch_size])
-            out.append(f(embeds, keep).detach().to("cpu", torch.float64))
-        if not out:
+        if drop.shape[0] == 0:
             return torch.zeros(0, dtype=torch.float64)
-        return torch.cat(out)
+        cache = self._cache()
+        if cache is None:
+            return self._evaluate(drop)
+        drop = drop.to("cpu", torch.bool) & pb.eligible.to("cpu").unsqueeze(0)
+        keys = [(self.operator, k) for k in mask_keys(drop)]
+        todo: dict[tuple[str, bytes], int] = {}
+        for i, k in enumerate(keys):
+            if k not in cache and k not in todo:
+                todo[k] = i
+        if todo:
+            vals = self._evaluate(drop[list(todo.values())]).tolist()
+            for k, v in zip(todo, vals):
+                cache[k] = v
+        return torch.tensor([cache[k] for k in keys], dtype=torch.float64)
 
     def drop_rows(self, sets: Sequence[Sequence[int]]) -> Tensor:
         """Drop masks ``(N, L)`` from lists of positions."""
@@ -295,7 +365,7 @@ class Ctx:
             "k": None, "steps": None, "samples": None, "seed": self.seed,
             "ranking": "given" if self.ranking_given else "map",
             "method": r.method, "model": r.model, "device": r.device, "dtype": r.dtype,
-            "batch_size": self.batch_size,
+            "batch_size": self.batch_size if self.batch_size is not None else "auto",
         }
         diffusion = getattr(r, "diffusion", None)
         if diffusion:
@@ -414,7 +484,8 @@ def setup(name: str, result: Any, params: Mapping[str, object] | None, *, rankin
     if not features:
         raise ValueError(f"{name}: no eligible feature in the perturbed group(s) {', '.join(groups)}")
     operator = _operator(result, p.get("operator"))
-    batch = as_int(name, "batch_size", p.get("batch_size", DEFAULT_BATCH))
+    given = p.get("batch_size", DEFAULT_BATCH)
+    batch = None if given is None else as_int(name, "batch_size", given)
     base = torch.tensor(result.scores, dtype=torch.float64)
     own = map_order(base, features)
     values = base.clone()
@@ -518,30 +589,34 @@ def aopc_bounds(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple[float, float, s
         full = (1 << E) - 1
         return lo[full] / n, hi[full] / n, "exact", gains.evaluations
 
-    def beam(sign: float) -> float:
-        gains.need([0])
-        beams = [(gains.g(0) if 0 in kset else 0.0, 0)]
-        for size in range(1, E + 1):
-            cands: dict[int, float] = {}
-            for cum, a in beams:
+    # the two beams (max and min) advance together, so each size's candidates of both are
+    # scored in one batch; the result is that of running them one after the other
+    gains.need([0])
+    start = gains.g(0) if 0 in kset else 0.0
+    beams = {1.0: [(start, 0)], -1.0: [(start, 0)]}
+    for size in range(1, E + 1):
+        cands: dict[float, dict[int, float]] = {}
+        for sign, bs in beams.items():
+            c: dict[int, float] = {}
+            for cum, a in bs:
                 for i in range(E):
                     if not (a >> i) & 1:
                         b = a | (1 << i)
-                        if b not in cands or sign * cum > sign * cands[b]:
-                            cands[b] = cum
-            gains.need(list(cands))
+                        if b not in c or sign * cum > sign * c[b]:
+                            c[b] = cum
+            cands[sign] = c
+        gains.need(sorted(set(cands[1.0]) | set(cands[-1.0])))
+        for sign, c in cands.items():
             scored = []
-            for b, cum in cands.items():
+            for b, cum in c.items():
                 gb = gains.g(b)
                 new = cum + (gb if size in kset else 0.0)
                 key = sign * (new + (0.0 if size in kset else gb))
                 scored.append((key, new, b))
             scored.sort(key=lambda t: (-t[0], t[2]))
-            beams = [(new, b) for _, new, b in scored[:BEAM_WIDTH]]
-        return max(sign * c for c, _ in beams) * sign
-
-    upper = beam(1.0) / n
-    lower = beam(-1.0) / n
+            beams[sign] = [(new, b) for _, new, b in scored[:BEAM_WIDTH]]
+    upper = max(c for c, _ in beams[1.0]) / n
+    lower = min(c for c, _ in beams[-1.0]) / n
     return lower, upper, f"beam(width={BEAM_WIDTH})", gains.evaluations
 
 
@@ -554,19 +629,25 @@ def _naopc(aopc: float, lower: float, upper: float, how: str) -> tuple[float, fl
     return min(1.0, max(0.0, (aopc - lower) / (upper - lower))), lower, upper, note
 
 
+def curve_steps(ctx: Ctx) -> int | None:
+    steps = ctx.params.get("steps")
+    return None if steps is None else as_int(ctx.name, "steps", steps)
+
+
+def curve_sets(ctx: Ctx, mode: str, ks: Sequence[int]) -> list[list[int]]:
+    """The feature sets a curve perturbs: ``top-k`` (deletion) or all but ``top-k`` (insertion)."""
+    r = ctx.ranking
+    return [r[:k] for k in ks] if mode == "deletion" else [r[k:] for k in ks]
+
+
 def _curve_check(name: str, mode: str, result: Any, params: Mapping[str, object] | None, ranking, seed: int,
                  ) -> CheckResult:
     ctx = setup(name, result, params, ranking=ranking, seed=seed)
-    steps = ctx.params.get("steps")
-    steps = None if steps is None else as_int(name, "steps", steps)
+    steps = curve_steps(ctx)
     E = ctx.E
     ks = grid(E, steps)
     r = ctx.ranking
-    if mode == "deletion":
-        sets = [r[:k] for k in ks]
-    else:
-        sets = [r[k:] for k in ks]
-    curve = ctx.score_sets(sets).tolist()
+    curve = ctx.score_sets(curve_sets(ctx, mode, ks)).tolist()
     if mode == "deletion":
         ref = curve[0]                                    # S(x): nothing removed
         gains = [ref - c for c in curve]
@@ -652,14 +733,20 @@ def normalized_importance(ctx: Ctx) -> Tensor:
     return (v - lo) / (hi - lo)
 
 
+def soft_masks(ctx: Ctx) -> tuple[int, Tensor, Tensor]:
+    """``(samples, keep probability (E,), kept masks (samples, E))`` of Soft-NC / Soft-NS: Soft-NC
+    keeps feature i with probability ``1 − α_i``, Soft-NS with ``α_i``; seeded with the check's seed."""
+    n = as_int(ctx.name, "samples", ctx.params["samples"])
+    alpha = normalized_importance(ctx)                                   # (E,)
+    keep_p = 1.0 - alpha if ctx.name == "soft_nc" else alpha
+    g = torch.Generator().manual_seed(int(ctx.seed))
+    u = torch.rand(n, ctx.E, generator=g, dtype=torch.float64)
+    return n, keep_p, u < keep_p.unsqueeze(0)                            # (n, E)
+
+
 def _soft(name: str, result: Any, params, ranking, seed: int) -> CheckResult:
     ctx = setup(name, result, params, ranking=ranking, seed=seed)
-    n = as_int(name, "samples", ctx.params["samples"])
-    alpha = normalized_importance(ctx)                                   # (E,)
-    keep_p = 1.0 - alpha if name == "soft_nc" else alpha
-    g = torch.Generator().manual_seed(int(seed))
-    u = torch.rand(n, ctx.E, generator=g, dtype=torch.float64)
-    kept = u < keep_p.unsqueeze(0)                                       # (n, E)
+    n, keep_p, kept = soft_masks(ctx)
     s = ctx.score_drops(ctx.drop_from_masks(~kept))
     s_x, s_empty = ctx.s_x, ctx.s_empty()
     d = torch.clamp(s_x - s, min=0.0)
@@ -722,5 +809,54 @@ def infidelity(result: Any, params: Mapping[str, object] | None = None, *, ranki
                     normalize=False)
 
 
+# --------------------------------------------------------------------------- planned evaluations
+
+
+def planned_drops(name: str, ctx: Ctx) -> Tensor | None:
+    """The drop masks check ``name`` will score for ``ctx``'s ranking and seed, known before it
+    runs (``None`` for checks not planned here): the curve (and, for ``E <= EXHAUSTIVE_MAX``, the
+    2^E subsets of the exact NAOPC bounds), the top-k sets, the Soft-NC/NS masks. Scoring the
+    plans of several rankings in one call (``prefetch``) lets them share forwards; the beam
+    search's adaptive evaluations are shared through the score cache instead."""
+    if name in ("deletion", "aopc", "insertion"):
+        mode = "insertion" if name == "insertion" else "deletion"
+        ks = grid(ctx.E, curve_steps(ctx))
+        drop = ctx.drop_rows(curve_sets(ctx, mode, ks))
+        if ctx.E <= EXHAUSTIVE_MAX:
+            subsets = torch.arange(1 << ctx.E).unsqueeze(1)
+            masks = ((subsets >> torch.arange(ctx.E).unsqueeze(0)) & 1).bool()
+            drop = torch.cat([drop, ctx.drop_from_masks(masks)])   # both modes: every subset is dropped once
+        return drop
+    if name in ("comprehensiveness", "sufficiency"):
+        n = k_count(name, ctx.params["k"], ctx.E)
+        other = ctx.ranking[:n] if name == "comprehensiveness" else ctx.ranking[n:]
+        return ctx.drop_rows([[], other])
+    if name in ("soft_nc", "soft_ns"):
+        _, _, kept = soft_masks(ctx)
+        return torch.cat([ctx.drop_from_masks(~kept), ctx.drop_rows([ctx.features])])
+    if name == "infidelity":
+        n = as_int(name, "samples", ctx.params["samples"])
+        return ctx.drop_from_masks(infidelity_masks(ctx.E, n, ctx.seed))
+    return None
+
+
+def prefetch(name: str, result: Any, params: Mapping[str, object] | None,
+             runs: Sequence[tuple[Sequence[int] | None, int]]) -> int:
+    """Score the planned masks of check ``name`` for every ``(ranking, seed)`` in ``runs`` in one
+    batched call (stacked, deduplicated), into the score cache; the checks then run on cached
+    scores. Returns how many masks were planned (0 when nothing is shared: a protocol that
+    regenerates, or the cache switched off)."""
+    ctxs = [setup(name, result, params, ranking=r, seed=s) for r, s in runs]
+    if not ctxs or ctxs[0]._cache() is None:
+        return 0
+    plans = [d for d in (planned_drops(name, c) for c in ctxs) if d is not None]
+    if not plans:
+        return 0
+    stacked = torch.cat(plans)
+    ctxs[0].score_drops(stacked)
+    return int(stacked.shape[0])
+
+
 __all__ = ["aopc", "comprehensiveness", "deletion", "infidelity", "insertion", "soft_nc", "soft_ns", "sufficiency",
-           "setup", "Ctx", "EXHAUSTIVE_MAX", "BEAM_WIDTH"]
+           "setup", "Ctx", "EXHAUSTIVE_MAX", "BEAM_WIDTH", "prefetch", "planned_drops", "clear_score_cache",
+           "score_cache", "SCORE_CACHE"]

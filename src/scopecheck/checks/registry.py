@@ -3,6 +3,11 @@
 ``run_check(name, result, params)`` runs one check; ``random_baseline(name, result, params)``
 runs it with uniformly random rankings of the eligible features (one per seed) and averages
 the fields, the reference a map's ranking must beat (``expect deletion.aopc > random.aopc``).
+
+Both run as one progress phase each (``progress``: a bar on a terminal, a line per ten seconds
+otherwise; off inside pytest unless asked for, see ``_common.progress_enabled``). Under the
+rescore protocol the random rankings' perturbed inputs and the map's own are scored together in
+one batched call, and every input is scored once per compiled problem (``faithfulness.SCORE_CACHE``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from scopecheck.checks import faithfulness as _faith
 from scopecheck.checks import sanity as _sanity
 from scopecheck.checks.catalog import CHECKS
 from scopecheck.checks.result import CheckResult
+from scopecheck.engine.methods._common import phase
 
 CheckImpl = Callable[..., CheckResult]
 
@@ -48,20 +54,40 @@ def _impl(name: str) -> CheckImpl:
         raise KeyError(f"unknown check {name!r}; known checks: {', '.join(sorted(CHECK_IMPLS))}") from None
 
 
+def _precision(result: Any) -> Any:
+    """Checks compute in the precision the method did: a float64 causal-LM run patches
+    transformers' float32 internals for the check's forwards too (``engine.precision``)."""
+    import contextlib
+
+    model = getattr(getattr(getattr(getattr(result, "compiled", None), "problem", None), "objective", None),
+                    "model", None)
+    if model is None:
+        return contextlib.nullcontext()
+    from scopecheck.engine.precision import float64_forward
+
+    return float64_forward(model)
+
+
 def run_check(name: str, result: Any, params: Mapping[str, object] | None = None, *, seed: int = 0,
-              ranking: Sequence[int] | None = None) -> CheckResult:
+              ranking: Sequence[int] | None = None, progress: bool | None = None) -> CheckResult:
     """Run check ``name`` on ``result``. Unknown names raise ``KeyError`` listing the checks;
-    unknown parameters ``ValueError`` listing the declared ones."""
+    unknown parameters ``ValueError`` listing the declared ones. ``progress``: report the model
+    evaluations as they run (``None``: ``$SCOPECHECK_PROGRESS``, else on outside pytest)."""
     fn = _impl(name)
     _faith.check_params(name, params)
-    return fn(result, params, ranking=ranking, seed=seed)
+    with phase(f"check {name}", progress), _precision(result):
+        return fn(result, params, ranking=ranking, seed=seed)
 
 
 def random_baseline(name: str, result: Any, params: Mapping[str, object] | None = None, *,
-                    seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> CheckResult:
+                    seeds: Sequence[int] = (0, 1, 2, 3, 4), progress: bool | None = None) -> CheckResult:
     """The check with uniformly random rankings of its features (``numpy.random.default_rng(s)
     .permutation`` for each seed ``s``, the check's own sampling seeded with ``s`` too); fields
-    averaged over seeds (NaN seeds ignored), per-seed values in ``extra['per_seed']``."""
+    averaged over seeds (NaN seeds ignored), per-seed values in ``extra['per_seed']``.
+
+    The inputs every ranking perturbs (and those of the map's own ranking, which the compared
+    check needs) are stacked and scored in one batched call before the per-seed checks run on
+    the shared scores; the numbers are those of running each seed on its own."""
     fn = _impl(name)
     if not CHECKS[name].ranking:
         raise ValueError(f"check {name!r} does not use the map's ranking, so a random-ranking baseline is undefined; "
@@ -71,11 +97,12 @@ def random_baseline(name: str, result: Any, params: Mapping[str, object] | None 
         raise ValueError("random_baseline needs at least one seed")
     ctx = _faith.setup(name, result, params)
     runs: list[CheckResult] = []
-    rankings: list[list[int]] = []
-    for s in seeds:
-        perm = [ctx.features[i] for i in np.random.default_rng(s).permutation(len(ctx.features))]
-        rankings.append(perm)
-        runs.append(fn(result, params, ranking=perm, seed=s))
+    rankings = [[ctx.features[i] for i in np.random.default_rng(s).permutation(len(ctx.features))] for s in seeds]
+    with phase(f"check {name} (random baseline, {len(seeds)} rankings)", progress), _precision(result):
+        own = (None, int(getattr(result, "seed", 0) or 0))
+        _faith.prefetch(name, result, params, [own, *zip(rankings, seeds)])
+        for perm, s in zip(rankings, seeds):
+            runs.append(fn(result, params, ranking=perm, seed=s))
     first = runs[0]
     per_seed = {f: [r.fields[f] for r in runs] for f in first.fields}
     fields = {}

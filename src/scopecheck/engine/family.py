@@ -34,7 +34,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from scopecheck.engine.methods import resolve_method, run_method
-from scopecheck.engine.methods._common import batches, finalize, resolve_params
+from scopecheck.engine.methods._common import batch_param, finalize, map_batches, resolve_params
 from scopecheck.engine.methods.gradients import NORMS, ig_finish, ig_path
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.engine.scoring import CausalLMFamilyObjective, CausalLMObjective
@@ -114,9 +114,13 @@ def _integrated_gradients(problems: Sequence[AttributionProblem], objective: Cau
     path = ig_path(first, p)
     K = len(problems)
     total = torch.zeros((K, *path.x.shape), dtype=path.x.dtype, device=path.x.device)   # (K, L, d)
-    for sl in batches(path.steps, path.batch_size, bool(p["_progress"]), "integrated_gradients (each target)"):
+    def chunk(sl: slice) -> Tensor:                                              # (K, L, d)
         _, g = _grads_at(objective, path.points(sl))                            # (K, b, L, d)
-        total = total + (path.weights[sl].view(1, -1, 1, 1) * g).sum(1)
+        return (path.weights[sl].view(1, -1, 1, 1) * g).sum(1)
+
+    for part in map_batches(chunk, path.steps, path.batch_size, problem=first, kind="backward",
+                            progress=bool(p["_progress"]), desc="integrated_gradients (each target)"):
+        total = total + part
     with torch.no_grad():
         s = objective(torch.stack([path.x, path.x0]))                            # (2, K)
     return [ig_finish(pb, path, total[k], float(s[0, k]), float(s[1, k])) for k, pb in enumerate(problems)]
@@ -139,12 +143,12 @@ def _occlusion(problems: Sequence[AttributionProblem], objective: CausalLMFamily
     # every member's "all of E_k perturbed" row, then the input itself: one more batch
     extra = torch.stack([pb.eligible for pb in problems])                        # (K, L)
     rows = torch.cat([drop, extra])                                              # (M + K, L)
-    size = int(p["batch_size"])
-    out = []
-    for sl in batches(rows.shape[0], size, bool(p["_progress"]), "occlusion (each target)"):
+    def chunk(sl: slice) -> Tensor:                                              # (b, K)
         embeds, keep = _replace(first, union, op, rows[sl])
-        out.append(objective(embeds, keep))                                      # (b, K)
-    s_all = torch.cat(out)                                                       # (M + K, K)
+        return objective(embeds, keep)
+
+    s_all = torch.cat(map_batches(chunk, rows.shape[0], batch_param(p), problem=first,
+                                  progress=bool(p["_progress"]), desc="occlusion (each target)"))  # (M + K, K)
     s_in = objective(first.embeds.unsqueeze(0))[0]                               # (K,)
     results = []
     for k, pb in enumerate(problems):

@@ -119,6 +119,10 @@ def float64_forward(model: torch.nn.Module) -> Iterator[PrecisionNote]:
     if dtype != "float64":
         yield PrecisionNote(dtype)
         return
+    active = getattr(model, "_scopecheck_float64", None)
+    if active is not None:                      # nested: the outer block's patch is in place
+        yield active
+        return
     patched: list[tuple[torch.nn.Module, str]] = []
     unpatched: list[str] = []
     globals_patched: list[tuple[object, object]] = []
@@ -151,8 +155,11 @@ def float64_forward(model: torch.nn.Module) -> Iterator[PrecisionNote]:
                 mod._scopecheck_inv_freq64 = inv64                              # type: ignore[attr-defined]
                 mod.forward = types.MethodType(_rotary_forward, mod)             # type: ignore[method-assign]
                 patched.append((mod, name))
-        yield PrecisionNote(dtype, tuple(n for _, n in patched), tuple(unpatched))
+        note = PrecisionNote(dtype, tuple(n for _, n in patched), tuple(unpatched))
+        model.__dict__["_scopecheck_float64"] = note
+        yield note
     finally:
+        model.__dict__.pop("_scopecheck_float64", None)
         for owner, original in globals_patched:
             owner.eager_attention_forward = original  # type: ignore[attr-defined]
         for mod, _ in patched:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping
+import contextlib
+import contextvars
+import os
+import sys
+import time
+import weakref
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
+import numpy as np
 import torch
 
 from scopecheck.engine import catalog
@@ -15,7 +22,7 @@ Tensor = torch.Tensor
 INTERNAL_BATCH = 32
 
 #: Keys ``run_method`` adds to the parameter mapping (never user parameters).
-RESERVED = ("_seed", "_progress")
+RESERVED = ("_seed", "_progress", "_batch_auto")
 
 #: Defaults of every declared parameter, by method (must match ``catalog.METHODS``).
 DEFAULTS: dict[str, dict[str, object]] = {
@@ -97,6 +104,8 @@ def resolve_params(method: str, params: Mapping[str, object] | None) -> dict[str
             out[key] = _coerce(method, key, value, DEFAULTS[method][key])
     out.setdefault("_seed", 0)
     out.setdefault("_progress", False)
+    # a batch_size the caller did not give is chosen from free memory (``batch_param``)
+    out.setdefault("_batch_auto", "batch_size" in DEFAULTS[method] and "batch_size" not in params)
     for key in ("steps", "samples", "batch_size", "probes"):
         if key in out and int(out[key]) < 1:  # type: ignore[arg-type]
             raise ValueError(f"{method}: parameter {key} must be >= 1, got {out[key]}")
@@ -110,16 +119,362 @@ def generator(seed: object) -> torch.Generator:
     return g
 
 
+def batch_param(p: Mapping[str, object]) -> int | None:
+    """The method's ``batch_size``: the user's value, or ``None`` (memory-aware) when not given."""
+    if p.get("_batch_auto") or "batch_size" not in p:
+        return None
+    return int(p["batch_size"])  # type: ignore[arg-type]
+
+
 def batches(n: int, size: int, progress: bool = False, desc: str = "") -> Iterator[slice]:
-    starts: Iterable[int] = range(0, n, size)
-    if progress:
+    """Consecutive slices of ``range(n)`` of at most ``size``; with ``progress`` a bar on a TTY,
+    rate-limited lines otherwise (:class:`Progress`); without it, rows go to the active phase."""
+    bar = Progress(desc, total=n, unit="row") if progress else current_phase()
+    if bar is not None and not progress:
+        bar.grow(n)
+    try:
+        for s in range(0, n, size):
+            sl = slice(s, min(n, s + size))
+            yield sl
+            if bar is not None:
+                bar.update(sl.stop - sl.start)
+    finally:
+        if progress and bar is not None:
+            bar.close()
+
+
+# ------------------------------------------------------------------------------ progress
+
+#: Environment switch for progress when the caller does not say: 1/true/on or 0/false/off.
+PROGRESS_ENV = "SCOPECHECK_PROGRESS"
+#: Seconds between two progress lines of one phase when the stream is not a terminal.
+LOG_INTERVAL = 10.0
+
+_PHASE: contextvars.ContextVar["Progress | None"] = contextvars.ContextVar("scopecheck_phase", default=None)
+
+
+def progress_enabled(requested: bool | None = None) -> bool:
+    """Whether a long phase reports progress: ``requested`` when given; else ``$SCOPECHECK_PROGRESS``
+    when set; else off inside pytest (``PYTEST_CURRENT_TEST``, inherited by subprocesses) and on
+    elsewhere (a bar on a terminal, a line per ``LOG_INTERVAL`` seconds otherwise)."""
+    if requested is not None:
+        return bool(requested)
+    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if env in _TRUE:
+        return True
+    if env in _FALSE:
+        return False
+    return "PYTEST_CURRENT_TEST" not in os.environ
+
+
+class Progress:
+    """Progress of one long phase (a method's scoring, a check, a random baseline).
+
+    On a terminal it is a tqdm bar (removed when done); on any other stream (CI logs, files)
+    it writes ``scopecheck: <desc>: <done>/<total> <unit>s (<seconds> s)`` at most once per
+    ``LOG_INTERVAL`` seconds and one closing line with the totals, so a phase shorter than the
+    interval writes exactly one line. ``total`` may grow while the phase runs (``grow``): a
+    check whose work is adaptive (NAOPC beam search) schedules it as it goes.
+    """
+
+    def __init__(self, desc: str, total: int | None = None, *, unit: str = "evaluation",
+                 stream: Any = None, interval: float | None = None) -> None:
+        self.desc, self.unit = desc, unit
+        self.total, self.done = total, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = LOG_INTERVAL if interval is None else float(interval)
+        self.t0 = self._last = time.monotonic()
+        self.closed = False
+        self.bar: Any = None
+        isatty = getattr(self.stream, "isatty", None)
+        if callable(isatty) and isatty():
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=self.stream,
+                                dynamic_ncols=True)
+            except ImportError:  # pragma: no cover - tqdm ships with transformers
+                self.bar = None
+
+    def grow(self, n: int) -> None:
+        """``n`` more units of work were scheduled."""
+        self.total = (self.total or 0) + int(n)
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+
+    def update(self, n: int) -> None:
+        self.done += int(n)
+        if self.bar is not None:
+            self.bar.update(int(n))
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self._line(f"{self.done}/{self.total if self.total is not None else '?'} {self.unit}s "
+                       f"({now - self.t0:.0f} s)")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.bar is not None:
+            self.bar.close()
+        elif self.done:
+            self._line(f"done, {self.done} {self.unit}s in {time.monotonic() - self.t0:.1f} s")
+
+    def _line(self, text: str) -> None:
         try:
-            from tqdm.auto import tqdm
-            starts = tqdm(list(starts), desc=desc, unit="batch", leave=False)
-        except ImportError:  # pragma: no cover
+            self.stream.write(f"scopecheck: {self.desc}: {text}\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # pragma: no cover - a closed stream never stops a run
             pass
-    for s in starts:
-        yield slice(s, min(n, s + size))
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def current_phase() -> Progress | None:
+    """The progress of the phase running now (``phase``), if any reports."""
+    return _PHASE.get()
+
+
+@contextlib.contextmanager
+def phase(desc: str, progress: bool | None = None, *, unit: str = "evaluation",
+          stream: Any = None) -> Iterator[Progress | None]:
+    """Run a long phase: when progress is enabled (``progress_enabled``), every evaluation scored
+    inside it (``map_batches``, ``batches``) is counted on one :class:`Progress` named ``desc``.
+    A phase inside a reporting phase reports into the outer one (one bar, one line per check)."""
+    outer = _PHASE.get()
+    if outer is not None or not progress_enabled(progress):
+        yield outer
+        return
+    bar = Progress(desc, unit=unit, stream=stream)
+    token = _PHASE.set(bar)
+    try:
+        yield bar
+    finally:
+        _PHASE.reset(token)
+        bar.close()
+
+
+# ------------------------------------------------------------------------------ memory-aware batching
+
+T = TypeVar("T")
+
+#: Share of the free memory the first (automatic) batch may take: accelerators, and the CPU
+#: (where running out means the kernel's OOM killer, not an exception, so much less).
+GPU_MEMORY_SHARE = 0.5
+CPU_MEMORY_SHARE = 0.2
+#: Largest automatic batch (rows per forward). On CPUs throughput stops improving long before
+#: memory runs out (benchmarks/checks_measure.py), so the cap there is lower.
+GPU_MAX_ROWS = 1024
+CPU_MAX_ROWS = 256
+
+
+class BatchSizeError(RuntimeError):
+    """A batch size the user set ran out of memory (it is never lowered silently)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """``torch.cuda.OutOfMemoryError``, ``MemoryError``, or a ``RuntimeError`` whose message says
+    the device or the CPU allocator is out of memory."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, RuntimeError):
+        msg = str(exc).lower()
+        return "out of memory" in msg or "can't allocate memory" in msg or "cannot allocate memory" in msg
+    return False
+
+
+def _release_memory(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device is not None and device.type == "mps" and hasattr(torch, "mps"):  # pragma: no cover
+        torch.mps.empty_cache()
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes available to new tensors on ``device`` (``None`` when unknown)."""
+    try:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        if device.type == "cpu":
+            avail = None
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        avail = int(line.split()[1]) * 1024
+                        break
+            for limit_f, used_f in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                    ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                     "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+                try:
+                    with open(limit_f) as fl, open(used_f) as fu:
+                        raw = fl.read().strip()
+                        if raw != "max" and int(raw) < 1 << 60:
+                            room = int(raw) - int(fu.read().strip())
+                            avail = room if avail is None else min(avail, room)
+                    break
+                except (OSError, ValueError):
+                    continue
+            return avail
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return None
+
+
+def row_bytes(problem: AttributionProblem, kind: str = "forward") -> int:
+    """A generous estimate of the memory one scored row takes at the peak of a forward
+    (``kind="forward"``, no graph) or of a forward and backward (``"backward"``, every layer's
+    activations kept): the largest per-layer buffers, the attention scores and the logits
+    (with their float32 log-softmax copies), from the model's config when the objective exposes
+    its model, else from the embedding width assuming a deep model."""
+    L, d = problem.length, int(problem.embeds.shape[-1])
+    size = problem.embeds.element_size()
+    cfg = getattr(getattr(problem.objective, "model", None), "config", None)
+    get = (lambda *names, default: next((int(getattr(cfg, n)) for n in names
+                                         if isinstance(getattr(cfg, n, None), int)), default))
+    H = get("hidden_size", "d_model", "n_embd", default=d)
+    inter = get("intermediate_size", "ffn_dim", "n_inner", default=4 * H)
+    heads = get("num_attention_heads", "n_head", "num_heads", default=max(1, H // 64))
+    layers = get("num_hidden_layers", "n_layer", "num_layers", default=32)
+    V = get("vocab_size", default=int(problem.vocab_embeds.shape[0]) if problem.vocab_embeds is not None else 50_000)
+    layer = L * (6 * H + 3 * inter) + 2 * heads * L * L
+    logits = L * V * (size + 2 * 4)
+    if kind == "backward":
+        total = layers * layer * size + 2 * logits + L * d * size * 4
+    else:
+        total = 2 * layer * size + logits + L * d * size * 2
+    return int(2 * total)                                                 # and a factor 2 to spare
+
+
+def auto_batch(problem: AttributionProblem, kind: str = "forward") -> int:
+    """First automatic batch size: a share of the free memory over ``row_bytes``, capped."""
+    device = problem.embeds.device
+    cap = CPU_MAX_ROWS if device.type == "cpu" else GPU_MAX_ROWS
+    free = free_memory(device)
+    if free is None:
+        return min(cap, INTERNAL_BATCH)
+    share = CPU_MEMORY_SHARE if device.type == "cpu" else GPU_MEMORY_SHARE
+    return max(1, min(cap, int(free * share) // max(1, row_bytes(problem, kind))))
+
+
+#: Working sizes learned by halving, as tokens per forward (rows x sequence length), per model
+#: (or objective) and kind: later batches, of this or another problem on the same model,
+#: start from there instead of running out of memory again.
+_LEARNED: "weakref.WeakKeyDictionary[Any, dict[tuple[str, str], int]]" = weakref.WeakKeyDictionary()
+_LEARNED_BY_ID: dict[tuple[int, str, str], int] = {}
+
+
+def _owner(problem: AttributionProblem | None) -> Any:
+    if problem is None:
+        return None
+    return getattr(problem.objective, "model", None) or problem.objective
+
+
+def learned_rows(problem: AttributionProblem | None, kind: str) -> int | None:
+    owner = _owner(problem)
+    if owner is None or problem is None:
+        return None
+    dev = str(problem.embeds.device)
+    try:
+        tokens = _LEARNED.get(owner, {}).get((kind, dev))
+    except TypeError:
+        tokens = _LEARNED_BY_ID.get((id(owner), kind, dev))
+    return None if tokens is None else max(1, tokens // max(1, problem.length))
+
+
+def _learn(problem: AttributionProblem | None, kind: str, rows: int) -> None:
+    owner = _owner(problem)
+    if owner is None or problem is None:
+        return
+    dev, tokens = str(problem.embeds.device), rows * max(1, problem.length)
+    try:
+        _LEARNED.setdefault(owner, {})[(kind, dev)] = tokens
+    except TypeError:
+        _LEARNED_BY_ID[(id(owner), kind, dev)] = tokens
+
+
+def forget_learned_batches() -> None:
+    """Drop every learned working size (tests; a process that freed memory)."""
+    _LEARNED.clear()
+    _LEARNED_BY_ID.clear()
+
+
+def map_batches(fn: Callable[[slice], T], n: int, batch_size: int | None, *,
+                problem: AttributionProblem | None = None, kind: str = "forward", start: int | None = None,
+                progress: bool = False, desc: str = "", param: str = "batch_size") -> list[T]:
+    """``[fn(slice) for consecutive slices covering range(n)]``, the slices as large as memory allows.
+
+    ``batch_size`` set (the user's): fixed slices of that size; running out of memory raises
+    :class:`BatchSizeError` telling to lower ``param`` (it is never changed silently).
+    ``batch_size=None`` (automatic): the first slice has the size learned earlier for this model
+    and ``kind``, else ``start``, else ``auto_batch(problem, kind)`` (``n`` without a problem),
+    at most ``n``; on out-of-memory (:func:`is_out_of_memory`) the slice is halved and retried,
+    and the size that works is remembered for the rest of the run. ``fn`` must be a pure
+    function of its slice (a retried slice is recomputed from scratch). The results are those of
+    any fixed slicing: only which rows share a forward changes.
+
+    Progress: with ``progress`` a :class:`Progress` named ``desc`` over the ``n`` rows; without,
+    the rows count on the active :func:`phase`, if any.
+    """
+    if n <= 0:
+        return []
+    fixed = batch_size is not None
+    if fixed:
+        size = int(batch_size)  # type: ignore[arg-type]
+        if size < 1:
+            raise ValueError(f"{param} must be >= 1, got {size}")
+    else:
+        size = learned_rows(problem, kind) or start or (auto_batch(problem, kind) if problem is not None else n)
+    size = max(1, min(n, size))
+    device = problem.embeds.device if problem is not None else None
+    own = Progress(desc, total=n, unit="row") if progress else None
+    bar = own if own is not None else current_phase()
+    if bar is not None and own is None:
+        bar.grow(n)
+    out: list[T] = []
+    s = 0
+    try:
+        while s < n:
+            sl = slice(s, min(n, s + size))
+            failure = None
+            try:
+                out.append(fn(sl))
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if failure is None:                 # (the exception and its frames are released by now)
+                s = sl.stop
+                if bar is not None:
+                    bar.update(sl.stop - sl.start)
+                continue
+            _release_memory(device)
+            rows = sl.stop - sl.start
+            what = f"{desc}: " if desc else ""
+            if fixed:
+                raise BatchSizeError(
+                    f"{what}out of memory scoring {rows} row(s) per forward with {param} = {size} ({failure}); "
+                    f"lower {param} (e.g. {param} = {max(1, size // 2)}), or leave it out to let scopecheck "
+                    f"choose the batch size from the free memory")
+            if rows <= 1:
+                raise BatchSizeError(f"{what}out of memory scoring a single row ({failure}); the model does not "
+                                     f"fit this input on {device if device is not None else 'this device'}")
+            size = max(1, rows // 2)
+            _learn(problem, kind, size)
+    finally:
+        if own is not None:
+            own.close()
+    return out
 
 
 def finalize(problem: AttributionProblem, scores: Tensor, info: Mapping[str, object]) -> MethodOutput:
@@ -159,18 +514,38 @@ def check_operator(problem: AttributionProblem, operator: object) -> str:
     return op
 
 
-@torch.no_grad()
-def score_drops(problem: AttributionProblem, operator: str, drop: Tensor, batch_size: int,
+def distinct_rows(drop: Tensor) -> tuple[Tensor, Tensor]:
+    """``(first, inverse)`` for a bool matrix ``(N, L)``: the index of each distinct row's first
+    occurrence, in order of appearance ``(U,)``, and for every row the index of its distinct row
+    ``(N,)``, so ``drop[first][inverse] == drop``."""
+    packed = np.packbits(drop.to("cpu", torch.bool).numpy(), axis=1)
+    rows = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return torch.as_tensor(first[order], dtype=torch.long), torch.as_tensor(rank[inverse.ravel()], dtype=torch.long)
+
+
+def score_drops(problem: AttributionProblem, operator: str, drop: Tensor, batch_size: int | None = None,
                 progress: bool = False, desc: str = "") -> Tensor:
-    """S for each drop mask ``(N, L)`` -> ``(N,)``; batched, never perturbs outside E."""
-    drop = drop.to(problem.embeds.device)
-    out = []
-    for sl in batches(drop.shape[0], batch_size, progress, desc):
-        embeds, keep = problem.replace(operator, drop[sl])
-        out.append(problem.objective(embeds, keep).detach())
-    if not out:
+    """S for each drop mask ``(N, L)`` -> ``(N,)``; never perturbs outside E. Each distinct mask
+    (restricted to E) is scored once; batched by :func:`map_batches`: ``batch_size`` rows per
+    forward when given, else as many as memory allows."""
+    if drop.shape[0] == 0:
         return torch.zeros(0, dtype=problem.embeds.dtype, device=problem.embeds.device)
-    return torch.cat(out)
+    drop = drop.to(problem.embeds.device) & problem.eligible.to(problem.embeds.device).unsqueeze(0)
+    first, inverse = distinct_rows(drop)
+    todo = drop[first.to(drop.device)] if first.numel() < drop.shape[0] else drop
+
+    @torch.no_grad()
+    def chunk(sl: slice) -> Tensor:
+        embeds, keep = problem.replace(operator, todo[sl])
+        return problem.objective(embeds, keep).detach()
+
+    out = torch.cat(map_batches(chunk, int(todo.shape[0]), batch_size, problem=problem, kind="forward",
+                                progress=progress, desc=desc))
+    return out if todo is drop else out[inverse.to(out.device)]
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from scopecheck.engine.methods._common import batches, finalize, resolve_params
+from scopecheck.engine.methods._common import batch_param, finalize, map_batches, resolve_params
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 
 Tensor = torch.Tensor
@@ -87,7 +87,7 @@ class IGPath:
     steps: int
     rule: str
     baseline: str
-    batch_size: int
+    batch_size: int | None            # None: memory-aware (start large, halve on out-of-memory)
 
     def points(self, sl: slice) -> Tensor:
         """Path points ``(b, L, d)`` for the quadrature nodes in ``sl``."""
@@ -95,7 +95,7 @@ class IGPath:
 
 
 def ig_path(problem: AttributionProblem, p: Mapping[str, object]) -> IGPath:
-    steps, rule, batch_size = int(p["steps"]), str(p["rule"]), int(p["batch_size"])  # type: ignore[arg-type]
+    steps, rule, batch_size = int(p["steps"]), str(p["rule"]), batch_param(p)  # type: ignore[arg-type]
     base_name = str(p["baseline"])
     if base_name not in problem.operators:
         known = ", ".join(sorted(problem.operators))
@@ -129,10 +129,14 @@ def ig_finish(problem: AttributionProblem, path: IGPath, total: Tensor, s_in: fl
 def integrated_gradients(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOutput:
     p = resolve_params("integrated_gradients", params)
     path = ig_path(problem, p)
-    total = torch.zeros_like(path.x)                                          # (L, d) sum_k w_k grad(x_k)
-    for sl in batches(path.steps, path.batch_size, bool(p["_progress"]), "integrated_gradients"):
+    def chunk(sl: slice) -> Tensor:                                           # (L, d) this slice's sum_k w_k grad
         _, g = _grad_at(problem, path.points(sl))                             # (b, L, d)
-        total = total + (path.weights[sl].view(-1, 1, 1) * g).sum(0)
+        return (path.weights[sl].view(-1, 1, 1) * g).sum(0)
+
+    total = torch.zeros_like(path.x)                                          # (L, d) sum_k w_k grad(x_k)
+    for part in map_batches(chunk, path.steps, path.batch_size, problem=problem, kind="backward",
+                            progress=bool(p["_progress"]), desc="integrated_gradients"):
+        total = total + part
     with torch.no_grad():
         s = problem.objective(torch.stack([path.x, path.x0]))                 # (2,)
     return ig_finish(problem, path, total, float(s[0]), float(s[1]))

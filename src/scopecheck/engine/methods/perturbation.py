@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from scopecheck.engine.methods._common import (
+    batch_param,
     check_operator,
     coalitions_to_drop,
     finalize,
@@ -36,7 +37,7 @@ def occlusion(problem: AttributionProblem, params: Mapping[str, object]) -> Meth
     drop = torch.zeros(M, problem.length, dtype=torch.bool, device=problem.embeds.device)
     drop[torch.arange(M, device=pos.device), pos] = True                                         # one feature per row
     s_in = score_input(problem)
-    s_pert = score_drops(problem, op, drop, int(p["batch_size"]), bool(p["_progress"]), "occlusion")  # (M,)
+    s_pert = score_drops(problem, op, drop, batch_param(p), bool(p["_progress"]), "occlusion")  # (M,)
     scores = torch.zeros(problem.length, dtype=problem.embeds.dtype, device=problem.embeds.device)
     scores[pos] = s_in - s_pert
     s_base = float(score_drops(problem, op, problem.eligible.unsqueeze(0), 1)[0])
@@ -80,7 +81,7 @@ def exact_shapley(problem: AttributionProblem, params: Mapping[str, object]) -> 
     if M == 0:
         return finalize(problem, scores, {"score_input": score_input(problem), "evaluations": 0})
     present = torch.as_tensor(all_coalitions(M), device=problem.embeds.device)    # (2^M, M)
-    values_t = score_drops(problem, op, coalitions_to_drop(problem, present), int(p["batch_size"]),
+    values_t = score_drops(problem, op, coalitions_to_drop(problem, present), batch_param(p),
                            bool(p["_progress"]), "exact_shapley")                # (2^M,)
     values = values_t.double().cpu().numpy()
     phi = shapley_from_values(values, M)

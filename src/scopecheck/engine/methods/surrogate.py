@@ -2,7 +2,9 @@
 
 All three sample coalitions over the eligible positions (True = kept at its actual value,
 False = perturbed by the operator), score them in batches and fit a linear model whose
-coefficients are the attributions. Sampling uses a seeded ``torch.Generator``.
+coefficients are the attributions. Sampling uses a seeded ``torch.Generator``. Every sample is
+scored by one ``score_drops`` call: each distinct coalition once, in as few forwards as the
+``batch_size`` parameter allows (left out: as many rows per forward as the free memory allows).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 
 from scopecheck.engine.methods._common import (
-    INTERNAL_BATCH,
+    batch_param,
     check_operator,
     coalitions_to_drop,
     finalize,
@@ -80,7 +82,7 @@ def lime(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
         ranks = torch.rand(n - 1, M, generator=g).argsort(dim=1).argsort(dim=1)
         present[1:] = ranks >= n_off.unsqueeze(1)
     y = score_drops(problem, op, coalitions_to_drop(problem, present.to(problem.embeds.device)),
-                    int(p["batch_size"]), bool(p["_progress"]), "lime").double().cpu().numpy()
+                    batch_param(p), bool(p["_progress"]), "lime").double().cpu().numpy()
     Z = present.double().numpy()
     cos = Z.sum(1) / (np.sqrt(np.maximum(Z.sum(1), 1e-300)) * math.sqrt(M))
     dist = np.where(Z.sum(1) > 0, 1.0 - cos, 1.0)
@@ -156,7 +158,7 @@ def kernel_shap(problem: AttributionProblem, params: Mapping[str, object]) -> Me
         present = torch.cat([first, ~first])[:n]                              # complementary pairs
         w = np.ones(present.shape[0])
     allp = torch.cat([ends, present]).to(dev)
-    vals = score_drops(problem, op, coalitions_to_drop(problem, allp), int(p["batch_size"]),
+    vals = score_drops(problem, op, coalitions_to_drop(problem, allp), batch_param(p),
                        bool(p["_progress"]), "kernel_shap").double().cpu().numpy()
     v_empty, v_full = float(vals[0]), float(vals[1])
     Z = present.double().numpy()
@@ -215,7 +217,7 @@ def context_cite(problem: AttributionProblem, params: Mapping[str, object]) -> M
     g = generator(p["_seed"])
     present = torch.rand(n, M, generator=g) < CONTEXT_CITE_KEEP_P            # (n, M)
     y = score_drops(problem, op, coalitions_to_drop(problem, present.to(problem.embeds.device)),
-                    INTERNAL_BATCH, bool(p["_progress"]), "context_cite").double().cpu().numpy()
+                    None, bool(p["_progress"]), "context_cite").double().cpu().numpy()
     Z = present.double().numpy()
     coef, intercept = lasso(Z, y, CONTEXT_CITE_LASSO_ALPHA)
     pred = intercept + Z @ coef
