@@ -86,3 +86,13 @@ def test_matrix_runs_method_contract_pairs(tmp_path: Path, capsys) -> None:
     again = json.loads(out.read_text(encoding="utf-8"))
     assert all(c["extra"]["resumed"] == 3 for c in again)
     assert [c["aopc"] for c in again] == [c["aopc"] for c in cells]
+
+
+def test_run_json_to_stdout_is_the_only_stdout(capsys) -> None:
+    """`--json -`: stdout is one JSON document; heatmaps and the summary go to stderr."""
+    rc = main(["run", str(ROOT / "contracts" / "standard" / "prompt_conditioned.scope"), "--device", "cpu",
+               "--report", "-", "--json", "-"])
+    out = capsys.readouterr()
+    assert rc == 0
+    doc = json.loads(out.out)
+    assert [r["name"] for r in doc["runs"]] and "scopecheck results" in out.err

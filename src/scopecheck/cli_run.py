@@ -94,7 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_errors(errors)
         if not entries:
             return 1
-    out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
+    # with --json - the JSON document is stdout's only content; the human-readable output goes to stderr
+    to_err = args.json == "-"
+    out = Console(highlight=False, markup=False, stderr=to_err,
+                  width=None if (sys.stderr if to_err else sys.stdout).isatty() else 160)
     from scopecheck.engine.methods._common import progress_enabled
 
     runner = Runner(device=args.device, dtype=args.dtype, progress=progress_enabled(None),
