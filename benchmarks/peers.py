@@ -37,8 +37,8 @@ to exactly the given ids; ``unk`` = ``t0`` (id 0, the baseline), ``eos``/``pad``
 
 Process isolation: :func:`run_peer` runs one workload in-process (timing + call counts);
 :func:`run_peer_isolated` runs it in a fresh Python subprocess that rebuilds the model from
-a spec and reports wall time and its peak RSS increase (``ru_maxrss`` after minus before
-the workload: ``ru_maxrss`` is monotone, hence one workload per process).
+a spec and reports wall time and its peak RSS increase over the workload (:class:`RSSPeak`:
+resident memory sampled every 2 ms by a thread, minus the level before the workload).
 
 Run ``python benchmarks/peers.py`` for the smoke run: verification on the 4-layer model in
 float64 and a timing table (prompt 32, target 8, median of 3).
@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -608,9 +607,35 @@ def run_peer_isolated(name: str, workload: str, kind: str = "gpt2-4l", P: int = 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _maxrss_mib() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 1024 / 1024 if sys.platform == "darwin" else r / 1024
+class RSSPeak:
+    """Peak resident memory above the level at entry, sampled every 2 ms by a thread
+    (``ru_maxrss`` cannot be used: it is monotone, and building the model already sets it)."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        import threading
+
+        self.interval, self._stop, self.delta_mib = interval, threading.Event(), 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss_mib() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.delta_mib = max(self.delta_mib, self._rss_mib() - self.base)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RSSPeak":
+        self.base = self._rss_mib()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.delta_mib = max(self.delta_mib, self._rss_mib() - self.base)
 
 
 def _child(spec: dict[str, Any]) -> None:
@@ -623,14 +648,14 @@ def _child(spec: dict[str, Any]) -> None:
         if spec["name"] == "inseq":
             _inseq_model(model, {"ig_per_token": "integrated_gradients", "occlusion_span": "occlusion",
                                  "gxi_per_token": "input_x_gradient"}[spec["workload"]])
-    before = _maxrss_mib()
     secs, first = [], None
-    for _ in range(spec["repeats"]):
-        r = run_peer(spec["name"], spec["workload"], model, x, y)
-        secs.append(r.seconds)
-        first = first or r
+    with RSSPeak() as peak:
+        for _ in range(spec["repeats"]):
+            r = run_peer(spec["name"], spec["workload"], model, x, y)
+            secs.append(r.seconds)
+            first = first or r
     print(json.dumps({"seconds": secs, "median_s": statistics.median(secs), "calls": first.calls,
-                      "rows": first.rows, "peak_rss_delta_mib": _maxrss_mib() - before}))
+                      "rows": first.rows, "peak_rss_delta_mib": peak.delta_mib}))
 
 
 # --------------------------------------------------------------------------- verification and smoke run

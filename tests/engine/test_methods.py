@@ -409,3 +409,20 @@ def test_ig_warns_on_zero_baseline(problems):
     out = run_method("integrated_gradients", problems["span_prompt"], {"baseline": "zero", "steps": 8})
     assert "zero vector" in out.info["warning"]
     assert "warning" not in run_method("integrated_gradients", problems["span_prompt"], {"steps": 8}).info
+
+
+def test_heta_reports_the_standard_error_of_its_curvature_term(tiny_llama, problems):
+    """Hutchinson's S_i comes with its standard error (std over probes / sqrt(probes)), which
+    falls as probes grow; above 10% relative error the result says to raise probes."""
+    from scopecheck.engine.run import heta_note
+
+    pb = problems["prompt_conditioned"]
+    few = run_method("heta", pb, {"probes": 2})
+    many = run_method("heta", pb, {"probes": 32})
+    keys = [k for k in many.info if k.startswith("S_se@")]
+    assert keys and all(k in few.info for k in keys)
+    assert all(math.isfinite(many.info[k]) and many.info[k] >= 0 for k in keys)
+    assert sum(many.info[k] for k in keys) < sum(few.info[k] for k in keys)
+    assert heta_note({"S_rse_max": 0.38, "probes": 8}) is not None and "raise probes" in heta_note(
+        {"S_rse_max": 0.38, "probes": 8})
+    assert heta_note({"S_rse_max": 0.05, "probes": 64}) is None

@@ -115,6 +115,15 @@ def ig_note(info: dict[str, Any]) -> str | None:
             + (f"; {info['warning']}" if "warning" in info else ""))
 
 
+def heta_note(info: dict[str, Any]) -> str | None:
+    """HETA's Hutchinson estimate of the curvature term with a relative standard error above 10%."""
+    rse = info.get("S_rse_max")
+    if not isinstance(rse, (int, float)) or not math.isfinite(float(rse)) or float(rse) <= 0.10:
+        return None
+    return (f"HETA's curvature term S_i has a relative standard error up to {float(rse):.0%} with probes = "
+            f"{info.get('probes')} (Hutchinson estimate): raise probes (the error falls as 1/sqrt(probes))")
+
+
 def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress: bool = False,
             max_evaluations: int | None = None, strict: bool = False) -> AttributionResult:
     """Run one single-target contract. (A map family, ``target = each``: :func:`execute_family`.)"""
@@ -244,7 +253,7 @@ def build_result(contract: m.Contract, resolved: Any, lm: Any, compiled: Any, na
     full = {k: v for k, v in out.info.items()}
     notes = [*getattr(compiled, "warnings", ())]
     for note in (operator_note(name, params, contract.method), ig_note(full) if name == "integrated_gradients"
-                 else None):
+                 else None, heta_note(full) if name == "heta" else None):
         if note:
             notes.append(note)
     chain = getattr(compiled, "chain", None)

@@ -13,7 +13,9 @@
   rollout gate; ``info['gate']`` says which).
 * Curvature ``S_i = 1/m sum_k ||Pi_i H_T (Pi_i r_k)||_1`` (eq. 3), ``H_T`` the Hessian of
   the problem's S (log p(x_T | x_<T) for a ``logprob`` score) w.r.t. the input embeddings,
-  ``r_k`` Rademacher on token ``i``'s block, ``m = probes``. Hessian-vector products by
+  ``r_k`` Rademacher on token ``i``'s block, ``m = probes``; the standard error of each
+  ``S_i`` over the probes is reported (``info['S_se@i']``, and the largest relative one as
+  ``info['S_rse_max']``; the result warns to raise ``probes`` above 10%). Hessian-vector products by
   double backward (Pearlmutter) under eager attention; if the backend cannot
   differentiate twice, a central difference of gradients is used (``info['hvp']``).
 * Information ``KL_i = KL(P_orig(. | x_<T) || P_masked^{(i)}(. | x_<T))`` (eq. 4) with token
@@ -102,6 +104,7 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
     # (2) curvature, Hutchinson with Rademacher probes on each eligible block
     g = generator(p["_seed"])
     sens = torch.zeros(M, dtype=torch.float64)
+    sens_se = torch.zeros(M, dtype=torch.float64)
     hvp_mode = "double_backward"
     if beta > 0 and M > 0:
         owners = pos.repeat_interleave(probes)                                # (M * probes,) token of each probe
@@ -122,7 +125,11 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
                     hv = _hvp_finite_difference(problem, x, vecs)
                 block = hv[torch.arange(b, device=x.device), owners[sl]]                        # (b, d): Pi_i H Pi_i r
                 norms.append(block.abs().sum(-1).double().cpu())
-        sens = torch.cat(norms).view(M, probes).mean(1)                       # (M,)
+        per_probe = torch.cat(norms).view(M, probes)                          # (M, probes)
+        sens = per_probe.mean(1)                                              # (M,)
+        # Hutchinson's standard error of each S_i (sample std over probes / sqrt(m))
+        sens_se = (per_probe.std(1, unbiased=True) / probes ** 0.5 if probes > 1
+                   else torch.full((M,), float("nan"), dtype=torch.float64))    # (M,)
 
     # (3) information: KL of the target distribution when token i is masked
     kl = torch.zeros(M, dtype=torch.float64)
@@ -147,7 +154,11 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
     scores[pos] = attr.to(scores)
     with torch.no_grad():
         s_in = float(problem.objective(x.unsqueeze(0))[0])
+    rse = sens_se / sens.clamp_min(1e-300)                                    # (M,) relative standard errors
+    curvature_se = {f"S_se@{int(i)}": float(v) for i, v in zip(pos.tolist(), sens_se)} if beta > 0 else {}
     return finalize(problem, scores, {
+        **curvature_se,
+        "S_rse_max": float(rse.max()) if beta > 0 and M > 0 else 0.0,
         "score_input": s_in, "beta": beta, "gamma": gamma, "probes": probes, "hvp": hvp_mode,
         "gate": "attention-value rollout" if vnorms is not None else "attention rollout (value norms unavailable)",
         "gate_mass_eligible": float(gate_e.sum()), "kl_operator": op or "none",
