@@ -52,17 +52,21 @@ def shown(text: str) -> str:
     return out if out.strip() else out.replace(" ", "␣")
 
 
+def _shade(s: float, peak: float) -> str:
+    """CSS shading of a score: red (+) or blue (−), opacity |s| / peak (at least 0.04), white text when dark."""
+    a = 0.0 if peak <= 0 or not math.isfinite(s) else min(1.0, abs(s) / peak)
+    rgb = POS_RGB if s >= 0 else NEG_RGB
+    style = f"background-color: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {max(a, 0.04):.3f});"
+    return style + " color: #fff;" if a > 0.55 else style
+
+
 def _token_view(t: dict[str, Any], peak: float) -> dict[str, Any]:
     s = _f(t["score"])
     classes = ["tok", t["role"]]
     style = ""
     if t["eligible"]:
         classes.append("eligible")
-        a = 0.0 if peak <= 0 or not math.isfinite(s) else min(1.0, abs(s) / peak)
-        rgb = POS_RGB if s >= 0 else NEG_RGB
-        style = f"background-color: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {max(a, 0.04):.3f});"
-        if a > 0.55:
-            style += " color: #fff;"
+        style = _shade(s, peak)
     elif t["fixed"]:
         classes.append("fixed")
     else:
@@ -89,11 +93,7 @@ def _word_views(words: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], floa
         style = ""
         if w["eligible"] != "none":
             classes.append("eligible")
-            a = 0.0 if peak <= 0 or not math.isfinite(s) else min(1.0, abs(s) / peak)
-            rgb = POS_RGB if s >= 0 else NEG_RGB
-            style = f"background-color: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {max(a, 0.04):.3f});"
-            if a > 0.55:
-                style += " color: #fff;"
+            style = _shade(s, peak)
             if w["eligible"] == "partial":
                 classes.append("partial")
         else:

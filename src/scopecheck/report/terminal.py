@@ -172,24 +172,34 @@ def inline_map(result: Any, color: bool) -> Text:
     return text
 
 
-def token_table(result: Any, color: bool) -> Table:
-    peak = scale(result)
+def _map_table(first: tuple[tuple[str, dict[str, Any]], ...], label: str) -> Table:
+    """A map table: ``first`` columns (name, options), then the text, score, bar and marks columns."""
     tab = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    tab.add_column("pos", justify="right", no_wrap=True)
-    tab.add_column("role", no_wrap=True)
-    tab.add_column("ref", no_wrap=True)
-    tab.add_column("token", no_wrap=True, overflow="ellipsis", max_width=28)
+    for name, opts in first:
+        tab.add_column(name, no_wrap=True, **opts)
+    tab.add_column(label, no_wrap=True, overflow="ellipsis", max_width=28)
     tab.add_column("score", justify="right", no_wrap=True)
     tab.add_column("bar", no_wrap=True, min_width=BAR_WIDTH)
     tab.add_column("marks", no_wrap=True)
+    return tab
+
+
+def _cells(text: str, score: float, peak: float, shaded: bool, color: bool) -> tuple[Text, str, Text]:
+    """The text (shaded by |score| / peak when ``shaded``, dim otherwise), score and bar cells."""
+    b = bar(score, peak)
+    if color:
+        tok = Text(shown(text), style=_bg(score, peak) if shaded else Style(dim=True))
+        bt = Text(b.replace("+", "█").replace("-", "█"), style="red" if score > 0 else "blue")
+    else:
+        tok, bt = Text(shown(text)), Text(b)
+    return tok, fmt_score(score), bt
+
+
+def token_table(result: Any, color: bool) -> Table:
+    peak = scale(result)
+    tab = _map_table((("pos", {"justify": "right"}), ("role", {}), ("ref", {})), "token")
     for t in result.tokens:
-        b = bar(t.score, peak)
-        if color:
-            tok = Text(shown(t.text), style=_bg(t.score, peak) if t.eligible else Style(dim=True))
-            bt = Text(b.replace("+", "█").replace("-", "█"), style="red" if t.score > 0 else "blue")
-        else:
-            tok, bt = Text(shown(t.text)), Text(b)
-        tab.add_row(str(t.position), t.role, ref(t), tok, fmt_score(t.score), bt, marks(t))
+        tab.add_row(str(t.position), t.role, ref(t), *_cells(t.text, t.score, peak, t.eligible, color), marks(t))
     return tab
 
 
@@ -236,22 +246,10 @@ def inline_words(words: Any, color: bool) -> Text:
 def word_table(words: Any, color: bool) -> Table:
     """One row per word: its tokens' positions, its score (the sum of theirs), a bar and marks."""
     peak = word_peak(words)
-    tab = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    tab.add_column("positions", justify="right", no_wrap=True)
-    tab.add_column("role", no_wrap=True)
-    tab.add_column("word", no_wrap=True, overflow="ellipsis", max_width=28)
-    tab.add_column("score", justify="right", no_wrap=True)
-    tab.add_column("bar", no_wrap=True, min_width=BAR_WIDTH)
-    tab.add_column("marks", no_wrap=True)
+    tab = _map_table((("positions", {"justify": "right"}), ("role", {})), "word")
     for w in words:
-        b = bar(w.score, peak)
         pos = str(w.positions[0]) if len(w.positions) == 1 else f"{w.positions[0]}-{w.positions[-1]}"
-        if color:
-            word = Text(shown(w.text), style=_bg(w.score, peak) if w.eligible != "none" else Style(dim=True))
-            bt = Text(b.replace("+", "█").replace("-", "█"), style="red" if w.score > 0 else "blue")
-        else:
-            word, bt = Text(shown(w.text)), Text(b)
-        tab.add_row(pos, w.role, word, fmt_score(w.score), bt, word_marks(w))
+        tab.add_row(pos, w.role, *_cells(w.text, w.score, peak, w.eligible != "none", color), word_marks(w))
     return tab
 
 
