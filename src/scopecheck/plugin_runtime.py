@@ -23,7 +23,7 @@ def runner_for(config: Any, key: Any) -> Runner:
 def evaluate_expectation(config: Any, key: Any, doc: m.Contract, expect: m.Expectation) -> ExpectationOutcome:
     runner = runner_for(config, key)
     cr = runner.run(doc)
-    warned = runner.__dict__.setdefault("_warned", set())
+    warned = config.stash[key].setdefault("warned", set())   # runs whose warnings were raised
     for unit in cr.units():
         if unit.result is not None and id(unit) not in warned:
             warned.add(id(unit))

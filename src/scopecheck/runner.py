@@ -153,11 +153,10 @@ class Runner:
             if self.debug:
                 raise
             cr.error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
-        else:
-            cr.seconds = time.perf_counter() - t0
+        cr.seconds = time.perf_counter() - t0
+        if cr.error is None:
             cr.members = [ContractRun(mc, result=r, seconds=cr.seconds / len(results))
                           for mc, r in zip(members, results)]
-        cr.seconds = time.perf_counter() - t0
         return cr
 
     # ------------------------------------------------------------------ checks

@@ -171,3 +171,10 @@ def test_float64_patch_is_a_note_for_other_dtypes():
         assert note.dtype == "float32" and not note.patched
     assert "float32" in note.text()
     assert "tiny_llama" in sys.modules
+
+
+def test_family_refuses_reserved_parameter_names_like_run_method(model):
+    probs = problems(model, "prompt_conditioned")
+    for shared in (True, False):
+        with pytest.raises(ValueError, match="reserved"):
+            run_family("occlusion", probs, {"_seed": 1}, shared=shared)

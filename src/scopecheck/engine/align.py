@@ -169,12 +169,12 @@ def join_warning(tokenizer, prompt_text: str, output_text: str) -> str | None:
         for sep in ("", " "):
             if _encode(tokenizer, prompt_text + sep + output_text)[0] == ran:
                 return None
-    joined = prompt_text + ("" if prompt_text.endswith(" ") or output_text.startswith(" ") else "")
-    canonical = _encode(tokenizer, joined + output_text)[0]
+    joined = prompt_text + output_text
+    canonical = _encode(tokenizer, joined)[0]
     k = len(p_ids) - 1                                   # show from the prompt's last token
     return (f"the output's tokens change when joined to the prompt: the model reads "
             f"{_pieces(tokenizer, ran[k:])} (prompt and output tokenized separately), while the joined text "
-            f"{(joined + output_text)[-40:]!r} tokenizes as {_pieces(tokenizer, canonical[k:])}; split the "
+            f"{joined[-40:]!r} tokenizes as {_pieces(tokenizer, canonical[k:])}; split the "
             "output at a word boundary, or write the whole text as the prompt")
 
 

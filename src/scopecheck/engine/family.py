@@ -33,8 +33,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from scopecheck.engine.methods import resolve_method, run_method
-from scopecheck.engine.methods._common import batch_param, finalize, map_batches, resolve_params
+from scopecheck.engine.methods import prepare, run_method
+from scopecheck.engine.methods._common import batch_param, check_operator, finalize, map_batches
 from scopecheck.engine.methods.gradients import NORMS, ig_finish, ig_path
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.engine.scoring import CausalLMFamilyObjective, CausalLMObjective
@@ -83,15 +83,10 @@ def batched_grads(scores: Tensor, x: Tensor) -> Tensor:
     return torch.stack(out)
 
 
-def _grads_at(objective: CausalLMFamilyObjective, embeds: Tensor) -> tuple[Tensor, Tensor]:
-    """Scores ``(B, K)`` and gradients ``(K, B, L, d)`` at ``embeds`` ``(B, L, d)``."""
-    return objective.grads(embeds)
-
-
 def _gradient_x_input(problems: Sequence[AttributionProblem], objective: CausalLMFamilyObjective,
                       p: Mapping[str, object]) -> list[MethodOutput]:
     x = problems[0].embeds                                                       # (L, d)
-    s, g = _grads_at(objective, x.unsqueeze(0))                                  # (1, K), (K, 1, L, d)
+    s, g = objective.grads(x.unsqueeze(0))                                  # (1, K), (K, 1, L, d)
     return [finalize(pb, (g[k, 0] * x).sum(-1), {"score_input": float(s[0, k])}) for k, pb in enumerate(problems)]
 
 
@@ -100,7 +95,7 @@ def _saliency(problems: Sequence[AttributionProblem], objective: CausalLMFamilyO
     norm = str(p["norm"])
     if norm not in NORMS:
         raise ValueError(f"saliency: norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    s, g = _grads_at(objective, problems[0].embeds.unsqueeze(0))                # (1, K), (K, 1, L, d)
+    s, g = objective.grads(problems[0].embeds.unsqueeze(0))                # (1, K), (K, 1, L, d)
     g = g[:, 0]                                                                  # (K, L, d)
     maps = g.norm(dim=-1) if norm == "l2" else g.abs().sum(-1) if norm == "l1" else g.sum(-1)  # (K, L)
     return [finalize(pb, maps[k], {"score_input": float(s[0, k]), "norm": norm}) for k, pb in enumerate(problems)]
@@ -115,7 +110,7 @@ def _integrated_gradients(problems: Sequence[AttributionProblem], objective: Cau
     K = len(problems)
     total = torch.zeros((K, *path.x.shape), dtype=path.x.dtype, device=path.x.device)   # (K, L, d)
     def chunk(sl: slice) -> Tensor:                                              # (K, L, d)
-        _, g = _grads_at(objective, path.points(sl))                            # (K, b, L, d)
+        _, g = objective.grads(path.points(sl))                            # (K, b, L, d)
         return (path.weights[sl].view(1, -1, 1, 1) * g).sum(1)
 
     for part in map_batches(chunk, path.steps, path.batch_size, problem=first, kind="backward",
@@ -129,8 +124,6 @@ def _integrated_gradients(problems: Sequence[AttributionProblem], objective: Cau
 @torch.no_grad()
 def _occlusion(problems: Sequence[AttributionProblem], objective: CausalLMFamilyObjective,
                p: Mapping[str, object]) -> list[MethodOutput]:
-    from scopecheck.engine.methods._common import check_operator
-
     first = problems[0]
     op = check_operator(first, p["operator"])
     union = torch.zeros_like(first.eligible)
@@ -179,13 +172,10 @@ def run_family(name: str, problems: Sequence[AttributionProblem], params: Mappin
     """Run method ``name`` on every member; ``(outputs, shared)`` where ``shared`` says whether
     the forwards were shared (``False``: member by member). ``shared=False`` forces the
     member-by-member path (the reference the shared one is tested against)."""
-    canonical = resolve_method(name)
+    canonical, resolved = prepare(name, params, seed, progress)
     impl = FAMILY_METHODS.get(canonical)
     objective = family_objective(problems) if (shared and impl is not None) else None
     if impl is not None and objective is not None:
-        resolved = resolve_params(canonical, dict(params or {}))
-        resolved["_seed"] = int(seed)
-        resolved["_progress"] = bool(progress)
         torch.manual_seed(seed)
         outs = impl(problems, objective, resolved)
         if outs is not None:

@@ -59,6 +59,16 @@ def run_method(name: str, problem: AttributionProblem, params: Mapping[str, obje
     Unknown parameter names raise ``ValueError`` listing the method's declared parameters;
     declared ones are type-checked and defaulted from the catalog's defaults.
     """
+    canonical, resolved = prepare(name, params, seed, progress)
+    out = METHOD_IMPLS[canonical](problem, resolved)
+    out.info.setdefault("method", canonical)
+    out.info.setdefault("seed", int(seed))
+    return out
+
+
+def prepare(name: str, params: Mapping[str, object] | None, seed: int, progress: bool) -> tuple[str, dict[str, object]]:
+    """The canonical method name and its resolved parameters (user names starting with ``_``
+    refused; declared ones checked and defaulted; ``_seed`` and ``_progress`` added)."""
     canonical = resolve_method(name)
     params = dict(params or {})
     reserved = [k for k in params if k.startswith("_")]
@@ -67,11 +77,8 @@ def run_method(name: str, problem: AttributionProblem, params: Mapping[str, obje
     resolved = resolve_params(canonical, params)
     resolved["_seed"] = int(seed)
     resolved["_progress"] = bool(progress)
-    out = METHOD_IMPLS[canonical](problem, resolved)
-    out.info.setdefault("method", canonical)
-    out.info.setdefault("seed", int(seed))
-    return out
+    return canonical, resolved
 
 
-__all__ = ["DEFAULTS", "INTERNAL_BATCH", "METHOD_IMPLS", "MethodImpl", "resolve_method",
+__all__ = ["DEFAULTS", "INTERNAL_BATCH", "METHOD_IMPLS", "MethodImpl", "prepare", "resolve_method",
            "run_method"]
