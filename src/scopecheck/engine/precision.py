@@ -21,6 +21,7 @@ returns what it patched and what it left alone, and the result states both.
 from __future__ import annotations
 
 import contextlib
+import sys
 import types
 from dataclasses import dataclass
 from typing import Iterator
@@ -125,21 +126,19 @@ def float64_forward(model: torch.nn.Module) -> Iterator[PrecisionNote]:
         return
     patched: list[tuple[torch.nn.Module, str]] = []
     unpatched: list[str] = []
-    globals_patched: list[tuple[object, object]] = []
+    owners: dict[int, tuple[object, object]] = {}      # modeling module -> its original eager attention
     try:
         for mod in model.modules():
             name = type(mod).__name__
             if name.endswith("Attention") and hasattr(mod, "num_key_value_groups"):
-                import sys
-
                 owner = sys.modules.get(type(mod).__module__)
                 original = getattr(owner, "eager_attention_forward", None)
-                if owner is not None and callable(original) and not any(o is owner for o, _ in globals_patched):
-                    globals_patched.append((owner, original))
+                if owner is None or not callable(original):
+                    continue
+                if id(owner) not in owners:
+                    owners[id(owner)] = (owner, original)
                     owner.eager_attention_forward = _eager64(original)  # type: ignore[attr-defined]
-                    patched.append((mod, "eager_attention_forward"))
-                elif owner is not None and any(o is owner for o, _ in globals_patched):
-                    patched.append((mod, "eager_attention_forward"))
+                patched.append((mod, "eager_attention_forward"))
             elif name.endswith("RMSNorm"):
                 if isinstance(getattr(mod, "weight", None), Tensor) and (
                         hasattr(mod, "variance_epsilon") or hasattr(mod, "eps")):
@@ -160,7 +159,7 @@ def float64_forward(model: torch.nn.Module) -> Iterator[PrecisionNote]:
         yield note
     finally:
         model.__dict__.pop("_scopecheck_float64", None)
-        for owner, original in globals_patched:
+        for owner, original in owners.values():
             owner.eager_attention_forward = original  # type: ignore[attr-defined]
         for mod, _ in patched:
             mod.__dict__.pop("forward", None)
