@@ -212,7 +212,7 @@ def execute_family(contract: m.Contract, options: LoadOptions = LoadOptions(), p
     for k, (mc, c, out) in enumerate(zip(members, compiled, outs), 1):
         out.info["family"] = f"y[{k}] of {len(members)}, " + ("forwards shared with the family" if shared
                                                              else "computed on its own")
-        results.append(build_result(mc, resolve(mc), lm, c, name, params, operator, aggregate, out, seed,
+        results.append(build_result(mc, c.resolved, lm, c, name, params, operator, aggregate, out, seed,
                                     precision.text()))
     return members, results
 
