@@ -59,3 +59,23 @@ def test_chat_roles_are_checked():
 
     with pytest.raises(ContractError, match="named by their role"):
         run(contract(reference_dir("translate-ar"), 'chat { boss: "hi" }'))
+
+
+def test_a_plain_prompt_for_a_model_with_a_chat_template_is_warned(chat_model):
+    r = run(contract(chat_model, '"Translate to French: The dog is black."'))
+    assert any("has a chat template but the prompt is plain text" in w and "prompt chat { user:" in w
+               for w in r.warnings), r.warnings
+    plain = run(contract(reference_dir("translate-ar"), '"Translate to French: The dog is black."'))
+    assert not any("chat template" in w for w in plain.warnings)
+
+
+def test_declared_special_tokens_written_in_a_prompt_are_held_fixed():
+    """``<eos>`` typed into a plain prompt is the tokenizer's declared special token: held fixed,
+    listed and exactly zero, and not counted as a prompt token x[i]."""
+    r = run(contract(reference_dir("translate-ar"), '"Translate to French: <eos> The dog is black."'))
+    eos = [t for t in r.tokens if t.text == "<eos>"]
+    assert len(eos) == 1 and eos[0].role == "special" and eos[0].fixed and not eos[0].eligible
+    assert eos[0].score == 0.0 and "<eos>" in r.special
+    prompt = [t for t in r.tokens if t.role == "prompt"]
+    assert [t.index for t in prompt] == list(range(1, len(prompt) + 1))
+    assert "<eos>" not in [t.text for t in prompt] and all(t.eligible for t in prompt)

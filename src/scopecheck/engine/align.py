@@ -135,7 +135,15 @@ def align(tokenizer, prompt: m.Prompt, output_text: str, output_ids: list[int] |
     else:
         for tid in special_prefix(tokenizer):
             toks.append(Token(len(toks), tid, tokenizer.convert_ids_to_tokens(tid), "special", 0, 0, 0))
-        for i, (tid, (a, b)) in enumerate(zip(p_ids, p_off), 1):
+        declared = set(getattr(tokenizer, "all_special_ids", ()) or ())
+        i = 0
+        for tid, (a, b) in zip(p_ids, p_off):
+            if tid in declared and ptext[a:b] == tokenizer.convert_ids_to_tokens(tid):
+                # a tokenizer-declared special token written out in the prompt (``<|im_start|>``,
+                # ``</s>``): template syntax, held fixed like the template's own tokens
+                toks.append(Token(len(toks), tid, ptext[a:b], "special", 0, a, b))
+                continue
+            i += 1
             toks.append(Token(len(toks), tid, ptext[a:b] or tokenizer.convert_ids_to_tokens(tid), "prompt", i, a, b))
     for i, (tid, (a, b)) in enumerate(zip(o_ids, o_off), 1):
         toks.append(Token(len(toks), tid, output_text[a:b] or tokenizer.convert_ids_to_tokens(tid), "output", i,

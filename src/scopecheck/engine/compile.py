@@ -104,6 +104,10 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, 
     check_context(lm, len(prompt_ids) + 1, "the prompt", contract.prompt.span)
     out_text, out_ids = frozen if frozen is not None else freeze_output(contract, lm, prompt_ids)
     warnings: list[str] = []
+    if getattr(tok, "chat_template", None) and not contract.prompt.chat:
+        warnings.append(f"the tokenizer of {lm.identity} has a chat template but the prompt is plain text: an instruct "
+                        'model reads its prompts inside that template; write `prompt chat { user: "..." }` to have it '
+                        "rendered (its tokens are then held fixed and listed)")
     if out_ids is None and not contract.prompt.chat:
         from scopecheck.engine.align import join_warning
 
