@@ -45,8 +45,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         errors += list(sf.errors)
         if sf.errors:
             continue
+        from scopecheck.engine.preflight import preflight
+        from scopecheck.spec import model as m
+
         for d in sf.documents:
             n_docs += 1
+            if isinstance(d, m.Contract):   # what the model's tokenizer reveals, before any weights load
+                errors += [e.with_source(sf.text) for e in preflight(d)]
             if args.json:
                 docs_json.append(to_json(d)[0])
             elif not args.quiet:

@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from scopecheck.cli import _print_errors
     from scopecheck.errors import visible
     from scopecheck.engine.models import LoadOptions
+    from scopecheck.engine.preflight import preflight
     from scopecheck.loader import check_file, collect
     from scopecheck.report.terminal import heatmap_text
     from scopecheck.runner import ContractRun, Runner
@@ -84,7 +85,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             mine = [i for i, e in enumerate(sf.errors) if d.span.line <= e.span.line <= d.span.end_line]
             owned.update(mine)
             if isinstance(d, m.Contract):
-                entries.append((d, "\n".join(sf.errors[i].render() for i in mine) if mine else None))
+                # tokenizer-level checks of every contract before any attribution starts
+                pre = [] if mine else [e.with_source(sf.text) for e in preflight(d)]
+                errors += pre
+                why = [sf.errors[i].render() for i in mine] + [e.render() for e in pre]
+                entries.append((d, "\n".join(why) if why else None))
             else:
                 loose += [sf.errors[i] for i in mine]
         loose += [e for i, e in enumerate(sf.errors) if i not in owned]
