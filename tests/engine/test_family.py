@@ -178,3 +178,43 @@ def test_family_refuses_reserved_parameter_names_like_run_method(model):
     for shared in (True, False):
         with pytest.raises(ValueError, match="reserved"):
             run_family("occlusion", probs, {"_seed": 1}, shared=shared)
+
+
+class _SoftCapped(torch.nn.Module):
+    """A causal LM whose logits are ``c * tanh(head(h) / c)`` (Gemma-2's final soft-capping):
+    its logits are not the head's output, so the closed-form head gradient must not be used."""
+
+    def __init__(self, inner, cap: float = 2.0) -> None:
+        super().__init__()
+        self.inner, self.cap, self.config = inner, cap, inner.config
+
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+    def forward(self, inputs_embeds=None, use_cache=False, logits_to_keep=0, **kw):
+        out = self.inner(inputs_embeds=inputs_embeds, use_cache=use_cache, logits_to_keep=logits_to_keep, **kw)
+        out.logits = self.cap * torch.tanh(out.logits / self.cap)
+        return out
+
+
+@pytest.mark.parametrize("score", ["logprob", "logit"])
+@pytest.mark.parametrize("capped", [False, True])
+def test_family_gradients_closed_form_or_fallback_equal_autograd(score, capped):
+    """The family's gradient (closed form at the head, or the plain batched backward when the
+    logits are post-processed) equals one ordinary backward per member, for both scores."""
+    model = _SoftCapped(tiny_gpt2()) if capped else tiny_gpt2()
+    probs = [causal_lm_problem(model, IDS, torch.arange(len(IDS)) < 6, [t], score=score) for t in TARGETS]
+    fam = family_objective(probs)
+    x = probs[0].embeds.unsqueeze(0).repeat(3, 1, 1)
+    x = x + 0.01 * torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(0))
+    s, g = fam.grads(x)                                                           # (3, K), (K, 3, L, d)
+    assert fam._head_ok is (not capped)
+    for k, pb in enumerate(probs):
+        xk = x.clone().requires_grad_(True)
+        sk = pb.objective(xk)                                                     # (3,)
+        (ref,) = torch.autograd.grad(sk.sum(), xk)
+        torch.testing.assert_close(s[:, k], sk.detach(), rtol=0, atol=1e-12)
+        torch.testing.assert_close(g[k], ref, rtol=0, atol=1e-12)

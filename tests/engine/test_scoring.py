@@ -150,6 +150,23 @@ def test_operators_from_config_and_never_invented(seq):
         causal_lm_problem(model, seq, elig, [8], mask_id=VOCAB)
 
 
+def test_mean_operator_follows_the_embedding_matrix(seq):
+    """The vocabulary mean is computed once per embedding matrix and recomputed when the
+    matrix changes (in place, or replaced)."""
+    model = make_tiny_llama()
+    elig = eligible_mask(len(seq), PROMPT)
+    emb = model.get_input_embeddings()
+    first = causal_lm_problem(model, seq, elig, [8]).operators["mean"]
+    assert torch.equal(first, emb.weight.detach().mean(0).expand_as(first))
+    with torch.no_grad():
+        emb.weight.mul_(2.0)
+    second = causal_lm_problem(model, seq, elig, [8]).operators["mean"]
+    assert torch.allclose(second, 2 * first)
+    emb.weight = torch.nn.Parameter(torch.ones_like(emb.weight))
+    third = causal_lm_problem(model, seq, elig, [8]).operators["mean"]
+    assert torch.equal(third, torch.ones_like(third))
+
+
 # ------------------------------------------------------------------------------ attentions / logprobs
 
 

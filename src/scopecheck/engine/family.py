@@ -113,7 +113,7 @@ def _integrated_gradients(problems: Sequence[AttributionProblem], objective: Cau
         _, g = objective.grads(path.points(sl))                            # (K, b, L, d)
         return (path.weights[sl].view(1, -1, 1, 1) * g).sum(1)
 
-    for part in map_batches(chunk, path.steps, path.batch_size, problem=first, kind="backward",
+    for part in map_batches(chunk, path.steps, path.batch_size, problem=first, kind="backward", members=K,
                             progress=bool(p["_progress"]), desc="integrated_gradients (each target)"):
         total = total + part
     with torch.no_grad():
@@ -140,7 +140,7 @@ def _occlusion(problems: Sequence[AttributionProblem], objective: CausalLMFamily
         embeds, keep = _replace(first, union, op, rows[sl])
         return objective(embeds, keep)
 
-    s_all = torch.cat(map_batches(chunk, rows.shape[0], batch_param(p), problem=first,
+    s_all = torch.cat(map_batches(chunk, rows.shape[0], batch_param(p), problem=first, members=len(problems),
                                   progress=bool(p["_progress"]), desc="occlusion (each target)"))  # (M + K, K)
     s_in = objective(first.embeds.unsqueeze(0))[0]                               # (K,)
     results = []

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import weakref
 from typing import Iterator, Sequence
 
 import torch
@@ -150,7 +151,7 @@ class _Forward:
     def _prefix_cache(self) -> list[tuple[Tensor, Tensor]]:
         if self._cache is None:
             assert self.clean is not None
-            out = self.model(inputs_embeds=self.clean.unsqueeze(0), use_cache=True)
+            out = self.model(inputs_embeds=self.clean.unsqueeze(0), use_cache=True, logits_to_keep=1)
             self.calls += 1
             self.rows_run += 1
             self.positions_run += int(self.clean.shape[0])
@@ -170,7 +171,7 @@ class _Forward:
         self.calls += 1
         self.rows_run += B
         self.positions_run += B * (embeds.shape[1] - a)
-        return torch.take_along_dim(logits, inverse.unsqueeze(-1), dim=1)      # (B, n, V)
+        return _pick_rows(logits, inverse)                                      # (B, n, V)
 
     def __call__(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor:
         a = self._shared_prefix(embeds, keep, rows)
@@ -208,7 +209,26 @@ class _Forward:
             logits = self.model(**kwargs).logits                                # (B, L, V)
             index = rows
         # (B, n, V)
-        return torch.take_along_dim(logits, index.unsqueeze(-1), dim=1)
+        return _pick_rows(logits, index)
+
+
+def _logsumexp_(x: Tensor) -> Tensor:
+    """``logsumexp`` over the last dim, overwriting ``x`` (no second vocabulary-sized buffer)."""
+    top = x.amax(dim=-1, keepdim=True)                                         # (..., 1)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return x.sub_(top).exp_().sum(-1).log_() + top.squeeze(-1)
+
+
+def _pick_rows(logits: Tensor, index: Tensor) -> Tensor:
+    """``logits[b, index[b, j]]``: ``(B, U, V)``, ``(B, n)`` -> ``(B, n, V)``.
+
+    Returns ``logits`` itself when the index is ``0..n-1`` in every batch row (no deletion: the
+    forward already kept exactly the scored rows); else row indexing, which never builds a
+    ``(B, n, V)`` index tensor as ``take_along_dim`` would (twice the logits' memory)."""
+    B, n = index.shape
+    if n == logits.shape[1] and bool((index == torch.arange(n, device=index.device)).all()):
+        return logits
+    return logits[torch.arange(B, device=index.device).unsqueeze(-1), index]   # (B, n, V)
 
 
 def _scoring_rows(rows: Sequence[int], keep: Tensor | None, batch: int, device: torch.device) -> Tensor:
@@ -271,11 +291,12 @@ class CausalLMObjective:
         tgt = self.target_ids.to(embeds.device).view(1, -1, 1).expand(B, -1, 1)  # (B, n, 1)
         if self.score == "logit":
             return logits.gather(-1, tgt).squeeze(-1)                           # (B, n)
-        logp = torch.log_softmax(logits, dim=-1)                                # (B, n, V)
-        lp = logp.gather(-1, tgt).squeeze(-1)                                   # (B, n)
+        picked = logits.gather(-1, tgt).squeeze(-1)                             # (B, n)
         if self.score == "contrastive":                                         # single target
-            return lp - logp[:, :, int(self.alternative)]                      # (B, 1)
-        return lp
+            return picked - logits[:, :, int(self.alternative)]                 # (B, 1), the lse cancels
+        if logits.requires_grad:
+            return picked - torch.logsumexp(logits, dim=-1)                     # (B, n)
+        return picked - _logsumexp_(logits)                                     # no graph: in place
 
     def combine(self, terms: Tensor) -> Tensor:
         """``(B, n)`` per-target terms (or a subset's) -> the score ``(B,)``."""
@@ -315,66 +336,97 @@ class CausalLMFamilyObjective:
         return torch.stack(cols, dim=-1)                                        # (B, K)
 
     # ------------------------------------------------------------------ gradients
-    _head_ok: bool | None = None        # None: not yet verified against the model's own logits
+    _head_ok: bool | None = None        # None: not yet seen; False: logits are not exactly head(h)
 
-    def _head(self) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
-        """The decoder body and a plain linear LM head, when logits are exactly ``head(body(x))``."""
+    def _head(self) -> torch.nn.Linear | None:
+        """The model's LM head when it is a plain linear layer and the score is closed-form."""
         model = self.inner.model
-        body = getattr(model, "base_model", None)
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        if body is None or body is model or type(head) is not torch.nn.Linear or self.inner.score not in ("logprob",
-                                                                                                           "logit"):
+        if type(head) is not torch.nn.Linear or self.inner.score not in ("logprob", "logit"):
             return None
-        return body, head
+        return head
 
     def grads(self, embeds: Tensor) -> tuple[Tensor, Tensor]:
         """Scores ``(B, K)`` and their gradients w.r.t. ``embeds`` ``(B, L, d)`` -> ``(K, B, L, d)``.
 
-        The vocabulary-sized part is done in closed form: for ``S = log p(y | h)`` at the last
-        hidden state ``h`` of a linear head ``W``, ``dS/dh = W[y] - softmax(W h) W`` (``W[y]`` for a
+        The vocabulary-sized part is done in closed form: for ``S = log p(y | h)`` at the hidden
+        state ``h`` a linear head ``W`` reads, ``dS/dh = W[y] - softmax(W h) W`` (``W[y]`` for a
         logit score), so the batched backward starts at ``h`` and never touches the vocabulary
         (backpropagating K one-hot cotangents through ``log_softmax`` over V is most of the
-        work otherwise). Verified once against the model's own logits; where they differ (a
-        scaled or soft-capped head) the plain batched backward runs instead.
+        work otherwise). ``h`` and ``W h`` are captured by a hook on the head during the one
+        model forward; the closed form is used only when the model returns exactly that head
+        output as its logits (a scaled or soft-capped head does not), else the plain batched
+        backward runs over the same forward. ``softmax(W h)`` is formed in place of the logits
+        buffer, so the vocabulary-sized memory is one ``(B, n, V)`` tensor.
         """
         from scopecheck.engine.family import batched_grads
 
-        parts = self._head() if self._head_ok is not False else None
+        inner = self.inner
+        fwd = inner._forward
         x = embeds.detach().requires_grad_(True)
-        if parts is None:
+        head = self._head() if self._head_ok is not False else None
+        if head is None:
             with torch.enable_grad():
                 s = self(x)
                 return s.detach(), batched_grads(s, x).detach()
-        body, head = parts
-        inner = self.inner
-        rows = torch.as_tensor(inner.rows, device=x.device)                      # (n,)
+        B, L, _ = x.shape
+        rows = torch.as_tensor(inner.rows, device=x.device)                      # (n,) sorted, distinct
+        seen: dict[str, Tensor] = {}
+
+        def capture(_mod: torch.nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+            seen["h"], seen["z"] = args[0], out
+
+        kwargs: dict[str, object] = {"inputs_embeds": x, "use_cache": False}
+        if fwd.slices_logits:
+            kwargs["logits_to_keep"] = rows
+        handle = head.register_forward_hook(capture)
+        try:
+            with torch.enable_grad():
+                logits = inner.model(**kwargs).logits                            # (B, n, V) or (B, L, V)
+        finally:
+            handle.remove()
+        fwd.calls += 1
+        fwd.rows_run += B
+        fwd.positions_run += B * L
+        h, z = seen.get("h"), seen.get("z")
+        exact = z is not None and h is not None and (z is logits or (
+            z.shape == logits.shape and bool(torch.equal(z.detach().to(logits.dtype), logits.detach()))))
+        sliced = logits.shape[1] != L                                           # logits_to_keep applied
+        tgt = inner.target_ids.to(x.device)                                       # (n,)
+        if not exact:
+            self._head_ok = False
+            with torch.enable_grad():
+                lg = logits if sliced else logits[:, rows]                        # (B, n, V)
+                lp = lg.gather(-1, tgt.view(1, -1, 1).expand(B, -1, 1)).squeeze(-1)  # (B, n)
+                if inner.score == "logprob":
+                    lp = lp - torch.logsumexp(lg, dim=-1)
+                s = torch.stack([lp[:, idx.to(lp.device)].sum(-1) for idx in self.index], dim=-1)  # (B, K)
+                return s.detach(), batched_grads(s, x).detach()
+        self._head_ok = True
+        assert h is not None and z is not None
+        del logits, seen
         with torch.enable_grad():
-            h = body(inputs_embeds=x, use_cache=False).last_hidden_state        # (B, L, d)
+            hr = h if sliced else h[:, rows]                                      # (B, n, d) in the graph
         with torch.no_grad():
-            hr = h.detach()[:, rows]                                              # (B, n, d)
-            logits = head(hr)                                                     # (B, n, V)
-            if self._head_ok is None:
-                ref = inner.model(inputs_embeds=x.detach()[:1], use_cache=False).logits[:, rows]   # one row
-                tol = 1e-9 if x.dtype == torch.float64 else 1e-4
-                self._head_ok = bool(torch.allclose(ref, logits[:1], rtol=tol, atol=tol))
-                if not self._head_ok:
-                    return self.grads(embeds)
+            zr = z.detach() if sliced else z.detach()[:, rows]                    # (B, n, V)
+            del z
             W = head.weight                                                       # (V, d)
-            tgt = inner.target_ids.to(x.device)                                   # (n,)
+            zy = zr.gather(-1, tgt.view(1, -1, 1).expand(B, -1, 1)).squeeze(-1)   # (B, n)
             if inner.score == "logit":
-                terms = logits.gather(-1, tgt.view(1, -1, 1).expand(x.shape[0], -1, 1)).squeeze(-1)  # (B, n)
-                dh = W[tgt].unsqueeze(0).expand(x.shape[0], -1, -1)               # (B, n, d)
+                terms = zy
+                dh = W[tgt].to(hr.dtype).unsqueeze(0).expand(B, -1, -1)           # (B, n, d)
             else:
-                logp = torch.log_softmax(logits, dim=-1)                          # (B, n, V)
-                terms = logp.gather(-1, tgt.view(1, -1, 1).expand(x.shape[0], -1, 1)).squeeze(-1)  # (B, n)
-                dh = W[tgt].unsqueeze(0) - logp.exp() @ W                        # (B, n, d)
-            K, (B, L, d) = len(self.members), h.shape
-            cot = torch.zeros(K, B, L, d, dtype=h.dtype, device=h.device)        # (K, B, L, d)
+                lse = torch.logsumexp(zr, dim=-1)                                 # (B, n)
+                terms = zy - lse
+                probs = zr.sub_(lse.unsqueeze(-1)).exp_()                         # (B, n, V), in place
+                dh = (W[tgt].unsqueeze(0) - probs @ W).to(hr.dtype)              # (B, n, d)
+                del probs, zr
+            member = torch.zeros(len(self.members), rows.numel(), dtype=hr.dtype, device=hr.device)  # (K, n)
             for k, idx in enumerate(self.index):
-                for j in idx.tolist():
-                    cot[k, :, int(rows[j])] += dh[:, j]
-            scores = torch.stack([terms[:, idx.to(terms.device)].sum(-1) for idx in self.index], dim=-1)  # (B, K)
-        (g,) = torch.autograd.grad(h, x, grad_outputs=cot, is_grads_batched=True)  # (K, B, L, d)
+                member[k, idx.to(hr.device)] = 1
+            cot = member.view(-1, 1, rows.numel(), 1) * dh.unsqueeze(0)          # (K, B, n, d)
+            scores = terms.to(member.dtype) @ member.T                            # (B, K)
+        (g,) = torch.autograd.grad(hr, x, grad_outputs=cot, is_grads_batched=True)  # (K, B, L, d)
         return scores, g.detach()
 
 
@@ -471,6 +523,25 @@ def _token_id(explicit: int | None, config: object, attr: str, vocab: int, name:
     return tid
 
 
+#: Mean vocabulary embedding per embedding module, with the identity and version counter of its
+#: weight: a family of K problems (or a dataset of many) over one model computes the mean once.
+_VOCAB_MEAN: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, int, Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def _vocab_mean(vocab_embeds: Tensor, module: torch.nn.Module | None) -> Tensor:
+    """``vocab_embeds.mean(0, keepdim=True)`` ``(1, d)``, cached per plain ``nn.Embedding``
+    ``module`` (whose weight ``vocab_embeds`` is) while that weight is unchanged."""
+    if module is None:
+        return vocab_embeds.mean(0, keepdim=True)
+    weight = module.weight
+    hit = _VOCAB_MEAN.get(module)
+    if hit is not None and hit[0] == id(weight) and hit[1] == weight._version:
+        return hit[2]
+    mean = vocab_embeds.mean(0, keepdim=True)                                     # (1, d)
+    _VOCAB_MEAN[module] = (id(weight), weight._version, mean)
+    return mean
+
+
 def embedding_operators(model: torch.nn.Module, L: int, pad_id: int | None = None, mask_id: int | None = None,
                         unk_id: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The vocabulary embedding rows ``(V, d)`` and the replacement rows ``(L, d)`` of every
@@ -490,7 +561,8 @@ def embedding_operators(model: torch.nn.Module, L: int, pad_id: int | None = Non
     config = getattr(model, "config", None)
     operators: dict[str, Tensor] = {
         "zero": torch.zeros(L, d, dtype=vocab_embeds.dtype, device=device),     # (L, d)
-        "mean": vocab_embeds.mean(0, keepdim=True).expand(L, d).clone(),        # (L, d)
+        "mean": _vocab_mean(vocab_embeds, emb_module if type(emb_module) is torch.nn.Embedding else None)
+                .expand(L, d).clone(),                                           # (L, d)
     }
     for name, explicit in (("pad", pad_id), ("mask", mask_id), ("unk", unk_id)):
         tid = _token_id(explicit, config, f"{name}_token_id", V, name)
@@ -550,7 +622,8 @@ def causal_lm_problem(
     elif alternative is not None:
         raise ValueError(f"alternative is only meaningful for score 'contrastive', not {score!r}")
 
-    model.eval()
+    if model.training:
+        model.eval()
     emb_module = model.get_input_embeddings()
     weight = emb_module.weight                                                   # (V, d)
     device = weight.device

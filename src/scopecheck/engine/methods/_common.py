@@ -273,6 +273,11 @@ CPU_MEMORY_SHARE = 0.2
 #: memory runs out (benchmarks/checks_measure.py), so the cap there is lower.
 GPU_MAX_ROWS = 1024
 CPU_MAX_ROWS = 256
+#: On CPUs the automatic batch is also held to this working set (by :func:`row_bytes`): rows per
+#: forward beyond a few buy no throughput there (``benchmarks/perf.py``: occlusion at 8 rows per
+#: forward is as fast as at 64, integrated gradients at 5 faster than at 50) but every row costs
+#: memory, so the peak stays near a single unbatched forward's.
+CPU_BATCH_BYTES = 64 * 2 ** 20
 
 
 class BatchSizeError(RuntimeError):
@@ -331,12 +336,14 @@ def free_memory(device: torch.device) -> int | None:
     return None
 
 
-def row_bytes(problem: AttributionProblem, kind: str = "forward") -> int:
+def row_bytes(problem: AttributionProblem, kind: str = "forward", members: int = 1) -> int:
     """A generous estimate of the memory one scored row takes at the peak of a forward
     (``kind="forward"``, no graph) or of a forward and backward (``"backward"``, every layer's
     activations kept): the largest per-layer buffers, the attention scores and the logits
     (with their float32 log-softmax copies), from the model's config when the objective exposes
-    its model, else from the embedding width assuming a deep model."""
+    its model, else from the embedding width assuming a deep model. A causal-LM objective
+    computes logits at its target rows only; ``members`` map-family members share the forward
+    (their target rows add up) and, backward, each takes its own gradient buffers."""
     L, d = problem.length, int(problem.embeds.shape[-1])
     size = problem.embeds.element_size()
     cfg = getattr(getattr(problem.objective, "model", None), "config", None)
@@ -347,24 +354,30 @@ def row_bytes(problem: AttributionProblem, kind: str = "forward") -> int:
     heads = get("num_attention_heads", "n_head", "num_heads", default=max(1, H // 64))
     layers = get("num_hidden_layers", "n_layer", "num_layers", default=32)
     V = get("vocab_size", default=int(problem.vocab_embeds.shape[0]) if problem.vocab_embeds is not None else 50_000)
+    scored = getattr(problem.objective, "rows", None)
+    n = min(L, len(scored) * max(1, members)) if kind in ("forward", "backward") and scored else L
     layer = L * (6 * H + 3 * inter) + 2 * heads * L * L
-    logits = L * V * (size + 2 * 4)
+    logits = n * V * (size + 2 * 4)
     if kind == "backward":
-        total = layers * layer * size + 2 * logits + L * d * size * 4
+        total = (layers + max(1, members)) * layer * size + 2 * logits + L * d * size * 4
     else:
         total = 2 * layer * size + logits + L * d * size * 2
     return int(2 * total)                                                 # and a factor 2 to spare
 
 
-def auto_batch(problem: AttributionProblem, kind: str = "forward") -> int:
-    """First automatic batch size: a share of the free memory over ``row_bytes``, capped."""
+def auto_batch(problem: AttributionProblem, kind: str = "forward", members: int = 1) -> int:
+    """First automatic batch size: a share of the free memory over ``row_bytes``, capped (on
+    CPUs also by :data:`CPU_BATCH_BYTES`)."""
     device = problem.embeds.device
     cap = CPU_MAX_ROWS if device.type == "cpu" else GPU_MAX_ROWS
     free = free_memory(device)
     if free is None:
         return min(cap, INTERNAL_BATCH)
     share = CPU_MEMORY_SHARE if device.type == "cpu" else GPU_MEMORY_SHARE
-    return max(1, min(cap, int(free * share) // max(1, row_bytes(problem, kind))))
+    budget = int(free * share)
+    if device.type == "cpu":
+        budget = min(budget, CPU_BATCH_BYTES)
+    return max(1, min(cap, budget // max(1, row_bytes(problem, kind, members))))
 
 
 #: Working sizes learned by halving, as tokens per forward (rows x sequence length), per model
@@ -411,13 +424,13 @@ def forget_learned_batches() -> None:
 
 def map_batches(fn: Callable[[slice], T], n: int, batch_size: int | None, *,
                 problem: AttributionProblem | None = None, kind: str = "forward", start: int | None = None,
-                progress: bool = False, desc: str = "", param: str = "batch_size") -> list[T]:
+                progress: bool = False, desc: str = "", param: str = "batch_size", members: int = 1) -> list[T]:
     """``[fn(slice) for consecutive slices covering range(n)]``, the slices as large as memory allows.
 
     ``batch_size`` set (the user's): fixed slices of that size; running out of memory raises
     :class:`BatchSizeError` telling to lower ``param`` (it is never changed silently).
     ``batch_size=None`` (automatic): the first slice has the size learned earlier for this model
-    and ``kind``, else ``start``, else ``auto_batch(problem, kind)`` (``n`` without a problem),
+    and ``kind``, else ``start``, else ``auto_batch(problem, kind, members)`` (``n`` without a problem),
     at most ``n``; on out-of-memory (:func:`is_out_of_memory`) the slice is halved and retried,
     and the size that works is remembered for the rest of the run. ``fn`` must be a pure
     function of its slice (a retried slice is recomputed from scratch). The results are those of
@@ -434,7 +447,8 @@ def map_batches(fn: Callable[[slice], T], n: int, batch_size: int | None, *,
         if size < 1:
             raise ValueError(f"{param} must be >= 1, got {size}")
     else:
-        size = learned_rows(problem, kind) or start or (auto_batch(problem, kind) if problem is not None else n)
+        size = (learned_rows(problem, kind) or start
+                or (auto_batch(problem, kind, members) if problem is not None else n))
     size = max(1, min(n, size))
     device = problem.embeds.device if problem is not None else None
     own = Progress(desc, total=n, unit="row") if progress else None
