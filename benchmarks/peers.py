@@ -570,9 +570,19 @@ def run_peer(name: str, workload: str, model, prompt_ids, target_ids, **kw) -> P
 
 
 def build_model(kind: str = "gpt2-4l", seed: int = 0, dtype: torch.dtype = torch.float64):
-    """Random-weight GPT-2: ``gpt2-4l`` (4 layers, 4 heads, d 256) or ``gpt2-small`` (124M shape)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """Random-weight GPT-2: ``gpt2-4l`` (4 layers, 4 heads, d 256) or ``gpt2-small`` (124M shape);
+    or ``ref:<name>``, an autoregressive reference model shipped with scopecheck (its trained
+    weights, loaded from the package with ``from_pretrained``, eager attention)."""
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
+    if kind.startswith("ref:"):
+        from scopecheck.engine.reference import REFERENCE_MODELS
+
+        model = AutoModelForCausalLM.from_pretrained(str(REFERENCE_MODELS[kind[4:]].directory), dtype=dtype,
+                                                     attn_implementation="eager").eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
     torch.manual_seed(seed)
     if kind == "gpt2-4l":
         cfg = GPT2Config(n_layer=4, n_head=4, n_embd=256)

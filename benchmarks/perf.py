@@ -2,7 +2,9 @@
 
     pip install -e ".[bench]"
     python benchmarks/perf.py --quick        # a few minutes on 2 cores: gpt2-4l, P=32, T=8, W2 curve to 512
-    python benchmarks/perf.py                # + the 124M GPT-2 shape, 3 repeats, W2 curve to 1,000 tokens
+    python benchmarks/perf.py                # + the 124M GPT-2 shape and the reference models,
+                                             #   3 repeats, W2 curve to 1,024 tokens
+    python benchmarks/perf.py --repeats 1 --with-engine-workloads   # the README's full table
 
 Workloads (``benchmarks/peers.py`` defines each peer's exact quantity):
 
@@ -13,7 +15,9 @@ Workloads (``benchmarks/peers.py`` defines each peer's exact quantity):
 * **W3** gradient x input, one map per generated token.
 
 Models: random-weight GPT-2 shapes built here (``gpt2-4l``: 4 layers, d 256; ``gpt2-small``:
-124M), float32 for timings. Each (peer, workload) runs in a fresh subprocess (peak RSS is
+124M) and the autoregressive reference models scopecheck ships (``ref:translate-ar``,
+``ref:retrieval-ar``: trained 2-layer Llamas, prompt and targets drawn from their vocabulary),
+float32 for timings. Each (peer, workload) runs in a fresh subprocess (peak RSS is
 per process), ``--repeats`` times; the table gives the median seconds, model calls and rows
 of the first repeat (counted by a forward pre-hook), peak RSS increase (MiB), and
 ``peer / scopecheck`` time ratios. Before timing, every peer's map is verified against the
@@ -62,12 +66,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="gpt2-4l only, one repeat, W2 curve to 512 tokens")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    ap.add_argument("--models", default=None,
+                    help="comma-separated model kinds (gpt2-4l, gpt2-small, ref:translate-ar, ref:retrieval-ar)")
+    ap.add_argument("--lengths", default=None, help="comma-separated prompt lengths of the W2 curve")
     ap.add_argument("--with-engine-workloads", action="store_true",
                     help="also run the dataset and diffusion measurement scripts")
     args = ap.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
-    kinds = ["gpt2-4l"] if args.quick else ["gpt2-4l", "gpt2-small"]
-    lengths = [32, 128, 512] if args.quick else [32, 128, 512, 1000]
+    kinds = ["gpt2-4l"] if args.quick else ["gpt2-4l", "gpt2-small", "ref:translate-ar", "ref:retrieval-ar"]
+    if args.models:
+        kinds = args.models.split(",")
+    lengths = [32, 128, 512] if args.quick else [32, 128, 512, 1024]
+    if args.lengths:
+        lengths = [int(v) for v in args.lengths.split(",")]
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; device cpu; float32 timings, float64 verification")
     out: dict = {"verification": {}, "table": [], "curve": []}
@@ -77,7 +88,7 @@ def main() -> None:
         out["verification"][f"{w}/{n}"] = d
         print(f"  {w:<16} {n:<16} {d:.2e}")
 
-    print(f"\n{'model':<11} {'work':<4} {'peer':<15} {'median s':>9} {'calls':>6} {'rows':>6} {'RSS MiB':>8} "
+    print(f"\n{'model':<16} {'work':<4} {'peer':<15} {'median s':>9} {'calls':>6} {'rows':>6} {'RSS MiB':>8} "
           f"{'x scopecheck':>12}")
     for kind in kinds:
         for label, workload in WORKLOADS.items():
@@ -87,12 +98,12 @@ def main() -> None:
                 row = {"model": kind, "workload": label, "peer": name, **r}
                 out["table"].append(row)
                 if "error" in r:
-                    print(f"{kind:<11} {label:<4} {name:<15} error: {r['error'][:70]}")
+                    print(f"{kind:<16} {label:<4} {name:<15} error: {r['error'][:70]}")
                     continue
                 if name == "scopecheck":
                     base = r["median_s"]
                 ratio = f"{r['median_s'] / base:>11.2f}x" if base else ""
-                print(f"{kind:<11} {label:<4} {name:<15} {r['median_s']:>9.2f} {r['calls']:>6} {r['rows']:>6} "
+                print(f"{kind:<16} {label:<4} {name:<15} {r['median_s']:>9.2f} {r['calls']:>6} {r['rows']:>6} "
                       f"{r['peak_rss_delta_mib']:>8.0f} {ratio:>12}", flush=True)
 
     print("\nW2 scaling (gpt2-4l, T=8): seconds by prompt length")
@@ -109,9 +120,10 @@ def main() -> None:
 
     if args.with_engine_workloads:
         here = os.path.dirname(os.path.abspath(__file__))
-        for script in ("dataset_measure.py", "diffusion_measure.py"):
+        for script, extra in (("dataset_measure.py", ["--examples", "100"]), ("diffusion_measure.py", [])):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, os.path.join(here, script)], check=False)
+            print(f"\n{script} {' '.join(extra)}", flush=True)
+            subprocess.run([sys.executable, os.path.join(here, script), *extra], check=False)
             print(f"{script}: {time.perf_counter() - t0:.1f} s")
     if args.json:
         with open(args.json, "w") as f:
