@@ -218,3 +218,21 @@ def test_family_gradients_closed_form_or_fallback_equal_autograd(score, capped):
         (ref,) = torch.autograd.grad(sk.sum(), xk)
         torch.testing.assert_close(s[:, k], sk.detach(), rtol=0, atol=1e-12)
         torch.testing.assert_close(g[k], ref, rtol=0, atol=1e-12)
+
+
+def test_prefix_cache_is_rebuilt_when_the_float64_patch_changes():
+    """A clean-prefix KV cache made outside ``float64_forward`` is not reused inside it (nor the
+    reverse): the perturbed scores equal a fresh problem's under the same precision."""
+    model = make_tiny_llama(attn="eager")
+    e = torch.zeros(len(LONG), dtype=torch.bool)
+    e[1:21] = True
+    params = {"operator": "pad", "batch_size": 4}
+    pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
+    outside = run_method("occlusion", pb, params)                  # the cache is made here, unpatched
+    with float64_forward(model):
+        inside = run_method("occlusion", pb, params)
+        fresh = run_method("occlusion", causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD), params)
+    torch.testing.assert_close(inside.scores, fresh.scores, rtol=0, atol=1e-13)
+    assert not torch.allclose(inside.scores, outside.scores, rtol=0, atol=1e-13)   # the patch matters here
+    again = run_method("occlusion", pb, params)
+    torch.testing.assert_close(again.scores, outside.scores, rtol=0, atol=1e-13)

@@ -168,7 +168,7 @@ def test_automatic_first_batch_fits_the_estimate(problems, monkeypatch):
     assert auto_batch(pb) == int(3 * row_bytes(pb) * 5 * _common.CPU_MEMORY_SHARE) // row_bytes(pb)
     # plenty of free memory: on the CPU the working set is still held to CPU_BATCH_BYTES
     monkeypatch.setattr(_common, "free_memory", lambda device: 1 << 40)
-    monkeypatch.setattr(_common, "CPU_BATCH_BYTES", 7 * row_bytes(pb, "backward", 4))
+    monkeypatch.setattr(_common, "CPU_BACKWARD_BATCH_BYTES", 7 * row_bytes(pb, "backward", 4))
     assert auto_batch(pb, "backward", 4) == 7
     assert row_bytes(pb, "backward", 4) > row_bytes(pb, "backward")      # members add gradient buffers
     monkeypatch.setattr(_common, "free_memory", lambda device: None)

@@ -10,7 +10,7 @@ run for hours is refused up front with its estimate, instead of started. Torch-f
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Callable, Mapping
 
 #: token-positions (rows x sequence length) one contract's method may evaluate by default
 DEFAULT_MAX_EVALUATIONS = 50_000_000
@@ -35,10 +35,23 @@ def rows(method: str, params: Mapping[str, object], E: int, L: int, V: int, K: i
         "reagent": i("steps", 50) * 2,
         "context_cite": i("samples", 256) + 1,
         "probabilistic_as": E * V * float(p.get("top_p", 1.0) or 1.0) + L,
-        "heta": 6 * i("probes", 8) * E + 2 * E + 3,
+        "heta": _heta_rows(p, i, E),
         "stage_perturbation": K + 1,
     }
     return float(table.get(method, E + 1)) * K
+
+
+def _heta_rows(p: Mapping[str, object], i: Callable[[str, int], int], E: int) -> float:
+    """HETA: 6 rows per Hessian-vector product (double backward), plus the KL forwards. Adaptive
+    Hutchinson is estimated at its first round (8 probes per token; more where S_i is noisy);
+    ``lowrank`` costs 2 * rank products per window."""
+    if p.get("curvature") == "lowrank":
+        size, stride = i("window", 0), i("stride", 0)
+        wins = 1 if size <= 0 or size >= E else math.ceil((E - size) / (stride or max(1, size // 2))) + 1
+        hvps = 2 * i("rank", 64) * wins                                      # (at most; rank is capped by m * d)
+    else:
+        hvps = i("probes", 8) * E
+    return 6 * hvps + 2 * E + 3
 
 
 def check_budget(method: str, params: Mapping[str, object], E: int, L: int, V: int, K: int,

@@ -116,12 +116,22 @@ def ig_note(info: dict[str, Any]) -> str | None:
 
 
 def heta_note(info: dict[str, Any]) -> str | None:
-    """HETA's Hutchinson estimate of the curvature term with a relative standard error above 10%."""
+    """HETA's Hutchinson estimate of the curvature term with a relative standard error above 10%,
+    or its low-rank estimate leaving more than 10% of the Hessian's action unexplained."""
+    resid = info.get("lowrank_residual")
+    if isinstance(resid, (int, float)) and float(resid) > 0.10:
+        return (f"HETA's low-rank curvature leaves {float(resid):.0%} of H Q outside the rank-{info.get('rank')} "
+                f"subspace (||HQ - QB|| / ||HQ||): raise rank, or use curvature = hutchinson")
     rse = info.get("S_rse_max")
     if not isinstance(rse, (int, float)) or not math.isfinite(float(rse)) or float(rse) <= 0.10:
         return None
+    if info.get("probes") == "auto":
+        return (f"HETA's curvature term S_i has a relative standard error up to {float(rse):.0%} after "
+                f"max_probes = {info.get('probes_max')} adaptive probes (Hutchinson estimate): raise max_probes "
+                f"(the error falls as 1/sqrt(probes))")
     return (f"HETA's curvature term S_i has a relative standard error up to {float(rse):.0%} with probes = "
-            f"{info.get('probes')} (Hutchinson estimate): raise probes (the error falls as 1/sqrt(probes))")
+            f"{info.get('probes')} (Hutchinson estimate): raise probes, or leave it out for the adaptive count "
+            f"(the error falls as 1/sqrt(probes))")
 
 
 def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress: bool = False,

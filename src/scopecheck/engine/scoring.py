@@ -128,6 +128,7 @@ class _Forward:
         self.reuse_prefix = clean is not None and self.slices_logits and "past_key_values" in params
         self._verified = False
         self._cache: list[tuple[Tensor, Tensor]] | None = None                  # per layer (1, H, L, hd) k, v
+        self._cache_precision: object = None                                    # the float64 patch it was made under
         self.calls = 0
         self.rows_run = 0
         self.positions_run = 0
@@ -149,7 +150,12 @@ class _Forward:
 
     @torch.no_grad()
     def _prefix_cache(self) -> list[tuple[Tensor, Tensor]]:
+        # computed again when the model's float64 patch (engine.precision) was entered or left since
+        precision = getattr(self.model, "__dict__", {}).get("_scopecheck_float64")
+        if self._cache is not None and self._cache_precision is not precision:
+            self._cache = None
         if self._cache is None:
+            self._cache_precision = precision
             assert self.clean is not None
             out = self.model(inputs_embeds=self.clean.unsqueeze(0), use_cache=True, logits_to_keep=1)
             self.calls += 1

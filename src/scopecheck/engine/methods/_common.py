@@ -22,7 +22,7 @@ Tensor = torch.Tensor
 INTERNAL_BATCH = 32
 
 #: Keys ``run_method`` adds to the parameter mapping (never user parameters).
-RESERVED = ("_seed", "_progress", "_batch_auto")
+RESERVED = ("_seed", "_progress", "_batch_auto", "_given")
 
 #: Defaults of every declared parameter, by method (must match ``catalog.METHODS``).
 DEFAULTS: dict[str, dict[str, object]] = {
@@ -37,7 +37,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "reagent": {"steps": 50, "ratio": 0.3},
     "context_cite": {"samples": 256, "operator": "delete"},
     "probabilistic_as": {"top_p": 1.0},
-    "heta": {"beta": 0.5, "gamma": 0.5, "probes": 8},
+    "heta": {"beta": 0.5, "gamma": 0.5, "probes": 8, "rse": 0.1, "max_probes": 256, "curvature": "hutchinson",
+             "rank": 64, "window": 0, "stride": 0},
     "stage_perturbation": {"perturbation": "noop", "shift": 1, "substitute": "second_best"},
 }
 
@@ -106,6 +107,8 @@ def resolve_params(method: str, params: Mapping[str, object] | None) -> dict[str
     out.setdefault("_progress", False)
     # a batch_size the caller did not give is chosen from free memory (``batch_param``)
     out.setdefault("_batch_auto", "batch_size" in DEFAULTS[method] and "batch_size" not in params)
+    # the names the caller gave (a method may adapt what was left to it, e.g. heta's probe count)
+    out.setdefault("_given", tuple(sorted(k for k in params if k not in RESERVED)))
     for key in ("steps", "samples", "batch_size", "probes"):
         if key in out and int(out[key]) < 1:  # type: ignore[arg-type]
             raise ValueError(f"{method}: parameter {key} must be >= 1, got {out[key]}")
@@ -273,11 +276,13 @@ CPU_MEMORY_SHARE = 0.2
 #: memory runs out (benchmarks/checks_measure.py), so the cap there is lower.
 GPU_MAX_ROWS = 1024
 CPU_MAX_ROWS = 256
-#: On CPUs the automatic batch is also held to this working set (by :func:`row_bytes`): rows per
-#: forward beyond a few buy no throughput there (``benchmarks/perf.py``: occlusion at 8 rows per
-#: forward is as fast as at 64, integrated gradients at 5 faster than at 50) but every row costs
-#: memory, so the peak stays near a single unbatched forward's.
+#: On CPUs the automatic batch is also held to this working set (by :func:`row_bytes`), per kind:
+#: rows per forward beyond a few buy no throughput there (``benchmarks/perf.py``, gpt2-4l:
+#: occlusion at 8 rows per forward is as fast as at 64; integrated gradients of 8 targets at 5
+#: rows as fast as at 50, 4x faster than at 1) but every row costs memory, so the peak stays
+#: near a single unbatched pass's.
 CPU_BATCH_BYTES = 64 * 2 ** 20
+CPU_BACKWARD_BATCH_BYTES = 256 * 2 ** 20
 
 
 class BatchSizeError(RuntimeError):
@@ -376,7 +381,7 @@ def auto_batch(problem: AttributionProblem, kind: str = "forward", members: int 
     share = CPU_MEMORY_SHARE if device.type == "cpu" else GPU_MEMORY_SHARE
     budget = int(free * share)
     if device.type == "cpu":
-        budget = min(budget, CPU_BATCH_BYTES)
+        budget = min(budget, CPU_BACKWARD_BATCH_BYTES if kind == "backward" else CPU_BATCH_BYTES)
     return max(1, min(cap, budget // max(1, row_bytes(problem, kind, members))))
 
 

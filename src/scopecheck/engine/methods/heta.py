@@ -1,4 +1,5 @@
-"""HETA (seed 004, Algorithm 1 without windowing / low rank): Hessian-Enhanced Token Attribution.
+"""HETA (seed 004, Algorithm 1, with its low-rank and windowed variants): Hessian-Enhanced
+Token Attribution.
 
     Attr(x_i -> x_T) = M_T[i] * (beta * S_i + gamma * KL_i)                          (5)
 
@@ -11,15 +12,38 @@
   ``T`` is the row whose next-token distribution produces the target. When the model's
   attention modules expose no ``v_proj``/``o_proj`` the value norms are taken as 1 (a pure
   rollout gate; ``info['gate']`` says which).
-* Curvature ``S_i = 1/m sum_k ||Pi_i H_T (Pi_i r_k)||_1`` (eq. 3), ``H_T`` the Hessian of
-  the problem's S (log p(x_T | x_<T) for a ``logprob`` score) w.r.t. the input embeddings,
-  ``r_k`` Rademacher on token ``i``'s block, ``m = probes``; the standard error of each
-  ``S_i`` over the probes is reported (``info['S_se@i']``, and the largest relative one as
-  ``info['S_rse_max']``; the result warns to raise ``probes`` above 10%). Hessian-vector products by
-  double backward (Pearlmutter) under eager attention; if the backend cannot
-  differentiate twice, a central difference of gradients is used (``info['hvp']``).
+* Curvature ``S_i = E_r ||Pi_i H_T (Pi_i r)||_1`` (eq. 3), ``H_T`` the Hessian of the problem's
+  S (log p(x_T | x_<T) for a ``logprob`` score) w.r.t. the input embeddings, ``r`` Rademacher
+  on token ``i``'s block. Two estimators (``curvature =``):
+
+  - ``hutchinson`` (default): ``1/m sum_k ||Pi_i H_T (Pi_i r_k)||_1`` with one Hessian-vector
+    product per probe. Without a ``probes`` value the count is *adaptive*: 8 probes per
+    block, then more for every block whose relative standard error is above ``rse``
+    (default 0.10; the count each needs is predicted from ``1/sqrt(m)``), up to ``max_probes``
+    (default 256). A block whose S_i is below ``1e-6`` of the largest counts as converged
+    (its relative error is meaningless and it cannot move the map). ``probes = m`` fixes the
+    count. The standard error of each ``S_i`` is reported (``info['S_se@i']``, the largest
+    relative one as ``info['S_rse_max']``, the counts as ``probes_min``/``probes_max``); the
+    result warns above 10%.
+  - ``lowrank`` (HETA-LR): a randomized range finder (Halko, Martinsson & Tropp 2011) on the
+    Hessian restricted to the eligible blocks (of a window, when windowed): ``k = rank``
+    Gaussian probes ``Omega``, ``Q = orth(H Omega)``, ``B = Q^T H Q``, so ``H ~ Q B Q^T`` from
+    ``2k`` Hessian-vector products whatever the number of blocks; each block ``Q_i B Q_i^T``
+    (``d x d``) then gives ``S_i`` by 1,024 Rademacher probes at no model cost. Exact when
+    ``rank`` reaches the restricted dimension (tested); otherwise the error is the neglected
+    spectrum, reported as ``info['lowrank_residual']`` (``||H Q - Q B||_F / ||H Q||_F`` on the
+    second pass's products).
+
+  Hessian-vector products by double backward (Pearlmutter) under eager attention; if the
+  backend cannot differentiate twice, a central difference of gradients (``info['hvp']``).
 * Information ``KL_i = KL(P_orig(. | x_<T) || P_masked^{(i)}(. | x_<T))`` (eq. 4) with token
   ``i`` replaced by the first available of the ``mask``, ``unk``, ``pad``, ``zero`` operators.
+* Windows (HETA-WIN, ``window = W``, ``stride = s``, default ``W // 2``: 50% overlap): the
+  eligible positions are cut into overlapping windows of ``W`` tokens; in each, the gate is
+  renormalised to sum to one over the window and, with ``lowrank``, the range finder runs on
+  that window's Hessian block; per token the window values are averaged (Algorithm 1, step 4).
+  The model always reads the whole input: S_i and KL_i remain the contract's quantities, so
+  with ``hutchinson`` a window changes only the gate's normalisation.
 
 Single target only (the contracts HETA supports explain one next token).
 """
@@ -27,6 +51,8 @@ Single target only (the contracts HETA supports explain one next token).
 from __future__ import annotations
 
 import contextlib
+import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -38,7 +64,13 @@ from scopecheck.engine.problem import AttributionProblem, MethodOutput
 Tensor = torch.Tensor
 
 MASK_PREFERENCE = ("mask", "unk", "pad", "zero")
-
+CURVATURES = ("hutchinson", "lowrank")
+#: First round of the adaptive Hutchinson count, and the S_i below which (relative to the largest)
+#: a block counts as converged whatever its relative error.
+START_PROBES = 8
+NEGLIGIBLE = 1e-6
+#: Rademacher probes that turn a reconstructed d x d block into S_i (no model calls).
+BLOCK_PROBES = 1024
 
 def target_gate(atts: list[Tensor], value_norms: list[Tensor] | None, T: int) -> Tensor:
     """``M_T`` ``(L,)``: attention-value flow ending at row ``T``, simplex-normalised."""
@@ -77,11 +109,141 @@ def _hvp_finite_difference(problem: AttributionProblem, x: Tensor, vecs: Tensor)
     return (g[:b] - g[b:]) / (2.0 * eps)
 
 
+@dataclass
+class _HVP:
+    """Hessian-vector products of ``problem``'s S at ``x`` ``(L, d)``, counted, batched, with the
+    central-difference fallback: ``(b, L, d)`` directions -> ``(b, L, d)``."""
+
+    problem: AttributionProblem
+    x: Tensor
+    progress: bool = False
+    mode: str = "double_backward"
+    count: int = 0
+
+    def __call__(self, vecs: Tensor, desc: str = "heta hvp") -> Tensor:
+        out = []
+        for sl in batches(vecs.shape[0], INTERNAL_BATCH, self.progress, desc):
+            v = vecs[sl]
+            if self.mode == "double_backward":
+                try:
+                    out.append(_hvp_double_backward(self.problem, self.x, v))
+                except (RuntimeError, NotImplementedError):
+                    self.mode = "central_difference"
+            if self.mode == "central_difference":
+                out.append(_hvp_finite_difference(self.problem, self.x, v))
+            self.count += v.shape[0]
+        return torch.cat(out)
+
+
+def _block_probe_norms(hvp: _HVP, owners: Tensor, g: torch.Generator) -> Tensor:
+    """``||Pi_i H (Pi_i r)||_1`` for one fresh Rademacher probe per entry of ``owners`` (positions)."""
+    x = hvp.x
+    b, (L, d) = int(owners.numel()), x.shape
+    signs = torch.randint(0, 2, (b, d), generator=g).to(x) * 2 - 1                # (b, d)
+    vecs = torch.zeros(b, L, d, dtype=x.dtype, device=x.device)
+    rows = torch.arange(b, device=x.device)
+    vecs[rows, owners] = signs                                                     # Pi_i r_k
+    hv = hvp(vecs)
+    return hv[rows, owners].abs().sum(-1).double().cpu()                           # (b,)
+
+
+def hutchinson_sensitivity(hvp: _HVP, pos: Tensor, g: torch.Generator, probes: int | None, rse: float,
+                           max_probes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``S_i``, its standard error and the probe count of every position in ``pos`` ``(M,)``.
+
+    ``probes`` fixed, or ``None``: adaptive (see the module docstring)."""
+    M = int(pos.numel())
+    first = probes if probes is not None else min(START_PROBES, max_probes)
+    samples: list[list[float]] = [[] for _ in range(M)]
+    todo = {i: first for i in range(M)}
+    while todo:
+        idx = torch.tensor([i for i, n in todo.items() for _ in range(n)], dtype=torch.long)
+        for i, v in zip(idx.tolist(), _block_probe_norms(hvp, pos[idx], g).tolist()):
+            samples[i].append(v)
+        if probes is not None:
+            break
+        mean = torch.tensor([sum(s) / len(s) for s in samples], dtype=torch.float64)
+        floor = NEGLIGIBLE * float(mean.max()) if M else 0.0
+        todo = {}
+        for i, s in enumerate(samples):
+            m = len(s)
+            se = float(torch.tensor(s, dtype=torch.float64).std(unbiased=True)) / math.sqrt(m) if m > 1 else math.inf
+            if m >= max_probes or mean[i] <= floor or se <= rse * float(mean[i]):
+                continue
+            need = math.ceil(1.2 * m * (se / (rse * float(mean[i]))) ** 2)    # the 1/sqrt(m) law, 20% to spare
+            todo[i] = max(1, min(max_probes, max(need, 2 * m)) - m)
+    counts = torch.tensor([len(s) for s in samples], dtype=torch.long)
+    mean = torch.tensor([sum(s) / len(s) for s in samples], dtype=torch.float64)
+    se = torch.tensor([float(torch.tensor(s, dtype=torch.float64).std(unbiased=True)) / math.sqrt(len(s))
+                       if len(s) > 1 else math.nan for s in samples], dtype=torch.float64)
+    return mean, se, counts
+
+
+def lowrank_blocks(hvp: _HVP, pos: Tensor, rank: int, g: torch.Generator) -> tuple[Tensor, float]:
+    """Rank-``rank`` reconstruction of the Hessian restricted to the blocks of ``pos`` ``(m,)``:
+    the diagonal blocks ``(m, d, d)`` of ``Q B Q^T`` and the residual ``||HQ - QB|| / ||HQ||``.
+
+    Two passes of ``k = min(rank, m d)`` products: ``Y = H Omega`` (Gaussian ``Omega``), ``Q =
+    orth(Y)``, then ``H Q`` and ``B = Q^T H Q`` (symmetrised). Everything is read on the ``pos``
+    blocks only, so this is the range finder of that principal submatrix."""
+    x = hvp.x
+    (L, d), m = x.shape, int(pos.numel())
+    n = m * d
+    k = min(int(rank), n)
+
+    def products(cols: Tensor) -> Tensor:                                       # (n, k) -> (n, k)
+        vecs = torch.zeros(cols.shape[1], L, d, dtype=x.dtype, device=x.device)
+        vecs[:, pos] = cols.T.reshape(-1, m, d)
+        return hvp(vecs, "heta low-rank hvp")[:, pos].reshape(-1, n).T
+
+    omega = torch.randn(n, k, generator=g, dtype=torch.float64).to(x)            # (n, k)
+    Y = products(omega)                                                          # (n, k)
+    Q, _ = torch.linalg.qr(Y.double())                                           # (n, k) orthonormal
+    Q = Q.to(x)
+    HQ = products(Q)                                                             # (n, k)
+    B = Q.T @ HQ                                                                 # (k, k)
+    B = 0.5 * (B + B.T)
+    resid = float((HQ - Q @ B).norm() / HQ.norm().clamp_min(torch.finfo(HQ.dtype).tiny))
+    Qb = Q.reshape(m, d, k)                                                      # (m, d, k): Q_i
+    blocks = Qb @ B @ Qb.transpose(1, 2)                                         # (m, d, d): Q_i B Q_i^T
+    return blocks, resid
+
+
+def block_sensitivity(blocks: Tensor, g: torch.Generator, probes: int = BLOCK_PROBES) -> tuple[Tensor, Tensor]:
+    """``E_r ||H_ii r||_1`` and its standard error from explicit blocks ``(m, d, d)``: Rademacher
+    probes, no model calls -> ``(m,)``, ``(m,)``."""
+    d = blocks.shape[-1]
+    R = (torch.randint(0, 2, (d, probes), generator=g) * 2 - 1).to(torch.float64)  # (d, probes)
+    v = (blocks.double().cpu() @ R).abs().sum(1)                                 # (m, probes)
+    return v.mean(1), v.std(1, unbiased=True) / math.sqrt(probes)
+
+
+def windows(m: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """Overlapping ``[a, b)`` windows of ``size`` covering ``range(m)``, ``stride`` apart (the last
+    one ends at ``m``); one window when ``size`` is 0 or covers everything."""
+    if size <= 0 or size >= m:
+        return [(0, m)]
+    starts = list(range(0, m - size + 1, max(1, stride)))
+    if starts[-1] + size < m:
+        starts.append(m - size)
+    return [(a, a + size) for a in starts]
+
+
 def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOutput:
     p = resolve_params("heta", params)
-    beta, gamma, probes = float(p["beta"]), float(p["gamma"]), int(p["probes"])  # type: ignore[arg-type]
+    beta, gamma = float(p["beta"]), float(p["gamma"])                          # type: ignore[arg-type]
+    probes = int(p["probes"]) if "probes" in p["_given"] else None              # type: ignore[arg-type,operator]
+    rse, max_probes = float(p["rse"]), int(p["max_probes"])                    # type: ignore[arg-type]
+    curvature, rank = str(p["curvature"]), int(p["rank"])                       # type: ignore[arg-type]
+    size = int(p["window"])                                                      # type: ignore[arg-type]
+    stride = int(p["stride"]) or max(1, size // 2)                               # type: ignore[arg-type]
     if beta < 0 or gamma < 0:
         raise ValueError(f"heta: beta and gamma must be >= 0, got beta={beta}, gamma={gamma}")
+    if curvature not in CURVATURES:
+        raise ValueError(f"heta: curvature must be one of {', '.join(CURVATURES)}, got {curvature!r}")
+    if not 0 < rse < 1 or max_probes < 2 or rank < 1 or size < 0 or stride < 0:
+        raise ValueError(f"heta: need 0 < rse < 1, max_probes >= 2, rank >= 1, window >= 0, stride >= 0 "
+                         f"(got rse={rse}, max_probes={max_probes}, rank={rank}, window={size}, stride={stride})")
     if len(problem.target_rows) != 1:
         raise ValueError(f"heta explains a single next token; this problem has {len(problem.target_rows)} targets")
     if problem.attentions is None or problem.logprobs is None:
@@ -89,47 +251,52 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
     T = problem.target_rows[0]
     x = problem.embeds                                                        # (L, d)
     L, d = x.shape
-    pos = positions(problem)
+    pos = positions(problem)                                                  # (M,) eligible, ascending
     M = int(pos.numel())
     progress = bool(p["_progress"])
+    wins = windows(M, size, stride)
 
-    # (1) gate
+    # (1) gate, renormalised per window and averaged over the windows holding each token
     with_norms = getattr(problem.attentions, "with_value_norms", None)
     if with_norms is not None:
         atts, vnorms = with_norms(x)
     else:
         atts, vnorms = problem.attentions(x), None
     gate = target_gate(atts, vnorms, T)                                       # (L,)
+    gate_e = gate[pos].double().cpu()                                         # (M,)
+    covered = torch.zeros(M, dtype=torch.float64)
+    if len(wins) > 1:
+        acc = torch.zeros(M, dtype=torch.float64)
+        for a, b in wins:
+            acc[a:b] += gate_e[a:b] / gate_e[a:b].sum().clamp_min(1e-300)
+            covered[a:b] += 1
+        gate_e = acc / covered
 
-    # (2) curvature, Hutchinson with Rademacher probes on each eligible block
+    # (2) curvature
     g = generator(p["_seed"])
     sens = torch.zeros(M, dtype=torch.float64)
     sens_se = torch.zeros(M, dtype=torch.float64)
-    hvp_mode = "double_backward"
+    counts = torch.zeros(M, dtype=torch.long)
+    hvp = _HVP(problem, x, progress)
+    resid = 0.0
     if beta > 0 and M > 0:
-        owners = pos.repeat_interleave(probes)                                # (M * probes,) token of each probe
-        signs = torch.randint(0, 2, (M * probes, d), generator=g).to(x) * 2 - 1  # (M * probes, d)
         ctx = getattr(problem.objective, "eager_attention", None)
-        norms = []
         with (ctx() if callable(ctx) else contextlib.nullcontext()):
-            for sl in batches(M * probes, INTERNAL_BATCH, progress, "heta hvp"):
-                b = sl.stop - sl.start
-                vecs = torch.zeros(b, L, d, dtype=x.dtype, device=x.device)
-                vecs[torch.arange(b, device=x.device), owners[sl]] = signs[sl]                 # Pi_i r_k
-                if hvp_mode == "double_backward":
-                    try:
-                        hv = _hvp_double_backward(problem, x, vecs)
-                    except (RuntimeError, NotImplementedError):
-                        hvp_mode = "central_difference"
-                if hvp_mode == "central_difference":
-                    hv = _hvp_finite_difference(problem, x, vecs)
-                block = hv[torch.arange(b, device=x.device), owners[sl]]                        # (b, d): Pi_i H Pi_i r
-                norms.append(block.abs().sum(-1).double().cpu())
-        per_probe = torch.cat(norms).view(M, probes)                          # (M, probes)
-        sens = per_probe.mean(1)                                              # (M,)
-        # Hutchinson's standard error of each S_i (sample std over probes / sqrt(m))
-        sens_se = (per_probe.std(1, unbiased=True) / probes ** 0.5 if probes > 1
-                   else torch.full((M,), float("nan"), dtype=torch.float64))    # (M,)
+            if curvature == "hutchinson":
+                sens, sens_se, counts = hutchinson_sensitivity(hvp, pos, g, probes, rse, max_probes)
+            else:
+                acc_s = torch.zeros(M, dtype=torch.float64)
+                acc_se = torch.zeros(M, dtype=torch.float64)
+                for a, b in wins:
+                    blocks, r = lowrank_blocks(hvp, pos[a:b], rank, g)
+                    s_w, se_w = block_sensitivity(blocks, g)
+                    acc_s[a:b] += s_w
+                    acc_se[a:b] += se_w
+                    resid = max(resid, r)
+                n_cov = torch.zeros(M, dtype=torch.float64)
+                for a, b in wins:
+                    n_cov[a:b] += 1
+                sens, sens_se = acc_s / n_cov, acc_se / n_cov
 
     # (3) information: KL of the target distribution when token i is masked
     kl = torch.zeros(M, dtype=torch.float64)
@@ -148,19 +315,30 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
                 out.append((lp0.exp() * (lp0 - lpm)).sum(-1).cpu())
             kl = torch.cat(out)
 
-    gate_e = gate[pos].double().cpu()
     attr = gate_e * (beta * sens + gamma * kl)                                 # (M,)
     scores = torch.zeros(L, dtype=x.dtype, device=x.device)
     scores[pos] = attr.to(scores)
     with torch.no_grad():
         s_in = float(problem.objective(x.unsqueeze(0))[0])
-    rse = sens_se / sens.clamp_min(1e-300)                                    # (M,) relative standard errors
-    curvature_se = {f"S_se@{int(i)}": float(v) for i, v in zip(pos.tolist(), sens_se)} if beta > 0 else {}
-    return finalize(problem, scores, {
-        **curvature_se,
-        "S_rse_max": float(rse.max()) if beta > 0 and M > 0 else 0.0,
-        "score_input": s_in, "beta": beta, "gamma": gamma, "probes": probes, "hvp": hvp_mode,
+    info: dict[str, object] = {
+        "score_input": s_in, "beta": beta, "gamma": gamma, "curvature": curvature, "hvp": hvp.mode,
+        "hvps": hvp.count, "window": size if len(wins) > 1 else 0, "windows": len(wins),
         "gate": "attention-value rollout" if vnorms is not None else "attention rollout (value norms unavailable)",
-        "gate_mass_eligible": float(gate_e.sum()), "kl_operator": op or "none",
-        "target_row": T,
-    })
+        "gate_mass_eligible": float(gate[pos].double().sum()), "kl_operator": op or "none", "target_row": T,
+    }
+    if len(wins) > 1:
+        info["stride"] = stride
+    if beta > 0 and M > 0:
+        rel = sens_se / sens.clamp_min(1e-300)                                 # (M,) relative standard errors
+        if curvature == "hutchinson":
+            floor = NEGLIGIBLE * float(sens.max())
+            rel = torch.where(sens <= floor, torch.zeros_like(rel), rel)
+            info.update({f"S_se@{int(i)}": float(v) for i, v in zip(pos.tolist(), sens_se)})
+            info.update({"probes": probes if probes is not None else "auto", "probes_min": int(counts.min()),
+                         "probes_max": int(counts.max()), "rse_target": rse if probes is None else None})
+            info["S_rse_max"] = float(torch.nan_to_num(rel, nan=math.inf).max())
+        else:
+            info.update({"rank": rank, "lowrank_residual": resid, "S_rse_max": float(rel.max())})
+    else:
+        info["S_rse_max"] = 0.0
+    return finalize(problem, scores, {k: v for k, v in info.items() if v is not None})

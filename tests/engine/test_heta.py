@@ -1,0 +1,149 @@
+"""HETA's curvature estimators (seed 004, Algorithm 1): the adaptive Hutchinson count, the
+low-rank range finder and the windows, each against an independent computation from the exact
+block Hessians (d unit-vector Hessian-vector products per token, float64 tiny Llama, with the
+float64 patch so that the Hessian is float64 throughout)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from scopecheck.engine.methods import run_method
+from scopecheck.engine.precision import float64_forward
+from scopecheck.engine.methods.heta import (_HVP, _hvp_double_backward, block_sensitivity, lowrank_blocks,
+                                            target_gate, windows)
+from scopecheck.engine.run import heta_note
+from scopecheck.engine.scoring import eager_attention
+
+
+@pytest.fixture(scope="module")
+def pc(problems):
+    with float64_forward(problems["prompt_conditioned"].objective.model):
+        yield problems["prompt_conditioned"]                       # x = positions 1..5, d = 32
+
+
+@pytest.fixture(scope="module")
+def exact_blocks(pc):
+    """``H_ii`` ``(M, d, d)`` of every eligible token, column by column from unit vectors."""
+    x, pos = pc.embeds, torch.nonzero(pc.eligible).flatten()
+    L, d = x.shape
+    out = []
+    with eager_attention(pc.objective.model):
+        for i in pos.tolist():
+            vecs = torch.zeros(d, L, d, dtype=x.dtype)
+            vecs[torch.arange(d), i, torch.arange(d)] = 1.0
+            hv = _hvp_double_backward(pc, x, vecs)                 # (d, L, d): row j = H e_(i, j)
+            out.append(hv[:, i, :].T)                               # (d, d): H_ii
+    return torch.stack(out)
+
+
+def _sens(out, pc):
+    """S_i back from a beta-only run: attr = gate * beta * S."""
+    pos = torch.nonzero(pc.eligible).flatten()
+    atts, vn = pc.attentions.with_value_norms(pc.embeds)
+    gate = target_gate(atts, vn, pc.target_rows[0])[pos].double()
+    return out.scores[pos].double() / (out.info["beta"] * gate)
+
+
+def test_lowrank_at_full_rank_reconstructs_the_exact_blocks(pc, exact_blocks):
+    pos = torch.nonzero(pc.eligible).flatten()
+    d = pc.embeds.shape[1]
+    hvp = _HVP(pc, pc.embeds)
+    with eager_attention(pc.objective.model):
+        blocks, resid = lowrank_blocks(hvp, pos[1:3], rank=2 * d, g=torch.Generator().manual_seed(0))
+    assert hvp.count == 2 * 2 * d                                    # two passes of k = m d products
+    torch.testing.assert_close(blocks, exact_blocks[1:3], rtol=1e-7, atol=1e-9)
+    assert resid < 1e-8
+    # below full rank the residual is reported and the blocks are only approximate
+    with eager_attention(pc.objective.model):
+        low, resid_low = lowrank_blocks(_HVP(pc, pc.embeds), pos[1:3], rank=4, g=torch.Generator().manual_seed(0))
+    assert resid_low > 1e-3
+    assert not torch.allclose(low, exact_blocks[1:3], rtol=1e-3, atol=1e-6)
+
+
+def test_lowrank_heta_equals_the_exact_block_sensitivity(pc, exact_blocks):
+    d, M = pc.embeds.shape[1], int(pc.eligible.sum())
+    out = run_method("heta", pc, {"curvature": "lowrank", "rank": M * d, "gamma": 0.0})
+    assert out.info["curvature"] == "lowrank" and out.info["hvps"] == 2 * M * d
+    assert out.info["lowrank_residual"] < 1e-8
+    want, se = block_sensitivity(exact_blocks, torch.Generator().manual_seed(5), probes=1 << 14)
+    got = _sens(out, pc)                       # from 1,024 probes of each reconstructed block: 16x the variance
+    assert bool(((got - want).abs() <= 4 * math.sqrt(1 + 16) * se).all())
+
+
+def test_adaptive_probes_reach_the_target_error_and_agree_with_exact(pc, exact_blocks):
+    out = run_method("heta", pc, {"gamma": 0.0, "rse": 0.05})
+    info = out.info
+    assert info["probes"] == "auto" and info["rse_target"] == 0.05
+    assert info["S_rse_max"] <= 0.05 or info["probes_max"] == 256
+    assert info["probes_max"] > 8                                    # 8 probes do not reach 5% here
+    assert info["hvps"] >= 8 * int(pc.eligible.sum())
+    want, _ = block_sensitivity(exact_blocks, torch.Generator().manual_seed(5), probes=1 << 14)
+    got = _sens(out, pc)
+    pos = torch.nonzero(pc.eligible).flatten().tolist()
+    se = torch.tensor([info[f"S_se@{i}"] for i in pos], dtype=torch.float64)
+    assert bool(((got - want).abs() <= 4 * se).all())
+    # a looser target needs fewer products; a fixed count is used as given
+    loose = run_method("heta", pc, {"gamma": 0.0, "rse": 0.3})
+    assert loose.info["hvps"] < info["hvps"]
+    fixed = run_method("heta", pc, {"gamma": 0.0, "probes": 3})
+    assert fixed.info["probes"] == 3 and fixed.info["hvps"] == 3 * len(pos)
+    assert "rse_target" not in fixed.info
+
+
+def test_windows_cover_every_position_with_the_given_overlap():
+    assert windows(10, 0, 0) == [(0, 10)] and windows(10, 12, 6) == [(0, 10)]
+    assert windows(10, 4, 2) == [(0, 4), (2, 6), (4, 8), (6, 10)]
+    assert windows(11, 4, 2) == [(0, 4), (2, 6), (4, 8), (6, 10), (7, 11)]
+    for m, size, stride in ((7, 3, 1), (50, 16, 8), (9, 4, 4)):
+        cover = [0] * m
+        for a, b in windows(m, size, stride):
+            assert b - a == size
+            for i in range(a, b):
+                cover[i] += 1
+        assert min(cover) >= 1
+
+
+def test_windowed_gate_is_renormalised_per_window_and_averaged(pc):
+    """beta = 0: Attr = gate_bar * gamma * KL, gate_bar the mean over windows of the gate
+    renormalised on each window (Algorithm 1, steps 1 and 4), computed here independently."""
+    pos = torch.nonzero(pc.eligible).flatten()
+    full = run_method("heta", pc, {"beta": 0.0, "gamma": 1.0})
+    win = run_method("heta", pc, {"beta": 0.0, "gamma": 1.0, "window": 2, "stride": 1})
+    assert win.info["windows"] == 4 and win.info["window"] == 2
+    atts, vn = pc.attentions.with_value_norms(pc.embeds)
+    gate = target_gate(atts, vn, pc.target_rows[0])[pos].double()
+    kl = full.scores[pos].double() / gate                            # gamma = 1: attr = gate * KL
+    bar = torch.zeros(len(pos), dtype=torch.float64)
+    n = torch.zeros(len(pos), dtype=torch.float64)
+    for a in range(4):
+        bar[a:a + 2] += gate[a:a + 2] / gate[a:a + 2].sum()
+        n[a:a + 2] += 1
+    torch.testing.assert_close(win.scores[pos].double(), bar / n * kl, rtol=1e-10, atol=1e-12)
+    # one window covering E is no window at all
+    same = run_method("heta", pc, {"beta": 0.0, "gamma": 1.0, "window": 5})
+    torch.testing.assert_close(same.scores, full.scores, rtol=0, atol=1e-14)   # (KL forwards may reuse the prefix)
+
+
+def test_windowed_lowrank_runs_the_range_finder_per_window(pc):
+    d = pc.embeds.shape[1]
+    out = run_method("heta", pc, {"curvature": "lowrank", "rank": 2 * d, "window": 2, "stride": 1})
+    assert out.info["windows"] == 4 and out.info["hvps"] == 4 * 2 * 2 * d
+    assert out.info["lowrank_residual"] < 1e-8                       # each window's block at full rank
+    assert bool((out.scores[pc.eligible] > 0).all()) and bool((out.scores[~pc.eligible] == 0).all())
+
+
+@pytest.mark.parametrize("params, match", [({"curvature": "spectral"}, "curvature"), ({"rse": 1.5}, "rse"),
+                                           ({"rank": 0}, "rank"), ({"window": -1}, "window")])
+def test_bad_heta_parameters_are_refused(pc, params, match):
+    with pytest.raises(ValueError, match=match):
+        run_method("heta", pc, params)
+
+
+def test_heta_notes_name_the_parameter_to_raise():
+    assert "raise rank" in heta_note({"lowrank_residual": 0.4, "rank": 8, "S_rse_max": 0.0})
+    assert heta_note({"lowrank_residual": 0.01, "rank": 8, "S_rse_max": 0.0}) is None
+    assert "max_probes" in heta_note({"S_rse_max": 0.2, "probes": "auto", "probes_max": 256})
+    assert "raise probes" in heta_note({"S_rse_max": 0.2, "probes": 8})
