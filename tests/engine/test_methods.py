@@ -319,7 +319,7 @@ def test_probabilistic_as_matches_brute_force(tiny_llama, seq, problems):
     loop below runs one sequence at a time from input_ids while the method batches embeddings.
     """
     pb = problems["span_prompt"]
-    out = run_method("probabilistic_as", pb)
+    out = run_method("probabilistic_as", pb, {"top_p": 1.0})
     targets = [6, 7, 8]
     with torch.no_grad():
         lp0 = tiny_llama(input_ids=seq.unsqueeze(0)).logits[0].log_softmax(-1)
@@ -352,10 +352,14 @@ def test_probabilistic_as_matches_brute_force(tiny_llama, seq, problems):
 
 def test_probabilistic_as_top_p_truncates(problems):
     pb = problems["span_prompt"]
-    full = run_method("probabilistic_as", pb)
+    full = run_method("probabilistic_as", pb, {"top_p": 1.0})
     trunc = run_method("probabilistic_as", pb, {"top_p": 0.5})
     assert trunc.info["candidates_per_position"] < full.info["candidates_per_position"]
     assert torch.all(trunc.scores[~pb.eligible] == 0)
+    # the default truncation (0.9999) is stated and stays within 1e-3 of exact AS
+    default = run_method("probabilistic_as", pb)
+    assert default.info["top_p"] == 0.9999
+    assert float((default.scores - full.scores).abs().max()) < 1e-3
 
 
 # ------------------------------------------------------------------------------ HETA

@@ -122,10 +122,11 @@ METHOD_NOTES: dict[str, str] = {
         "map still carries choices: the decoding rule that froze the response (the paper reports greedy and "
         "top-p decoding, top-p responses chosen as the most frequent of 500 samples), and any truncation of the "
         "marginalisation sums (full vocabulary as published; top-p truncation proposed as future work; here "
-        "`top_p`)."),
+        "`top_p`, default 0.9999; `top_p = 1` reproduces the published full-vocabulary sums)."),
     "heta": (
         "HETA (seed 004) attributes one target token over the preceding context; its map depends on beta, "
-        "gamma, the Hutchinson probe count and the masking scheme of the KL term."),
+        "gamma, the curvature estimator (Hutchinson probes, or the low-rank and windowed variants of its "
+        "Algorithm 1) and the masking scheme of the KL term."),
     "integrated_gradients": "Integrated Gradients depends on its baseline and path (steps, rule).",
     "context_cite": "ContextCite's surrogate depends on the number of ablations and the ablation operator.",
     "reagent": "ReAGent depends on the replacement ratio, the number of steps and the replacement model.",

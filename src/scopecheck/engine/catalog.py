@@ -71,7 +71,7 @@ METHODS: dict[str, MethodInfo] = {
                    ("span_prompt", "prompt_to_output"), {"samples": "int (default 256)", "operator": f"{_OPS} (default delete)"}),
         MethodInfo("probabilistic_as", "probabilistic",
                    "AS of seed 003: log p(y|x) − log p(y|x with token i marginalised), plus contextual entropies",
-                   ("span_prompt",), {"top_p": "float in (0,1] (default 1.0: full vocabulary)"}),
+                   ("span_prompt",), {"top_p": "float in (0,1]: nucleus of p(x_i | x_<i) summed over (default 0.9999: within 1e-3 of exact where measured; 1 = the full vocabulary, exact)"}),
         MethodInfo("heta", "gradient",
                    "HETA (seed 004): attention-value rollout gate × (β Hessian sensitivity + γ KL under masking)",
                    ("local_next_token", "prompt_conditioned"),
