@@ -586,6 +586,8 @@ def build_model(kind: str = "gpt2-4l", seed: int = 0, dtype: torch.dtype = torch
     torch.manual_seed(seed)
     if kind == "gpt2-4l":
         cfg = GPT2Config(n_layer=4, n_head=4, n_embd=256)
+    elif kind == "gpt2-4l-2k":                       # the same with 2,048 positions (the W2 curve to 1,024 + T)
+        cfg = GPT2Config(n_layer=4, n_head=4, n_embd=256, n_positions=2048)
     elif kind == "gpt2-small":
         cfg = GPT2Config()
     else:

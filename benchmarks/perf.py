@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--models", default=None,
                     help="comma-separated model kinds (gpt2-4l, gpt2-small, ref:translate-ar, ref:retrieval-ar)")
     ap.add_argument("--lengths", default=None, help="comma-separated prompt lengths of the W2 curve")
+    ap.add_argument("--only", choices=("table", "curve"), default=None, help="run only the table or only the curve")
     ap.add_argument("--with-engine-workloads", action="store_true",
                     help="also run the dataset and diffusion measurement scripts")
     args = ap.parse_args()
@@ -83,14 +84,15 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; device cpu; float32 timings, float64 verification")
     out: dict = {"verification": {}, "table": [], "curve": []}
 
-    print("\nverification (gpt2-4l, float64, P=32, T=8): max |map - minimum-work reference|, same quantity")
-    for (w, n), d in verify().items():
-        out["verification"][f"{w}/{n}"] = d
-        print(f"  {w:<16} {n:<16} {d:.2e}")
+    if args.only != "curve":                  # (the curve's maps are the W2 table's quantity)
+        print("\nverification (gpt2-4l, float64, P=32, T=8): max |map - minimum-work reference|, same quantity")
+        for (w, n), d in verify().items():
+            out["verification"][f"{w}/{n}"] = d
+            print(f"  {w:<16} {n:<16} {d:.2e}")
 
     print(f"\n{'model':<16} {'work':<4} {'peer':<15} {'median s':>9} {'calls':>6} {'rows':>6} {'RSS MiB':>8} "
           f"{'x scopecheck':>12}")
-    for kind in kinds:
+    for kind in (kinds if args.only != "curve" else []):
         for label, workload in WORKLOADS.items():
             base = None
             for name in PEER_SETS[workload]:
@@ -106,11 +108,11 @@ def main() -> None:
                 print(f"{kind:<16} {label:<4} {name:<15} {r['median_s']:>9.2f} {r['calls']:>6} {r['rows']:>6} "
                       f"{r['peak_rss_delta_mib']:>8.0f} {ratio:>12}", flush=True)
 
-    print("\nW2 scaling (gpt2-4l, T=8): seconds by prompt length")
+    print("\nW2 scaling (gpt2-4l-2k: gpt2-4l with 2,048 positions, T=8): seconds by prompt length")
     print(f"{'P':>6} {'scopecheck':>11} {'captum_best':>12} {'ratio':>7} {'sc rows':>8} {'captum rows':>12}")
-    for P in lengths:
-        sc = timed("scopecheck", "occlusion_span", "gpt2-4l", P, 8, 1)
-        cb = timed("captum_best", "occlusion_span", "gpt2-4l", P, 8, 1)
+    for P in (lengths if args.only != "table" else []):
+        sc = timed("scopecheck", "occlusion_span", "gpt2-4l-2k", P, 8, 1)
+        cb = timed("captum_best", "occlusion_span", "gpt2-4l-2k", P, 8, 1)
         out["curve"].append({"P": P, "scopecheck": sc, "captum_best": cb})
         if "error" in sc or "error" in cb:
             print(f"{P:>6} error: {sc.get('error') or cb.get('error')}")
