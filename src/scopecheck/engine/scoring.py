@@ -293,11 +293,16 @@ class CausalLMObjective:
         if keep is not None and not bool(keep[:, list(self.targets)].all()):
             raise ValueError("a target position cannot be deleted: targets are rescored at their frozen ids")
         rows = _scoring_rows(self.rows, keep, B, embeds.device)                 # (B, n)
-        logits = self._forward(embeds, keep, rows)                              # (B, n, V)
-        tgt = self.target_ids.to(embeds.device).view(1, -1, 1).expand(B, -1, 1)  # (B, n, 1)
-        if self.score == "logit":
-            return logits.gather(-1, tgt).squeeze(-1)                           # (B, n)
+        return self.terms(self._forward(embeds, keep, rows))
+
+    def terms(self, logits: Tensor) -> Tensor:
+        """Per-target terms ``(B, n)`` from the logits ``(B, n, V)`` at the scoring rows (without a
+        graph the logits are overwritten: the log-softmax normaliser is formed in place)."""
+        B = logits.shape[0]
+        tgt = self.target_ids.to(logits.device).view(1, -1, 1).expand(B, -1, 1)  # (B, n, 1)
         picked = logits.gather(-1, tgt).squeeze(-1)                             # (B, n)
+        if self.score == "logit":
+            return picked
         if self.score == "contrastive":                                         # single target
             return picked - logits[:, :, int(self.alternative)]                 # (B, 1), the lse cancels
         if logits.requires_grad:
@@ -337,7 +342,10 @@ class CausalLMFamilyObjective:
         return len(self.members)
 
     def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
-        terms = self.inner.target_scores(embeds, keep)                          # (B, n)
+        return self.combine(self.inner.target_scores(embeds, keep))
+
+    def combine(self, terms: Tensor) -> Tensor:
+        """Per-target terms ``(B, n)`` of the union -> every member's score ``(B, K)``."""
         cols = [self.inner.combine(terms[:, idx.to(terms.device)]) for idx in self.index]
         return torch.stack(cols, dim=-1)                                        # (B, K)
 
@@ -398,18 +406,14 @@ class CausalLMFamilyObjective:
         exact = z is not None and h is not None and (z is logits or (
             z.shape == logits.shape and bool(torch.equal(z.detach().to(logits.dtype), logits.detach()))))
         sliced = logits.shape[1] != L                                           # logits_to_keep applied
-        tgt = inner.target_ids.to(x.device)                                       # (n,)
         if not exact:
             self._head_ok = False
             with torch.enable_grad():
-                lg = logits if sliced else logits[:, rows]                        # (B, n, V)
-                lp = lg.gather(-1, tgt.view(1, -1, 1).expand(B, -1, 1)).squeeze(-1)  # (B, n)
-                if inner.score == "logprob":
-                    lp = lp - torch.logsumexp(lg, dim=-1)
-                s = torch.stack([lp[:, idx.to(lp.device)].sum(-1) for idx in self.index], dim=-1)  # (B, K)
+                s = self.combine(inner.terms(logits if sliced else logits[:, rows]))  # (B, K)
                 return s.detach(), batched_grads(s, x).detach()
         self._head_ok = True
         assert h is not None and z is not None
+        tgt = inner.target_ids.to(x.device)                                       # (n,)
         del logits, seen
         with torch.enable_grad():
             hr = h if sliced else h[:, rows]                                      # (B, n, d) in the graph
@@ -431,7 +435,7 @@ class CausalLMFamilyObjective:
             for k, idx in enumerate(self.index):
                 member[k, idx.to(hr.device)] = 1
             cot = member.view(-1, 1, rows.numel(), 1) * dh.unsqueeze(0)          # (K, B, n, d)
-            scores = terms.to(member.dtype) @ member.T                            # (B, K)
+            scores = self.combine(terms)                                          # (B, K)
         (g,) = torch.autograd.grad(hr, x, grad_outputs=cot, is_grads_batched=True)  # (K, B, L, d)
         return scores, g.detach()
 

@@ -147,6 +147,14 @@ def _block_probe_norms(hvp: _HVP, owners: Tensor, g: torch.Generator) -> Tensor:
     return hv[rows, owners].abs().sum(-1).double().cpu()                           # (b,)
 
 
+def _moments(samples: list[list[float]]) -> tuple[Tensor, Tensor]:
+    """Mean and standard error of the mean of each sample list ``(M,)``, ``(M,)`` (nan below 2)."""
+    mean = torch.tensor([sum(s) / len(s) for s in samples], dtype=torch.float64)
+    se = torch.tensor([float(torch.tensor(s, dtype=torch.float64).std(unbiased=True)) / math.sqrt(len(s))
+                       if len(s) > 1 else math.nan for s in samples], dtype=torch.float64)
+    return mean, se
+
+
 def hutchinson_sensitivity(hvp: _HVP, pos: Tensor, g: torch.Generator, probes: int | None, rse: float,
                            max_probes: int) -> tuple[Tensor, Tensor, Tensor]:
     """``S_i``, its standard error and the probe count of every position in ``pos`` ``(M,)``.
@@ -162,21 +170,18 @@ def hutchinson_sensitivity(hvp: _HVP, pos: Tensor, g: torch.Generator, probes: i
             samples[i].append(v)
         if probes is not None:
             break
-        mean = torch.tensor([sum(s) / len(s) for s in samples], dtype=torch.float64)
+        mean, se = _moments(samples)
         floor = NEGLIGIBLE * float(mean.max()) if M else 0.0
         todo = {}
         for i, s in enumerate(samples):
-            m = len(s)
-            se = float(torch.tensor(s, dtype=torch.float64).std(unbiased=True)) / math.sqrt(m) if m > 1 else math.inf
-            if m >= max_probes or mean[i] <= floor or se <= rse * float(mean[i]):
+            m, mu, err = len(s), float(mean[i]), float(se[i])
+            if m >= max_probes or mu <= floor or err <= rse * mu:
                 continue
-            need = math.ceil(1.2 * m * (se / (rse * float(mean[i]))) ** 2)    # the 1/sqrt(m) law, 20% to spare
+            # the 1/sqrt(m) law, 20% to spare (a single probe has no error yet: double it)
+            need = 2 * m if math.isnan(err) else math.ceil(1.2 * m * (err / (rse * mu)) ** 2)
             todo[i] = max(1, min(max_probes, max(need, 2 * m)) - m)
-    counts = torch.tensor([len(s) for s in samples], dtype=torch.long)
-    mean = torch.tensor([sum(s) / len(s) for s in samples], dtype=torch.float64)
-    se = torch.tensor([float(torch.tensor(s, dtype=torch.float64).std(unbiased=True)) / math.sqrt(len(s))
-                       if len(s) > 1 else math.nan for s in samples], dtype=torch.float64)
-    return mean, se, counts
+    mean, se = _moments(samples)
+    return mean, se, torch.tensor([len(s) for s in samples], dtype=torch.long)
 
 
 def lowrank_blocks(hvp: _HVP, pos: Tensor, rank: int, g: torch.Generator) -> tuple[Tensor, float]:
@@ -264,12 +269,13 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
         atts, vnorms = problem.attentions(x), None
     gate = target_gate(atts, vnorms, T)                                       # (L,)
     gate_e = gate[pos].double().cpu()                                         # (M,)
-    covered = torch.zeros(M, dtype=torch.float64)
+    covered = torch.zeros(M, dtype=torch.float64)                             # (M,) windows holding each token
+    for a, b in wins:
+        covered[a:b] += 1
     if len(wins) > 1:
         acc = torch.zeros(M, dtype=torch.float64)
         for a, b in wins:
             acc[a:b] += gate_e[a:b] / gate_e[a:b].sum().clamp_min(1e-300)
-            covered[a:b] += 1
         gate_e = acc / covered
 
     # (2) curvature
@@ -293,10 +299,7 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
                     acc_s[a:b] += s_w
                     acc_se[a:b] += se_w
                     resid = max(resid, r)
-                n_cov = torch.zeros(M, dtype=torch.float64)
-                for a, b in wins:
-                    n_cov[a:b] += 1
-                sens, sens_se = acc_s / n_cov, acc_se / n_cov
+                sens, sens_se = acc_s / covered, acc_se / covered
 
     # (3) information: KL of the target distribution when token i is masked
     kl = torch.zeros(M, dtype=torch.float64)

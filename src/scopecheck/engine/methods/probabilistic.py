@@ -17,8 +17,9 @@ The sums run over the nucleus of ``q`` (smallest set of most likely tokens with 
 future work; ``top_p = 1`` sums over the whole vocabulary (one forward per token ``v``,
 batched), the exact AS. The default, ``top_p = 0.9999``, is the truncation that stayed within
 1e-3 of exact AS on every model measured (``benchmarks/as_measure.py``: 9.3e-5 with 11x fewer
-forward rows on stories260k, exact to 1e-15 on the reference models); the result states it. The contextual entropies are those of ``p(x_i | x_{-i})`` (prompt only, eq. 13)
-and ``p(x_i | x_{-i}, y)`` ∝ ``q c r`` (prompt + response, eq. 14), and the KL of eq. 15 is
+forward rows on stories260k, exact to 1e-15 on the reference models); the result states it.
+The contextual entropies are those of ``p(x_i | x_{-i})`` (prompt only, eq. 13) and
+``p(x_i | x_{-i}, y)`` ∝ ``q c r`` (prompt + response, eq. 14), and the KL of eq. 15 is
 ``KL(p(x_i | x_{-i}, y) || p(x_i | x_{-i}))``; they are reported per position in ``info`` as
 ``H_prompt@i``, ``H_full@i`` and ``KL@i`` (nats).
 
