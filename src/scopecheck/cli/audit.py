@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from scopecheck.cli._common import _atomic_write
+
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from scopecheck.audit import audit_paths, exit_code, render_html, render_markdown, render_text, to_json
@@ -22,8 +24,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         text = render_text(reports, stream=sys.stdout)
     if args.out:
-        from scopecheck.cli import _atomic_write
-
         _atomic_write(Path(args.out), text)
         print(f"audit written to {args.out}", file=sys.stderr)
     else:
@@ -41,8 +41,6 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                        resume=args.resume, path=str(Path.cwd() / "matrix.scope"))
     Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160).print(
         matrix_table(cells, args.dataset))
-    from scopecheck.cli import _atomic_write
-
     if args.json:
         _atomic_write(Path(args.json), json.dumps([c.__dict__ for c in cells], indent=2))
     if args.html:
@@ -50,8 +48,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]],
-                 common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("audit", help="audit attribution claims: unstated elements, fallacies, impossible numbers")
     p.add_argument("paths", nargs="+")
     p.add_argument("--dynamic", action="store_true", help="re-run claims that name a model and a prompt")

@@ -1,19 +1,14 @@
-"""The ``scopecheck`` command line: check, fmt, list, run, audit, matrix.
-
-No traceback reaches a user: contract errors print positioned messages (exit 1);
-anything unexpected prints one line (exit 2) unless ``--debug`` is given.
-"""
+"""CLI commands ``check``, ``fmt`` and ``list``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
+from scopecheck.cli._common import _atomic_write, _print_errors
 from scopecheck.errors import ContractError
 
 
@@ -23,13 +18,6 @@ def _console(stderr: bool = False):
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else 200
     return Console(stderr=stderr, highlight=False, markup=False, width=width)
-
-
-def _print_errors(errors) -> None:
-    err = sys.stderr
-    for e in errors:
-        print(e.render(), file=err)
-        print(file=err)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -68,17 +56,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     print(f"ok: {n_docs} document(s) in {len(files)} file(s)", file=sys.stderr)
     return 0
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
@@ -173,50 +150,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"check": cmd_check, "fmt": cmd_fmt, "list": cmd_list}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="scopecheck", description="Test harness for attribution contracts (SCOPE).")
-    ap.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
-    sub = ap.add_subparsers(dest="command", required=True)
+def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("check", help="parse and validate contract files; print the normalized contracts")
     p.add_argument("paths", nargs="+")
     p.add_argument("--json", action="store_true", help="print normalized JSON (validates against the schema)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    commands["check"] = cmd_check
     p = sub.add_parser("fmt", help="print contract files in canonical form")
     p.add_argument("paths", nargs="+")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--check", action="store_true", help="exit 1 if a file is not canonical")
     g.add_argument("--write", action="store_true", help="rewrite files in place")
+    commands["fmt"] = cmd_fmt
     sub.add_parser("list", help="standard contracts, methods, checks, and which pairs are valid")
-    try:
-        from scopecheck import cli_run
-
-        cli_run.add_commands(sub, COMMANDS)
-    except ImportError:  # pragma: no cover - engine commands not installed
-        pass
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except ContractError as exc:
-        _print_errors(getattr(exc, "errors", [exc]))
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
-        if args.debug:
-            raise
-        print(f"scopecheck: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
-              file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    commands["list"] = cmd_list

@@ -1,4 +1,4 @@
-"""Engine-backed commands of the CLI: run, audit, matrix (torch is imported only here)."""
+"""CLI command ``run`` (torch and the engine are imported inside the command, when it runs)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from scopecheck.cli._common import _print_errors
+
 DEFAULT_REPORT_DIR = "scopecheck-report"
 DEFAULT_STORE = "scopecheck-store"
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--allow-pickle", action="store_true",
@@ -57,7 +59,6 @@ def output_problems(report_dir: str | None, json_path: str | None) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from scopecheck.cli import _print_errors
     from scopecheck.errors import visible
     from scopecheck.engine.models import LoadOptions
     from scopecheck.engine.preflight import preflight
@@ -168,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     p = sub.add_parser("run", help="run contracts: attribution maps, checks, expectations, reports")
     p.add_argument("paths", nargs="+")
-    _common(p)
+    _engine_options(p)
     p.add_argument("--report", default=None, metavar="DIR",
                    help=f"HTML report folder (default {DEFAULT_REPORT_DIR}; '-' for none)")
     p.add_argument("--json", default=None, metavar="FILE", help="write JSON results to FILE ('-' for stdout)")
@@ -189,9 +190,3 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
     p.add_argument("--strict", action="store_true",
                    help="input warnings are errors (an output whose tokens change when joined to the prompt)")
     commands["run"] = cmd_run
-    try:
-        from scopecheck import cli_audit
-
-        cli_audit.add_commands(sub, commands, _common)
-    except ImportError:
-        pass
