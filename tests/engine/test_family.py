@@ -57,8 +57,9 @@ def problems(model, contract: str, targets=TARGETS):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_family_equals_single_targets(model, contract, method):
     probs = problems(model, contract)
-    shared, was_shared = run_family(method, probs, METHODS[method])
-    alone, not_shared = run_family(method, probs, METHODS[method], shared=False)
+    with float64_forward(model):     # the family cuts each forward after its last row: true float64
+        shared, was_shared = run_family(method, probs, METHODS[method])
+        alone, not_shared = run_family(method, probs, METHODS[method], shared=False)
     assert not not_shared
     # IG needs one E for the whole path: local next-token members differ in E
     assert was_shared == (method != "integrated_gradients" or contract == "prompt_conditioned")
@@ -236,3 +237,69 @@ def test_prefix_cache_is_rebuilt_when_the_float64_patch_changes():
     assert not torch.allclose(inside.scores, outside.scores, rtol=0, atol=1e-13)   # the patch matters here
     again = run_method("occlusion", pb, params)
     torch.testing.assert_close(again.scores, outside.scores, rtol=0, atol=1e-13)
+
+
+def test_forward_stops_after_the_last_scoring_row(model):
+    """A causal LM's later positions cannot change earlier logits: the objective runs the sequence
+    only up to its last scoring row, and its score equals the full-sequence forward's."""
+    e = torch.zeros(len(LONG), dtype=torch.bool)
+    e[1:10] = True
+    targets = [12, 15]                                     # rows 11 and 14 of a 24-token sequence
+    pb = causal_lm_problem(model, LONG, e, targets, pad_id=PAD)
+    pb.objective._forward.reuse_prefix = False
+    x = pb.embeds.unsqueeze(0).repeat(2, 1, 1)
+    x[1, 3] = 0.0                                          # a perturbed row
+    with float64_forward(model), torch.no_grad():
+        got = pb.objective(x)
+        lp = model(inputs_embeds=x).logits.log_softmax(-1)  # (2, 24, V): the whole sequence
+        want = sum(lp[:, t - 1, LONG[t]] for t in targets)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert pb.objective.forward_counts["positions"] == 2 * 15  # positions 0..14, not 24
+
+
+@pytest.mark.parametrize("method", ["occlusion", "kernel_shap"])
+def test_packed_suffixes_equal_the_unshared_forward(model, method):
+    """Rows that share less than the batch's prefix run their own suffixes packed into one
+    sequence (block mask over the clean cache): same numbers as the batch-wide suffix and as no
+    reuse at all (float64), fewer positions, and the packing is verified, not silently off."""
+    e = torch.zeros(len(LONG), dtype=torch.bool)
+    e[1:21] = True
+    params = {"operator": "pad", "batch_size": 8}
+    if method != "occlusion":
+        params["samples"] = 24
+
+    def run(reuse: bool, pack: bool, trusted: bool = False):
+        pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
+        fwd = pb.objective._forward
+        fwd.reuse_prefix, fwd.pack = reuse, pack
+        fwd._verified = fwd._pack_verified = trusted          # trusted: count work without the first check
+        fwd.PACK_TOKENS = 40                                   # several packs per batch
+        with float64_forward(model):
+            out = run_method(method, pb, params, seed=3)
+        return out, pb.objective.forward_counts, fwd
+
+    packed, _, fwd = run(True, True)
+    suffix, _, _ = run(True, False)
+    plain, _, _ = run(False, False)
+    torch.testing.assert_close(packed.scores, plain.scores, rtol=0, atol=1e-10)
+    torch.testing.assert_close(suffix.scores, plain.scores, rtol=0, atol=1e-10)
+    if method == "occlusion":                                 # one token per row: every batch packs
+        assert fwd._pack_verified and fwd.pack
+        n_packed, n_suffix = run(True, True, True)[1], run(True, False, True)[1]
+        assert n_packed["positions"] < n_suffix["positions"]
+
+
+def test_packed_suffix_disagreement_turns_packing_off(monkeypatch):
+    model = make_tiny_llama(attn="eager")
+    e = torch.zeros(len(LONG), dtype=torch.bool)
+    e[1:21] = True
+    pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
+    fwd = pb.objective._forward
+    real = fwd._packed
+    monkeypatch.setattr(fwd, "_packed", lambda *a: real(*a) + 1.0)            # a broken packing
+    ref = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
+    ref.objective._forward.reuse_prefix = False
+    out = run_method("occlusion", pb, {"operator": "pad", "batch_size": 8})
+    want = run_method("occlusion", ref, {"operator": "pad", "batch_size": 8})
+    torch.testing.assert_close(out.scores, want.scores, rtol=0, atol=1e-12)
+    assert fwd.pack is False and fwd.reuse_prefix is True

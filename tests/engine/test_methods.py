@@ -98,8 +98,9 @@ class _Spy:
             self.eager_attention = fn.eager_attention
 
     def _check(self, embeds, keep):
-        fixed = ~self.pb.eligible
-        assert torch.equal(embeds.detach()[:, fixed], self.pb.embeds[fixed].expand(embeds.shape[0], -1, -1)), \
+        fixed = ~self.pb.eligible[: embeds.shape[1]]                          # a causal read may stop early
+        assert torch.equal(embeds.detach()[:, fixed], self.pb.embeds[: embeds.shape[1]][fixed].expand(
+            embeds.shape[0], -1, -1)), \
             "a position outside E was perturbed or interpolated"
         if keep is not None:
             assert bool(keep[:, fixed].all()), "a position outside E was deleted"
@@ -319,7 +320,7 @@ def test_probabilistic_as_matches_brute_force(tiny_llama, seq, problems):
     loop below runs one sequence at a time from input_ids while the method batches embeddings.
     """
     pb = problems["span_prompt"]
-    out = run_method("probabilistic_as", pb, {"top_p": 1.0})
+    out = run_method("probabilistic_as", pb, {"top_p": 1.0, "prune": 0.0})
     targets = [6, 7, 8]
     with torch.no_grad():
         lp0 = tiny_llama(input_ids=seq.unsqueeze(0)).logits[0].log_softmax(-1)
@@ -352,14 +353,65 @@ def test_probabilistic_as_matches_brute_force(tiny_llama, seq, problems):
 
 def test_probabilistic_as_top_p_truncates(problems):
     pb = problems["span_prompt"]
-    full = run_method("probabilistic_as", pb, {"top_p": 1.0})
-    trunc = run_method("probabilistic_as", pb, {"top_p": 0.5})
+    full = run_method("probabilistic_as", pb, {"top_p": 1.0, "prune": 0.0})
+    trunc = run_method("probabilistic_as", pb, {"top_p": 0.5, "prune": 0.0})
     assert trunc.info["candidates_per_position"] < full.info["candidates_per_position"]
+    assert trunc.info["summed_per_position"] == trunc.info["candidates_per_position"]
     assert torch.all(trunc.scores[~pb.eligible] == 0)
-    # the default truncation (0.9999) is stated and stays within 1e-3 of exact AS
+    # the default truncation (top_p 1, prune 1e-5) is stated and stays within 1e-3 of exact AS
     default = run_method("probabilistic_as", pb)
-    assert default.info["top_p"] == 0.9999
+    assert (default.info["top_p"], default.info["prune"]) == (1.0, 1e-5)
     assert float((default.scores - full.scores).abs().max()) < 1e-3
+
+
+def test_probabilistic_as_pruning_reads_fewer_positions_and_reports_what_it_dropped(tiny_llama, seq):
+    """Staged chains with pruning: the dropped posterior mass is reported, the positions run fall,
+    and the error against exact AS shrinks with the threshold (to 0 at prune = 0)."""
+    from scopecheck.engine.scoring import causal_lm_problem
+
+    ids = torch.cat([seq, seq[1:], seq[1:]])                   # a longer prompt: chains worth pruning
+    e = torch.zeros(len(ids), dtype=torch.bool)
+    e[1: len(ids) - 3] = True
+    runs = {}
+    for prune in (0.0, 1e-6, 0.2):
+        pb = causal_lm_problem(tiny_llama, ids, e, [len(ids) - 3, len(ids) - 2, len(ids) - 1])
+        runs[prune] = run_method("probabilistic_as", pb, {"top_p": 1.0, "prune": prune})
+    exact = runs[0.0]
+    assert exact.info["pruned_mass_max"] == 0.0 and exact.info["summed_per_position"] == VOCAB
+    err = {k: float((r.scores - exact.scores).abs().max()) for k, r in runs.items()}
+    assert err[1e-6] <= err[0.2] and err[1e-6] < 1e-3
+    coarse = runs[0.2]
+    assert 0.0 < coarse.info["pruned_mass_max"] <= 0.2
+    assert coarse.info["summed_per_position"] < VOCAB
+    assert coarse.info["positions_run"] < exact.info["positions_run"]
+
+
+def test_probabilistic_as_survivors_read_on_from_their_state(tiny_llama, seq, monkeypatch):
+    """Pruned candidates carry their key/value state into the next stage: the same AS (float64)
+    as re-reading every stage from the eligible position, with fewer positions run."""
+    from scopecheck.engine.precision import float64_forward
+    from scopecheck.engine.scoring import CausalLMLogProbs, causal_lm_problem
+
+    ids = torch.cat([seq, seq[1:], seq[1:]])
+    e = torch.zeros(len(ids), dtype=torch.bool)
+    e[1: len(ids) - 3] = True
+
+    def run():
+        pb = causal_lm_problem(tiny_llama, ids, e, [len(ids) - 3, len(ids) - 2, len(ids) - 1])
+        with float64_forward(tiny_llama):
+            return run_method("probabilistic_as", pb, {"prune": 1e-3})
+
+    carried = run()
+    monkeypatch.setattr(CausalLMLogProbs, "state_bytes", lambda self: None)    # no state: re-read
+    reread = run()
+    torch.testing.assert_close(carried.scores, reread.scores, rtol=0, atol=1e-10)
+    assert carried.info["summed_per_position"] == reread.info["summed_per_position"] < VOCAB
+    assert carried.info["positions_run"] < reread.info["positions_run"]
+
+
+def test_probabilistic_as_rejects_bad_truncation(problems):
+    with pytest.raises(ValueError, match="prune must lie in"):
+        run_method("probabilistic_as", problems["span_prompt"], {"prune": 0.7})
 
 
 # ------------------------------------------------------------------------------ HETA

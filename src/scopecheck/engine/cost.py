@@ -34,7 +34,7 @@ def rows(method: str, params: Mapping[str, object], E: int, L: int, V: int, K: i
         "attention_rollout": 1,
         "reagent": i("steps", 50) * 2,
         "context_cite": i("samples", 256) + 1,
-        "probabilistic_as": E * V * float(p.get("top_p", 0.9999) or 1.0) + L,   # (an upper bound for top_p < 1)
+        "probabilistic_as": E * V * float(p.get("top_p", 1.0) or 1.0) + L,   # (an upper bound for top_p < 1)
         "heta": _heta_rows(p, i, E),
         "stage_perturbation": K + 1,
     }

@@ -112,10 +112,17 @@ class _Forward:
     prompt tokens then costs only the suffix. The first reuse is verified against the full
     forward (it is switched off for good, silently equal, if an architecture's cache disagrees);
     ``reuse_prefix = False`` turns it off. ``calls``/``rows_run``/``positions_run`` count work.
+
+    Positions after the last scoring row are never run: in a causal LM they cannot change the
+    logits at earlier rows, so the sequence is cut after ``rows.max()`` (exact; a chain of
+    next-token reads may pass a prefix of the sequence, ``(B, L' <= L, d)``, and still reuse the
+    clean prefix's cache).
     """
 
     #: shortest shared prefix worth a cached run
     MIN_PREFIX = 2
+    #: most query tokens in one packed suffix forward (attention over a pack is quadratic in it)
+    PACK_TOKENS = 512
 
     def __init__(self, model: torch.nn.Module, clean: Tensor | None = None) -> None:
         self.model = model
@@ -127,26 +134,30 @@ class _Forward:
         self.clean = clean                                                      # (L, d) or None
         self.reuse_prefix = clean is not None and self.slices_logits and "past_key_values" in params
         self._verified = False
+        self.pack = self.reuse_prefix                                           # packed suffixes (see _packed)
+        self._pack_verified = False
         self._cache: list[tuple[Tensor, Tensor]] | None = None                  # per layer (1, H, L, hd) k, v
         self._cache_precision: object = None                                    # the float64 patch it was made under
         self.calls = 0
         self.rows_run = 0
         self.positions_run = 0
 
-    def _shared_prefix(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> int:
+    def _shared_prefix(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor | None:
+        """Per batch row, how many leading positions equal ``clean`` and precede every scoring row
+        ``(B,)``; ``None`` when no row may reuse the cache."""
         if not self.reuse_prefix or keep is not None or self.clean is None:
-            return 0
+            return None
         if torch.is_grad_enabled() and embeds.requires_grad:
-            return 0
-        L = int(self.clean.shape[0])
-        if embeds.shape[1] != L or embeds.shape[2] != self.clean.shape[1]:
-            return 0
-        clean = self.clean.to(device=embeds.device, dtype=embeds.dtype)
+            return None
+        L = int(embeds.shape[1])
+        if L > self.clean.shape[0] or embeds.shape[2] != self.clean.shape[1]:
+            return None
+        clean = self.clean[:L].to(device=embeds.device, dtype=embeds.dtype)    # (L, d)
         differs = (embeds != clean.unsqueeze(0)).any(-1)                       # (B, L)
         pos = torch.arange(L, device=embeds.device).expand_as(differs)
-        first = torch.where(differs, pos, torch.full_like(pos, L)).min()        # first perturbed position
-        a = min(int(first), int(rows.min()))
-        return a if a >= self.MIN_PREFIX else 0
+        first = torch.where(differs, pos, torch.full_like(pos, L)).amin(-1)     # (B,) first perturbed position
+        starts = torch.minimum(first, rows.amin(-1))                            # (B,)
+        return starts if int(starts.min()) >= self.MIN_PREFIX else None
 
     @torch.no_grad()
     def _prefix_cache(self) -> list[tuple[Tensor, Tensor]]:
@@ -165,10 +176,11 @@ class _Forward:
             self._cache = [(layer.keys, layer.values) for layer in cache.layers]
         return self._cache
 
-    def _suffix(self, embeds: Tensor, rows: Tensor, a: int) -> Tensor:
+    def _suffix(self, embeds: Tensor, rows: Tensor, starts: Tensor) -> Tensor:
         from transformers import DynamicCache
 
         B = embeds.shape[0]
+        a = int(starts.min())
         past = DynamicCache(ddp_cache_data=[(k[..., :a, :].expand(B, -1, -1, -1), v[..., :a, :].expand(B, -1, -1, -1))
                                             for k, v in self._prefix_cache()])
         union, inverse = torch.unique(rows, sorted=True, return_inverse=True)   # (U,), (B, n)
@@ -180,21 +192,86 @@ class _Forward:
         return _pick_rows(logits, inverse)                                      # (B, n, V)
 
     def __call__(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor:
-        a = self._shared_prefix(embeds, keep, rows)
-        if a:
-            try:
-                cached = self._suffix(embeds, rows, a)
-            except (TypeError, ValueError, AttributeError):                     # no usable cache: full forward
-                self.reuse_prefix = False
+        cut = int(rows.max()) + 1
+        if cut < embeds.shape[1]:                                               # causal: later positions unread
+            embeds = embeds[:, :cut]                                            # (B, cut, d)
+            keep = None if keep is None else keep[:, :cut]
+        starts = self._shared_prefix(embeds, keep, rows)
+        if starts is None:
+            return self._full(embeds, keep, rows)
+        a = int(starts.min())
+        run = self._suffix
+        # rows that share less than the whole batch's prefix: pack each row's own suffix instead
+        # when that saves a fifth of the positions
+        if self.pack and 5 * int((cut - starts).sum()) < 4 * embeds.shape[0] * (cut - a):
+            run = self._packed
+        try:
+            cached = run(embeds, rows, starts)
+        except (TypeError, ValueError, AttributeError, RuntimeError):           # no usable cache: full forward
+            if run == self._packed:
+                self.pack = False
             else:
-                if self._verified:
-                    return cached
-                full = self._full(embeds, keep, rows)
-                tol = 1e-9 if embeds.dtype == torch.float64 else 1e-3
-                self._verified = bool(torch.allclose(cached, full, rtol=tol, atol=tol))
-                self.reuse_prefix = self._verified
-                return full
-        return self._full(embeds, keep, rows)
+                self.reuse_prefix = False
+            return self._full(embeds, keep, rows)
+        checked = self._pack_verified if run == self._packed else self._verified
+        if checked:
+            return cached
+        # the first use of each kind is checked against the full forward; off for good if it disagrees
+        full = self._full(embeds, keep, rows)
+        tol = 1e-9 if embeds.dtype == torch.float64 else 1e-3
+        ok = bool(torch.allclose(cached, full, rtol=tol, atol=tol))
+        if run == self._packed:
+            self._pack_verified = self.pack = ok
+        else:
+            self._verified = self.reuse_prefix = ok
+        return full
+
+    def _packed(self, embeds: Tensor, rows: Tensor, starts: Tensor) -> Tensor:
+        """Each row's own suffix ``embeds[b, starts[b]:]``, packed end to end into single-sequence
+        forwards of at most ``PACK_TOKENS`` queries over the clean prefix's cache, with explicit
+        positions and a block mask: a query sees the cached clean positions before its row's start
+        and the earlier positions of its own segment, exactly the keys its unpacked row would see
+        (the other keys are masked, adding exact zeros). ``(B, L, d), (B, n), (B,) -> (B, n, V)``."""
+        from transformers import DynamicCache
+
+        B, L, _ = embeds.shape
+        dev = embeds.device
+        prefix = self._prefix_cache()
+        out: Tensor | None = None
+        b0 = 0
+        while b0 < B:                                                           # consecutive rows per pack
+            b1, total = b0, 0
+            while b1 < B and (b1 == b0 or total + L - int(starts[b1]) <= self.PACK_TOKENS):
+                total += L - int(starts[b1])
+                b1 += 1
+            st = starts[b0:b1]                                                  # (G,)
+            lens = L - st                                                       # (G,)
+            seg = torch.repeat_interleave(torch.arange(b1 - b0, device=dev), lens)  # (Q,) segment of each query
+            offs = torch.cumsum(lens, 0) - lens                                  # (G,) first query of a segment
+            posq = st[seg] + torch.arange(seg.numel(), device=dev) - offs[seg]   # (Q,) position in its row
+            P = int(st.max())                                                   # cached positions any row needs
+            see_cache = torch.arange(P, device=dev).unsqueeze(0) < st[seg].unsqueeze(1)              # (Q, P)
+            see_own = (seg.unsqueeze(0) == seg.unsqueeze(1)) & (posq.unsqueeze(0) <= posq.unsqueeze(1))  # (Q, Q)
+            allowed = torch.cat([see_cache, see_own], dim=1)                    # (Q, P + Q)
+            mask = torch.zeros(allowed.shape, dtype=embeds.dtype, device=dev)
+            mask.masked_fill_(~allowed, torch.finfo(embeds.dtype).min)
+            packed = torch.cat([embeds[b, int(starts[b]):] for b in range(b0, b1)], dim=0)  # (Q, d)
+            keep_q = offs.unsqueeze(1) + rows[b0:b1] - st.unsqueeze(1)          # (G, n) query of each scored row
+            union, inverse = torch.unique(keep_q, sorted=True, return_inverse=True)  # (U,), (G, n)
+            past = DynamicCache(ddp_cache_data=[(k[..., :P, :], v[..., :P, :]) for k, v in prefix])
+            logits = self.model(inputs_embeds=packed.unsqueeze(0), past_key_values=past, use_cache=True,
+                                position_ids=posq.unsqueeze(0), attention_mask=mask[None, None],
+                                logits_to_keep=union).logits[0]                 # (U, V)
+            self.calls += 1
+            self.rows_run += b1 - b0
+            self.positions_run += int(seg.numel())
+            part = logits[inverse]                                              # (G, n, V)
+            if out is None:
+                out = part.new_empty((B, *part.shape[1:]))
+            out[b0:b1] = part
+            b0 = b1
+        assert out is not None
+        return out
 
     def _full(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor:
         kwargs: dict[str, object] = {"inputs_embeds": embeds, "use_cache": False}
@@ -390,7 +467,8 @@ class CausalLMFamilyObjective:
         def capture(_mod: torch.nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
             seen["h"], seen["z"] = args[0], out
 
-        kwargs: dict[str, object] = {"inputs_embeds": x, "use_cache": False}
+        cut = int(rows.max()) + 1                                                 # causal: later positions unread
+        kwargs: dict[str, object] = {"inputs_embeds": x[:, :cut], "use_cache": False}
         if fwd.slices_logits:
             kwargs["logits_to_keep"] = rows
         handle = head.register_forward_hook(capture)
@@ -401,11 +479,11 @@ class CausalLMFamilyObjective:
             handle.remove()
         fwd.calls += 1
         fwd.rows_run += B
-        fwd.positions_run += B * L
+        fwd.positions_run += B * cut
         h, z = seen.get("h"), seen.get("z")
         exact = z is not None and h is not None and (z is logits or (
             z.shape == logits.shape and bool(torch.equal(z.detach().to(logits.dtype), logits.detach()))))
-        sliced = logits.shape[1] != L                                           # logits_to_keep applied
+        sliced = logits.shape[1] != cut                                         # logits_to_keep applied
         if not exact:
             self._head_ok = False
             with torch.enable_grad():
@@ -450,11 +528,51 @@ class CausalLMLogProbs:
     def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
         return self.at_rows(embeds, keep, self.target_rows)
 
+    @property
+    def forward_counts(self) -> dict[str, int]:
+        """Model calls, batch rows and token positions run so far."""
+        f = self._forward
+        return {"calls": f.calls, "rows": f.rows_run, "positions": f.positions_run}
+
     def at_rows(self, embeds: Tensor, keep: Tensor | None, rows: Sequence[int]) -> Tensor:
         """Log-probs ``(B, len(rows), V)`` of the token following each of ``rows``."""
         B = embeds.shape[0]
         r = _scoring_rows(rows, keep, B, embeds.device)                         # (B, n)
         return torch.log_softmax(self._forward(embeds, keep, r), dim=-1)
+
+    def state_bytes(self) -> int | None:
+        """Bytes of key/value state per sequence and position (``None``: :meth:`read_on` unusable)."""
+        fwd = self._forward
+        if not (fwd.reuse_prefix and fwd._verified):
+            return None
+        return sum((k[0, ..., :1, :].numel() * k.element_size()) * 2 for k, _ in fwd._prefix_cache())
+
+    @torch.no_grad()
+    def read_on(self, embeds: Tensor, start: int, state: list[tuple[Tensor, Tensor]] | None = None
+                ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]] | None:
+        """Continue ``B`` sequences by ``m`` positions without re-running what they have read.
+
+        ``embeds`` ``(B, m, d)`` are positions ``start..start+m-1``; the positions before ``start``
+        are the clean input (``state`` ``None``: its verified prefix cache) or what an earlier
+        call returned (``state``: per layer ``(B, H, start, hd)`` keys and values, batch-aligned,
+        rows may be selected). Returns the log-probs ``(B, m, V)`` of the tokens after each
+        position and the state up to ``start + m``; ``None`` when the model's cache cannot be
+        used (the caller then runs :meth:`at_rows`)."""
+        from transformers import DynamicCache
+
+        fwd = self._forward
+        if not (fwd.reuse_prefix and fwd._verified):
+            return None
+        B, m, _ = embeds.shape
+        if state is None:
+            state = [(k[..., :start, :].expand(B, -1, -1, -1), v[..., :start, :].expand(B, -1, -1, -1))
+                     for k, v in fwd._prefix_cache()]
+        out = fwd.model(inputs_embeds=embeds, past_key_values=DynamicCache(ddp_cache_data=state), use_cache=True)
+        fwd.calls += 1
+        fwd.rows_run += B
+        fwd.positions_run += B * m
+        new = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return torch.log_softmax(out.logits, dim=-1), new                        # (B, m, V)
 
 
 class CausalLMAttentions:
