@@ -142,6 +142,28 @@ class _Forward:
         self.rows_run = 0
         self.positions_run = 0
 
+    def _count(self, rows: int, positions: int) -> None:
+        """Record one model call over ``rows`` sequences and ``positions`` token positions."""
+        self.calls += 1
+        self.rows_run += rows
+        self.positions_run += positions
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Model calls, batch rows and token positions run so far (for benchmarks)."""
+        return {"calls": self.calls, "rows": self.rows_run, "positions": self.positions_run}
+
+    @property
+    def cache_verified(self) -> bool:
+        """The clean prefix's cache is in use and agreed with the full forward."""
+        return self.reuse_prefix and self._verified
+
+    def _prefix_state(self, a: int, batch: int) -> list[tuple[Tensor, Tensor]]:
+        """Per layer, the clean prefix's keys and values over positions ``[0, a)``, viewed as a
+        batch of ``batch`` identical sequences ``(batch, H, a, hd)`` (no copy)."""
+        return [(k[..., :a, :].expand(batch, -1, -1, -1), v[..., :a, :].expand(batch, -1, -1, -1))
+                for k, v in self._prefix_cache()]
+
     def _shared_prefix(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor | None:
         """Per batch row, how many leading positions equal ``clean`` and precede every scoring row
         ``(B,)``; ``None`` when no row may reuse the cache."""
@@ -169,9 +191,7 @@ class _Forward:
             self._cache_precision = precision
             assert self.clean is not None
             out = self.model(inputs_embeds=self.clean.unsqueeze(0), use_cache=True, logits_to_keep=1)
-            self.calls += 1
-            self.rows_run += 1
-            self.positions_run += int(self.clean.shape[0])
+            self._count(1, int(self.clean.shape[0]))
             cache = out.past_key_values
             self._cache = [(layer.keys, layer.values) for layer in cache.layers]
         return self._cache
@@ -181,14 +201,11 @@ class _Forward:
 
         B = embeds.shape[0]
         a = int(starts.min())
-        past = DynamicCache(ddp_cache_data=[(k[..., :a, :].expand(B, -1, -1, -1), v[..., :a, :].expand(B, -1, -1, -1))
-                                            for k, v in self._prefix_cache()])
+        past = DynamicCache(ddp_cache_data=self._prefix_state(a, B))
         union, inverse = torch.unique(rows, sorted=True, return_inverse=True)   # (U,), (B, n)
         logits = self.model(inputs_embeds=embeds[:, a:], past_key_values=past, use_cache=True,
                             logits_to_keep=union - a).logits                    # (B, U, V)
-        self.calls += 1
-        self.rows_run += B
-        self.positions_run += B * (embeds.shape[1] - a)
+        self._count(B, B * (embeds.shape[1] - a))
         return _pick_rows(logits, inverse)                                      # (B, n, V)
 
     def __call__(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor:
@@ -200,27 +217,24 @@ class _Forward:
         if starts is None:
             return self._full(embeds, keep, rows)
         a = int(starts.min())
-        run = self._suffix
         # rows that share less than the whole batch's prefix: pack each row's own suffix instead
         # when that saves a fifth of the positions
-        if self.pack and 5 * int((cut - starts).sum()) < 4 * embeds.shape[0] * (cut - a):
-            run = self._packed
+        packed = self.pack and 5 * int((cut - starts).sum()) < 4 * embeds.shape[0] * (cut - a)
         try:
-            cached = run(embeds, rows, starts)
+            cached = (self._packed if packed else self._suffix)(embeds, rows, starts)
         except (TypeError, ValueError, AttributeError, RuntimeError):           # no usable cache: full forward
-            if run == self._packed:
+            if packed:
                 self.pack = False
             else:
                 self.reuse_prefix = False
             return self._full(embeds, keep, rows)
-        checked = self._pack_verified if run == self._packed else self._verified
-        if checked:
+        if self._pack_verified if packed else self._verified:
             return cached
         # the first use of each kind is checked against the full forward; off for good if it disagrees
         full = self._full(embeds, keep, rows)
         tol = 1e-9 if embeds.dtype == torch.float64 else 1e-3
         ok = bool(torch.allclose(cached, full, rtol=tol, atol=tol))
-        if run == self._packed:
+        if packed:
             self._pack_verified = self.pack = ok
         else:
             self._verified = self.reuse_prefix = ok
@@ -236,7 +250,6 @@ class _Forward:
 
         B, L, _ = embeds.shape
         dev = embeds.device
-        prefix = self._prefix_cache()
         out: Tensor | None = None
         b0 = 0
         while b0 < B:                                                           # consecutive rows per pack
@@ -258,13 +271,11 @@ class _Forward:
             packed = torch.cat([embeds[b, int(starts[b]):] for b in range(b0, b1)], dim=0)  # (Q, d)
             keep_q = offs.unsqueeze(1) + rows[b0:b1] - st.unsqueeze(1)          # (G, n) query of each scored row
             union, inverse = torch.unique(keep_q, sorted=True, return_inverse=True)  # (U,), (G, n)
-            past = DynamicCache(ddp_cache_data=[(k[..., :P, :], v[..., :P, :]) for k, v in prefix])
+            past = DynamicCache(ddp_cache_data=self._prefix_state(P, 1))
             logits = self.model(inputs_embeds=packed.unsqueeze(0), past_key_values=past, use_cache=True,
                                 position_ids=posq.unsqueeze(0), attention_mask=mask[None, None],
                                 logits_to_keep=union).logits[0]                 # (U, V)
-            self.calls += 1
-            self.rows_run += b1 - b0
-            self.positions_run += int(seg.numel())
+            self._count(b1 - b0, int(seg.numel()))
             part = logits[inverse]                                              # (G, n, V)
             if out is None:
                 out = part.new_empty((B, *part.shape[1:]))
@@ -281,9 +292,7 @@ class _Forward:
             # later tokens shift left over deleted ones; deleted rows are never read
             kwargs["position_ids"] = (keep_l.cumsum(-1) - 1).clamp_min(0)     # (B, L)
         union, inverse = torch.unique(rows, sorted=True, return_inverse=True)  # (U,), (B, n)
-        self.calls += 1
-        self.rows_run += int(embeds.shape[0])
-        self.positions_run += int(embeds.shape[0] * embeds.shape[1])
+        self._count(int(embeds.shape[0]), int(embeds.shape[0] * embeds.shape[1]))
         if self.slices_logits:
             kwargs["logits_to_keep"] = union                                    # 1-D: same rows for all
             logits = self.model(**kwargs).logits                                # (B, U, V)
@@ -356,8 +365,7 @@ class CausalLMObjective:
     @property
     def forward_counts(self) -> dict[str, int]:
         """Model calls, batch rows and token positions run so far (for benchmarks)."""
-        f = self._forward
-        return {"calls": f.calls, "rows": f.rows_run, "positions": f.positions_run}
+        return self._forward.counts
 
     def eager_attention(self) -> contextlib.AbstractContextManager[None]:
         return eager_attention(self.model)
@@ -460,7 +468,7 @@ class CausalLMFamilyObjective:
             with torch.enable_grad():
                 s = self(x)
                 return s.detach(), batched_grads(s, x).detach()
-        B, L, _ = x.shape
+        B = x.shape[0]
         rows = torch.as_tensor(inner.rows, device=x.device)                      # (n,) sorted, distinct
         seen: dict[str, Tensor] = {}
 
@@ -474,12 +482,10 @@ class CausalLMFamilyObjective:
         handle = head.register_forward_hook(capture)
         try:
             with torch.enable_grad():
-                logits = inner.model(**kwargs).logits                            # (B, n, V) or (B, L, V)
+                logits = inner.model(**kwargs).logits                            # (B, n, V) or (B, cut, V)
         finally:
             handle.remove()
-        fwd.calls += 1
-        fwd.rows_run += B
-        fwd.positions_run += B * cut
+        fwd._count(B, B * cut)
         h, z = seen.get("h"), seen.get("z")
         exact = z is not None and h is not None and (z is logits or (
             z.shape == logits.shape and bool(torch.equal(z.detach().to(logits.dtype), logits.detach()))))
@@ -531,8 +537,7 @@ class CausalLMLogProbs:
     @property
     def forward_counts(self) -> dict[str, int]:
         """Model calls, batch rows and token positions run so far."""
-        f = self._forward
-        return {"calls": f.calls, "rows": f.rows_run, "positions": f.positions_run}
+        return self._forward.counts
 
     def at_rows(self, embeds: Tensor, keep: Tensor | None, rows: Sequence[int]) -> Tensor:
         """Log-probs ``(B, len(rows), V)`` of the token following each of ``rows``."""
@@ -543,7 +548,7 @@ class CausalLMLogProbs:
     def state_bytes(self) -> int | None:
         """Bytes of key/value state per sequence and position (``None``: :meth:`read_on` unusable)."""
         fwd = self._forward
-        if not (fwd.reuse_prefix and fwd._verified):
+        if not fwd.cache_verified:
             return None
         return sum((k[0, ..., :1, :].numel() * k.element_size()) * 2 for k, _ in fwd._prefix_cache())
 
@@ -561,16 +566,13 @@ class CausalLMLogProbs:
         from transformers import DynamicCache
 
         fwd = self._forward
-        if not (fwd.reuse_prefix and fwd._verified):
+        if not fwd.cache_verified:
             return None
         B, m, _ = embeds.shape
         if state is None:
-            state = [(k[..., :start, :].expand(B, -1, -1, -1), v[..., :start, :].expand(B, -1, -1, -1))
-                     for k, v in fwd._prefix_cache()]
+            state = fwd._prefix_state(start, B)
         out = fwd.model(inputs_embeds=embeds, past_key_values=DynamicCache(ddp_cache_data=state), use_cache=True)
-        fwd.calls += 1
-        fwd.rows_run += B
-        fwd.positions_run += B * m
+        fwd._count(B, B * m)
         new = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         return torch.log_softmax(out.logits, dim=-1), new                        # (B, m, V)
 

@@ -56,14 +56,20 @@ from scopecheck.engine.problem import AttributionProblem, MethodOutput
 Tensor = torch.Tensor
 
 
+def _top_mass(probs: Tensor, mass: float) -> Tensor:
+    """Indices of the smallest set of largest entries of ``probs`` ``(K,)`` (a distribution)
+    holding ``>= mass`` of it, largest first."""
+    order = torch.argsort(probs, descending=True)
+    cum = torch.cumsum(probs[order], 0)
+    n = int(torch.searchsorted(cum, torch.tensor(mass, dtype=cum.dtype, device=cum.device)).item()) + 1
+    return order[: min(n, probs.numel())]
+
+
 def nucleus(logq: Tensor, top_p: float, actual: int) -> Tensor:
     """Token ids of the smallest most-likely set with mass >= top_p, plus ``actual``."""
     if top_p >= 1.0:
         return torch.arange(logq.numel(), device=logq.device)
-    order = torch.argsort(logq, descending=True)
-    mass = torch.cumsum(logq[order].exp(), 0)
-    n = int(torch.searchsorted(mass, torch.tensor(top_p, dtype=mass.dtype, device=mass.device)).item()) + 1
-    keep = order[: min(n, logq.numel())]
+    keep = _top_mass(logq.exp(), top_p)
     if not bool((keep == actual).any()):
         keep = torch.cat([keep, torch.tensor([actual], device=keep.device)])
     return keep
@@ -81,17 +87,13 @@ def _survivors(weights: list[Tensor], prune: float, always: int | None) -> tuple
     """Candidates kept after a stage: for each log-weight vector ``(K,)``, the smallest set of
     largest weights holding ``>= 1 - prune`` of its normalised mass (union over the vectors), plus
     ``always``. Returns the keep mask ``(K,)`` and the largest normalised mass dropped."""
+    posts = [(w - torch.logsumexp(w, 0)).exp() for w in weights]             # (K,) each, normalised
     keep = torch.zeros(weights[0].numel(), dtype=torch.bool)
-    for w in weights:
-        post = (w - torch.logsumexp(w, 0)).exp()                              # (K,)
-        order = torch.argsort(post, descending=True)
-        mass = torch.cumsum(post[order], 0)
-        n = int(torch.searchsorted(mass, torch.tensor(1.0 - prune, dtype=mass.dtype)).item()) + 1
-        keep[order[: min(n, w.numel())]] = True
+    for post in posts:
+        keep[_top_mass(post, 1.0 - prune)] = True
     if always is not None:
         keep[always] = True
-    dropped = max(float((w - torch.logsumexp(w, 0)).exp()[~keep].sum()) for w in weights)
-    return keep, dropped
+    return keep, max(float(post[~keep].sum()) for post in posts)
 
 
 def probabilistic_as(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOutput:
@@ -147,22 +149,22 @@ def probabilistic_as(problem: AttributionProblem, params: Mapping[str, object]) 
         actual = int((cand == ids[i]).nonzero()[0, 0])
         h = n if prune == 0.0 else 1                                          # rows read this stage
         done = 0                                                              # rows already read by alive
-        state: list[list[tuple[Tensor, Tensor]]] | None = None                # per slice of alive, or None
+        state: list[tuple[Tensor, Tensor]] | None = None                      # per layer, (|alive|, H, i+done, hd)
         while True:
             # the alive candidates' chain over rows done..h-1 (after i): carried on from their
             # key/value state when the previous stage kept it, else read from i (cut after i+h-1)
             per_pos = state_bytes() if state_bytes is not None and state is None and h < n else None
             keep_state = per_pos is not None and alive.numel() * (i + n) * per_pos <= STATE_BYTES
-            new_state: list[list[tuple[Tensor, Tensor]]] = []
+            new_state: list[list[tuple[Tensor, Tensor]]] = []                 # per batch slice, per layer
             with torch.no_grad():
-                for k, sl in enumerate(batches(alive.numel(), INTERNAL_BATCH, bool(p["_progress"]),
-                                               f"AS position {i}")):
+                for sl in batches(alive.numel(), INTERNAL_BATCH, bool(p["_progress"]), f"AS position {i}"):
                     idx = alive[sl]
                     b = idx.numel()
                     first = vocab[cand[idx].to(vocab.device)].unsqueeze(1)    # (b, 1, d): x_i = v
                     if state is not None:
                         lp, st = problem.logprobs.read_on(  # type: ignore[union-attr]
-                            x[i + done: i + h].unsqueeze(0).expand(b, -1, -1), i + done, state[k])
+                            x[i + done: i + h].unsqueeze(0).expand(b, -1, -1), i + done,
+                            [(kk[sl], vv[sl]) for kk, vv in state])
                     elif keep_state:
                         lp, st = problem.logprobs.read_on(  # type: ignore[union-attr]
                             torch.cat([first, x[i + 1: i + h].unsqueeze(0).expand(b, -1, -1)], 1), i)
@@ -187,11 +189,8 @@ def probabilistic_as(problem: AttributionProblem, params: Mapping[str, object]) 
             nxt_h = n if 2 * int(keep.sum()) > alive.numel() else min(n, 2 * h)
             state, done = None, 0
             if new_state:                                                     # survivors carry on from h
-                sel = torch.nonzero(keep).flatten()
-                layers = [(torch.cat([st[j][0] for st in new_state]), torch.cat([st[j][1] for st in new_state]))
-                          for j in range(len(new_state[0]))]                  # (|alive|, H, i+h, hd) per layer
-                state = [[(kk[sel[a: a + INTERNAL_BATCH]], vv[sel[a: a + INTERNAL_BATCH]]) for kk, vv in layers]
-                         for a in range(0, sel.numel(), INTERNAL_BATCH)]
+                state = [(torch.cat([k for k, _ in layer])[keep], torch.cat([v for _, v in layer])[keep])
+                         for layer in zip(*new_state)]                        # (|survivors|, H, i+h, hd) per layer
                 done = h
             h = nxt_h
             alive = alive[keep]
