@@ -12,7 +12,7 @@ from scopecheck.engine.family import batched_grads, family_objective, run_family
 from scopecheck.engine.methods import run_method
 from scopecheck.engine.precision import float64_forward
 from scopecheck.engine.scoring import causal_lm_problem
-from tiny_llama import PAD, make_tiny_llama
+from tiny_llama import PAD, make_tiny_llama, make_tiny_gpt2 as tiny_gpt2
 
 IDS = torch.tensor([1, 7, 12, 25, 9, 31, 18, 4, 22, 5, 11])     # BOS, prompt 1..5, generation 6..10
 TARGETS = (6, 7, 8, 9, 10)
@@ -24,15 +24,6 @@ METHODS = {
     "saliency": {"norm": "l1"},
     "occlusion": {"operator": "pad", "batch_size": 3},
 }
-
-
-def tiny_gpt2():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=40, n_positions=32, bos_token_id=1,
-                     eos_token_id=2, initializer_range=0.2)
-    return GPT2LMHeadModel(cfg).to(torch.float64).eval()
 
 
 MODELS = {"llama-eager": lambda: make_tiny_llama(attn="eager"), "llama-sdpa": lambda: make_tiny_llama(attn="sdpa"),

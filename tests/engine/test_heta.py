@@ -15,7 +15,8 @@ from scopecheck.engine.precision import float64_forward
 from scopecheck.engine.methods.heta import (_HVP, _hvp_double_backward, block_sensitivity, lowrank_blocks,
                                             target_gate, windows)
 from scopecheck.engine.run import heta_note
-from scopecheck.engine.scoring import eager_attention
+from scopecheck.engine.scoring import causal_lm_problem, eager_attention
+from tiny_llama import make_tiny_gpt2
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def exact_blocks(pc):
         for i in pos.tolist():
             vecs = torch.zeros(d, L, d, dtype=x.dtype)
             vecs[torch.arange(d), i, torch.arange(d)] = 1.0
-            hv = _hvp_double_backward(pc, x, vecs)                 # (d, L, d): row j = H e_(i, j)
+            hv = _hvp_double_backward(pc.objective, x, vecs)                 # (d, L, d): row j = H e_(i, j)
             out.append(hv[:, i, :].T)                               # (d, d): H_ii
     return torch.stack(out)
 
@@ -50,7 +51,7 @@ def _sens(out, pc):
 def test_lowrank_at_full_rank_reconstructs_the_exact_blocks(pc, exact_blocks):
     pos = torch.nonzero(pc.eligible).flatten()
     d = pc.embeds.shape[1]
-    hvp = _HVP(pc, pc.embeds)
+    hvp = _HVP(pc.objective, pc.embeds)
     with eager_attention(pc.objective.model):
         blocks, resid = lowrank_blocks(hvp, pos[1:3], rank=2 * d, g=torch.Generator().manual_seed(0))
     assert hvp.count == 2 * 2 * d                                    # two passes of k = m d products
@@ -58,7 +59,7 @@ def test_lowrank_at_full_rank_reconstructs_the_exact_blocks(pc, exact_blocks):
     assert resid < 1e-8
     # below full rank the residual is reported and the blocks are only approximate
     with eager_attention(pc.objective.model):
-        low, resid_low = lowrank_blocks(_HVP(pc, pc.embeds), pos[1:3], rank=4, g=torch.Generator().manual_seed(0))
+        low, resid_low = lowrank_blocks(_HVP(pc.objective, pc.embeds), pos[1:3], rank=4, g=torch.Generator().manual_seed(0))
     assert resid_low > 1e-3
     assert not torch.allclose(low, exact_blocks[1:3], rtol=1e-3, atol=1e-6)
 
@@ -135,8 +136,108 @@ def test_windowed_lowrank_runs_the_range_finder_per_window(pc):
     assert bool((out.scores[pc.eligible] > 0).all()) and bool((out.scores[~pc.eligible] == 0).all())
 
 
+# --------------------------------------------------------------------------- HETA-LS (layers = k)
+
+
+def _top_block_score(model, h, T, target):
+    """Independent reference for S from the stream entering the tiny Llama's top block (layer 1):
+    that block called directly with its own rotary table and causal mask, then the final norm,
+    the head and the target's log-prob at row ``T``. ``h`` ``(L, d)`` -> scalar."""
+    inner = model.model
+    L = h.shape[0]
+    pos_ids = torch.arange(L).unsqueeze(0)
+    cos_sin = inner.rotary_emb(h.unsqueeze(0), position_ids=pos_ids)
+    mask = torch.full((L, L), torch.finfo(h.dtype).min, dtype=h.dtype).triu(1)[None, None]
+    out = inner.layers[1](h.unsqueeze(0), attention_mask=mask, position_embeddings=cos_sin, position_ids=pos_ids)
+    out = out[0] if isinstance(out, tuple) else out
+    return torch.log_softmax(model.lm_head(inner.norm(out))[0, T], dim=-1)[target]
+
+
+@pytest.fixture(scope="module")
+def top_block(pc):
+    """The stream entering layer 1 (from ``output_hidden_states``) and its exact Hessian ``(L d, L d)``."""
+    model, T = pc.objective.model, pc.target_rows[0]
+    target = int(pc.ids[T + 1])
+    with torch.no_grad():
+        h = model(inputs_embeds=pc.embeds[: T + 1].unsqueeze(0), output_hidden_states=True).hidden_states[1][0]
+    L, d = h.shape
+    with eager_attention(model):
+        H = torch.autograd.functional.hessian(lambda v: _top_block_score(model, v.view(L, d), T, target),
+                                              h.flatten())
+    return h, H
+
+
+def test_from_layer_reads_the_stream_and_its_hessian(pc, top_block):
+    h_ref, H = top_block
+    L, d = h_ref.shape
+    with eager_attention(pc.objective.model):
+        h, fn = pc.objective.from_layer(1, pc.embeds)
+        torch.testing.assert_close(h, h_ref, rtol=0, atol=1e-12)
+        with torch.no_grad():                                      # S itself, read from the inner stream
+            torch.testing.assert_close(fn(h.unsqueeze(0))[0], pc.objective(pc.embeds.unsqueeze(0))[0],
+                                       rtol=0, atol=1e-12)
+        vecs = torch.randn(3, L, d, generator=torch.Generator().manual_seed(1), dtype=h.dtype)
+        hv = _HVP(fn, h)(vecs)                                     # (3, L, d)
+    torch.testing.assert_close(hv.reshape(3, -1), vecs.reshape(3, -1) @ H, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="outside the model's 2 decoder blocks"):
+        pc.objective.from_layer(2, pc.embeds)
+
+
+def test_heta_ls_equals_the_exact_top_layer_block_sensitivity(pc, top_block):
+    """layers = 1: the gate is the top layer's flow alone and S_i is read from the exact Hessian
+    blocks of the stream entering it (full-rank range finder, so the blocks are exact)."""
+    h, H = top_block
+    d, M, T = h.shape[1], int(pc.eligible.sum()), pc.target_rows[0]
+    pos = torch.nonzero(pc.eligible).flatten()
+    out = run_method("heta", pc, {"curvature": "lowrank", "rank": M * d, "gamma": 0.0, "layers": 1})
+    assert out.info["layers"] == "top 1 of 2" and out.info["curvature_wrt"] == "residual stream entering layer 1"
+    assert out.info["lowrank_residual"] < 1e-8
+    atts, vn = pc.attentions.with_value_norms(pc.embeds)
+    gate = target_gate(atts[1:], vn[1:], T)[pos].double()
+    got = out.scores[pos].double() / (0.5 * gate)
+    blocks = torch.stack([H[i * d:(i + 1) * d, i * d:(i + 1) * d] for i in pos.tolist()])
+    want, se = block_sensitivity(blocks, torch.Generator().manual_seed(5), probes=1 << 14)
+    assert bool(((got - want).abs() <= 4 * math.sqrt(1 + 16) * se).all())
+    # a different quantity from full HETA's (embedding-space curvature, every layer's gate)
+    full = run_method("heta", pc, {"curvature": "lowrank", "rank": M * d, "gamma": 0.0})
+    assert not torch.allclose(full.scores, out.scores, rtol=1e-2)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_heta_ls_over_every_layer_is_full_heta(arch, problems):
+    """layers = n reads S from the stream entering block 0: the embeddings (Llama) or the embeddings
+    plus position embeddings (GPT-2), a translation, so the Hessian and the map are full HETA's."""
+    if arch == "llama":
+        pb = problems["prompt_conditioned"]
+    else:
+        seq = problems["prompt_conditioned"].ids
+        pb = causal_lm_problem(make_tiny_gpt2(), seq, problems["prompt_conditioned"].eligible.clone(), [8], pad_id=0)
+    with float64_forward(pb.objective.model):
+        full = run_method("heta", pb, {"probes": 4})
+        ls = run_method("heta", pb, {"probes": 4, "layers": 2})
+    assert ls.info["curvature_wrt"] == "residual stream entering layer 0" and full.info["curvature_wrt"] == "input embeddings"
+    torch.testing.assert_close(ls.scores, full.scores, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("layers, graph_below", [(1, False), (2, True), (0, True)])
+def test_heta_ls_builds_no_graph_below_its_layers(pc, layers, graph_below):
+    """The point of HETA-LS: Hessian-vector products differentiate through the top layers only."""
+    seen: list[bool] = []
+    block0 = pc.objective.model.model.layers[0]
+    handle = block0.register_forward_hook(lambda _m, _i, out: seen.append(
+        (out[0] if isinstance(out, tuple) else out).requires_grad))
+    try:
+        run_method("heta", pc, {"probes": 2, "gamma": 0.0, "layers": layers})
+    finally:
+        handle.remove()
+    assert any(seen) is graph_below
+    assert all(q.requires_grad for q in pc.objective.model.parameters())  # parameters restored
+
+
 @pytest.mark.parametrize("params, match", [({"curvature": "spectral"}, "curvature"), ({"rse": 1.5}, "rse"),
-                                           ({"rank": 0}, "rank"), ({"window": -1}, "window")])
+                                           ({"rank": 0}, "rank"), ({"window": -1}, "window"),
+                                           ({"layers": 3}, "layers = 3 exceeds the model's 2 layers"),
+                                           ({"layers": -1}, "layers")])
 def test_bad_heta_parameters_are_refused(pc, params, match):
     with pytest.raises(ValueError, match=match):
         run_method("heta", pc, params)

@@ -442,8 +442,8 @@ def test_heta_hvp_double_backward_matches_finite_difference(problems):
     vecs[0, 2] = torch.randint(0, 2, (pb.embeds.shape[1],), generator=g).double() * 2 - 1
     vecs[1, 4] = torch.randint(0, 2, (pb.embeds.shape[1],), generator=g).double() * 2 - 1
     with pb.objective.eager_attention():
-        exact = _hvp_double_backward(pb, pb.embeds, vecs)
-        approx = _hvp_finite_difference(pb, pb.embeds, vecs)
+        exact = _hvp_double_backward(pb.objective, pb.embeds, vecs)
+        approx = _hvp_finite_difference(pb.objective, pb.embeds, vecs)
     assert torch.allclose(exact, approx, atol=1e-3 * exact.abs().max().item())
 
 

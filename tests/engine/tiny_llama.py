@@ -1,4 +1,4 @@
-"""Fixtures for the engine tests: a tiny randomly initialised Llama (float64, eager), no downloads."""
+"""Fixtures for the engine tests: a tiny randomly initialised Llama (float64, eager) and GPT-2, no downloads."""
 
 from __future__ import annotations
 
@@ -25,6 +25,16 @@ def make_tiny_llama(seed: int = 0, attn: str = "eager"):
         initializer_range=0.2,
     )
     return LlamaForCausalLM(cfg).to(torch.float64).eval()
+
+
+def make_tiny_gpt2(seed: int = 0):
+    """A tiny randomly initialised GPT-2 (learned position embeddings added to the input), float64."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=32, bos_token_id=BOS,
+                     eos_token_id=EOS, initializer_range=0.2)
+    return GPT2LMHeadModel(cfg).to(torch.float64).eval()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -45,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import weakref
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -62,6 +62,7 @@ __all__ = [
     "CausalLMFamilyObjective",
     "CausalLMObjective",
     "causal_lm_problem",
+    "decoder_blocks",
     "eager_attention",
 ]
 
@@ -341,6 +342,33 @@ def _scoring_rows(rows: Sequence[int], keep: Tensor | None, batch: int, device: 
     return out
 
 
+def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The model's stack of decoder blocks, bottom first: the ``ModuleList`` of one block class
+    whose length is the configured layer count (``transformer.h`` in GPT-2, ``model.layers`` in
+    Llama); ``None`` when there is no such list."""
+    cfg = getattr(model, "config", None)
+    n = next((getattr(cfg, a) for a in ("num_hidden_layers", "n_layer", "num_layers")
+              if isinstance(getattr(cfg, a, None), int)), None)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) > 0 and (n is None or len(mod) == n) \
+                and len({type(b) for b in mod}) == 1:
+            return mod
+    return None
+
+
+@contextlib.contextmanager
+def _frozen(model: torch.nn.Module) -> Iterator[None]:
+    """No parameter of ``model`` requires a gradient while the context lasts (restored after)."""
+    was = [(q, q.requires_grad) for q in model.parameters()]
+    for q, _ in was:
+        q.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for q, flag in was:
+            q.requires_grad_(flag)
+
+
 # --------------------------------------------------------------------------- callables
 
 
@@ -401,6 +429,51 @@ class CausalLMObjective:
 
     def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
         return self.combine(self.target_scores(embeds, keep))
+
+    def from_layer(self, layer: int, embeds: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+        """S as a function of the residual stream entering decoder block ``layer`` (0 = bottom).
+
+        Returns ``h`` ``(L', d)``, that stream for the input ``embeds`` ``(L, d)`` (cut after the
+        last scoring row, ``L' <= L``), and ``fn``: ``(B, L', d) -> (B,)``, S with the stream
+        entering block ``layer`` replaced by its argument and everything below held at
+        ``embeds`` (no gradient flows into the lower blocks: parameters are frozen during the
+        call and the input does not require one). ``fn(h[None])`` is S at ``embeds``. Used by
+        HETA-LS (curvature in the top layers only)."""
+        blocks = decoder_blocks(self.model)
+        if blocks is None:
+            raise ValueError("this model exposes no stack of decoder blocks (a ModuleList of the configured "
+                             "layer count): the score cannot be read from an inner layer")
+        if not 0 <= layer < len(blocks):
+            raise ValueError(f"layer {layer} is outside the model's {len(blocks)} decoder blocks")
+        block = blocks[layer]
+        rows = torch.tensor([list(self.rows)], device=embeds.device)          # (1, n)
+        cut = int(rows.max()) + 1
+        stream: list[Tensor] = []
+        replace: list[Tensor] = []
+
+        def hook(_m: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            h = args[0] if args else kwargs["hidden_states"]
+            if not replace:
+                stream.append(h.detach())
+                return None
+            if args:
+                return (replace[0], *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": replace[0]}
+
+        def run(h: Tensor | None, batch: int) -> Tensor:
+            e = embeds[:cut].detach().unsqueeze(0).expand(batch, -1, -1)        # (B, L', d)
+            replace[:] = [] if h is None else [h]
+            handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+            try:
+                with _frozen(self.model):
+                    logits = self._forward._full(e, None, rows.expand(batch, -1))  # (B, n, V); never cached
+            finally:
+                handle.remove()
+            return self.combine(self.terms(logits))                             # (B,)
+
+        with torch.no_grad():
+            run(None, 1)
+        return stream[0][0], lambda h: run(h, int(h.shape[0]))
 
 
 class CausalLMFamilyObjective:

@@ -84,7 +84,8 @@ METHOD_PARAMS: dict[str, dict[str, ParamSpec]] = {
     "probabilistic_as": {"top_p": F(0.0, 1.0, open_low=True), "prune": F(0.0, 0.5)},
     "heta": {"beta": F(-1e6, 1e6), "gamma": F(-1e6, 1e6), "probes": I(1, 100_000),
              "rse": F(0.0, 0.999, open_low=True), "max_probes": I(2, 100_000), "curvature": C("hutchinson", "lowrank"),
-             "rank": I(1, 1_000_000), "window": I(0, 1_000_000), "stride": I(0, 1_000_000)},
+             "rank": I(1, 1_000_000), "window": I(0, 1_000_000), "stride": I(0, 1_000_000),
+             "layers": I(0, 100_000)},
     "stage_perturbation": {"perturbation": C(*STAGE_PERTURBATIONS), "shift": I(-4096, 4096),
                            "substitute": C("second_best", "resample")},
 }

@@ -1,5 +1,5 @@
-"""HETA (seed 004, Algorithm 1, with its low-rank and windowed variants): Hessian-Enhanced
-Token Attribution.
+"""HETA (seed 004, Algorithm 1, with its low-rank, windowed and layer-sampled variants):
+Hessian-Enhanced Token Attribution.
 
     Attr(x_i -> x_T) = M_T[i] * (beta * S_i + gamma * KL_i)                          (5)
 
@@ -45,6 +45,17 @@ Token Attribution.
   The model always reads the whole input: S_i and KL_i remain the contract's quantities, so
   with ``hutchinson`` a window changes only the gate's normalisation.
 
+* Layer sampling (HETA-LS, ``layers = k``; 0, the default, is every layer): the gate sums
+  ``Phi^{(l,h)}`` over the top ``k`` layers only (the rollout starts at ``T`` above the top
+  layer and runs down through them), and the curvature is the Hessian of S w.r.t. the residual
+  stream entering the lowest of them, token ``i``'s ``d``-block of it, with everything below
+  held at the input (``objective.from_layer``): Hessian-vector products differentiate through
+  the top ``k`` layers only. The paper does not say which curvature its layer subset keeps;
+  this is the reading that saves the work it reports. ``layers = n`` (every layer) reads the
+  stream entering the bottom block, a translate of the embeddings, so it is full HETA
+  (tested); below ``n`` the S_i are curvatures of a different input and
+  ``info['curvature_wrt']`` names it. Combines with both estimators and with windows.
+
 Single target only (the contracts HETA supports explain one next token).
 """
 
@@ -53,7 +64,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
@@ -62,6 +73,7 @@ from scopecheck.engine.methods.rollout import layer_transition
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 
 Tensor = torch.Tensor
+Objective = Callable[[Tensor], Tensor]                                      # (B, L, d) -> (B,)
 
 MASK_PREFERENCE = ("mask", "unk", "pad", "zero")
 CURVATURES = ("hutchinson", "lowrank")
@@ -86,17 +98,17 @@ def target_gate(atts: list[Tensor], value_norms: list[Tensor] | None, T: int) ->
     return m / m.sum().clamp_min(torch.finfo(m.dtype).tiny)
 
 
-def _hvp_double_backward(problem: AttributionProblem, x: Tensor, vecs: Tensor) -> Tensor:
-    """``H v`` for each ``v`` in ``vecs`` ``(b, L, d)`` at ``x`` ``(L, d)`` -> ``(b, L, d)``."""
+def _hvp_double_backward(fn: Objective, x: Tensor, vecs: Tensor) -> Tensor:
+    """``H v`` of ``fn`` for each ``v`` in ``vecs`` ``(b, L, d)`` at ``x`` ``(L, d)`` -> ``(b, L, d)``."""
     e = x.unsqueeze(0).repeat(vecs.shape[0], 1, 1).requires_grad_(True)
     with torch.enable_grad():
-        s = problem.objective(e)
+        s = fn(e)
         (g,) = torch.autograd.grad(s.sum(), e, create_graph=True)
         (hv,) = torch.autograd.grad((g * vecs).sum(), e)
     return hv
 
 
-def _hvp_finite_difference(problem: AttributionProblem, x: Tensor, vecs: Tensor) -> Tensor:
+def _hvp_finite_difference(fn: Objective, x: Tensor, vecs: Tensor) -> Tensor:
     # step sized for float32 round-off at least: some models normalise in float32 internally
     # even when run in float64 (transformers' Llama RMSNorm), which would swamp a smaller step
     unit = max(float(torch.finfo(x.dtype).eps), float(torch.finfo(torch.float32).eps))
@@ -104,17 +116,18 @@ def _hvp_finite_difference(problem: AttributionProblem, x: Tensor, vecs: Tensor)
     eps = unit ** (1.0 / 3.0) * scale
     e = torch.cat([x + eps * vecs, x - eps * vecs]).detach().requires_grad_(True)
     with torch.enable_grad():
-        (g,) = torch.autograd.grad(problem.objective(e).sum(), e)
+        (g,) = torch.autograd.grad(fn(e).sum(), e)
     b = vecs.shape[0]
     return (g[:b] - g[b:]) / (2.0 * eps)
 
 
 @dataclass
 class _HVP:
-    """Hessian-vector products of ``problem``'s S at ``x`` ``(L, d)``, counted, batched, with the
-    central-difference fallback: ``(b, L, d)`` directions -> ``(b, L, d)``."""
+    """Hessian-vector products of ``fn`` (S as a function of ``(B, L, d)`` inputs -> ``(B,)``: the
+    problem's objective, or S from an inner layer's stream) at ``x`` ``(L, d)``, counted, batched,
+    with the central-difference fallback: ``(b, L, d)`` directions -> ``(b, L, d)``."""
 
-    problem: AttributionProblem
+    fn: Objective
     x: Tensor
     progress: bool = False
     mode: str = "double_backward"
@@ -126,11 +139,11 @@ class _HVP:
             v = vecs[sl]
             if self.mode == "double_backward":
                 try:
-                    out.append(_hvp_double_backward(self.problem, self.x, v))
+                    out.append(_hvp_double_backward(self.fn, self.x, v))
                 except (RuntimeError, NotImplementedError):
                     self.mode = "central_difference"
             if self.mode == "central_difference":
-                out.append(_hvp_finite_difference(self.problem, self.x, v))
+                out.append(_hvp_finite_difference(self.fn, self.x, v))
             self.count += v.shape[0]
         return torch.cat(out)
 
@@ -241,14 +254,16 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
     rse, max_probes = float(p["rse"]), int(p["max_probes"])                    # type: ignore[arg-type]
     curvature, rank = str(p["curvature"]), int(p["rank"])                       # type: ignore[arg-type]
     size = int(p["window"])                                                      # type: ignore[arg-type]
+    top = int(p["layers"])                                                       # type: ignore[arg-type]
     stride = int(p["stride"]) or max(1, size // 2)                               # type: ignore[arg-type]
     if beta < 0 or gamma < 0:
         raise ValueError(f"heta: beta and gamma must be >= 0, got beta={beta}, gamma={gamma}")
     if curvature not in CURVATURES:
         raise ValueError(f"heta: curvature must be one of {', '.join(CURVATURES)}, got {curvature!r}")
-    if not 0 < rse < 1 or max_probes < 2 or rank < 1 or size < 0 or stride < 0:
-        raise ValueError(f"heta: need 0 < rse < 1, max_probes >= 2, rank >= 1, window >= 0, stride >= 0 "
-                         f"(got rse={rse}, max_probes={max_probes}, rank={rank}, window={size}, stride={stride})")
+    if not 0 < rse < 1 or max_probes < 2 or rank < 1 or size < 0 or stride < 0 or top < 0:
+        raise ValueError(f"heta: need 0 < rse < 1, max_probes >= 2, rank >= 1, window >= 0, stride >= 0, "
+                         f"layers >= 0 (got rse={rse}, max_probes={max_probes}, rank={rank}, window={size}, "
+                         f"stride={stride}, layers={top})")
     if len(problem.target_rows) != 1:
         raise ValueError(f"heta explains a single next token; this problem has {len(problem.target_rows)} targets")
     if problem.attentions is None or problem.logprobs is None:
@@ -267,7 +282,11 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
         atts, vnorms = with_norms(x)
     else:
         atts, vnorms = problem.attentions(x), None
-    gate = target_gate(atts, vnorms, T)                                       # (L,)
+    n_layers = len(atts)
+    if top > n_layers:
+        raise ValueError(f"heta: layers = {top} exceeds the model's {n_layers} layers")
+    low = n_layers - top if top else 0                                         # first layer in L_sub
+    gate = target_gate(atts[low:], vnorms[low:] if vnorms is not None else None, T)  # (L,)
     gate_e = gate[pos].double().cpu()                                         # (M,)
     covered = torch.zeros(M, dtype=torch.float64)                             # (M,) windows holding each token
     for a, b in wins:
@@ -283,11 +302,18 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
     sens = torch.zeros(M, dtype=torch.float64)
     sens_se = torch.zeros(M, dtype=torch.float64)
     counts = torch.zeros(M, dtype=torch.long)
-    hvp = _HVP(problem, x, progress)
+    hvp = _HVP(problem.objective, x, progress)
     resid = 0.0
     if beta > 0 and M > 0:
         ctx = getattr(problem.objective, "eager_attention", None)
         with (ctx() if callable(ctx) else contextlib.nullcontext()):
+            if top:                                                            # HETA-LS: S from block `low`'s stream
+                from_layer = getattr(problem.objective, "from_layer", None)
+                if from_layer is None:
+                    raise ValueError("heta: layers needs an objective that reads S from an inner layer "
+                                     "(objective.from_layer); build the problem with causal_lm_problem")
+                h, fn = from_layer(low, x)                                     # (L', d), (B, L', d) -> (B,)
+                hvp = _HVP(fn, h.to(x), progress)
             if curvature == "hutchinson":
                 sens, sens_se, counts = hutchinson_sensitivity(hvp, pos, g, probes, rse, max_probes)
             else:
@@ -326,6 +352,8 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
     info: dict[str, object] = {
         "score_input": s_in, "beta": beta, "gamma": gamma, "curvature": curvature, "hvp": hvp.mode,
         "hvps": hvp.count, "window": size if len(wins) > 1 else 0, "windows": len(wins),
+        "layers": f"top {top} of {n_layers}" if top else f"all {n_layers}",
+        "curvature_wrt": f"residual stream entering layer {low}" if top else "input embeddings",
         "gate": "attention-value rollout" if vnorms is not None else "attention rollout (value norms unavailable)",
         "gate_mass_eligible": float(gate[pos].double().sum()), "kl_operator": op or "none", "target_row": T,
     }
