@@ -122,12 +122,12 @@ METHOD_NOTES: dict[str, str] = {
         "map still carries choices: the decoding rule that froze the response (the paper reports greedy and "
         "top-p decoding, top-p responses chosen as the most frequent of 500 samples), and any truncation of the "
         "marginalisation sums (full vocabulary as published; top-p truncation proposed as future work; here "
-        "`top_p` and `prune`, default 1 and 1e-5; `prune = 0` with `top_p = 1` reproduces the published "
+        "`top_p` and `prune`, default 0.999999 and 1e-5; `prune = 0` with `top_p = 1` reproduces the published "
         "full-vocabulary sums)."),
     "heta": (
         "HETA (seed 004) attributes one target token over the preceding context; its map depends on beta, "
-        "gamma, the curvature estimator (Hutchinson probes, or the low-rank and windowed variants of its "
-        "Algorithm 1) and the masking scheme of the KL term."),
+        "gamma, the curvature estimator (Hutchinson probes, or the low-rank, windowed and layer-sampled "
+        "variants of its Algorithm 1) and the masking scheme of the KL term."),
     "integrated_gradients": "Integrated Gradients depends on its baseline and path (steps, rule).",
     "context_cite": "ContextCite's surrogate depends on the number of ablations and the ablation operator.",
     "reagent": "ReAGent depends on the replacement ratio, the number of steps and the replacement model.",
