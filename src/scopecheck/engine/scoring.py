@@ -38,6 +38,8 @@ entry points that some methods use when present (and degrade without):
 * ``problem.objective.eager_attention()``: a context manager that switches the model to
   eager attention (double backward through SDPA is not implemented on every backend;
   HETA's Hessian-vector products need it).
+* ``problem.objective.from_layer(layer, embeds)`` -> ``(h, fn)``: the residual stream entering
+  a decoder block and S as a function of it, the blocks below held fixed (HETA-LS).
 """
 
 from __future__ import annotations
