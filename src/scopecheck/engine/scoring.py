@@ -451,20 +451,12 @@ class CausalLMObjective:
         rows = torch.tensor([list(self.rows)], device=embeds.device)          # (1, n)
         cut = int(rows.max()) + 1
         stream: list[Tensor] = []
-        replace: list[Tensor] = []
 
-        def hook(_m: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-            h = args[0] if args else kwargs["hidden_states"]
-            if not replace:
-                stream.append(h.detach())
-                return None
-            if args:
-                return (replace[0], *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": replace[0]}
+        def capture(_m: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            stream.append((args[0] if args else kwargs["hidden_states"]).detach())
 
-        def run(h: Tensor | None, batch: int) -> Tensor:
+        def run(hook: Callable[..., object], batch: int) -> Tensor:
             e = embeds[:cut].detach().unsqueeze(0).expand(batch, -1, -1)        # (B, L', d)
-            replace[:] = [] if h is None else [h]
             handle = block.register_forward_pre_hook(hook, with_kwargs=True)
             try:
                 with _frozen(self.model):
@@ -473,9 +465,17 @@ class CausalLMObjective:
                 handle.remove()
             return self.combine(self.terms(logits))                             # (B,)
 
+        def fn(h: Tensor) -> Tensor:                                             # (B, L', d) -> (B,)
+            def substitute(_m: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+                if args:
+                    return (h, *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": h}
+
+            return run(substitute, int(h.shape[0]))
+
         with torch.no_grad():
-            run(None, 1)
-        return stream[0][0], lambda h: run(h, int(h.shape[0]))
+            run(capture, 1)
+        return stream[0][0], fn
 
 
 class CausalLMFamilyObjective:
