@@ -66,8 +66,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stories", default=str(STORIES))
     ap.add_argument("--settings", nargs="+", type=parse_setting,
-                    default=[parse_setting(t) for t in ("0.9999:0", "0.999:0", "1:1e-4", "1:1e-5", "1:1e-6",
-                                                         "0.99999:1e-5", "0.999999:1e-5", "0.9999:1e-4")])
+                    default=[parse_setting(t) for t in ("0.9999:0", "0.999:0", "1:1e-4", "1:5e-5", "1:1e-5",
+                                                         "0.999999:1e-5", "0.999999:3e-5", "0.999999:5e-5", "0.999999:1e-4", "0.99999:1e-4", "0.9999:1e-4")])
     ap.add_argument("--exact-cache", default=None,
                     help="JSON file keeping exact AS per model and prompt (scores, work, seconds): read when "
                          "present, written otherwise, so that trying new settings does not rerun exact AS")

@@ -358,9 +358,9 @@ def test_probabilistic_as_top_p_truncates(problems):
     assert trunc.info["candidates_per_position"] < full.info["candidates_per_position"]
     assert trunc.info["summed_per_position"] == trunc.info["candidates_per_position"]
     assert torch.all(trunc.scores[~pb.eligible] == 0)
-    # the default truncation (top_p 0.999999, prune 1e-5) is stated and stays within 1e-3 of exact AS
+    # the default truncation (top_p 0.999999, prune 5e-5) is stated and stays within 1e-3 of exact AS
     default = run_method("probabilistic_as", pb)
-    assert (default.info["top_p"], default.info["prune"]) == (0.999999, 1e-5)
+    assert (default.info["top_p"], default.info["prune"]) == (0.999999, 5e-5)
     assert float((default.scores - full.scores).abs().max()) < 1e-3
 
 
@@ -384,6 +384,27 @@ def test_probabilistic_as_pruning_reads_fewer_positions_and_reports_what_it_drop
     assert 0.0 < coarse.info["pruned_mass_max"] <= 0.2
     assert coarse.info["summed_per_position"] < VOCAB
     assert coarse.info["positions_run"] < exact.info["positions_run"]
+
+
+def test_probabilistic_as_survivors_extrapolate_what_they_drop():
+    """A pruning stage keeps the 1 - prune nucleus of each partial posterior (plus the actual
+    token) and returns, per weight vector, log(1 + dropped mass / kept mass): the factor by which
+    the dropped candidates, extrapolated like the kept ones, scale the kept candidates' final sum."""
+    from scopecheck.engine.methods.probabilistic import _survivors
+
+    wc = torch.tensor([0.0, -1.0, -9.0, -12.0, -30.0], dtype=torch.float64)
+    wcr = torch.tensor([0.0, -8.0, -2.0, -20.0, -30.0], dtype=torch.float64)
+    keep, dropped, grow = _survivors([wc, wcr], 1e-3, always=4)
+    # nucleus of wc: {0, 1} (mass 1 - 3.4e-4 of the normalised vector); of wcr: {0, 2}; plus 4
+    assert keep.tolist() == [True, True, True, False, True]
+    for w, g in zip((wc, wcr), grow):
+        p = w.exp()
+        assert g == pytest.approx(math.log1p(float(p[~keep].sum() / p[keep].sum())), rel=1e-12)
+    post = [(w - w.logsumexp(0)).exp() for w in (wc, wcr)]
+    assert dropped == pytest.approx(max(float(q[3]) for q in post), rel=1e-12)
+    flat = torch.zeros(3, dtype=torch.float64)                 # every candidate needed: nothing dropped
+    keep_all, none, zero = _survivors([flat, flat], 1e-3, always=None)
+    assert bool(keep_all.all()) and none == 0.0 and zero == [0.0, 0.0]
 
 
 def test_probabilistic_as_survivors_read_on_from_their_state(tiny_llama, seq, monkeypatch):

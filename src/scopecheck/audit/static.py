@@ -122,7 +122,7 @@ METHOD_NOTES: dict[str, str] = {
         "map still carries choices: the decoding rule that froze the response (the paper reports greedy and "
         "top-p decoding, top-p responses chosen as the most frequent of 500 samples), and any truncation of the "
         "marginalisation sums (full vocabulary as published; top-p truncation proposed as future work; here "
-        "`top_p` and `prune`, default 0.999999 and 1e-5; `prune = 0` with `top_p = 1` reproduces the published "
+        "`top_p` and `prune`, default 0.999999 and 5e-5; `prune = 0` with `top_p = 1` reproduces the published "
         "full-vocabulary sums)."),
     "heta": (
         "HETA (seed 004) attributes one target token over the preceding context; its map depends on beta, "

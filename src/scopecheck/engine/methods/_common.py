@@ -36,7 +36,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "attention_rollout": {"residual": True},
     "reagent": {"steps": 50, "ratio": 0.3},
     "context_cite": {"samples": 256, "operator": "delete"},
-    "probabilistic_as": {"top_p": 0.999999, "prune": 1e-5},
+    "probabilistic_as": {"top_p": 0.999999, "prune": 5e-5},
     "heta": {"beta": 0.5, "gamma": 0.5, "probes": 8, "rse": 0.1, "max_probes": 256, "curvature": "hutchinson",
              "rank": 64, "window": 0, "stride": 0, "layers": 0},
     "stage_perturbation": {"perturbation": "noop", "shift": 1, "substitute": "second_best"},
