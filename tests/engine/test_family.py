@@ -130,6 +130,29 @@ def test_prefix_reuse_disagreement_falls_back_to_full_forwards(monkeypatch):
     assert fwd.reuse_prefix is False
 
 
+def test_first_cached_unperturbed_row_is_checked_against_the_clean_forward():
+    """The forward that builds the clean prefix's cache keeps the clean logits at the scoring
+    rows; the first cached run of the unperturbed input is checked against them, so S(x) costs
+    that forward and the suffix (no extra full forward) and equals the uncached S(x)."""
+    model = make_tiny_llama(attn="eager")
+    with float64_forward(model):
+        e = torch.zeros(len(LONG), dtype=torch.bool)
+        e[1:21] = True
+        pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
+        ref = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
+        ref.objective._forward.reuse_prefix = False
+        x = pb.embeds.unsqueeze(0)
+        s = pb.objective(x)
+        fwd = pb.objective._forward
+        assert fwd.cache_verified and fwd._clean_logits is None
+        assert pb.objective.forward_counts["calls"] == 2                      # the clean forward, the suffix
+        torch.testing.assert_close(s, ref.objective(x), rtol=0, atol=1e-12)
+        perturbed = x.clone()
+        perturbed[0, 18] = pb.vocab_embeds[PAD]
+        torch.testing.assert_close(pb.objective(perturbed), ref.objective(perturbed), rtol=0, atol=1e-12)
+        assert pb.objective.forward_counts["calls"] == 3                      # trusted from then on
+
+
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_float64_patch_makes_ig_complete(attn):
     """Llama's RMSNorm, rotary tables and eager softmax compute in float32 even for a float64

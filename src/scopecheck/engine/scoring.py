@@ -141,6 +141,7 @@ class _Forward:
         self._pack_verified = False
         self._cache: list[tuple[Tensor, Tensor]] | None = None                  # per layer (1, H, L, hd) k, v
         self._cache_precision: object = None                                    # the float64 patch it was made under
+        self._clean_logits: tuple[Tensor, Tensor] | None = None                 # clean rows (U,), logits (U, V)
         self.calls = 0
         self.rows_run = 0
         self.positions_run = 0
@@ -185,19 +186,38 @@ class _Forward:
         return starts if int(starts.min()) >= self.MIN_PREFIX else None
 
     @torch.no_grad()
-    def _prefix_cache(self) -> list[tuple[Tensor, Tensor]]:
+    def _prefix_cache(self, rows: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Per layer, the clean input's keys and values ``(1, H, L, hd)``, from one forward over
+        it. When that forward runs now and ``rows`` (scoring rows, any shape) is given, it also
+        keeps the clean input's logits at those rows: the full-forward reference against which
+        the first cached run of an unperturbed row is checked (:meth:`_clean_reference`)."""
         # computed again when the model's float64 patch (engine.precision) was entered or left since
         precision = getattr(self.model, "__dict__", {}).get("_scopecheck_float64")
         if self._cache is not None and self._cache_precision is not precision:
-            self._cache = None
+            self._cache = self._clean_logits = None
         if self._cache is None:
             self._cache_precision = precision
             assert self.clean is not None
-            out = self.model(inputs_embeds=self.clean.unsqueeze(0), use_cache=True, logits_to_keep=1)
+            union = torch.unique(rows) if rows is not None else None                # (U,)
+            out = self.model(inputs_embeds=self.clean.unsqueeze(0), use_cache=True,
+                             logits_to_keep=union if union is not None else 1)
             self._count(1, int(self.clean.shape[0]))
+            if union is not None and not self._verified:
+                self._clean_logits = (union, out.logits[0])                         # (U,), (U, V)
             cache = out.past_key_values
             self._cache = [(layer.keys, layer.values) for layer in cache.layers]
         return self._cache
+
+    def _clean_reference(self, embeds: Tensor, rows: Tensor) -> Tensor | None:
+        """The full forward's logits ``(B, n, V)`` for a batch of unperturbed rows whose scoring
+        rows the clean forward kept, else ``None``."""
+        if self._clean_logits is None or self.clean is None:
+            return None
+        union, logits = self._clean_logits
+        clean = self.clean[: embeds.shape[1]].to(device=embeds.device, dtype=embeds.dtype)
+        if not bool((embeds == clean.unsqueeze(0)).all()) or not bool(torch.isin(rows, union).all()):
+            return None
+        return logits[torch.searchsorted(union, rows)].to(embeds.dtype)          # (B, n, V)
 
     def _suffix(self, embeds: Tensor, rows: Tensor, starts: Tensor) -> Tensor:
         from transformers import DynamicCache
@@ -224,6 +244,7 @@ class _Forward:
         # when that saves a fifth of the positions
         packed = self.pack and 5 * int((cut - starts).sum()) < 4 * embeds.shape[0] * (cut - a)
         try:
+            self._prefix_cache(rows)
             cached = (self._packed if packed else self._suffix)(embeds, rows, starts)
         except (TypeError, ValueError, AttributeError, RuntimeError):           # no usable cache: full forward
             if packed:
@@ -233,14 +254,18 @@ class _Forward:
             return self._full(embeds, keep, rows)
         if self._pack_verified if packed else self._verified:
             return cached
-        # the first use of each kind is checked against the full forward; off for good if it disagrees
-        full = self._full(embeds, keep, rows)
+        # the first use of each kind is checked against the full forward (for unperturbed rows the
+        # clean forward that built the cache is that forward); off for good if it disagrees
+        full = None if packed else self._clean_reference(embeds, rows)
+        if full is None:
+            full = self._full(embeds, keep, rows)
         tol = 1e-9 if embeds.dtype == torch.float64 else 1e-3
         ok = bool(torch.allclose(cached, full, rtol=tol, atol=tol))
         if packed:
             self._pack_verified = self.pack = ok
         else:
             self._verified = self.reuse_prefix = ok
+            self._clean_logits = None
         return full
 
     def _packed(self, embeds: Tensor, rows: Tensor, starts: Tensor) -> Tensor:
