@@ -382,8 +382,27 @@ def test_probabilistic_as_pruning_reads_fewer_positions_and_reports_what_it_drop
     assert err[1e-6] <= err[0.2] and err[1e-6] < 1e-3
     coarse = runs[0.2]
     assert 0.0 < coarse.info["pruned_mass_max"] <= 0.2
+    assert coarse.info["pruned_extrapolation_max"] > 0.0
     assert coarse.info["summed_per_position"] < VOCAB
     assert coarse.info["positions_run"] < exact.info["positions_run"]
+
+
+def test_probabilistic_as_pruned_posteriors_stay_normalised(tiny_llama, seq, monkeypatch):
+    """The extrapolated correction moves log p(y | x_{-i}) only: the posteriors whose entropies
+    and KL are reported remain distributions over the kept candidates."""
+    from scopecheck.engine.methods import probabilistic
+    from scopecheck.engine.scoring import causal_lm_problem
+
+    ids = torch.cat([seq, seq[1:], seq[1:]])
+    e = torch.zeros(len(ids), dtype=torch.bool)
+    e[1: len(ids) - 3] = True
+    masses: list[float] = []
+    real = probabilistic._entropy
+    monkeypatch.setattr(probabilistic, "_entropy", lambda logp: masses.append(float(logp.exp().sum())) or real(logp))
+    pb = causal_lm_problem(tiny_llama, ids, e, [len(ids) - 3, len(ids) - 2, len(ids) - 1])
+    out = run_method("probabilistic_as", pb, {"top_p": 1.0, "prune": 0.2})
+    assert out.info["pruned_extrapolation_max"] > 0.0
+    assert masses and all(m == pytest.approx(1.0, abs=1e-9) for m in masses)
 
 
 def test_probabilistic_as_survivors_extrapolate_what_they_drop():

@@ -220,11 +220,12 @@ def probabilistic_as(problem: AttributionProblem, params: Mapping[str, object]) 
         post_prompt = prior + logc
         post_prompt = post_prompt - torch.logsumexp(post_prompt, 0)           # log p(x_i = v | x_{-i})
         joint = post_prompt + logr
+        log_kept = float(torch.logsumexp(joint, 0))
+        post_full = joint - log_kept                                          # log p(x_i = v | x_{-i}, y), kept v
         # log p(y | x_{-i}); a dropped candidate counts as extrapolated: the rows it did not read
         # scale its partial mass as they scale the kept candidates' (in both sums)
-        log_marg = float(torch.logsumexp(joint, 0)) + extra
+        log_marg = log_kept + extra
         extra_max = max(extra_max, abs(extra))
-        post_full = joint - log_marg                                          # log p(x_i = v | x_{-i}, y)
         scores[i] = logp_y - log_marg
         info[f"H_prompt@{i}"] = _entropy(post_prompt)
         info[f"H_full@{i}"] = _entropy(post_full)
