@@ -102,6 +102,17 @@ def eager_attention(model: torch.nn.Module) -> Iterator[None]:
             config._attn_implementation = current
 
 
+def _read_only_update(layer: object, key_states: Tensor, value_states: Tensor, *args: object,
+                      **kwargs: object) -> tuple[Tensor, Tensor]:
+    """A cache layer's ``update`` returning its stored ``(1, H, a, hd)`` states broadcast to the
+    batch of the new ``(B, H, q, hd)`` ones and followed by them, storing nothing
+    (:meth:`_Forward._prefix_state`)."""
+    B = key_states.shape[0]
+    keys, values = layer.keys, layer.values                                      # type: ignore[attr-defined]
+    return (torch.cat([keys.expand(B, -1, -1, -1), key_states], dim=-2),
+            torch.cat([values.expand(B, -1, -1, -1), value_states], dim=-2))
+
+
 class _Forward:
     """Runs the LM on embeddings with an optional keep mask, returning logits at rows.
 
@@ -162,11 +173,19 @@ class _Forward:
         """The clean prefix's cache is in use and agreed with the full forward."""
         return self.reuse_prefix and self._verified
 
-    def _prefix_state(self, a: int, batch: int) -> list[tuple[Tensor, Tensor]]:
-        """Per layer, the clean prefix's keys and values over positions ``[0, a)``, viewed as a
-        batch of ``batch`` identical sequences ``(batch, H, a, hd)`` (no copy)."""
-        return [(k[..., :a, :].expand(batch, -1, -1, -1), v[..., :a, :].expand(batch, -1, -1, -1))
-                for k, v in self._prefix_cache()]
+    def _prefix_state(self, a: int) -> object:
+        """A read-only ``DynamicCache`` of the clean prefix's keys and values over positions
+        ``[0, a)``, ``(1, H, a, hd)`` per layer, that any batch of suffixes reads.
+
+        Read-only: each layer returns the prefix (broadcast to the batch) followed by the suffix's
+        new keys and values, keeping neither, so a suffix forward holds one layer's
+        ``(B, H, L, hd)`` concatenation at a time, not every layer's until it returns."""
+        from transformers import DynamicCache
+
+        past = DynamicCache(ddp_cache_data=[(k[..., :a, :], v[..., :a, :]) for k, v in self._prefix_cache()])
+        for layer in past.layers:
+            layer.update = _read_only_update.__get__(layer)
+        return past
 
     def _shared_prefix(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor | None:
         """Per batch row, how many leading positions equal ``clean`` and precede every scoring row
@@ -220,11 +239,9 @@ class _Forward:
         return logits[torch.searchsorted(union, rows)].to(embeds.dtype)          # (B, n, V)
 
     def _suffix(self, embeds: Tensor, rows: Tensor, starts: Tensor) -> Tensor:
-        from transformers import DynamicCache
-
         B = embeds.shape[0]
         a = int(starts.min())
-        past = DynamicCache(ddp_cache_data=self._prefix_state(a, B))
+        past = self._prefix_state(a)
         union, inverse = torch.unique(rows, sorted=True, return_inverse=True)   # (U,), (B, n)
         logits = self.model(inputs_embeds=embeds[:, a:], past_key_values=past, use_cache=True,
                             logits_to_keep=union - a).logits                    # (B, U, V)
@@ -274,8 +291,6 @@ class _Forward:
         positions and a block mask: a query sees the cached clean positions before its row's start
         and the earlier positions of its own segment, exactly the keys its unpacked row would see
         (the other keys are masked, adding exact zeros). ``(B, L, d), (B, n), (B,) -> (B, n, V)``."""
-        from transformers import DynamicCache
-
         B, L, _ = embeds.shape
         dev = embeds.device
         out: Tensor | None = None
@@ -299,7 +314,7 @@ class _Forward:
             packed = torch.cat([embeds[b, int(starts[b]):] for b in range(b0, b1)], dim=0)  # (Q, d)
             keep_q = offs.unsqueeze(1) + rows[b0:b1] - st.unsqueeze(1)          # (G, n) query of each scored row
             union, inverse = torch.unique(keep_q, sorted=True, return_inverse=True)  # (U,), (G, n)
-            past = DynamicCache(ddp_cache_data=self._prefix_state(P, 1))
+            past = self._prefix_state(P)
             logits = self.model(inputs_embeds=packed.unsqueeze(0), past_key_values=past, use_cache=True,
                                 position_ids=posq.unsqueeze(0), attention_mask=mask[None, None],
                                 logits_to_keep=union).logits[0]                 # (U, V)
@@ -670,7 +685,8 @@ class CausalLMLogProbs:
             return None
         B, m, _ = embeds.shape
         if state is None:
-            state = fwd._prefix_state(start, B)
+            state = [(k[..., :start, :].expand(B, -1, -1, -1), v[..., :start, :].expand(B, -1, -1, -1))
+                     for k, v in fwd._prefix_cache()]                           # (B, H, start, hd) views
         out = fwd.model(inputs_embeds=embeds, past_key_values=DynamicCache(ddp_cache_data=state), use_cache=True)
         fwd._count(B, B * m)
         new = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
