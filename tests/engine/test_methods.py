@@ -426,6 +426,28 @@ def test_probabilistic_as_survivors_extrapolate_what_they_drop():
     assert bool(keep_all.all()) and none == 0.0 and zero == [0.0, 0.0]
 
 
+def test_probabilistic_as_first_row_cut_is_looser(tiny_llama, seq, monkeypatch):
+    """The stages read row 1 (cut at prune * FIRST_ROW_PRUNE), rows 1-2 (cut at prune), then
+    doubling: each position's first cut is the loose one, every later cut is at ``prune``."""
+    from scopecheck.engine.methods import probabilistic
+    from scopecheck.engine.scoring import causal_lm_problem
+
+    ids = torch.cat([seq, seq[1:], seq[1:]])
+    e = torch.zeros(len(ids), dtype=torch.bool)
+    e[1: len(ids) - 3] = True
+    cuts: list[list[float]] = []                               # per position, its thresholds in order
+    real_survivors, real_nucleus = probabilistic._survivors, probabilistic.nucleus
+    monkeypatch.setattr(probabilistic, "nucleus", lambda *a: cuts.append([]) or real_nucleus(*a))
+    monkeypatch.setattr(probabilistic, "_survivors",
+                        lambda w, cut, always: cuts[-1].append(cut) or real_survivors(w, cut, always))
+    pb = causal_lm_problem(tiny_llama, ids, e, [len(ids) - 3, len(ids) - 2, len(ids) - 1])
+    run_method("probabilistic_as", pb, {"top_p": 1.0, "prune": 0.2})
+    staged = [c for c in cuts if c]                            # positions with a chain longer than a row
+    assert staged and any(len(c) > 1 for c in staged)
+    for c in staged:
+        assert c[0] == pytest.approx(0.2 * probabilistic.FIRST_ROW_PRUNE) and all(t == 0.2 for t in c[1:])
+
+
 def test_probabilistic_as_survivors_read_on_from_their_state(tiny_llama, seq, monkeypatch):
     """Pruned candidates carry their key/value state into the next stage: the same AS (float64)
     as re-reading every stage from the eligible position, with fewer positions run."""

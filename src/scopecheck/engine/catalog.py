@@ -72,7 +72,7 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("probabilistic_as", "probabilistic",
                    "AS of seed 003: log p(y|x) − log p(y|x with token i marginalised), plus contextual entropies",
                    ("span_prompt",), {"top_p": "float in (0,1]: nucleus of p(x_i | x_<i) whose chains are read (default 0.999999), 1 = the full vocabulary",
-                                        "prune": "float in [0,0.5]: chains read in doubling stages, candidates outside the 1-prune nucleus of the partial posteriors dropped after two rows or more, their unread rows extrapolated like the kept ones (default 5e-5); top_p = 1 with prune = 0 is exact AS"}),
+                                        "prune": "float in [0,0.5]: chains read in stages (one row, two, then doubling), candidates outside the 1-prune nucleus of the partial posteriors dropped after each (100x looser after the first row), their unread rows extrapolated like the kept ones (default 5e-5); top_p = 1 with prune = 0 is exact AS"}),
         MethodInfo("heta", "gradient",
                    "HETA (seed 004): attention-value rollout gate × (β Hessian sensitivity + γ KL under masking)",
                    ("local_next_token", "prompt_conditioned"),
