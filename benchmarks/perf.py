@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write every figure to this JSON file")
     ap.add_argument("--models", default=None,
                     help="comma-separated model kinds (gpt2-4l, gpt2-small, ref:translate-ar, ref:retrieval-ar)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated table workloads (W1, W2, W3)")
     ap.add_argument("--lengths", default=None, help="comma-separated prompt lengths of the W2 curve")
     ap.add_argument("--only", choices=("table", "curve"), default=None, help="run only the table or only the curve")
     ap.add_argument("--with-engine-workloads", action="store_true",
@@ -100,6 +101,8 @@ def main() -> None:
           f"{'x scopecheck':>12}")
     for kind in (kinds if args.only != "curve" else []):
         for label, workload in WORKLOADS.items():
+            if label not in args.workloads.split(","):
+                continue
             base = None
             for name in PEER_SETS[workload]:
                 r = timed(name, workload, kind, 32, 8, repeats)
