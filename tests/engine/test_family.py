@@ -80,7 +80,13 @@ def test_family_ig_shares_the_path_forwards(model):
     assert (shared, alone) == (2, 2 * len(TARGETS))
 
 
-def test_batched_grads_equal_one_backward_each(model):
+@pytest.mark.parametrize("vmapped", [False, True], ids=["loop", "vmapped"])
+def test_batched_grads_equal_one_backward_each(model, monkeypatch, vmapped):
+    """Both ways of taking a family's K gradients (K backwards over one graph, the CPU default;
+    one vmapped backward, the accelerators') equal one plain backward per member."""
+    from scopecheck.engine.methods import _common
+
+    monkeypatch.setattr(_common, "CPU_LOOP_MIN_TOKENS", 10 ** 9 if vmapped else 0)
     probs = problems(model, "prompt_conditioned")
     fam = family_objective(probs)
     x = probs[0].embeds.unsqueeze(0).repeat(2, 1, 1).requires_grad_(True)
@@ -89,6 +95,20 @@ def test_batched_grads_equal_one_backward_each(model):
     for k in range(len(TARGETS)):
         (ref,) = torch.autograd.grad(fam(x)[:, k].sum(), x)
         torch.testing.assert_close(g[k], ref, rtol=0, atol=1e-12)
+    s2, g2 = fam.grads(probs[0].embeds.unsqueeze(0).repeat(2, 1, 1))           # the closed-form-head path
+    torch.testing.assert_close(s2, s.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(g2, g, rtol=0, atol=1e-10)
+
+
+def test_cpu_takes_a_family_s_gradients_by_graph_size(monkeypatch):
+    """On a CPU, graphs under CPU_LOOP_MIN_TOKENS positions are vmapped, larger ones looped;
+    accelerators always vmap."""
+    from scopecheck.engine.methods._common import CPU_LOOP_MIN_TOKENS, vmapped_backward
+
+    small = torch.zeros(2, CPU_LOOP_MIN_TOKENS // 2 - 1, 3)                   # (B, L, d)
+    large = torch.zeros(2, CPU_LOOP_MIN_TOKENS // 2, 3)
+    assert vmapped_backward(small) and not vmapped_backward(large)
+    assert vmapped_backward(torch.zeros(CPU_LOOP_MIN_TOKENS - 1, 3)) and not vmapped_backward(torch.zeros(CPU_LOOP_MIN_TOKENS, 3))
 
 
 @pytest.mark.parametrize("method", ["occlusion", "kernel_shap", "lime"])

@@ -170,7 +170,13 @@ def test_automatic_first_batch_fits_the_estimate(problems, monkeypatch):
     monkeypatch.setattr(_common, "free_memory", lambda device: 1 << 40)
     monkeypatch.setattr(_common, "CPU_BACKWARD_BATCH_BYTES", 7 * row_bytes(pb, "backward", 4))
     assert auto_batch(pb, "backward", 4) == 7
-    assert row_bytes(pb, "backward", 4) > row_bytes(pb, "backward")      # members add gradient buffers
+    # members add their target rows' logits; their gradient buffers only where all K gradients
+    # are taken at once (one vmapped backward), not on the CPU (one backward at a time)
+    cpu_members = row_bytes(pb, "backward", 4)
+    assert cpu_members > row_bytes(pb, "backward")
+    monkeypatch.setattr(_common, "VMAPPED_BACKWARD", frozenset({"cpu"}))
+    assert row_bytes(pb, "backward", 4) > cpu_members
+    monkeypatch.setattr(_common, "VMAPPED_BACKWARD", frozenset())
     monkeypatch.setattr(_common, "free_memory", lambda device: None)
     assert auto_batch(pb) == _common.INTERNAL_BATCH
 

@@ -573,7 +573,7 @@ class CausalLMFamilyObjective:
         backward runs over the same forward. ``softmax(W h)`` is formed in place of the logits
         buffer, so the vocabulary-sized memory is one ``(B, n, V)`` tensor.
         """
-        from scopecheck.engine.family import batched_grads
+        from scopecheck.engine.family import batched_grads, vjps
 
         inner = self.inner
         fwd = inner._forward
@@ -635,7 +635,7 @@ class CausalLMFamilyObjective:
                 member[k, idx.to(hr.device)] = 1
             cot = member.view(-1, 1, rows.numel(), 1) * dh.unsqueeze(0)          # (K, B, n, d)
             scores = self.combine(terms)                                          # (B, K)
-        (g,) = torch.autograd.grad(hr, x, grad_outputs=cot, is_grads_batched=True)  # (K, B, L, d)
+        g = vjps(hr, x, cot)                                                      # (K, B, L, d)
         return scores, g.detach()
 
 

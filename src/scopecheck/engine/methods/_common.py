@@ -276,13 +276,36 @@ CPU_MEMORY_SHARE = 0.2
 #: memory runs out (benchmarks/checks_measure.py), so the cap there is lower.
 GPU_MAX_ROWS = 1024
 CPU_MAX_ROWS = 256
-#: On CPUs the automatic batch is also held to this working set (by :func:`row_bytes`), per kind:
-#: rows per forward beyond a few buy no throughput there (``benchmarks/perf.py``, gpt2-4l:
-#: occlusion at 8 rows per forward is as fast as at 64; integrated gradients of 8 targets at 5
-#: rows as fast as at 50, 4x faster than at 1) but every row costs memory, so the peak stays
-#: near a single unbatched pass's.
+#: On CPUs the automatic batch is also held to this working set (by :func:`row_bytes`), per kind.
+#: Forward only: rows per forward beyond a few buy no throughput there (``benchmarks/perf.py``,
+#: gpt2-4l: occlusion at 8 rows per forward is as fast as at 64) but every row costs memory, so
+#: the peak stays near a single unbatched pass's. Forward and backward: a map family's K
+#: backwards run one after the other over one graph on a CPU (:data:`VMAPPED_BACKWARD`), each
+#: streaming the weights once, so rows per call matter (124M shape, IG 50 steps, 8 targets: 50 s
+#: at 3 rows per call, 28-29 s at 25, about 0.6-0.8 GiB resident; this budget gives it 26).
 CPU_BATCH_BYTES = 64 * 2 ** 20
-CPU_BACKWARD_BATCH_BYTES = 256 * 2 ** 20
+CPU_BACKWARD_BATCH_BYTES = 2 * 2 ** 30
+
+#: Device types on which the K gradients of a map family always come from one vmapped backward
+#: (``is_grads_batched``). On the others (CPUs) only while the graph is smaller than
+#: :data:`CPU_LOOP_MIN_TOKENS` positions (rows x sequence length); from there on, from K backwards
+#: over the one retained graph. Measured on this project's 2-core CPU (float32, 8 targets,
+#: the 124M GPT-2 shape and a 4-layer one, 40 positions): at 50 rows per graph the vmapped
+#: backward took 1.6x the K backwards' time (42.8 s against 27.2 s for IG's 50 steps; 4 layers
+#: 2.25 s against 1.42 s), at 10 rows 1.1-1.2x, at 5 rows the same, at 1-2 rows 0.7-0.8x
+#: (gradient x input: one row). Small graphs leave each backward streaming the weights for a few
+#: positions, which the vmap's K-fold batch amortises; large ones are past that, and the vmap's
+#: batching rules then copy the elementwise backward ops K-fold and hold K gradient buffers.
+VMAPPED_BACKWARD: frozenset[str] = frozenset({"cuda", "mps", "xpu"})
+CPU_LOOP_MIN_TOKENS = 256
+
+
+def vmapped_backward(x: torch.Tensor) -> bool:
+    """Whether a family's K gradients w.r.t. ``x`` (``(..., d)``, a graph of ``x.numel() / d``
+    positions) are taken by one vmapped backward (see :data:`VMAPPED_BACKWARD`)."""
+    if x.device.type in VMAPPED_BACKWARD:
+        return True
+    return x.numel() // max(1, x.shape[-1]) < CPU_LOOP_MIN_TOKENS
 
 
 class BatchSizeError(RuntimeError):
@@ -348,7 +371,8 @@ def row_bytes(problem: AttributionProblem, kind: str = "forward", members: int =
     (with their float32 log-softmax copies), from the model's config when the objective exposes
     its model, else from the embedding width assuming a deep model. A causal-LM objective
     computes logits at its target rows only; ``members`` map-family members share the forward
-    (their target rows add up) and, backward, each takes its own gradient buffers."""
+    (their target rows add up) and, backward, each takes its own gradient buffers where their
+    gradients are taken at once (:data:`VMAPPED_BACKWARD`; one at a time elsewhere)."""
     L, d = problem.length, int(problem.embeds.shape[-1])
     size = problem.embeds.element_size()
     cfg = getattr(getattr(problem.objective, "model", None), "config", None)
@@ -364,7 +388,9 @@ def row_bytes(problem: AttributionProblem, kind: str = "forward", members: int =
     layer = L * (6 * H + 3 * inter) + 2 * heads * L * L
     logits = n * V * (size + 2 * 4)
     if kind == "backward":
-        total = (layers + max(1, members)) * layer * size + 2 * logits + L * d * size * 4
+        # (a CPU graph under CPU_LOOP_MIN_TOKENS positions is vmapped too: small enough for the spare)
+        grads = max(1, members) if problem.embeds.device.type in VMAPPED_BACKWARD else 1
+        total = (layers + grads) * layer * size + 2 * logits + L * d * size * 4
     else:
         total = 2 * layer * size + logits + L * d * size * 2
     return int(2 * total)                                                 # and a factor 2 to spare
