@@ -565,7 +565,8 @@ class CausalLMFamilyObjective:
 
         The vocabulary-sized part is done in closed form: for ``S = log p(y | h)`` at the hidden
         state ``h`` a linear head ``W`` reads, ``dS/dh = W[y] - softmax(W h) W`` (``W[y]`` for a
-        logit score), so the batched backward starts at ``h`` and never touches the vocabulary
+        logit score), so the backward (:func:`~scopecheck.engine.family.vjps` of the K cotangents
+        at ``h``) starts at ``h`` and never touches the vocabulary
         (backpropagating K one-hot cotangents through ``log_softmax`` over V is most of the
         work otherwise). ``h`` and ``W h`` are captured by a hook on the head during the one
         model forward; the closed form is used only when the model returns exactly that head
