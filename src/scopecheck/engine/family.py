@@ -12,8 +12,8 @@ Sharing (``K`` members, ``L`` positions, ``d`` embedding width, ``n`` IG steps):
   (:class:`~scopecheck.engine.scoring.CausalLMFamilyObjective`, ``(B, L, d) -> (B, K)``);
 * gradients of the K scores are taken over that one forward's graph (:func:`vjps`): one
   batched backward on accelerators (``torch.autograd.grad(..., is_grads_batched=True)``, a
-  vmap over the K cotangents), K backwards over the retained graph on CPUs, where that is
-  faster;
+  vmap over the K cotangents) and for small graphs on CPUs, K backwards over the retained
+  graph for larger ones on CPUs, where that is faster;
 * ``integrated_gradients``: one forward per path batch serves every member when the
   members share E and the baseline (``prompt_conditioned``: E is the prompt for every
   target), so the path costs ``n`` rows for the whole family instead of ``K * n``;

@@ -279,10 +279,10 @@ CPU_MAX_ROWS = 256
 #: On CPUs the automatic batch is also held to this working set (by :func:`row_bytes`), per kind.
 #: Forward only: rows per forward beyond a few buy no throughput there (``benchmarks/perf.py``,
 #: gpt2-4l: occlusion at 8 rows per forward is as fast as at 64) but every row costs memory, so
-#: the peak stays near a single unbatched pass's. Forward and backward: a map family's K
-#: backwards run one after the other over one graph on a CPU (:data:`VMAPPED_BACKWARD`), each
+#: the peak stays near a single unbatched pass's. Forward and backward: on a CPU a map family's
+#: K backwards over a large graph run one after the other (:data:`VMAPPED_BACKWARD`), each
 #: streaming the weights once, so rows per call matter (124M shape, IG 50 steps, 8 targets: 50 s
-#: at 3 rows per call, 28-29 s at 25, about 0.6-0.8 GiB resident; this budget gives it 26).
+#: at 3 rows per call, 28-30 s at 25-26, 0.6-1.4 GiB resident; this budget gives it 26).
 CPU_BATCH_BYTES = 64 * 2 ** 20
 CPU_BACKWARD_BATCH_BYTES = 2 * 2 ** 30
 
@@ -292,10 +292,11 @@ CPU_BACKWARD_BATCH_BYTES = 2 * 2 ** 30
 #: over the one retained graph. Measured on this project's 2-core CPU (float32, 8 targets,
 #: the 124M GPT-2 shape and a 4-layer one, 40 positions): at 50 rows per graph the vmapped
 #: backward took 1.6x the K backwards' time (42.8 s against 27.2 s for IG's 50 steps; 4 layers
-#: 2.25 s against 1.42 s), at 10 rows 1.1-1.2x, at 5 rows the same, at 1-2 rows 0.7-0.8x
-#: (gradient x input: one row). Small graphs leave each backward streaming the weights for a few
-#: positions, which the vmap's K-fold batch amortises; large ones are past that, and the vmap's
-#: batching rules then copy the elementwise backward ops K-fold and hold K gradient buffers.
+#: 2.25 s against 1.42 s), at 10 rows 1.1-1.2x, at 5 rows the same, at 2 rows 0.8-0.9x, at one
+#: row about 0.8x (gradient x input on 124M, separate runs: 0.78-0.85 s against 1.02 s). Small
+#: graphs leave each backward streaming the weights for a few positions, which the vmap's K-fold
+#: batch amortises; large ones are past that, and the vmap's batching rules then copy the
+#: elementwise backward ops K-fold and hold K gradient buffers.
 VMAPPED_BACKWARD: frozenset[str] = frozenset({"cuda", "mps", "xpu"})
 CPU_LOOP_MIN_TOKENS = 256
 
