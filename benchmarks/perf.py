@@ -84,6 +84,10 @@ def main() -> None:
     kinds = ["gpt2-4l"] if args.quick else ["gpt2-4l", "gpt2-small", "ref:translate-ar", "ref:retrieval-ar"]
     if args.models:
         kinds = args.models.split(",")
+    workloads = args.workloads.split(",")
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown:
+        ap.error(f"--workloads: unknown {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
     lengths = [32, 128, 512] if args.quick else [32, 128, 512, 1024]
     if args.lengths:
         lengths = [int(v) for v in args.lengths.split(",")]
@@ -101,7 +105,7 @@ def main() -> None:
           f"{'x scopecheck':>12}")
     for kind in (kinds if args.only != "curve" else []):
         for label, workload in WORKLOADS.items():
-            if label not in args.workloads.split(","):
+            if label not in workloads:
                 continue
             base = None
             for name in PEER_SETS[workload]:
