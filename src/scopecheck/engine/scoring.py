@@ -45,6 +45,7 @@ entry points that some methods use when present (and degrade without):
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import weakref
 from typing import Callable, Iterator, Sequence
@@ -102,13 +103,13 @@ def eager_attention(model: torch.nn.Module) -> Iterator[None]:
             config._attn_implementation = current
 
 
-def _read_only_update(layer: object, key_states: Tensor, value_states: Tensor, *args: object,
+def _read_only_update(keys: Tensor, values: Tensor, key_states: Tensor, value_states: Tensor, *args: object,
                       **kwargs: object) -> tuple[Tensor, Tensor]:
-    """A cache layer's ``update`` returning its stored ``(1, H, a, hd)`` states broadcast to the
-    batch of the new ``(B, H, q, hd)`` ones and followed by them, storing nothing
+    """A cache layer's ``update`` (bound to its stored ``(1, H, a, hd)`` ``keys`` and ``values``
+    with :func:`functools.partial`) returning them broadcast to the batch of the new
+    ``(B, H, q, hd)`` states and followed by them, storing nothing
     (:meth:`_Forward._prefix_state`)."""
     B = key_states.shape[0]
-    keys, values = layer.keys, layer.values                                      # type: ignore[attr-defined]
     return (torch.cat([keys.expand(B, -1, -1, -1), key_states], dim=-2),
             torch.cat([values.expand(B, -1, -1, -1), value_states], dim=-2))
 
@@ -182,9 +183,14 @@ class _Forward:
         ``(B, H, L, hd)`` concatenation at a time, not every layer's until it returns."""
         from transformers import DynamicCache
 
-        past = DynamicCache(ddp_cache_data=[(k[..., :a, :], v[..., :a, :]) for k, v in self._prefix_cache()])
-        for layer in past.layers:
-            layer.update = _read_only_update.__get__(layer)
+        cache = self._prefix_cache()
+        # built empty, then given views of the cached prefix: the constructor would copy it
+        past = DynamicCache(ddp_cache_data=[(k[..., :0, :], v[..., :0, :]) for k, v in cache])
+        for layer, (k, v) in zip(past.layers, cache, strict=True):
+            layer.keys, layer.values = k[..., :a, :], v[..., :a, :]             # (1, H, a, hd) views
+            # bound to the tensors, not to the layer: a method bound to the layer and stored on
+            # it would be a reference cycle, holding the layer until a garbage collection
+            layer.update = functools.partial(_read_only_update, layer.keys, layer.values)
         return past
 
     def _shared_prefix(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor | None:
