@@ -176,7 +176,6 @@ def test_automatic_first_batch_fits_the_estimate(problems, monkeypatch):
     assert cpu_members > row_bytes(pb, "backward")
     monkeypatch.setattr(_common, "VMAPPED_BACKWARD", frozenset({"cpu"}))
     assert row_bytes(pb, "backward", 4) > cpu_members
-    monkeypatch.setattr(_common, "VMAPPED_BACKWARD", frozenset())
     monkeypatch.setattr(_common, "free_memory", lambda device: None)
     assert auto_batch(pb) == _common.INTERNAL_BATCH
 
