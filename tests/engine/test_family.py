@@ -365,3 +365,58 @@ def test_packed_suffix_disagreement_turns_packing_off(monkeypatch):
     want = run_method("occlusion", ref, {"operator": "pad", "batch_size": 8})
     torch.testing.assert_close(out.scores, want.scores, rtol=0, atol=1e-12)
     assert fwd.pack is False and fwd.reuse_prefix is True
+
+
+def test_a_lost_fast_path_is_reported_with_its_reason(monkeypatch):
+    """A broken packed path is switched off (values stay exact) and the problem's notes say so,
+    with the measured gap; an intact run has no such note."""
+    from scopecheck.engine.scoring import fast_path_notes
+
+    model = make_tiny_llama(attn="eager")
+    e = torch.zeros(len(LONG), dtype=torch.bool)
+    e[1:21] = True
+    with float64_forward(model):
+        ok = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
+        run_method("occlusion", ok, {"operator": "pad", "batch_size": 8})
+        assert fast_path_notes(ok) == []
+        pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
+        fwd = pb.objective._forward
+        real = fwd._packed
+        monkeypatch.setattr(fwd, "_packed", lambda *a: real(*a) + 1.0)
+        run_method("occlusion", pb, {"operator": "pad", "batch_size": 8})
+    (note,) = fast_path_notes(pb)
+    assert "packed suffixes" in note and "disagreed with the full forward by 1" in note
+
+
+def test_a_model_without_a_cache_argument_is_reported():
+    """A causal LM whose forward takes no key/value cache argument runs every input in full and
+    its problem says why (the old code silently lost the fast path on transformers' rename)."""
+    from scopecheck.engine.scoring import fast_path_notes
+
+    base = make_tiny_llama(attn="eager")
+
+    class NoCache(torch.nn.Module):
+        config = base.config
+
+        def __init__(self):
+            super().__init__()
+            self.inner = base
+
+        def get_input_embeddings(self):
+            return base.get_input_embeddings()
+
+        def forward(self, inputs_embeds=None, attention_mask=None, position_ids=None, logits_to_keep=0,
+                    use_cache=False):
+            return base(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                        logits_to_keep=logits_to_keep, use_cache=False)
+
+    e = torch.zeros(len(LONG), dtype=torch.bool)
+    e[1:21] = True
+    pb = causal_lm_problem(NoCache(), LONG, e, [21, 22, 23], pad_id=PAD)
+    ref = causal_lm_problem(base, LONG, e, [21, 22, 23], pad_id=PAD)
+    ref.objective._forward.reuse_prefix = False
+    out = run_method("occlusion", pb, {"operator": "pad", "batch_size": 8})
+    want = run_method("occlusion", ref, {"operator": "pad", "batch_size": 8})
+    torch.testing.assert_close(out.scores, want.scores, rtol=0, atol=1e-5)
+    notes = fast_path_notes(pb)
+    assert notes and all("NoCache.forward takes no cache / past_key_values argument" in n for n in notes)

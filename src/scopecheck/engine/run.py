@@ -12,6 +12,7 @@ from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selec
 from scopecheck.engine.compile import Compiled, compile_contract, contract_dir
 from scopecheck.engine.models import LoadOptions, load
 from scopecheck.engine.result import AttributionResult, TokenScore
+from scopecheck.engine.scoring import fast_path_notes
 from scopecheck.engine.words import AGGREGATIONS, DEFAULT_AGGREGATION, TEXT_ROLES, alignment_inputs, word_map
 from scopecheck.errors import ContractErrors, ContractValidationError
 from scopecheck.spec import model as m
@@ -266,6 +267,9 @@ def build_result(contract: m.Contract, resolved: Any, lm: Any, compiled: Any, na
                  else None, heta_note(full) if name == "heta" else None):
         if note:
             notes.append(note)
+    problem = getattr(compiled, "problem", None)
+    if problem is not None:
+        notes.extend(n for n in fast_path_notes(problem) if n not in notes)
     chain = getattr(compiled, "chain", None)
     diffusion = None
     if chain is not None:

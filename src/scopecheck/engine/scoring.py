@@ -48,7 +48,7 @@ import contextlib
 import functools
 import inspect
 import weakref
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -58,15 +58,19 @@ Tensor = torch.Tensor
 
 SCORES: tuple[str, ...] = ("logprob", "prob", "logit", "contrastive")
 
+
 __all__ = [
     "SCORES",
     "CausalLMAttentions",
     "CausalLMLogProbs",
     "CausalLMFamilyObjective",
     "CausalLMObjective",
+    "cache_argument",
     "causal_lm_problem",
     "decoder_blocks",
     "eager_attention",
+    "fast_path_notes",
+    "returned_cache",
 ]
 
 
@@ -114,6 +118,24 @@ def _read_only_update(keys: Tensor, values: Tensor, key_states: Tensor, value_st
             torch.cat([values.expand(B, -1, -1, -1), value_states], dim=-2))
 
 
+def cache_argument(params: Mapping[str, object]) -> str | None:
+    """The name under which a causal LM's ``forward`` takes a key/value cache: ``cache``
+    (transformers >= 5.20), ``past_key_values`` (earlier releases; deprecated since), or
+    ``None`` when it takes neither."""
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    return None
+
+
+def returned_cache(out: Any) -> Any:
+    """The key/value cache a forward with ``use_cache=True`` returned, under either name."""
+    for name in ("cache", "past_key_values"):
+        if name in out.keys():
+            return out[name]
+    raise LookupError("the model returned no key/value cache")
+
+
 class _Forward:
     """Runs the LM on embeddings with an optional keep mask, returning logits at rows.
 
@@ -147,7 +169,15 @@ class _Forward:
             params = {}
         self.slices_logits = "logits_to_keep" in params
         self.clean = clean                                                      # (L, d) or None
-        self.reuse_prefix = clean is not None and self.slices_logits and "past_key_values" in params
+        self.cache_arg = cache_argument(params)
+        self.reuse_prefix = clean is not None and self.slices_logits and self.cache_arg is not None
+        #: why shared-prefix reuse was wanted and could not be used (``None``: in use, or not wanted);
+        #: every result of this forward says so (:attr:`fast_path_note`)
+        self.lost: str | None = None
+        if clean is not None and not self.reuse_prefix:
+            missing = [a for a, ok in (("logits_to_keep", self.slices_logits),
+                                       ("cache / past_key_values", self.cache_arg is not None)) if not ok]
+            self.lost = f"{type(model).__name__}.forward takes no {' or '.join(missing)} argument"
         self._verified = False
         self.pack = self.reuse_prefix                                           # packed suffixes (see _packed)
         self._pack_verified = False
@@ -173,6 +203,28 @@ class _Forward:
     def cache_verified(self) -> bool:
         """The clean prefix's cache is in use and agreed with the full forward."""
         return self.reuse_prefix and self._verified
+
+    @property
+    def fast_path_note(self) -> str | None:
+        """A sentence for the result's warnings when the shared-prefix fast path was lost."""
+        if self.lost is None:
+            return None
+        return (f"shared-prefix reuse is off: {self.lost}; every perturbed input was run in full "
+                f"(the values are exact, only slower)")
+
+    def _lose(self, packed: bool, why: str) -> None:
+        """Switch a cached path off for good, recording why."""
+        if packed:
+            self.pack = False
+            self.lost = self.lost or f"packed suffixes: {why}"
+        else:
+            self.reuse_prefix = self.pack = False
+            self.lost = f"prefix cache: {why}"
+
+    def _call_cached(self, past: object, **kwargs: object) -> Any:
+        """The model's forward over a read-only prefix cache, under the cache argument it takes."""
+        assert self.cache_arg is not None
+        return self.model(**{self.cache_arg: past}, use_cache=True, **kwargs)
 
     def _prefix_state(self, a: int) -> object:
         """A read-only ``DynamicCache`` of the clean prefix's keys and values over positions
@@ -229,7 +281,7 @@ class _Forward:
             self._count(1, int(self.clean.shape[0]))
             if union is not None and not self._verified:
                 self._clean_logits = (union, out.logits[0])                         # (U,), (U, V)
-            cache = out.past_key_values
+            cache = returned_cache(out)
             self._cache = [(layer.keys, layer.values) for layer in cache.layers]
         return self._cache
 
@@ -249,8 +301,8 @@ class _Forward:
         a = int(starts.min())
         past = self._prefix_state(a)
         union, inverse = torch.unique(rows, sorted=True, return_inverse=True)   # (U,), (B, n)
-        logits = self.model(inputs_embeds=embeds[:, a:], past_key_values=past, use_cache=True,
-                            logits_to_keep=union - a).logits                    # (B, U, V)
+        logits = self._call_cached(past, inputs_embeds=embeds[:, a:],
+                                   logits_to_keep=union - a).logits             # (B, U, V)
         self._count(B, B * (embeds.shape[1] - a))
         return _pick_rows(logits, inverse)                                      # (B, n, V)
 
@@ -269,11 +321,8 @@ class _Forward:
         try:
             self._prefix_cache(rows)
             cached = (self._packed if packed else self._suffix)(embeds, rows, starts)
-        except (TypeError, ValueError, AttributeError, RuntimeError):           # no usable cache: full forward
-            if packed:
-                self.pack = False
-            else:
-                self.reuse_prefix = False
+        except (TypeError, ValueError, AttributeError, RuntimeError, LookupError) as exc:  # no usable cache
+            self._lose(packed, f"the model's cache API refused it ({type(exc).__name__}: {exc})")
             return self._full(embeds, keep, rows)
         if self._pack_verified if packed else self._verified:
             return cached
@@ -284,10 +333,13 @@ class _Forward:
             full = self._full(embeds, keep, rows)
         tol = 1e-9 if embeds.dtype == torch.float64 else 1e-3
         ok = bool(torch.allclose(cached, full, rtol=tol, atol=tol))
-        if packed:
-            self._pack_verified = self.pack = ok
+        if not ok:
+            gap = float((cached.to(torch.float64) - full.to(torch.float64)).abs().max())
+            self._lose(packed, f"its first use disagreed with the full forward by {gap:.3g} (tolerance {tol:g})")
+        elif packed:
+            self._pack_verified = True
         else:
-            self._verified = self.reuse_prefix = ok
+            self._verified = True
             self._clean_logits = None
         return full
 
@@ -321,9 +373,8 @@ class _Forward:
             keep_q = offs.unsqueeze(1) + rows[b0:b1] - st.unsqueeze(1)          # (G, n) query of each scored row
             union, inverse = torch.unique(keep_q, sorted=True, return_inverse=True)  # (U,), (G, n)
             past = self._prefix_state(P)
-            logits = self.model(inputs_embeds=packed.unsqueeze(0), past_key_values=past, use_cache=True,
-                                position_ids=posq.unsqueeze(0), attention_mask=mask[None, None],
-                                logits_to_keep=union).logits[0]                 # (U, V)
+            logits = self._call_cached(past, inputs_embeds=packed.unsqueeze(0), position_ids=posq.unsqueeze(0),
+                                       attention_mask=mask[None, None], logits_to_keep=union).logits[0]  # (U, V)
             self._count(b1 - b0, int(seg.numel()))
             part = logits[inverse]                                              # (G, n, V)
             if out is None:
@@ -694,9 +745,9 @@ class CausalLMLogProbs:
         if state is None:
             state = [(k[..., :start, :].expand(B, -1, -1, -1), v[..., :start, :].expand(B, -1, -1, -1))
                      for k, v in fwd._prefix_cache()]                           # (B, H, start, hd) views
-        out = fwd.model(inputs_embeds=embeds, past_key_values=DynamicCache(ddp_cache_data=state), use_cache=True)
+        out = fwd._call_cached(DynamicCache(ddp_cache_data=state), inputs_embeds=embeds)
         fwd._count(B, B * m)
-        new = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        new = [(layer.keys, layer.values) for layer in returned_cache(out).layers]
         return torch.log_softmax(out.logits, dim=-1), new                        # (B, m, V)
 
 
@@ -904,3 +955,15 @@ def causal_lm_problem(
         logprobs=CausalLMLogProbs(model, target_rows, clean=embeds),
         vocab_embeds=vocab_embeds,
     )
+
+
+def fast_path_notes(problem: AttributionProblem) -> list[str]:
+    """One warning per forward of ``problem`` (its objective, its log-prob reader) whose
+    shared-prefix fast path was lost, saying which and why (never a silent fallback)."""
+    notes: list[str] = []
+    for reader in (problem.objective, problem.logprobs):
+        fwd = getattr(reader, "_forward", None)
+        note = fwd.fast_path_note if isinstance(fwd, _Forward) else None
+        if note and note not in notes:
+            notes.append(note)
+    return notes
