@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
+from packaging.version import Version
 
 import scopecheck
 from scopecheck.engine import gguf as sg
@@ -26,6 +28,11 @@ pytest.importorskip("accelerate", reason="accelerate (scopecheck[gguf], in the t
 STORIES = Path(__file__).parents[3] / "shared" / "models" / "stories260k"
 pytestmark = pytest.mark.skipif(not (STORIES / "model.safetensors").exists(),
                                 reason="the shared stories260k checkpoint is not beside this checkout")
+#: below this transformers the loader refuses GGUF (tested on every version by
+#: test_transformers_older_than_the_gguf_fix_is_refused); the tests that load a GGUF file need it
+OLD_TRANSFORMERS = pytest.mark.skipif(
+    Version(transformers.__version__) < Version(sg.GGUF_MIN_TRANSFORMERS),
+    reason=f"transformers < {sg.GGUF_MIN_TRANSFORMERS} is refused for GGUF checkpoints")
 
 Q = gguf.GGMLQuantizationType
 FILE_TYPE = {Q.F32: gguf.LlamaFileType.ALL_F32, Q.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0}
@@ -150,6 +157,7 @@ def test_header_tables_match_the_gguf_package() -> None:
             assert sg.FILE_TYPES[int(ft)] == ft.name.split("_", 1)[1]
 
 
+@OLD_TRANSFORMERS
 def test_f32_gguf_file_gives_the_safetensors_map(files, original) -> None:
     path = files["F32"]
     r = scopecheck.run(contract(str(path)), device="cpu")     # no allow_pickle: GGUF is not pickle
@@ -162,6 +170,7 @@ def test_f32_gguf_file_gives_the_safetensors_map(files, original) -> None:
     assert _json_run(original)["quantization"] is None
 
 
+@OLD_TRANSFORMERS
 def test_q8_0_gguf_is_dequantized_and_close_to_the_original(files, original) -> None:
     """Q8_0 stores each block of 32 weights as int8 times one fp16 scale (absmax / 127), so every
     weight moves by about half a step, ~0.4% of its block's largest weight; through five layers
@@ -193,11 +202,13 @@ def test_q8_0_gguf_is_dequantized_and_close_to_the_original(files, original) -> 
     assert _json_run(r)["quantization"] == "Q8_0"
 
 
+@OLD_TRANSFORMERS
 def test_float64_dequantizes_to_float64(files) -> None:
     lm = load(m.ModelRef("path", str(files["Q8_0"])), LoadOptions("cpu", "float64"))
     assert {p.dtype for p in lm.model.parameters()} == {torch.float64}
 
 
+@OLD_TRANSFORMERS
 def test_directory_with_one_gguf_runs_from_the_command_line_without_allow_pickle(files, tmp_path, capsys) -> None:
     from scopecheck.cli import main
 
@@ -270,3 +281,17 @@ def test_missing_gguf_package_is_a_clean_error_naming_the_extra(files, tmp_path,
     err = _error(_scope_file(tmp_path, "./fresh.gguf"))
     assert "needs the 'gguf' package" in str(err) and "pip install 'scopecheck[gguf]'" in str(err)
     assert err.span.line == 2
+
+
+def test_transformers_older_than_the_gguf_fix_is_refused(files, tmp_path, monkeypatch) -> None:
+    """Before 5.23 transformers builds a GGUF tokenizer that splits words unlike the original (see
+    ``GGUF_MIN_TRANSFORMERS``): such a version is a positioned error naming the fix, never a map
+    over other tokens."""
+    path = tmp_path / "old.gguf"
+    shutil.copyfile(files["F32"], path)
+    # the module as the loader will import it (some tests re-import transformers, so the one this
+    # file imported at collection may no longer be the one in sys.modules)
+    monkeypatch.setattr(sys.modules["transformers"], "__version__", "5.22.0")
+    err = _error(_scope_file(tmp_path, "./old.gguf"))
+    assert "transformers 5.22.0 converts GGUF tokenizers" in str(err) and err.span.line == 2
+    assert f"transformers>={sg.GGUF_MIN_TRANSFORMERS}" in str(err)

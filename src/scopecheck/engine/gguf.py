@@ -25,6 +25,11 @@ from scopecheck.errors import ContractError, ContractValidationError, Span
 MAGIC = b"GGUF"
 SUFFIX = ".gguf"
 INSTALL = "pip install 'scopecheck[gguf]'"
+#: transformers releases before this one convert a GGUF SentencePiece vocabulary into a tokenizer
+#: that splits words differently from the original (measured on stories260k written as F32 GGUF:
+#: 5.0-5.22 tokenize " there little" as " ", "there", " little"; 5.23 and 5.24 as the safetensors
+#: original does), so every map would be over other tokens: such a version is refused, not used
+GGUF_MIN_TRANSFORMERS = "5.23"
 
 #: ggml tensor types: name, (elements per block, bytes per block) -- ggml's GGML_QUANT_SIZES
 GGML_TYPES: dict[int, tuple[str, int, int]] = {
@@ -248,6 +253,15 @@ def require_packages(identity: str) -> None:
         raise ContractError(f"cannot load {identity}: reading GGUF checkpoints needs the "
                             f"{' and '.join(repr(n) for n in missing)} package{'s' if len(missing) > 1 else ''}",
                             Span(), expected="the scopecheck[gguf] extra installed", hint=INSTALL, rule="model")
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version(GGUF_MIN_TRANSFORMERS):
+        raise ContractError(f"cannot load {identity}: transformers {transformers.__version__} converts GGUF "
+                            f"tokenizers into ones that split words unlike the original model",
+                            Span(), expected=f"transformers >= {GGUF_MIN_TRANSFORMERS} for GGUF checkpoints",
+                            hint=f"pip install 'transformers>={GGUF_MIN_TRANSFORMERS}', or load the model's "
+                                 f"safetensors folder", rule="model")
 
 
 def load_kwargs() -> dict[str, Any]:
