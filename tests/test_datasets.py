@@ -138,8 +138,8 @@ def test_truncated_last_line_is_redone_and_edits_change_the_key(tmp_path):
     (path,) = store.glob("*.jsonl")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 25])               # the last record loses its end
-    s = Store(store, path.stem)
-    assert s.truncated and len(s.records) == 3
+    with Store(store, path.stem) as s:                     # the lock is released on leaving
+        assert s.truncated and len(s.records) == 3
     doc, r, cr = run_file(f, store, resume=True)
     assert cr.dataset["resumed"] == 3 and len(_records(store)) == 4
     # the same examples under an edited contract: another key, nothing reused
