@@ -368,3 +368,85 @@ def test_a_run_on_a_store_in_use_is_refused(tmp_path):
             doc, r2, cr2 = run_file(f, store, resume=resume)
             assert cr2.error is not None and "in use by another run" in cr2.error and not cr2.examples
     assert path.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------- truth
+
+STORIES = ROOT.parents[1] / "shared" / "models" / "stories260k"
+TRUTH_PROMPT = "Once upon a time, a girl named Lily went out. She"      # 13 tokens: top(20) is all
+
+
+def test_truth_semantics_on_a_hand_made_ranking():
+    from types import SimpleNamespace as NS
+
+    from scopecheck.dataset_run import compare_truth
+    from scopecheck.dsl.parser import parse_text
+
+    ranking = [NS(position=p) for p in (5, 3, 7, 2, 9)]            # top(3) = {5, 3, 7}
+    result = NS(ranking=lambda: ranking, positions=lambda sel: [sel.a + 1])   # x[i] is position i + 1
+    sub = NS(result=result)
+
+    def holds(expr: str, truth: list[int]) -> bool:
+        (doc,) = parse_text(f'contract "c" {{ expect rate({expr}) > 0 }}')
+        return compare_truth(None, sub, doc.expects[0].left.args[0], truth)
+
+    assert holds("top(3) in truth", [3]) and holds("truth in top(3)", [3])
+    assert holds("top(3) in truth", [3, 9]) and not holds("truth in top(3)", [3, 9])   # any / every
+    assert not holds("top(3) in truth", [9]) and not holds("truth in top(3)", [9])
+    assert holds("truth in top(5)", [3, 9]) and holds("top(1) in truth", [5]) and not holds("top(1) in truth", [3])
+    assert holds("top(3) == truth", [3, 5, 7]) and holds("top(3) != truth", [3, 5])
+
+
+@pytest.mark.skipif(not STORIES.exists(), reason="stories260k is not in /work/shared/models")
+def test_truth_items_match_prompt_tokens_like_text_selectors(tmp_path):
+    from transformers import AutoTokenizer
+
+    from scopecheck.datasets import example_contract, load_examples
+
+    rows = [{"id": "plain", "truth": "Lily"}, {"id": "spaced", "truth": " Lily"}, {"id": "piece", "truth": "\u2581Lily"},
+            {"id": "index", "truth": 6}, {"id": "two", "truth": ["Lily", "girl"]}, {"id": "absent", "truth": "Bob"},
+            {"id": "beyond", "truth": 99}]
+    d = tmp_path / "c"
+    d.mkdir()
+    (d / "data.jsonl").write_text("".join(json.dumps({"prompt": TRUTH_PROMPT, "output": " saw a dog.", **r}) + "\n"
+                                          for r in rows), encoding="utf-8")
+    f = d / "t.scope"
+    f.write_text(f'''contract "truth" {{
+    model    "{STORIES}"
+    dataset  "data.jsonl"(id = "id")
+    use prompt_conditioned(target = 1)
+    method occlusion
+    seed 0
+    expect rate(top(3) in truth) >= 0
+    expect rate(truth in top(20)) >= 1
+}}
+''', encoding="utf-8")
+    doc, r, cr = run_file(f)
+    errs = {e.id: (e.row, e.message) for e in cr.row_errors}
+    assert errs["piece"][0] == 3 and "not a tokenizer piece: write 'Lily'" in errs["piece"][1]
+    assert errs["absent"][0] == 6 and "'Bob' does not occur in the prompt" in errs["absent"][1]
+    by_id = {e.id: e for e in cr.examples}
+    assert set(by_id) == {"plain", "spaced", "index", "two", "beyond"}
+    assert by_id["beyond"].error.startswith("row 7 (beyond): truth item x[99]: index 99 is out of range")
+    # independently: the tokenizer's offsets say which prompt tokens cover each truth text
+    tok = AutoTokenizer.from_pretrained(str(STORIES))
+    offsets = tok(TRUTH_PROMPT, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+    def covering(text: str) -> set[int]:                      # 1-based prompt token indices
+        a = TRUTH_PROMPT.index(text)
+        return {i for i, (s, e) in enumerate(offsets, 1) if s < a + len(text) and a < e}
+
+    want = {"plain": covering("Lily"), "spaced": covering(" Lily"), "index": {6},
+            "two": covering("Lily") | covering("girl")}
+    assert want["plain"] == want["spaced"] and len(offsets) <= 20
+    ex_by_id = {ex.id: ex for ex in load_examples(doc.dataset, d).examples}
+    for i, truth in want.items():
+        sub = r.execute(example_contract(doc, ex_by_id[i]))
+        prompt = {t.position: t.index for t in sub.result.tokens if t.role == "prompt"}
+        top3 = {prompt[t.position] for t in sub.result.ranking()[:3]}
+        top20 = {prompt[t.position] for t in sub.result.ranking()[:20]}
+        assert by_id[i].values["top(3) in truth"] == bool(top3 & truth), i
+        assert by_id[i].values["truth in top(20)"] == (truth <= top20) is True, i
+    o3, o20 = (r.evaluate(cr, e) for e in doc.expects)
+    assert o20.passed and o20.left == 1.0                     # every truth token is among all 13
+    assert "n = 4, 1 missing" in o20.explanation and "2 row(s) could not be examples" in o20.explanation

@@ -11,9 +11,7 @@ resolved to the tokens covering it exactly as ``x["..."]`` is, or a 1-based toke
 
 Comparisons with ``truth`` are between token sets (positions, not texts): ``top(k) in truth``
 holds when some token of the top k is a truth token (a hit at k), ``truth in top(k)`` when every
-truth token is among the top k; a selector works like ``top(k)`` (``x["dog"] in truth``: one of
-its tokens is a truth token; ``truth in x[1:4]``: all truth tokens are in it); ``==``/``!=``
-compare the sets.
+truth token is among the top k; ``==``/``!=`` compare the sets.
 
 Per-example values are keyed by what every executor computes the same way: an aggregate's
 argument by its canonical text, a plain expectation by its index in the contract and its
@@ -145,10 +143,8 @@ def _position_set(runner: Any, sub: Any, o: Any, truth: list[int] | None, c: m.C
     if isinstance(o, m.Call) and o.name == "top":
         k = int(o.args[0]) if o.args else 1
         return {t.position for t in sub.result.ranking()[:k]}
-    if isinstance(o, m.Selector):
-        return set(sub.result.positions(o))
-    raise ContractValidationError("`truth` compares with top(k) or a selector", c.span,
-                                  expected="top(3) in truth, truth in top(2), x[\"dog\"] in truth", rule="expect")
+    raise ContractValidationError("`truth` compares with top(k)", c.span,
+                                  expected="top(3) in truth, truth in top(2)", rule="expect")
 
 
 def compare_truth(runner: Any, sub: Any, c: m.Comparison, truth: list[int] | None) -> bool:
