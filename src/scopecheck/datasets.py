@@ -201,12 +201,21 @@ def _csv_rows(raw: bytes, errors: list[RowError]) -> list[tuple[int, Any]]:
     starts.append(len(raw))
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows: list[tuple[int, Any]] = []
-    first = 0
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        errors.append(RowError(0, None, f"the header is not CSV: {exc}"))
+        return rows
+    first = reader.reader.line_num
+    if any(_has_surrogate(h) for h in header):
+        bad = _invalid_utf8(raw, 0, starts[min(first, len(starts) - 1)])
+        errors.append(RowError(0, None, f"the header has invalid UTF-8 at byte {bad} of the file"))
+        return rows
     try:
         for i, row in enumerate(reader, 1):
             last = reader.reader.line_num                         # physical lines read so far
             bad = None
-            if any(isinstance(v, str) and _has_surrogate(v) for v in [*row.values(), *row.keys()] if v):
+            if any(isinstance(v, str) and _has_surrogate(v) for v in row.values() if v):
                 bad = _invalid_utf8(raw, starts[min(first, len(starts) - 1)], starts[min(last, len(starts) - 1)])
             if bad is not None:
                 errors.append(RowError(i, None, f"invalid UTF-8 at byte {bad} of the file"))
@@ -214,11 +223,7 @@ def _csv_rows(raw: bytes, errors: list[RowError]) -> list[tuple[int, Any]]:
                 rows.append((i, row))
             first = last
     except csv.Error as exc:
-        errors.append(RowError(len(rows) + len(errors) + 1, None, f"not CSV: {exc}"))
-    if reader.fieldnames and any(_has_surrogate(f) for f in reader.fieldnames):
-        bad = _invalid_utf8(raw, 0, starts[1] if len(starts) > 1 else len(raw))
-        errors.insert(0, RowError(0, None, f"the header has invalid UTF-8 at byte {bad} of the file"))
-        return []
+        errors.append(RowError(reader.line_num, None, f"not CSV: {exc}"))
     return rows
 
 
