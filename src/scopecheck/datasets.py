@@ -34,9 +34,12 @@ class Example:
     id: str
     prompt: str
     output: str | None
-    truth: tuple[str, ...] | None = None            # prompt token texts that cause the output (JSONL)
+    #: data files: the prompt tokens that cause the output, each a prompt text (``TextRef``, matched
+    #: like ``x["..."]``) or a 1-based prompt token index
+    truth: tuple[m.TextRef | int, ...] | None = None
     causal: tuple[tuple[int, ...], ...] | None = None   # reference tasks: per output token, prompt indices
     prompt_tokens: tuple[str, ...] | None = None
+    row: int | None = None                               # 1-based line (JSONL) or data row (CSV)
 
 
 @dataclass(frozen=True)
@@ -89,30 +92,146 @@ def dataset_errors(ds: m.Dataset) -> list[ContractValidationError]:
 
 
 def resolve_path(ds: m.Dataset, base_dir: Path | None, allow_outside: bool = False) -> Path:
-    """The data file, relative to the contract file's folder and inside its tree."""
+    """The data file, relative to the contract file's folder and inside its tree.
+
+    The folder rule holds for every spelling of the path: relative (``../``), absolute
+    (``/etc/passwd``), home-relative (``~/.bashrc``) and through symlinks, it is the resolved file
+    that must lie inside the contract's folder. ``allow_outside`` lifts the rule; it is the
+    caller's (a command-line flag), never a contract statement's, since contract files are data."""
     p = Path(ds.name).expanduser()
     base = (base_dir or Path(".")).resolve()
     full = (p if p.is_absolute() else base / p).resolve()
-    if not allow_outside and not p.is_absolute() and base not in full.parents:
-        raise ContractValidationError(f"dataset {ds.name!r} resolves outside the contract's folder ({full})", ds.span,
-                                      expected="a file inside the folder of the contract file", rule="dataset")
+    if not allow_outside and base not in full.parents:
+        spelled = "an absolute path" if Path(ds.name).is_absolute() else \
+            "a home-relative path" if ds.name.startswith("~") else "a path"
+        raise ContractValidationError(f"dataset {ds.name!r} is {spelled} outside the contract's folder ({full})",
+                                      ds.span, expected=f"a file inside {str(base)!r}, the folder of the contract file",
+                                      hint="copy or link the data next to the contract; a run may lift the rule with "
+                                           "--allow-outside-data (a command-line choice, never a contract's)",
+                                      rule="dataset")
     if not full.is_file():
         raise ContractValidationError(f"dataset file {str(full)!r} does not exist", ds.span,
                                       expected="a .jsonl or .csv file", rule="dataset")
     return full
 
 
-def _as_truth(v: Any) -> tuple[str, ...] | None:
+def _truth_item(v: Any, prompt: str) -> m.TextRef | int:
+    """One truth item: a prompt text (matched like the text selector ``x["..."]``: it must occur
+    in the prompt once, or name its occurrence), or a 1-based prompt token index (``x[i]``)."""
+    from scopecheck.engine.align import Alignment, _anchor
+
+    if isinstance(v, bool):
+        raise ValueError(f"truth item {v!r} is neither a prompt text nor a token index")
+    if isinstance(v, int):
+        if v < 1:
+            raise ValueError(f"truth item {v}: a token index counts from 1 (x[1] is the first prompt token)")
+        return v
+    if isinstance(v, dict) and set(v) == {"text", "occurrence"} and isinstance(v["text"], str) \
+            and isinstance(v["occurrence"], int) and not isinstance(v["occurrence"], bool):
+        ref = m.TextRef(v["text"], v["occurrence"])
+    elif isinstance(v, str):
+        ref = m.TextRef(v)
+    else:
+        raise ValueError(f"truth item {json.dumps(v)[:60]} is neither a prompt text, a token index nor "
+                         '{"text": ..., "occurrence": k}')
+    # the text must be in the prompt exactly as x["..."] requires (the tokens it covers are found
+    # when the example runs, by the same matching)
+    try:
+        _anchor(Alignment((), prompt, "", {}), "x", ref, Span())
+    except ContractValidationError as exc:
+        hint = ""
+        if ref.text[:1] in ("\u2581", "\u0120") and ref.text[1:] and ref.text[1:] in prompt:
+            hint = f"; a truth item is prompt text, not a tokenizer piece: write {ref.text[1:]!r}"
+        elif "ambiguous" in exc.message:
+            occ = json.dumps({"text": ref.text, "occurrence": 1}, ensure_ascii=False)
+            hint = f"; name one occurrence, e.g. {occ}, or give its token index"
+        raise ValueError(f"truth item {ref.text!r}: {exc.message}{hint}") from None
+    return ref
+
+
+def _as_truth(v: Any, prompt: str) -> tuple[m.TextRef | int, ...] | None:
     if v is None:
         return None
-    if isinstance(v, str):
-        return (v,)
-    if isinstance(v, list) and all(isinstance(x, str) for x in v):
-        return tuple(v)
-    raise ValueError("truth must be a string or a list of strings")
+    items = v if isinstance(v, list) else [v]
+    if not items:
+        raise ValueError("truth is an empty list")
+    return tuple(_truth_item(x, prompt) for x in items)
 
 
-def load_examples(ds: m.Dataset, base_dir: Path | None) -> Loaded:
+def _invalid_utf8(raw: bytes, start: int, end: int) -> int | None:
+    """File offset of the first byte of ``raw[start:end]`` that is not UTF-8, or None."""
+    try:
+        raw[start:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return start + exc.start
+    return None
+
+
+def _jsonl_rows(raw: bytes, errors: list[RowError]) -> list[tuple[int, Any]]:
+    rows: list[tuple[int, Any]] = []
+    pos = 0
+    for i, line in enumerate(raw.split(b"\n"), 1):
+        start, pos = pos, pos + len(line) + 1
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            errors.append(RowError(i, None, f"invalid UTF-8 at byte {start + exc.start} of the file (byte "
+                                            f"{exc.start} of the line): {exc.reason}"))
+            continue
+        try:
+            rows.append((i, json.loads(text)))
+        except json.JSONDecodeError as exc:
+            errors.append(RowError(i, None, f"not a JSON object: {exc.msg}"))
+    return rows
+
+
+def _csv_rows(raw: bytes, errors: list[RowError]) -> list[tuple[int, Any]]:
+    """Data rows (1-based after the header) of a CSV file; quoted newlines stay in their field.
+    A row with bytes that are not UTF-8 is that row's error (the other rows are read)."""
+    import io
+
+    text = raw.decode("utf-8", errors="surrogateescape")     # undecodable bytes -> lone surrogates
+    # byte offset of the start of each physical line, to place a bad byte of a row in the file
+    starts = [0]
+    for j, b in enumerate(raw):
+        if b == 0x0A:
+            starts.append(j + 1)
+    starts.append(len(raw))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, Any]] = []
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        errors.append(RowError(0, None, f"the header is not CSV: {exc}"))
+        return rows
+    first = reader.reader.line_num
+    if any(_has_surrogate(h) for h in header):
+        bad = _invalid_utf8(raw, 0, starts[min(first, len(starts) - 1)])
+        errors.append(RowError(0, None, f"the header has invalid UTF-8 at byte {bad} of the file"))
+        return rows
+    try:
+        for i, row in enumerate(reader, 1):
+            last = reader.reader.line_num                         # physical lines read so far
+            bad = None
+            if any(isinstance(v, str) and _has_surrogate(v) for v in row.values() if v):
+                bad = _invalid_utf8(raw, starts[min(first, len(starts) - 1)], starts[min(last, len(starts) - 1)])
+            if bad is not None:
+                errors.append(RowError(i, None, f"invalid UTF-8 at byte {bad} of the file"))
+            else:
+                rows.append((i, row))
+            first = last
+    except csv.Error as exc:
+        errors.append(RowError(reader.line_num, None, f"not CSV: {exc}"))
+    return rows
+
+
+def _has_surrogate(s: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in s)
+
+
+def load_examples(ds: m.Dataset, base_dir: Path | None, *, allow_outside: bool = False) -> Loaded:
     prm = _params(ds)
     if ds.kind == "reference":
         from scopecheck.engine.reference.tasks import generate
@@ -120,27 +239,16 @@ def load_examples(ds: m.Dataset, base_dir: Path | None) -> Loaded:
         task, _, split = ds.name.partition("/")
         n, seed = int(prm.get("limit", 100)), int(prm.get("seed", 0))
         exs = generate(task, n, split=split, seed=seed)
-        out = tuple(Example(f"{task}/{split}/{seed}/{i}", e.prompt, e.output, None, e.causal, e.prompt_tokens)
-                    for i, e in enumerate(exs))
+        out = tuple(Example(f"{task}/{split}/{seed}/{i}", e.prompt, e.output, None, e.causal, e.prompt_tokens,
+                            row=i + 1) for i, e in enumerate(exs))
         fp = hashlib.sha256(json.dumps([task, split, n, seed]).encode()).hexdigest()
-        return Loaded(out, (), fp, f"reference:{ds.name}")
-    path = resolve_path(ds, base_dir)
+        return Loaded(out, (), fp, f"reference:{ds.name}", {"rows": len(out), "limited": True})
+    path = resolve_path(ds, base_dir, allow_outside)
     raw = path.read_bytes()
     fp = hashlib.sha256(raw).hexdigest()
-    rows: list[tuple[int, Any]] = []
     errors: list[RowError] = []
-    text = raw.decode("utf-8", errors="replace")
-    if path.suffix.lower() == ".csv":
-        for i, row in enumerate(csv.DictReader(text.splitlines()), 1):
-            rows.append((i, row))
-    else:
-        for i, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((i, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                errors.append(RowError(i, None, f"not a JSON object: {exc.msg}"))
+    body = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw         # a UTF-8 byte-order mark
+    rows = _csv_rows(body, errors) if path.suffix.lower() == ".csv" else _jsonl_rows(body, errors)
     fields = {k: str(prm.get(k, k)) for k in ("prompt", "output", "truth")}
     id_field = prm.get("id")
     examples: list[Example] = []
@@ -158,10 +266,13 @@ def load_examples(ds: m.Dataset, base_dir: Path | None) -> Loaded:
             output = row.get(fields["output"])
             if output is not None and (not isinstance(output, str) or not output.strip()):
                 raise ValueError("the output is empty")
-            truth = _as_truth(row.get(fields["truth"]))
-            examples.append(Example(rid, prompt, output, truth))
+            truth = row.get(fields["truth"])
+            if isinstance(truth, str) and path.suffix.lower() == ".csv":
+                truth = truth if truth.strip() else None              # an empty CSV cell: no truth
+            examples.append(Example(rid, prompt, output, _as_truth(truth, prompt), row=i))
         except (ValueError, KeyError) as exc:
             errors.append(RowError(i, rid, str(exc)))
+    usable = len(examples)
     if "shuffle" in prm:
         random.Random(int(prm["shuffle"])).shuffle(examples)
     if "limit" in prm:
@@ -171,7 +282,7 @@ def load_examples(ds: m.Dataset, base_dir: Path | None) -> Loaded:
         dup = next(x for x in ids if ids.count(x) > 1)
         raise ContractValidationError(f"example id {dup!r} occurs twice in {path.name}", ds.span,
                                       expected="a unique id per row", rule="dataset")
-    return Loaded(tuple(examples), tuple(errors), fp, str(path))
+    return Loaded(tuple(examples), tuple(errors), fp, str(path), {"rows": usable, "limited": "limit" in prm})
 
 
 def example_contract(c: m.Contract, ex: Example) -> m.Contract:

@@ -1,6 +1,7 @@
 """Where the examples of a dataset contract run: in this process, or on a Ray cluster.
 
-An executor takes the contract (its file text and path, so a worker can read it again), the
+An executor takes the contract (its file text and path, so a worker parses the very contract the
+driver runs, with the same positions; the canonical text when the file has changed since), the
 examples still to compute, and the runner settings, and yields one :class:`Done` per example as
 it finishes; the driver appends each to the result store (the single writer) and keeps going,
 so an interrupted run loses at most what was in flight.
@@ -40,6 +41,7 @@ class Job:
     dtype: str
     max_evaluations: int | None
     threads: int = 1            # torch threads: the driver's, so that float results are bit-identical
+    line: int | None = None     # the contract's line in ``text`` (two contracts may share a name)
 
 
 def _contract(job: Job) -> Any:
@@ -47,7 +49,8 @@ def _contract(job: Job) -> Any:
     from scopecheck.spec import model as m
 
     docs = [d for d in load_text(job.text, job.path) if isinstance(d, m.Contract) and d.name == job.name]
-    return docs[0]
+    same_line = [d for d in docs if d.span.line == job.line]
+    return (same_line or docs)[0]
 
 
 def compute(job: Job, examples: Sequence[Any], runner: Any = None) -> list[Done]:
@@ -60,8 +63,8 @@ def compute(job: Job, examples: Sequence[Any], runner: Any = None) -> list[Done]
     items = inner_items(contract)
     out = []
     for ex in examples:
-        sub, values, secs = compute_example(runner, contract, ex, items)
-        out.append(Done(ex.id, values, sub.error, secs))
+        sub, values, secs, error = compute_example(runner, contract, ex, items)
+        out.append(Done(ex.id, values, error, secs))
     return out
 
 

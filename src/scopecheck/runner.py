@@ -100,6 +100,9 @@ class Runner:
         self.runs: dict[tuple[str, int, str], ContractRun] = {}
         self.store_dir: str | None = None      # dataset contracts: where records stream (None: memory only)
         self.resume = False
+        #: dataset files outside the contract's folder (absolute, ``~``, ``..``, symlinks) are refused
+        #: unless the caller lifts the rule (``--allow-outside-data``; never a contract statement)
+        self.allow_outside_data = False
         self.fail_fast = False
         self.executor = "serial"               # serial | ray (scopecheck.executors)
         self.ray_address: str | None = None
