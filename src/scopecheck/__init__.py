@@ -10,7 +10,13 @@ when first called.
 
 from __future__ import annotations
 
-from typing import Any
+import sys as _sys
+
+if _sys.argv and (_sys.argv[0] == "-m" or _sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1].startswith("scopecheck")):
+    # the ``scopecheck`` command: its SIGINT/SIGTERM handlers come before the imports below
+    import scopecheck.cli  # noqa: F401
+
+from typing import Any  # noqa: E402
 
 from scopecheck.errors import (
     ContractError,

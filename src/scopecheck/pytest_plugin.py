@@ -39,6 +39,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = {"results": {}, "runner": None}
+    check_destinations(config)
+
+
+def check_destinations(config: pytest.Config) -> None:
+    """Refuse (a usage error, before collection: nothing is computed) an output option naming a
+    destination that would not be written: ``--scope-json`` must be a regular file or a new one in an
+    existing folder, ``--scope-report``/``--scope-store`` a folder or a new one in an existing folder."""
+    from scopecheck.report._io import DestinationError, check_file, check_folder
+
+    problems = []
+    for option, check, kw in (("--scope-json", check_file, {}), ("--scope-report", check_folder,
+                              {"files": ("index.html",)}), ("--scope-store", check_folder, {})):
+        value = config.getoption(option.lstrip("-").replace("-", "_"))
+        if value is not None:
+            try:
+                check(value, option, **kw)
+            except DestinationError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

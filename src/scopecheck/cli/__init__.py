@@ -5,18 +5,25 @@ anything unexpected prints one line (exit 2) unless ``--debug`` is given.
 
 Modules: this one builds the parser and runs a command; ``check`` (check, fmt, list), ``run`` (run)
 and ``audit`` (audit, matrix) each add their commands; ``_common`` holds what they share and
-imports none of them.
+imports none of them; ``_signals`` makes SIGINT and SIGTERM end a command with 130 / 143 and one line,
+``interrupted``, at any moment (its handlers are installed before this package imports anything else
+when the process is the ``scopecheck`` command).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import Callable
+from scopecheck.cli import _signals
 
-from scopecheck.cli import audit, check, run
-from scopecheck.cli._common import _print_errors
-from scopecheck.errors import ContractError
+if _signals.is_command():
+    _signals.install_command()
+
+import argparse  # noqa: E402 - after the signal handlers
+import sys  # noqa: E402
+from typing import Callable  # noqa: E402
+
+from scopecheck.cli import audit, check, run  # noqa: E402
+from scopecheck.cli._common import _print_errors  # noqa: E402
+from scopecheck.errors import ContractError  # noqa: E402
 
 __all__ = ["main"]
 
@@ -34,19 +41,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    args = ap.parse_args(argv)
+    """Run one command; its exit status. In the ``scopecheck`` command process this does not return:
+    it ends the process (:func:`scopecheck.cli._signals.finish`), so that a signal during the
+    interpreter's shutdown cannot print a traceback or exit 0."""
+    previous = _signals.begin()
     try:
-        return COMMANDS[args.command](args)
-    except ContractError as exc:
-        _print_errors(getattr(exc, "errors", [exc]))
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
-        if args.debug:
+        code = _dispatch(argv)
+    except SystemExit as exc:           # argparse: --help, a bad option
+        if not _signals.is_command_process():
+            _signals.end(previous)
             raise
-        print(f"scopecheck: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
-              file=sys.stderr)
-        return 2
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+    late = _signals.end(previous)
+    if late is not None:                # in-process: a signal after the command still says so
+        _signals.say_interrupted()
+        code = late
+    if _signals.is_command_process():
+        _signals.finish(code)
+    return code
+
+
+def _dispatch(argv: list[str] | None) -> int:
+    try:
+        ap = build_parser()
+        args = ap.parse_args(argv)
+        try:
+            code = COMMANDS[args.command](args)
+        except ContractError as exc:
+            _print_errors(getattr(exc, "errors", [exc]))
+            code = 1
+        except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
+            if args.debug:
+                raise
+            print(f"scopecheck: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+                  file=sys.stderr)
+            code = 2
+        _signals.end_of_work()          # a signal before this line is caught below; after it, exits with its status
+        return code
+    except KeyboardInterrupt as exc:    # SIGINT / SIGTERM while working (Interrupted), or a plain Ctrl-C
+        _signals.end_of_work()
+        _signals.say_interrupted()
+        return _signals.exit_code(exc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -16,11 +15,36 @@ def _print_errors(errors) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace the file at ``path`` atomically (:func:`scopecheck.report._io.atomic_write_text`); a
+    symbolic link keeps pointing where it did and its target is what is replaced."""
+    from scopecheck.report._io import atomic_write_text
+
+    atomic_write_text(os.path.realpath(path), text)
+
+
+def _destination_problems(files: dict[str, str | None], folders: dict[str, str | None],
+                          report_files: tuple[str, ...] = ()) -> list[str]:
+    """One line per output destination scopecheck will not write (option -> path; None or '-': none),
+    checked before any computation (:mod:`scopecheck.report._io`)."""
+    from scopecheck.report._io import DestinationError, check_file, check_folder
+
+    problems = []
+    for option, path in files.items():
+        if path not in (None, "-"):
+            try:
+                check_file(path, option)
+            except DestinationError as exc:
+                problems.append(str(exc))
+    for option, path in folders.items():
+        if path not in (None, "-"):
+            try:
+                check_folder(path, option, files=report_files if option.endswith("report") else ())
+            except DestinationError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def _refuse(problems: list[str]) -> int:
+    for msg in problems:
+        print(f"scopecheck: {msg}", file=sys.stderr)
+    return 1

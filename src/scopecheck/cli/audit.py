@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from scopecheck.cli._common import _atomic_write
+from scopecheck.cli._common import _destination_problems, _refuse
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    bad_outputs = _destination_problems({"--out": args.out}, {})
+    if bad_outputs:
+        return _refuse(bad_outputs)
     from scopecheck.audit import audit_paths, exit_code, render_html, render_markdown, render_text, to_json
 
     reports = audit_paths(args.paths, dynamic=args.dynamic, device=args.device)
@@ -24,7 +27,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         text = render_text(reports, stream=sys.stdout)
     if args.out:
-        _atomic_write(Path(args.out), text)
+        from scopecheck.report._io import atomic_write_text
+
+        atomic_write_text(args.out, text)
         print(f"audit written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -32,6 +37,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    bad_outputs = _destination_problems({"--json": args.json, "--html": args.html}, {"--store": args.store})
+    if bad_outputs:             # before any model loads
+        return _refuse(bad_outputs)
     from rich.console import Console
 
     from scopecheck.matrix import matrix_html, matrix_table, run_matrix
@@ -41,10 +49,18 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                        resume=args.resume, path=str(Path.cwd() / "matrix.scope"))
     Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160).print(
         matrix_table(cells, args.dataset))
+    from scopecheck.report._io import atomic_write_many
+
+    outputs = []                # rendered first, then replaced together
     if args.json:
-        _atomic_write(Path(args.json), json.dumps([c.__dict__ for c in cells], indent=2))
+        outputs.append((args.json, json.dumps([c.__dict__ for c in cells], indent=2) + "\n"))
     if args.html:
-        _atomic_write(Path(args.html), matrix_html(cells, args.dataset))
+        outputs.append((args.html, matrix_html(cells, args.dataset)))
+    try:
+        atomic_write_many(outputs)
+    except OSError as exc:      # a DestinationError: the destination changed while the matrix ran
+        print(f"scopecheck: cannot write the matrix ({exc}); nothing was replaced", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from scopecheck.cli._common import _print_errors
+from scopecheck.cli._common import _destination_problems, _print_errors, _refuse
 
 DEFAULT_REPORT_DIR = "scopecheck-report"
 DEFAULT_STORE = "scopecheck-store"
@@ -22,41 +22,20 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
                    help="allow model code from the model directory (never enabled by a contract file)")
 
 
-def output_problems(report_dir: str | None, json_path: str | None) -> list[str]:
-    """What is wrong with the output destinations, checked before any computation."""
-    import os
-
-    problems = []
-
-    def writable_parent(p: Path) -> Path | None:
-        q = p
-        while not q.exists():
-            if q.parent == q:
-                return None
-            q = q.parent
-        return q
-
-    if report_dir not in (None, "-"):
-        d = Path(report_dir)
-        if d.exists() and not d.is_dir():
-            problems.append(f"--report {report_dir}: exists and is not a folder")
-        else:
-            base = d if d.exists() else writable_parent(d)
-            if base is None or not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
-                problems.append(f"--report {report_dir}: the folder cannot be created or written")
-    if json_path not in (None, "-"):
-        f = Path(json_path)
-        if f.is_dir():
-            problems.append(f"--json {json_path}: is a folder, not a file")
-        else:
-            base = writable_parent(f.parent if f.parent != Path("") else Path("."))
-            if base is None or not base.is_dir() or not os.access(base, os.W_OK | os.X_OK) or (
-                    f.exists() and not os.access(f, os.W_OK)):
-                problems.append(f"--json {json_path}: cannot be written")
-    return problems
+def output_problems(report_dir: str | None, json_path: str | None, store: str | None = None) -> list[str]:
+    """What is wrong with the output destinations (one line each), checked before any computation:
+    ``--json`` a regular file or a new one in an existing folder, ``--report`` and ``--store`` a
+    folder or a new one in an existing folder (``index.html`` in the report folder a regular file)."""
+    return _destination_problems({"--json": json_path}, {"--report": report_dir, "--store": store},
+                                 report_files=("index.html",))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    report_dir = args.report or DEFAULT_REPORT_DIR
+    store = args.store or DEFAULT_STORE
+    bad_outputs = output_problems(report_dir, args.json, store)   # before anything is imported or loaded
+    if bad_outputs:
+        return _refuse(bad_outputs)
     from rich.console import Console
 
     from scopecheck.errors import visible
@@ -67,12 +46,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from scopecheck.runner import ContractRun, Runner
     from scopecheck.spec import model as m
 
-    report_dir = args.report or DEFAULT_REPORT_DIR
-    bad_outputs = output_problems(report_dir, args.json)
-    if bad_outputs:
-        for msg in bad_outputs:
-            print(f"scopecheck: {msg}", file=sys.stderr)
-        return 1
     files, errors = collect(args.paths)
     # every contract in file order: (contract, None) runs; (contract, why) is invalid and is reported
     # as not run (summary, HTML, JSON) with its errors
@@ -109,7 +82,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(device=args.device, dtype=args.dtype, progress=progress_enabled(None),
                     debug=bool(getattr(args, "debug", False)), max_evaluations=args.max_evaluations,
                     strict=bool(getattr(args, "strict", False)))
-    store = args.store or DEFAULT_STORE
     runner.store_dir = None if store == "-" else store
     runner.resume, runner.fail_fast = bool(args.resume), bool(args.fail_fast)
     runner.executor, runner.ray_address, runner.workers = args.executor, args.address, max(1, args.workers)
@@ -139,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     totals = print_summary(runs, out, len(loose))
     # both documents are rendered (and the JSON validated) before either file is replaced
-    from scopecheck.report.jsonout import atomic_write_many, dumps, results_json, validate_results
+    from scopecheck.report._io import DestinationError, atomic_write_many
+    from scopecheck.report.jsonout import dumps, results_json, validate_results
 
     outputs: list[tuple[str, str]] = []
     if report_dir != "-":
@@ -155,7 +128,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             outputs.append((args.json, dumps(doc)))
     try:
+        if report_dir != "-":
+            Path(report_dir).mkdir(exist_ok=True)
         atomic_write_many(outputs)
+    except DestinationError as exc:     # changed while the contracts ran
+        print(f"scopecheck: {exc}; nothing was replaced", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"scopecheck: cannot write the reports ({exc.strerror}: {exc.filename}); nothing was replaced",
               file=sys.stderr)

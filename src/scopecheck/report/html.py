@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from scopecheck.report.jsonout import atomic_write_text, results_json
+from scopecheck.report._io import atomic_write_text
+from scopecheck.report.jsonout import results_json
 from scopecheck.report.summary import fmt_number, fmt_operand, fmt_range, method_text, summary_line
 
 POS_RGB = (220, 38, 38)      # positive attribution: red
@@ -279,6 +280,8 @@ def write_report(runs: Iterable[Any], directory: str | os.PathLike[str], *, titl
     """Render the report and write ``directory/index.html`` atomically; returns its path.
 
     The page is rendered completely before anything touches the disk, so a failure leaves
-    neither a partial ``index.html`` nor a temporary file (an existing report stays as it was)."""
+    neither a partial ``index.html`` nor a temporary file (an existing report stays as it was).
+    Missing folders are created; an ``index.html`` that is not a regular file (a symbolic link, a
+    FIFO, a device) is refused with :class:`~scopecheck.report._io.DestinationError`."""
     html = render_report(list(runs), title=title)
-    return atomic_write_text(Path(directory) / filename, html)
+    return atomic_write_text(Path(directory) / filename, html, make_parents=True)

@@ -23,10 +23,11 @@ import functools
 import json
 import math
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
+
+from scopecheck.report._io import atomic_write_many, atomic_write_text  # noqa: F401 - re-exported
 
 SCHEMA_FILE = "results.schema.json"
 SCHEMA_ID = "https://scopecheck.dev/schema/results.schema.json"
@@ -358,51 +359,6 @@ def results_json(runs: Iterable[Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- writing
 
 
-def _file_mode(path: Path) -> int:
-    """The mode a plainly created file would get (an existing file keeps its mode)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
-def atomic_write_many(files: list[tuple[str | os.PathLike[str], str]]) -> list[Path]:
-    """Write every ``(path, text)`` through a temporary file beside it, and only when all of them
-    are complete on disk ``os.replace`` each into place: a failure while writing leaves every
-    destination as it was and no temporary file behind (the HTML report and the JSON of one run
-    are replaced together or not at all)."""
-    staged: list[tuple[str, Path]] = []
-    try:
-        for raw, text in files:
-            path = Path(raw)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            staged.append((tmp, path))
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, _file_mode(path))
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in staged:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        raise
-    return [p for _, p in staged]
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and
-    ``os.replace``: the file is either the old one or the complete new one, never partial."""
-    return atomic_write_many([(path, text)])[0]
-
-
 def dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
@@ -411,8 +367,10 @@ def write_json(runs: Iterable[Any], path: str | os.PathLike[str], *, validate: b
     """Render, validate and atomically write the results document; returns the path.
 
     Everything is computed before the file is opened, so a failure (a bad value, a schema
-    violation) leaves any existing file untouched and no temporary file behind."""
+    violation) leaves any existing file untouched and no temporary file behind. Missing folders
+    are created; a destination that is not a regular file (a symbolic link, a FIFO, a device) is
+    refused with :class:`~scopecheck.report._io.DestinationError`."""
     doc = results_json(runs)
     if validate:
         validate_results(doc)
-    return atomic_write_text(path, dumps(doc))
+    return atomic_write_text(path, dumps(doc), make_parents=True)
