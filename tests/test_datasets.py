@@ -232,6 +232,24 @@ def test_allow_outside_data_is_the_callers_choice(tmp_path):
     assert len(inside.examples) == 8                       # an absolute path inside the folder is fine
 
 
+
+def test_allow_outside_data_on_the_command_line(tmp_path, capsys):
+    """``scopecheck run`` refuses an outside dataset (exit 1, the positioned error), and runs it
+    with ``--allow-outside-data``."""
+    from scopecheck.cli import main
+
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_text(DATA.read_text().splitlines()[0] + "\n")
+    f = setup_dir(tmp_path)
+    f.write_text(f.read_text().replace('"data.jsonl"', json.dumps(str(outside))))
+    args = ["run", str(f), "--device", "cpu", "--report", "-", "--store", "-", "--no-expect",
+            "--json", str(tmp_path / "r.json")]
+    assert main(args) == 1
+    assert "outside the contract's folder" in capsys.readouterr().out
+    assert main([*args, "--allow-outside-data"]) == 0
+    (run,) = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert run["error"] is None
+
 # ---------------------------------------------------------------------------- reading rows
 
 

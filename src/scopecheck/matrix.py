@@ -73,6 +73,7 @@ def run_matrix(n_examples: int = 3, methods: list[str] | None = None, device: st
 
     names = methods or [m for m, i in METHODS.items() if set(i.supports) & set(AUTOREGRESSIVE_KINDS)]
     runner = Runner(device=device)
+    runner.allow_outside_data = True          # the dataset path comes from the command line, not a contract
     runner.store_dir, runner.resume = store, resume
     cells = []
     for meth in names:

@@ -86,6 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner.resume, runner.fail_fast = bool(args.resume), bool(args.fail_fast)
     runner.executor, runner.ray_address, runner.workers = args.executor, args.address, max(1, args.workers)
     runner.options = LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)
+    runner.allow_outside_data = bool(args.allow_outside_data)
     runs = []
     for c, why in entries:
         if why is not None:  # invalid: printed above; reported as not run
@@ -167,4 +168,7 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
                         "(default 5e7; a contract above it is refused with its estimate)")
     p.add_argument("--strict", action="store_true",
                    help="input warnings are errors (an output whose tokens change when joined to the prompt)")
+    p.add_argument("--allow-outside-data", action="store_true",
+                   help="dataset files may lie outside the contract's folder (absolute, ~ and ../ paths; "
+                        "refused by default: a contract file is data and names no file of yours)")
     commands["run"] = cmd_run
