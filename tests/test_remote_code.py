@@ -232,3 +232,18 @@ def test_the_opt_in_still_loads_and_runs_the_folders_code(trap):
     assert [t.text for t in res.tokens] == [t.text for t in plain.tokens]
     assert res.score_input == pytest.approx(plain.score_input, abs=1e-5)
     assert [t.score for t in res.tokens] == pytest.approx([t.score for t in plain.tokens], abs=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason="cli/run.py must pass the flag to preflight: "
+                                       "preflight(d, trust_remote_code=args.trust_remote_code) (owned by the CLI)")
+def test_run_with_trust_remote_code_on_the_command_line_runs_the_folder(trap, capsys):
+    """The command-line opt-in end to end; strict xfail until the CLI wires the flag into
+    preflight, so the wiring turns this into a failure to be unmarked."""
+    from scopecheck.cli import main
+
+    tmp, d, marker, _ = trap
+    rc = main(["run", str(tmp / "c.scope"), "--trust-remote-code", "--device", "cpu", "--report", "-",
+               "--store", "-"])
+    out = capsys.readouterr()
+    assert marker.exists() and rc == 0, out.out + out.err
+    assert "1 expectation(s) passed" in out.out + out.err
