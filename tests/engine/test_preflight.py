@@ -10,6 +10,8 @@ import pytest
 from scopecheck.cli import main
 
 STORIES = Path(__file__).resolve().parents[3] / "shared" / "models" / "stories260k"
+if not STORIES.is_dir():                      # a worktree under /work/wt: the models are in /work/shared
+    STORIES = Path("/work/shared/models/stories260k")
 
 TEXT = '''contract "bad op" {{
     model    "{m}"

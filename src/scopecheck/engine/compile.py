@@ -84,6 +84,84 @@ def _union(al: Alignment, sels: tuple[m.Selector, ...]) -> dict[int, m.Selector]
     return out
 
 
+@dataclass(frozen=True)
+class TokenSets:
+    """E, C, O and S as positions, checked against the SCOPE rules at token level."""
+
+    eligible: dict[int, m.Selector]   # position -> the selector that made it eligible
+    fixed: dict[int, m.Selector]      # stated C, plus a text target's own earlier tokens
+    targets: list[int]                # O
+    scored: list[int]                 # S's positions (== O)
+    span_fixed: tuple[int, ...] = ()  # a multi-token text target's tokens before its last, held fixed
+    notes: tuple[str, ...] = ()
+
+
+def _text_target(sel: m.Selector) -> bool:
+    """``y["park"]``: an output named by its text (not by indices), one text, one occurrence."""
+    return sel.op == "at" and isinstance(sel.a, m.TextRef)
+
+
+def token_sets(al: Alignment, sc: m.Scope) -> TokenSets:
+    """E, C, O and S resolved on the alignment, with the positioned errors of the token-level
+    SCOPE rules (an empty E, S differing from O, O inside E, E and C overlapping, an eligible
+    token at or after O, an autoregressive input in neither E nor C). Needs the tokenizer only:
+    ``scopecheck check`` runs it before any weights load (:mod:`scopecheck.engine.preflight`).
+
+    A text target the tokenizer splits (``target = "park"`` read as ``'p', 'ar', 'k'``) is that
+    span: all its tokens are explained, the score is summed over them (``log p`` of the span,
+    each token given the ones before it), and its tokens before the last are held fixed, as the
+    inputs to the later ones they are. A span named by indices (``y[2:4]``) states its fixed set."""
+    assert sc.score is not None and sc.explain is not None
+    E = _union(al, sc.eligible or ())
+    if not E and sc.eligible:
+        raise ContractValidationError("no token is eligible after tokenization", sc.eligible[0].span,
+                                      expected="an eligible set that names at least one token", rule="selector")
+    C = _union(al, sc.fixed or ())
+    O = positions(al, sc.explain)
+    S = positions(al, sc.score.target)
+    if not O:
+        raise ContractValidationError(f"{_fmt(sc.explain)} names no token", sc.explain.span, rule="selector")
+    if sorted(S) != sorted(O):
+        raise ContractValidationError("S must score O: the score's target and the output explained differ in tokens",
+                                      sc.score.span, rule="score-output")
+    inside = sorted(set(E) & set(O))
+    if inside:
+        raise ContractValidationError(f"token {al.tokens[inside[0]].text!r} is both explained and eligible: an output "
+                                      "cannot explain itself", E[inside[0]].span, expected="O outside E",
+                                      rule="causality")
+    both = sorted(set(E) & set(C))
+    if both:
+        tokens = ", ".join(repr(al.tokens[p].text) for p in both)
+        raise ContractValidationError(f"tokens {tokens} are both eligible and held fixed", C[both[0]].span,
+                                      expected="E and C disjoint", rule="disjoint")
+    first_target = min(O)
+    late = [p for p in E if al.tokens[p].role == "output" and p >= first_target]
+    if late:
+        raise ContractValidationError(
+            f"token {al.tokens[late[0]].text!r} is at or after the output explained: an autoregressive output is "
+            "caused only by the prompt and earlier tokens", E[late[0]].span, rule="causality")
+    notes: list[str] = []
+    span_fixed: tuple[int, ...] = ()
+    if len(O) > 1 and _text_target(sc.explain):
+        span_fixed = tuple(p for p in sorted(O)[:-1] if p not in C)
+        for p in span_fixed:
+            C[p] = sc.explain
+        words = ", ".join(repr(al.tokens[p].text) for p in sorted(O))
+        notes.append(f"the target {sc.explain.a.text!r} is {len(O)} tokens ({words}): the score is summed over them "
+                     "(the span's log-probability, each token given the ones before it), and its tokens before the "
+                     "last are held fixed as inputs to the later ones")
+    inputs = [t.position for t in al.tokens if t.role != "special" and t.position < max(O)]
+    uncovered = [p for p in inputs if p not in E and p not in C and p not in O]
+    # for a span output, its own tokens are inputs to the later ones: they must be held fixed
+    uncovered += [p for p in O if p < max(O) and p not in C and len(O) > 1]
+    if uncovered:
+        tokens = ", ".join(repr(al.tokens[p].text) for p in sorted(set(uncovered)))
+        raise ContractValidationError(
+            f"input tokens {tokens} are neither eligible nor held fixed", sc.explain.span,
+            expected="every autoregressive input token in `eligible` or `fixed`", rule="coverage")
+    return TokenSets(E, C, O, S, span_fixed, tuple(notes))
+
+
 def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, *, strict: bool = False,
                      frozen: tuple[str, list[int] | None] | None = None) -> Compiled:
     """``strict``: warnings about the input (an output whose tokens change when joined to the
@@ -120,44 +198,10 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, 
     al = align(tok, contract.prompt, out_text, out_ids)
     L = len(al.tokens)
     check_context(lm, L, "the prompt and the output", contract.output.span if contract.output else contract.span)
-    E = _union(al, sc.eligible or ())
-    if not E and sc.eligible:
-        raise ContractValidationError("no token is eligible after tokenization", sc.eligible[0].span,
-                                      expected="an eligible set that names at least one token", rule="selector")
-    C = _union(al, sc.fixed or ())
-    O = positions(al, sc.explain)
-    S = positions(al, sc.score.target)
+    sets = token_sets(al, sc)
+    E, C, O, S = sets.eligible, sets.fixed, sets.targets, sets.scored
+    warnings += sets.notes
     special = tuple(t.position for t in al.tokens if t.role == "special")
-    if not O:
-        raise ContractValidationError(f"{_fmt(sc.explain)} names no token", sc.explain.span, rule="selector")
-    if sorted(S) != sorted(O):
-        raise ContractValidationError("S must score O: the score's target and the output explained differ in tokens",
-                                      sc.score.span, rule="score-output")
-    inside = sorted(set(E) & set(O))
-    if inside:
-        raise ContractValidationError(f"token {al.tokens[inside[0]].text!r} is both explained and eligible: an output "
-                                      "cannot explain itself", E[inside[0]].span, expected="O outside E",
-                                      rule="causality")
-    both = sorted(set(E) & set(C))
-    if both:
-        tokens = ", ".join(repr(al.tokens[p].text) for p in both)
-        raise ContractValidationError(f"tokens {tokens} are both eligible and held fixed", C[both[0]].span,
-                                      expected="E and C disjoint", rule="disjoint")
-    first_target = min(O)
-    late = [p for p in E if al.tokens[p].role == "output" and p >= first_target]
-    if late:
-        raise ContractValidationError(
-            f"token {al.tokens[late[0]].text!r} is at or after the output explained: an autoregressive output is "
-            "caused only by the prompt and earlier tokens", E[late[0]].span, rule="causality")
-    inputs = [t.position for t in al.tokens if t.role != "special" and t.position < max(O)]
-    uncovered = [p for p in inputs if p not in E and p not in C and p not in O]
-    # for a span output, its own tokens are inputs to the later ones: they must be held fixed
-    uncovered += [p for p in O if p < max(O) and p not in C and len(O) > 1]
-    if uncovered:
-        tokens = ", ".join(repr(al.tokens[p].text) for p in sorted(set(uncovered)))
-        raise ContractValidationError(
-            f"input tokens {tokens} are neither eligible nor held fixed", sc.explain.span,
-            expected="every autoregressive input token in `eligible` or `fixed`", rule="coverage")
     alt_id = None
     if sc.score.kind == "contrast":
         alt = tok(sc.score.alternative or "", add_special_tokens=False)["input_ids"]

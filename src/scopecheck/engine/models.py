@@ -95,9 +95,13 @@ def model_location(ref: m.ModelRef, base_dir: Path | None) -> tuple[str, str]:
                                                    "or a .gguf file", rule="model")
         if not p.exists():
             what = "model file" if gguf_file else "model directory"
+            relative = not Path(ref.name).expanduser().is_absolute() and base_dir is not None
+            hint = (f"a relative path is read from the contract file's folder ({base_dir})" if relative else
+                    'a model on the Hugging Face hub is named by its id: model hub:"org/name"')
             raise ContractValidationError(f"{what} {str(p)!r} does not exist", ref.span,
                                           expected="a .gguf file" if gguf_file else
-                                          "a directory with config.json and model.safetensors", rule="model")
+                                          "a directory with config.json and model.safetensors", hint=hint,
+                                          rule="model")
         return str(p), str(p)
     return ref.name, f"hub:{ref.name}"
 
@@ -180,7 +184,7 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
         raise ContractError(f"unknown dtype {dtype!r}", rule="dtype", expected=", ".join(DTYPES))
     local = Path(where).is_dir() or Path(where).is_file()
     header = check_model_files(where, identity, allow_pickle) if local else None
-    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    kw: dict[str, Any] = {}
     weights_kw: dict[str, Any] = {"use_safetensors": not allow_pickle or None}
     quiet: Any = contextlib.nullcontext()
     if not local:  # a hub id: honour HF_HUB_OFFLINE as set now (huggingface_hub reads it at import)
@@ -194,12 +198,15 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
         weights_kw = gguf.load_kwargs()
         quiet = gguf.quiet_conversion()
     try:
-        config = AutoConfig.from_pretrained(where, **kw)
-        tokenizer = AutoTokenizer.from_pretrained(where, **kw)
+        # trust_remote_code always explicit: left None, transformers asks on a terminal and runs the
+        # folder's code on a "y"
+        config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **kw)
         fam = family or _family(config)
         auto = AutoModelForMaskedLM if fam == "masked_diffusion" else AutoModelForCausalLM
         with quiet:
-            model = auto.from_pretrained(where, dtype=DTYPES[dtype], **weights_kw, **kw)
+            model = auto.from_pretrained(where, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
+                                         **weights_kw, **kw)
     except Exception as exc:  # noqa: BLE001 - any loader failure is this model statement's error
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "trust_remote_code" in str(exc):

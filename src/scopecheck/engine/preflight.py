@@ -1,28 +1,41 @@
-"""Checks that need the model's tokenizer, made before any weights load or attribution runs.
+"""Checks that need the model's tokenizer and config, made before any weights load or attribution runs.
 
 ``scopecheck check`` and ``scopecheck run`` call :func:`preflight` on every valid contract:
-with the tokenizer and config alone (no weights) it checks
+with the tokenizer and config alone (no weights) it refuses, each at the contract's position,
 
-* that a perturbation operator a method states (``baseline = pad``) names a token the model
-  has (``zero``, ``mean`` and ``delete`` always exist; autoregressive contracts: a diffusion
+* a model that cannot be read: a path that does not exist, a file that is not a model, a
+  directory without ``config.json``, a config or tokenizer transformers cannot read;
+* a model folder that asks to run its own code (``auto_map`` in ``config.json`` or
+  ``tokenizer_config.json`` naming a ``.py`` beside it): the folder's code is never imported
+  here, and never without ``trust_remote_code=True`` from the command line (``scopecheck run
+  --trust-remote-code``); transformers is always told ``trust_remote_code`` explicitly, so it
+  never asks on a terminal;
+* a process the model cannot serve, from ``config.json``'s ``architectures`` and
+  ``model_type``: an autoregressive contract on a masked LM, a diffusion contract on a model
+  transformers has no masked-LM head for;
+* a perturbation operator a method states (``baseline = pad``) that names a token the model
+  lacks (``zero``, ``mean`` and ``delete`` always exist; autoregressive contracts: a diffusion
   stage perturbation is checked by the run);
-* that every text anchor in the contract and its expectations (``x["a"]``, ``y["Lily"]``,
-  ``"Lily"@2``) names exactly the tokens it should: an absent or ambiguous anchor is the same
-  positioned error the run would raise, now before anything runs.
+* every text anchor in the contract and its expectations (``x["a"]``, ``y["Lily"]``,
+  ``"Lily"@2``) that does not name exactly the tokens it should (absent, ambiguous), and the
+  token-level SCOPE rules on E, C, O and S (:func:`scopecheck.engine.compile.token_sets`:
+  coverage, disjointness, causality), the same positioned errors the run would raise. A text
+  target the tokenizer splits into several tokens is accepted as that span (the run says so).
 
 Outputs produced by a decoding rule are not known before the model runs: their ``y[...]``
-anchors are checked by the run itself. Models that cannot be read locally (a hub id, a file
-the loader will refuse) are left to the loader, which reports them with a position.
+anchors are checked by the run itself. A hub id and a GGUF checkpoint are left to the loader,
+which reports them with a position.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from scopecheck.errors import ContractError, ContractValidationError
+from scopecheck.errors import ContractError, ContractValidationError, Span
 from scopecheck.spec import model as m
 
 #: operators every model has (``engine.scoring.embedding_operators``), and the token-backed ones
@@ -30,18 +43,100 @@ ALWAYS = ("zero", "mean", "delete", "noop")
 TOKEN_OPERATORS = ("pad", "mask", "unk")
 
 
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """Why a model directory cannot be read, for a positioned error at a contract's model statement."""
+
+    message: str
+    expected: str
+    hint: str | None = None
+
+
+def custom_code(where: str | Path) -> list[str]:
+    """What a model directory's ``auto_map`` entries name (``config.json: evil.EvilConfig``),
+    read as JSON: nothing is imported."""
+    found = []
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            data = json.loads((Path(where) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        auto = data.get("auto_map") if isinstance(data, dict) else None
+        if isinstance(auto, dict):
+            for ref in auto.values():
+                for r in (ref if isinstance(ref, (list, tuple)) else [ref]):
+                    if isinstance(r, str) and f"{name}: {r}" not in found:
+                        found.append(f"{name}: {r}")
+    return found
+
+
+REMOTE_HINT = ("a model folder's code runs only with `scopecheck run --trust-remote-code` on the command line "
+               "(never from a contract file, never in `check`); use a model transformers implements, or pass the "
+               "flag if you trust that code")
+
+
 @functools.lru_cache(maxsize=8)
-def _tokenizer(where: str) -> tuple[Any, Any] | None:
-    """``(tokenizer, config)`` of a local Hugging Face model directory, or None."""
+def _read(where: str, identity: str, trust_remote_code: bool = False) -> tuple[Any, Any] | Refusal | None:
+    """``(tokenizer, config)`` of a local Hugging Face model directory; a :class:`Refusal` when it
+    cannot be read; None when it is not such a directory (a hub id, a GGUF checkpoint: the loader's)."""
     d = Path(where)
-    if not d.is_dir() or not (d / "config.json").is_file():
+    if not d.is_dir():
         return None
-    from transformers import AutoConfig, AutoTokenizer
+    from scopecheck.engine import gguf
 
     try:
-        return AutoTokenizer.from_pretrained(where), AutoConfig.from_pretrained(where)
-    except Exception:  # noqa: BLE001 - the loader reports unreadable models with a position
+        if gguf.gguf_target(d) is not None:
+            return None
+    except ContractError as exc:
+        return Refusal(exc.message, exc.expected or "one model file", exc.hint)
+    if not (d / "config.json").is_file():
+        return Refusal(f"{identity}: no config.json in the model directory",
+                       "a Hugging Face model directory (config.json, weights, tokenizer)")
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    what = "config"
+    try:
+        # trust_remote_code is always explicit: with None transformers asks on a terminal
+        config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
+        what = "tokenizer"
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the model statement's error
+        if "trust_remote_code" in str(exc):
+            code = custom_code(d)
+            return Refusal(f"model {identity} asks to run its own code" + (f" ({', '.join(code)})" if code else ""),
+                           "a model transformers implements", REMOTE_HINT)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Refusal(f"cannot read the {what} of model {identity}: {first}",
+                       "a Hugging Face model directory transformers can read")
+    return tokenizer, config
+
+
+def _process_refusal(identity: str, config: Any, diffusion: bool) -> tuple[str, str, str] | None:
+    """(message, expected, hint) when the config cannot serve the contract's process."""
+    from scopecheck.engine.models import _family
+
+    archs = ", ".join(getattr(config, "architectures", None) or []) or f"model_type {config.model_type}"
+    auto_map = getattr(config, "auto_map", None) or {}
+    if diffusion:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+        if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES or "AutoModelForMaskedLM" in auto_map:
+            return None
+        return (f"{identity} ({archs}) is not a masked language model; a masked_diffusion process needs a denoiser",
+                "a masked LM (reference:translate-mdlm, or a local AutoModelForMaskedLM directory)",
+                "on a causal LM use an autoregressive contract (prompt_conditioned, span_prompt, local_next_token)")
+    if _family(config) == "masked_diffusion":
+        return (f"{identity} ({archs}) is not a causal LM; autoregressive contracts need one",
+                "a causal LM (reference:translate-ar, or a local AutoModelForCausalLM directory)",
+                "a masked LM runs diffusion contracts: `use prompt_to_output`, `state_level` or `denoising_stage`")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or "AutoModelForCausalLM" in auto_map:
         return None
+    return (f"{identity} ({archs}) has no causal-LM head transformers can load; autoregressive contracts need one",
+            "a causal LM (reference:translate-ar, or a local AutoModelForCausalLM directory)", None)
 
 
 def operators(tokenizer: Any, config: Any) -> set[str]:
@@ -70,26 +165,41 @@ def _selectors(obj: Any) -> Iterator[m.Selector]:
             yield from _selectors(getattr(obj, f.name))
 
 
-def preflight(contract: m.Contract) -> list[ContractError]:
-    """Positioned errors the model's tokenizer reveals in a (statically valid) contract."""
+def preflight(contract: m.Contract, *, trust_remote_code: bool = False) -> list[ContractError]:
+    """Positioned errors the model's tokenizer and config reveal in a (statically valid) contract.
+
+    ``trust_remote_code`` is the command line's ``--trust-remote-code`` (never a contract's):
+    without it a model folder's own code is refused, and never imported."""
     from scopecheck.engine.align import align, positions
-    from scopecheck.engine.compile import contract_dir
+    from scopecheck.engine.compile import contract_dir, token_sets
     from scopecheck.engine.models import model_location
+    from scopecheck.spec.standard import family_param
     from scopecheck.spec.validate import resolve
 
-    if contract.model is None or contract.prompt is None or contract.dataset is not None:
+    if contract.model is None:
         return []
+    span = contract.model.span
     try:
-        where, _ = model_location(contract.model, contract_dir(contract))
-    except ContractError:
-        return []                                   # the loader says why, with its position
-    loaded = _tokenizer(where)
+        where, identity = model_location(contract.model, contract_dir(contract))
+    except ContractError as exc:
+        return [exc]
+    loaded = _read(where, identity, trust_remote_code)
+    if isinstance(loaded, Refusal):
+        return [ContractValidationError(loaded.message, span, expected=loaded.expected, hint=loaded.hint,
+                                        rule="model")]
     if loaded is None:
         return []
     tok, config = loaded
     errors: list[ContractError] = []
     scope = resolve(contract).scope
     diffusion = scope.process is not None and scope.process.kind == "masked_diffusion"
+    if scope.process is not None:
+        refusal = _process_refusal(identity, config, diffusion)
+        if refusal is not None:
+            msg, expected, hint = refusal
+            return [ContractValidationError(msg, span, expected=expected, hint=hint, rule="model")]
+    if contract.prompt is None or contract.dataset is not None:
+        return []                                   # a dataset's rows are read and checked by the run
     if contract.method is not None and not diffusion:   # a stage perturbation is not a token operator
         from scopecheck.engine.run import OPERATOR_PARAMS
 
@@ -108,6 +218,7 @@ def preflight(contract: m.Contract) -> list[ContractError]:
     except ContractError as exc:
         return errors + [exc]
     reported: set[str] = set()
+    anchors: list[ContractError] = []
     for sel in [*_selectors(scope), *_selectors(contract.expects)]:
         if sel.space not in ("x", "y"):
             continue
@@ -116,8 +227,15 @@ def preflight(contract: m.Contract) -> list[ContractError]:
         except ContractError as exc:
             if exc.render() not in reported:
                 reported.add(exc.render())
-                errors.append(exc)
+                anchors.append(exc)
+    errors += anchors
+    complete = scope.score is not None and scope.explain is not None and scope.process is not None
+    if not anchors and complete and not diffusion and family_param(contract.use) is None:
+        try:                                        # E, C, O and S at token level, as the run compiles them
+            token_sets(al, scope)
+        except ContractError as exc:
+            errors.append(exc)
     return errors
 
 
-__all__ = ["operators", "preflight"]
+__all__ = ["Refusal", "custom_code", "operators", "preflight"]

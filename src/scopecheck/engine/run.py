@@ -14,7 +14,7 @@ from scopecheck.engine.models import LoadOptions, load
 from scopecheck.engine.result import AttributionResult, TokenScore
 from scopecheck.engine.scoring import fast_path_notes
 from scopecheck.engine.words import AGGREGATIONS, DEFAULT_AGGREGATION, TEXT_ROLES, alignment_inputs, word_map
-from scopecheck.errors import ContractErrors, ContractValidationError
+from scopecheck.errors import ContractError, ContractErrors, ContractValidationError, Span
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import resolve, validate
 
@@ -325,6 +325,10 @@ def attribute(*, model: str, prompt: str, output: str, contract: str = "prompt_c
 
         attribute(model="reference:translate-ar", prompt="Translate to French: The dog is black.",
                   output="Le chien est noir.", contract="prompt_conditioned", target="noir")
+
+    A contract error points at the caller's call (file and line, the keyword underlined) and names
+    the keyword arguments it is about (``attribute(target='dog'): 'dog' does not occur in the
+    output text``), not a line of the contract text built here.
     """
     import json
 
@@ -334,6 +338,65 @@ def attribute(*, model: str, prompt: str, output: str, contract: str = "prompt_c
     mref = (f"reference:{model.split(':', 1)[1]}" if model.startswith("reference:")
             else f"hub:{json.dumps(model[4:])}" if model.startswith("hub:") else json.dumps(model))
     mp = tuple(m.Param(k, m.Ident(v) if isinstance(v, str) else v) for k, v in method_params.items())
-    text = (f'contract "attribute" {{\n model {mref}\n prompt {json.dumps(prompt)}\n output {json.dumps(output)}\n'
-            f' use {contract}{fmt_params(tuple(use_params))}\n method {method}{fmt_params(mp)}\n seed {seed}\n}}\n')
-    return run(text, device=device, dtype=dtype)
+    lines = [f'contract "attribute" {{', f" model {mref}", f" prompt {json.dumps(prompt)}",
+             f" output {json.dumps(output)}", f" use {contract}{fmt_params(tuple(use_params))}",
+             f" method {method}{fmt_params(mp)}", f" seed {seed}", "}"]
+    values = dict(model=model, prompt=prompt, output=output, contract=contract, target=target, method=method,
+                  seed=seed, **method_params)
+    # generated line -> [(first column, keyword)]: a keyword owns its columns up to the next one's
+    owners: dict[int, list[tuple[int, str]]] = {2: [(1, "model")], 3: [(1, "prompt")], 4: [(1, "output")],
+                                                5: [(1, "contract")], 6: [(1, "method")], 7: [(1, "seed")]}
+    for line, params in ((5, use_params), (6, mp)):
+        for p in params:
+            owners[line].append((lines[line - 1].index(f"{p.key} = ") + 1, p.key))
+    try:
+        return run("\n".join(lines) + "\n", device=device, dtype=dtype)
+    except ContractError as exc:
+        raise _at_call(exc, owners, values) from None
+
+
+def _caller() -> tuple[str, int] | None:
+    """File and line of the first frame outside scopecheck (the test calling ``attribute``)."""
+    import sys
+
+    f = sys._getframe(1)
+    while f is not None and (f.f_globals.get("__name__") or "").split(".")[0] == "scopecheck":
+        f = f.f_back
+    return (f.f_code.co_filename, f.f_lineno) if f is not None else None
+
+
+def _at_call(exc: ContractError, owners: dict[int, list[tuple[int, str]]], values: dict[str, Any]) -> ContractError:
+    """``exc`` (or each error of a :class:`ContractErrors`) re-positioned at the caller's call."""
+    import copy
+    import linecache
+    import re
+
+    if isinstance(exc, ContractErrors):
+        return ContractErrors([_at_call(e, owners, values) for e in exc.errors])
+    sp = exc.span
+    keys: list[str] = []
+    if sp.path == "<string>" and sp.line in owners:
+        cols = owners[sp.line]
+        if len(cols) > 1 and sp.column < cols[1][0]:   # the whole statement (a standard's selectors): all of it
+            keys = [k for _, k in cols]
+        else:
+            keys = [[k for c, k in cols if c <= sp.column][-1]]
+    args = ", ".join(f"{k}={values[k]!r}" for k in keys if k in values)
+    new = copy.copy(exc)
+    new.message = f"attribute({args}): {exc.message}"
+    new.args = (new.message,)
+    where = _caller()
+    if where is None:
+        new.span, new.source = Span("scopecheck.attribute", 1, 1, 1, 2), None
+        return new
+    path, line = where
+    source = linecache.getlines(path)
+    new.span, new.source = Span(path, line, 1, line, 1), "".join(source) or None
+    for i in range(line, min(line + 30, len(source) + 1)):   # the keyword in the call, on this or a later line
+        hit = re.search(rf"\b{re.escape(keys[-1])}\s*=", source[i - 1]) if keys else None
+        if hit:                                                # the most specific keyword: the last named
+            new.span = Span(path, i, hit.start() + 1, i, hit.start() + 1 + len(keys[-1]))
+            break
+    else:
+        new.span = Span(path, line, 1, line, len(source[line - 1]) if line <= len(source) else 2)
+    return new

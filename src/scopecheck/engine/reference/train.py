@@ -401,8 +401,8 @@ def check(name: str, directory: Path | None = None, n: int | None = None) -> flo
     torch.set_num_threads(1)
     recipe = RECIPES[name]
     d = Path(directory) if directory else WEIGHTS_DIR / name
-    model = AutoModelForCausalLM.from_pretrained(str(d))
-    tok = AutoTokenizer.from_pretrained(str(d))
+    model = AutoModelForCausalLM.from_pretrained(str(d), trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(str(d), trust_remote_code=False)
     ex = generate(recipe.task, n or recipe.eval_examples, split="heldout", seed=recipe.eval_seed)
     em, failures = greedy_exact_match(model, tok, ex)
     print(f"[{name}] held-out exact match {em:.4f} on {len(ex)} examples ({d})")
