@@ -12,18 +12,26 @@ the estimator), in :func:`score_reads`.
 * ``pll``    -- pseudo-log-likelihood: one read per slot, every other slot visible. Not a
   likelihood (it over-counts shared information); reported as such.
 * ``elbo``   -- Monte Carlo masked-diffusion ELBO (MDLM/LLaDA): ``E_t [ (1/t) sum_{i masked}
-  log p(y_i | x, z_t) ]``, ``t ~ U(0, 1)`` stratified over ``samples`` (``t_j = (j + u_j) /
-  k``), each slot masked with probability ``t``; a lower bound on ``log p(y | x)``. The
-  estimate is the *mean* of the ``k`` per-sample terms ``X_j = (1/t_j) sum_{i masked}
-  log p(y_i | x, z_{t_j})``, so each read carries the weight ``1 / (k t_j)`` and the sum over
-  reads that every consumer takes (the score, maps, gradients, checks) is that mean. Its
-  standard error is ``std_j(X_j) / sqrt(k)`` (:func:`elbo_estimate`). Seeded: with a fixed
-  seed the reads, and so the value on CPU, are reproducible bitwise.
+  log p(y_i | x, z_t) ]``, ``t ~ U(0, 1)``, each slot masked with probability ``t``; a lower
+  bound on ``log p(y | x)``. Sampled as ``t_j = (j + u_j) / k`` (stratified over ``samples
+  = k``) and a mask pattern ``M_j`` drawn at ``t_j``; the weight ``1/t`` is replaced by its
+  expectation given the pattern, ``E[1/t | M] = (R + 1) / |M|`` (the posterior of ``t`` given
+  ``|M| = m`` masked of ``R`` is ``Beta(m + 1, R - m + 1)``). The expectation is unchanged
+  (a pattern with ``m`` masked has probability ``B(m + 1, R - m + 1)``, and ``B(m + 1, R - m +
+  1) (R + 1) / m = B(m, R - m + 1)``, the ELBO's weight of that pattern) while the weight is
+  bounded by ``R + 1``: with ``1/t`` itself the per-sample variance diverges (``|M| = 1`` has
+  probability ``~R t`` and weight ``1/t``, so ``E[X^2] ~ int dt / t``) and the sample standard
+  error did not shrink as ``1/sqrt(k)``. The estimate is the *mean* of the ``k`` terms ``X_j
+  = (R + 1) / |M_j| sum_{i in M_j} log p(y_i | x, z_{M_j})``, so each read carries the weight
+  ``(R + 1) / (k |M_j|)`` and the sum over reads that every consumer takes (the score, maps,
+  gradients, checks) is that mean. Its standard error is ``std_j(X_j) / sqrt(k)``
+  (:func:`elbo_estimate`; conservative under the stratification). Seeded: with a fixed seed
+  the reads, and so the value on CPU, are reproducible bitwise.
 * ``state``  -- ``log p(z[t] | x, z[>t])``: one read, the state ``z[t + 1]`` and the slots
   stage ``t + 1`` committed.
 
 Every estimator is ``sum_reads weight * sum_{scored} log p``: the weights make that sum the
-estimate itself (``1`` for chain, pll and state; ``1 / (k t_j)`` for the ELBO), so no consumer
+estimate itself (``1`` for chain, pll and state; ``(R + 1) / (k |M_j|)`` for the ELBO), so no consumer
 normalises by the number of reads.
 
 Any-order identity: the chain of a one-slot-per-stage sampler in a uniformly random order
@@ -96,11 +104,13 @@ def elbo_reads(R: int, samples: int, seed: int) -> Reads:
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     u = torch.rand(samples, generator=g, dtype=torch.float64)
     t = (torch.arange(samples, dtype=torch.float64) + u) / samples
-    t = t.clamp(min=1e-6)
     draws = torch.rand(samples, R, generator=g, dtype=torch.float64)
-    masked = draws < t.unsqueeze(-1)
-    # the estimate is the mean of the k terms (1/t_j) sum_masked log p: weight 1 / (k t_j)
-    return Reads(~masked, masked, 1.0 / (samples * t), torch.arange(samples))
+    masked = draws < t.unsqueeze(-1)                                            # (k, R)
+    # the mean of the k terms E[1/t | M_j] sum_{M_j} log p, E[1/t | M] = (R + 1) / |M|: weight
+    # (R + 1) / (k |M_j|); a pattern with nothing masked scores nothing
+    m = masked.sum(-1).to(torch.float64)
+    weight = torch.where(m > 0, (R + 1) / (samples * m.clamp(min=1)), torch.zeros_like(m))
+    return Reads(~masked, masked, weight, torch.arange(samples))
 
 
 def order_reads(order: list[int]) -> Reads:
