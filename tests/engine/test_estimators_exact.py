@@ -39,7 +39,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from scopecheck.checks.registry import run_check
 from scopecheck.engine.diffusion.chain import Chain, SamplerSettings, Step, sample_chain
 from scopecheck.engine.diffusion.denoiser import Denoiser
 from scopecheck.engine.diffusion.estimators import (
@@ -366,35 +365,46 @@ def test_capitals_contract_reports_the_exact_elbo(capitals):
 
 
 def test_elbo_map_and_check_read_the_mean(fig1):
-    """The occlusion map under elbo(1024) is S(x) - S(x with token i masked), each near its
-    enumerated ELBO (within 4 exact SE of the difference); the deletion check's unperturbed
-    point is S(x) itself, near the exact ELBO."""
+    """The occlusion map under elbo(256) is S(x) - S(x with token i masked), each near its
+    enumerated ELBO (within 4 exact SE of the difference); the check-time score (the
+    regenerate protocol's objective that deletion and the other checks evaluate) of the
+    unperturbed prompt is S(x) and, with a token masked, near that prompt's exact ELBO."""
     import scopecheck
 
-    k = 1024
+    k = 256
     r = scopecheck.run(issue_contract(k))
+    c = r.compiled
     exact = fig1.exact_elbo()
     _, sd_x = fig1.single_draw()
+    rows = [torch.zeros(c.problem.length, dtype=torch.bool)]
+    wants = [(exact, sd_x)]
     for p in range(1, fig1.P):                              # prompt tokens after <bos>
         pert = list(fig1.prompt)
         pert[p] = fig1.mask_id
         S_p = (fig1.slot_logp(fig1.patterns, pert) * fig1.patterns).sum(-1)
         _, sd_p = single_draw(fig1.R, fig1.m, S_p)
-        delta = exact - float((elbo_weights(fig1.R, fig1.m) * S_p).sum())
+        exact_p = float((elbo_weights(fig1.R, fig1.m) * S_p).sum())
+        delta = exact - exact_p
         got = r.tokens[p].score
         assert abs(got - delta) <= 4 * (sd_x + sd_p) / math.sqrt(k), (p, got, delta)
-    d = run_check("deletion", r, {"operator": "mask"})
-    assert d.curve[0] == pytest.approx(r.score_input, abs=1e-5)
-    assert abs(d.curve[0] - exact) <= 4 * r.diffusion["elbo_standard_error"]
+        drop = torch.zeros(c.problem.length, dtype=torch.bool)
+        drop[p] = True
+        rows.append(drop)
+        wants.append((exact_p, sd_p))
+    emb, keep = c.problem.replace("mask", torch.stack(rows))
+    checked = c.check_objective(emb, keep)                  # regenerates, then reads the original y
+    assert float(checked[0]) == pytest.approx(r.score_input, abs=1e-5)
+    for v, (want, sd) in zip(checked.tolist(), wants):
+        assert abs(v - want) <= 4 * sd / math.sqrt(k), (v, want)
 
 
 def test_elbo_gradient_is_the_gradient_of_the_mean(fig1):
-    """The objective's gradient with respect to the prompt embeddings under elbo(1024) against
+    """The objective's gradient with respect to the prompt embeddings under elbo(256) against
     the gradient of the enumerated ELBO (autograd through the 256 patterns, by hand): same
-    direction (cosine > 0.9) and size (norm ratio within [0.75, 1.33])."""
+    direction (cosine > 0.99) and size (norm ratio within [0.9, 1.1]; measured 0.9999 and 0.988)."""
     import scopecheck
 
-    r = scopecheck.run(issue_contract(1024), dtype="float64")
+    r = scopecheck.run(issue_contract(256, method="saliency"), dtype="float64")
     pb = r.compiled.problem
     emb = pb.embeds.detach().clone().requires_grad_(True)
     pb.objective(emb.unsqueeze(0))[0].backward()
@@ -414,7 +424,7 @@ def test_elbo_gradient_is_the_gradient_of_the_mean(fig1):
     want = base.grad[1:P]
     cos = float((got * want).sum() / (got.norm() * want.norm()))
     ratio = float(got.norm() / want.norm())
-    assert cos > 0.9 and 0.75 <= ratio <= 1.33, (cos, ratio)
+    assert cos > 0.99 and 0.9 <= ratio <= 1.1, (cos, ratio)
 
 
 def test_pll_and_state_scores_through_the_api(fig1):
@@ -448,10 +458,11 @@ def test_readme_elbo_figures_are_the_exact_ones(fig1, capitals):
     import scopecheck
 
     text = " ".join(README.read_text(encoding="utf-8").split())
-    m = re.search(r"exact ELBO by enumerating its 2\^8 = 256 mask patterns is (−[\d.]+); "
-                  r"`elbo\(samples = 256\)` reports (−[\d.]+) ± ([\d.]+), `elbo\(samples = 1024\)` "
-                  r"(−[\d.]+) ± ([\d.]+).*?open question \(`\"Paris, France.\"`, R = 5\) the exact ELBO is "
-                  r"(−[\d.]+) and `elbo\(samples = 256\)` reports (−[\d.]+) ± ([\d.]+)", text)
+    num_ = r"(−?\d+\.\d+)"
+    m = re.search(r"exact ELBO by enumerating its 2\^8 = 256 mask patterns is " + num_ + r"; "
+                  r"`elbo\(samples = 256\)` reports " + num_ + " ± " + num_ + r", `elbo\(samples = 1024\)` "
+                  + num_ + " ± " + num_ + r".*?open question \(`\"Paris, France.\"`, R = 5\) the exact ELBO is "
+                  + num_ + r" and `elbo\(samples = 256\)` reports " + num_ + " ± " + num_, text)
     assert m, "the README's ELBO passage moved"
     num = [float(g.replace("−", "-")) for g in m.groups()]
     assert num[0] == round(fig1.exact_elbo(), 4)
@@ -462,4 +473,5 @@ def test_readme_elbo_figures_are_the_exact_ones(fig1, capitals):
              (256, "reference:capitals-mdlm", OPEN, '"Paris, France."', 5)],
             [(num[1], num[2]), (num[3], num[4]), (num[6], num[7])]):
         r = scopecheck.run(issue_contract(k, model=model, prompt=prompt, output=out, steps=steps))
-        assert round(r.score_input, 4) == v and round(r.diffusion["elbo_standard_error"], 4) == se
+        assert r.score_input == pytest.approx(v, abs=1e-4)
+        assert r.diffusion["elbo_standard_error"] == pytest.approx(se, abs=1e-4)
