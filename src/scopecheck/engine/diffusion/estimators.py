@@ -56,7 +56,8 @@ Tensor = torch.Tensor
 ESTIMATORS: dict[str, str] = {
     "chain": "teacher-forced log-prob of committing y along the recorded unmasking order",
     "pll": "pseudo-log-likelihood: each slot masked in turn, the rest visible (not a likelihood)",
-    "elbo": "Monte Carlo masked-diffusion ELBO, stratified t ~ U(0,1), weight 1/t (a lower bound)",
+    "elbo": "Monte Carlo masked-diffusion ELBO (a lower bound): the mean of k draws, stratified t ~ U(0,1), "
+            "weight E[1/t | mask pattern] = (R + 1) / |masked|",
 }
 #: Rows per forward when reads x batch exceed it.
 MAX_ROWS = 1024
