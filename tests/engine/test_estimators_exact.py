@@ -212,8 +212,6 @@ def test_exact_elbo_is_the_mean_chain_over_all_orders(case):
     mean1, sd1 = case.single_draw()
     assert mean1 == pytest.approx(exact, rel=1e-12, abs=1e-12)
     assert exact < 0 and sd1 > 0
-    # the ELBO is a lower bound on log p(y | x) <= 0 and above the worst order's chain
-    assert min(case.order_value(list(o)) for o in orders) <= exact
 
 
 @pytest.mark.parametrize("case", CASES, indirect=True)
@@ -311,7 +309,7 @@ def test_elbo_standard_error_shrinks_as_inverse_sqrt_k(case, mc):
 
 
 def _name(case: Case) -> str:
-    return {8: "fig1", 5: "capitals", 4: "tiny"}[case.R]
+    return {8: "fig1", 5: "capitals", 4: "tiny"}[case.R]          # the three cases differ in R
 
 
 def test_elbo_estimate_of_restricted_reads_is_that_slots_elbo(fig1):
