@@ -32,7 +32,7 @@ from scopecheck.engine.align import Alignment, Token, _encode, align, positions 
 from scopecheck.engine.align import prompt_ids as read_prompt
 from scopecheck.engine.diffusion.chain import SAMPLER_ALIASES, Chain, SamplerSettings, check_settings, sample_chain
 from scopecheck.engine.diffusion.denoiser import Denoiser, default_adapter
-from scopecheck.engine.diffusion.estimators import Reads, elbo_with_error, score_reads, state_reads
+from scopecheck.engine.diffusion.estimators import Reads, elbo_estimate, score_reads, state_reads
 from scopecheck.engine.diffusion.problem import ChainObjective, OutputScore, estimator_reads, stage_problem
 from scopecheck.engine.models import LoadedModel, check_context
 from scopecheck.engine.problem import AttributionProblem
@@ -371,7 +371,8 @@ def compile_diffusion(contract: m.Contract, resolved: Resolved, lm: LoadedModel)
     with torch.no_grad():
         value = float(objective(embeds.unsqueeze(0))[0])
         if estimator == "elbo" and samples:
-            v, se = elbo_with_error(den, embeds.unsqueeze(0), P, y, samples, seed)
+            # the standard error of the score itself: the same reads (restricted to O), the same mean
+            _, se = elbo_estimate(den, embeds.unsqueeze(0), P, objective.reads, y)
             info["elbo_standard_error"] = float(se[0])
     info["score_value"] = value
     return DiffusionCompiled(**{**base.__dict__, "problem": problem, "eligible": tuple(E), "fixed": tuple(C),

@@ -12,15 +12,33 @@ the estimator), in :func:`score_reads`.
 * ``pll``    -- pseudo-log-likelihood: one read per slot, every other slot visible. Not a
   likelihood (it over-counts shared information); reported as such.
 * ``elbo``   -- Monte Carlo masked-diffusion ELBO (MDLM/LLaDA): ``E_t [ (1/t) sum_{i masked}
-  log p(y_i | x, z_t) ]``, ``t ~ U(0, 1)`` stratified over ``samples`` (``t_j = (j + u_j) /
-  k``), each slot masked with probability ``t``; a lower bound on ``log p(y | x)``. Its
-  standard error is ``std_j / sqrt(k)`` over the per-sample terms. Seeded: with a fixed
-  seed the reads, and so the value on CPU, are reproducible bitwise.
+  log p(y_i | x, z_t) ]``, ``t ~ U(0, 1)``, each slot masked with probability ``t``; a lower
+  bound on ``log p(y | x)``. Sampled as ``t_j = (j + u_j) / k`` (stratified over ``samples
+  = k``) and a mask pattern ``M_j`` drawn at ``t_j``; the weight ``1/t`` is replaced by its
+  expectation given the pattern, ``E[1/t | M] = (R + 1) / |M|`` (the posterior of ``t`` given
+  ``|M| = m`` masked of ``R`` is ``Beta(m + 1, R - m + 1)``). The expectation is unchanged
+  (a pattern with ``m`` masked has probability ``B(m + 1, R - m + 1)``, and ``B(m + 1, R - m +
+  1) (R + 1) / m = B(m, R - m + 1)``, the ELBO's weight of that pattern) while the weight is
+  bounded by ``R + 1``: with ``1/t`` itself the per-sample variance diverges (``|M| = 1`` has
+  probability ``~R t`` and weight ``1/t``, so ``E[X^2] ~ int dt / t``) and the sample standard
+  error did not shrink as ``1/sqrt(k)``. The estimate is the *mean* of the ``k`` terms ``X_j
+  = (R + 1) / |M_j| sum_{i in M_j} log p(y_i | x, z_{M_j})``, so each read carries the weight
+  ``(R + 1) / (k |M_j|)`` and the sum over reads that every consumer takes (the score, maps,
+  gradients, checks) is that mean. Its standard error is ``std_j(X_j) / sqrt(k)``
+  (:func:`elbo_estimate`; conservative under the stratification). Seeded: with a fixed seed
+  the reads, and so the value on CPU, are reproducible bitwise.
 * ``state``  -- ``log p(z[t] | x, z[>t])``: one read, the state ``z[t + 1]`` and the slots
   stage ``t + 1`` committed.
 
+Every estimator is ``sum_reads weight * sum_{scored} log p``: the weights make that sum the
+estimate itself (``1`` for chain, pll and state; ``(R + 1) / (k |M_j|)`` for the ELBO), so no consumer
+normalises by the number of reads.
+
 Any-order identity: the chain of a one-slot-per-stage sampler in a uniformly random order
-has expectation equal to the ELBO (tested).
+has expectation equal to the ELBO, exactly: a state with ``m`` of ``R`` slots masked and one
+of them scored is read by ``(R - m)! (m - 1)!`` of the ``R!`` orders, which is the ELBO's
+weight ``B(m, R - m + 1) = int t^(m-1) (1-t)^(R-m) dt`` of that mask pattern (tested by
+enumerating both).
 """
 
 from __future__ import annotations
@@ -38,7 +56,8 @@ Tensor = torch.Tensor
 ESTIMATORS: dict[str, str] = {
     "chain": "teacher-forced log-prob of committing y along the recorded unmasking order",
     "pll": "pseudo-log-likelihood: each slot masked in turn, the rest visible (not a likelihood)",
-    "elbo": "Monte Carlo masked-diffusion ELBO, stratified t ~ U(0,1), weight 1/t (a lower bound)",
+    "elbo": "Monte Carlo masked-diffusion ELBO (a lower bound): the mean of k draws, stratified t ~ U(0,1), "
+            "weight E[1/t | mask pattern] = (R + 1) / |masked|",
 }
 #: Rows per forward when reads x batch exceed it.
 MAX_ROWS = 1024
@@ -48,7 +67,7 @@ MAX_ROWS = 1024
 class Reads:
     visible: Tensor        # (S, R) bool: slots visible in the read's state
     scored: Tensor         # (S, R) bool: slots whose target token is scored
-    weight: Tensor         # (S,) float64
+    weight: Tensor         # (S,) float64: the read's share of the estimate (the reads sum to it)
     groups: Tensor         # (S,) long: which Monte Carlo sample / stage a read belongs to
 
 
@@ -86,10 +105,13 @@ def elbo_reads(R: int, samples: int, seed: int) -> Reads:
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     u = torch.rand(samples, generator=g, dtype=torch.float64)
     t = (torch.arange(samples, dtype=torch.float64) + u) / samples
-    t = t.clamp(min=1e-6)
     draws = torch.rand(samples, R, generator=g, dtype=torch.float64)
-    masked = draws < t.unsqueeze(-1)
-    return Reads(~masked, masked, 1.0 / t, torch.arange(samples))
+    masked = draws < t.unsqueeze(-1)                                            # (k, R)
+    # the mean of the k terms E[1/t | M_j] sum_{M_j} log p, E[1/t | M] = (R + 1) / |M|: weight
+    # (R + 1) / (k |M_j|); a pattern with nothing masked scores nothing
+    m = masked.sum(-1).to(torch.float64)
+    weight = torch.where(m > 0, (R + 1) / (samples * m.clamp(min=1)), torch.zeros_like(m))
+    return Reads(~masked, masked, weight, torch.arange(samples))
 
 
 def order_reads(order: list[int]) -> Reads:
@@ -136,11 +158,23 @@ def score_reads(den: Denoiser, embeds: Tensor, n_prompt: int, reads: Reads, targ
     return out if per_group else out.sum(-1)
 
 
+def elbo_estimate(den: Denoiser, embeds: Tensor, n_prompt: int, reads: Reads, target: Tensor,
+                  keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(elbo (B,), standard error (B,))`` of the Monte Carlo ELBO read by ``reads`` (those of
+    :func:`elbo_reads`, possibly restricted to the explained slots), from one pass.
+
+    The estimate is the mean of the ``k`` per-sample terms ``X_j`` (group ``j`` sums to
+    ``X_j / k``); the standard error is ``std_j(X_j) / sqrt(k)`` (NaN for ``k = 1``).
+    """
+    per = score_reads(den, embeds, n_prompt, reads, target, keep, per_group=True)    # (B, k): X_j / k
+    k = per.shape[-1]
+    terms = per * k                                                              # (B, k): X_j
+    mean = per.sum(-1)
+    se = terms.std(-1, unbiased=True) / math.sqrt(k) if k > 1 else torch.full_like(mean, float("nan"))
+    return mean, se
+
+
 def elbo_with_error(den: Denoiser, embeds: Tensor, n_prompt: int, target: Tensor, samples: int, seed: int,
                     keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``(elbo (B,), standard error (B,))`` of the Monte Carlo ELBO."""
-    reads = elbo_reads(int(target.shape[0]), samples, seed)
-    per = score_reads(den, embeds, n_prompt, reads, target, keep, per_group=True)    # (B, k)
-    mean = per.mean(-1)
-    se = per.std(-1, unbiased=True) / math.sqrt(samples) if samples > 1 else torch.full_like(mean, float("nan"))
-    return mean, se
+    """``(elbo (B,), standard error (B,))`` of the Monte Carlo ELBO of every response slot."""
+    return elbo_estimate(den, embeds, n_prompt, elbo_reads(int(target.shape[0]), samples, seed), target, keep)
