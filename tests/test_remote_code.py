@@ -234,11 +234,9 @@ def test_the_opt_in_still_loads_and_runs_the_folders_code(trap):
     assert [t.score for t in res.tokens] == pytest.approx([t.score for t in plain.tokens], abs=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="cli/run.py must pass the flag to preflight: "
-                                       "preflight(d, trust_remote_code=args.trust_remote_code) (owned by the CLI)")
 def test_run_with_trust_remote_code_on_the_command_line_runs_the_folder(trap, capsys):
-    """The command-line opt-in end to end; strict xfail until the CLI wires the flag into
-    preflight, so the wiring turns this into a failure to be unmarked."""
+    """The command-line opt-in end to end: ``--trust-remote-code`` reaches the preflight and the
+    loader, so the folder's code runs (the marker appears) and the expectation passes."""
     from scopecheck.cli import main
 
     tmp, d, marker, _ = trap
@@ -247,3 +245,15 @@ def test_run_with_trust_remote_code_on_the_command_line_runs_the_folder(trap, ca
     out = capsys.readouterr()
     assert marker.exists() and rc == 0, out.out + out.err
     assert "1 expectation(s) passed" in out.out + out.err
+
+
+def test_check_with_trust_remote_code_reads_the_folder(trap, capsys):
+    """``check`` refuses the folder by default and reads it (its code imported) when asked."""
+    from scopecheck.cli import main
+
+    tmp, d, marker, _ = trap
+    assert main(["check", str(tmp / "c.scope")]) == 1 and not marker.exists()
+    capsys.readouterr()
+    rc = main(["check", str(tmp / "c.scope"), "--trust-remote-code"])
+    out = capsys.readouterr()
+    assert rc == 0 and marker.exists(), out.out + out.err

@@ -39,7 +39,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for d in sf.documents:
             n_docs += 1
             if isinstance(d, m.Contract):   # what the model's tokenizer reveals, before any weights load
-                errors += [e.with_source(sf.text) for e in preflight(d)]
+                errors += [e.with_source(sf.text) for e in
+                           preflight(d, trust_remote_code=bool(getattr(args, "trust_remote_code", False)))]
             if args.json:
                 docs_json.append(to_json(d)[0])
             elif not args.quiet:
@@ -155,6 +156,9 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
     p.add_argument("paths", nargs="+")
     p.add_argument("--json", action="store_true", help="print normalized JSON (validates against the schema)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a model folder's own code (config auto_map) be imported to read its tokenizer and "
+                        "config (refused by default: nothing from a model folder runs unless you say so)")
     commands["check"] = cmd_check
     p = sub.add_parser("fmt", help="print contract files in canonical form")
     p.add_argument("paths", nargs="+")

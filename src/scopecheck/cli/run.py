@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             owned.update(mine)
             if isinstance(d, m.Contract):
                 # tokenizer-level checks of every contract before any attribution starts
-                pre = [] if mine else [e.with_source(sf.text) for e in preflight(d)]
+                pre = [] if mine else [e.with_source(sf.text) for e in preflight(d, trust_remote_code=args.trust_remote_code)]
                 errors += pre
                 why = [sf.errors[i].render() for i in mine] + [e.render() for e in pre]
                 entries.append((d, "\n".join(why) if why else None))
