@@ -35,11 +35,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="token-positions one method may evaluate (default 5e7; above it a contract is refused)")
     g.addoption("--scope-strict", action="store_true",
                 help="input warnings are errors (an output whose tokens change when joined to the prompt)")
+    g.addoption("--scope-threads", default=None, metavar="POLICY",
+                help="CPU threads while a contract's model runs: auto (default; models under 10M parameters "
+                     "single-threaded, OMP_NUM_THREADS/MKL_NUM_THREADS respected), torch, or a number; "
+                     "also SCOPECHECK_THREADS")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = {"results": {}, "runner": None}
     check_destinations(config)
+    import os
+
+    from scopecheck.engine import threads      # torch-free at import
+    from scopecheck.errors import ContractError
+
+    value = config.getoption("scope_threads") or os.environ.get("SCOPECHECK_THREADS") or "auto"
+    try:
+        threads.set_policy(value)
+    except ContractError as exc:
+        raise pytest.UsageError(f"--scope-threads {value}: {exc.message}; expected {exc.expected}") from None
 
 
 def check_destinations(config: pytest.Config) -> None:

@@ -18,6 +18,7 @@ if _signals.is_command():
     _signals.install_command()
 
 import argparse  # noqa: E402 - after the signal handlers
+import os  # noqa: E402
 import sys  # noqa: E402
 from typing import Callable  # noqa: E402
 
@@ -33,6 +34,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="scopecheck", description="Test harness for attribution contracts (SCOPE).")
     ap.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+    ap.add_argument("--threads", default=None, metavar="POLICY",
+                    help="CPU threads while a model runs: auto (default; models under 10M parameters "
+                         "single-threaded, OMP_NUM_THREADS/MKL_NUM_THREADS respected), torch (leave torch's "
+                         "setting), or a number; also SCOPECHECK_THREADS")
     sub = ap.add_subparsers(dest="command", required=True)
     check.add_commands(sub, COMMANDS)
     run.add_commands(sub, COMMANDS)
@@ -68,6 +73,9 @@ def _dispatch(argv: list[str] | None) -> int:
         ap = build_parser()
         args = ap.parse_args(argv)
         try:
+            from scopecheck.engine import threads
+
+            threads.set_policy(args.threads or os.environ.get("SCOPECHECK_THREADS") or "auto")
             code = COMMANDS[args.command](args)
         except ContractError as exc:
             _print_errors(getattr(exc, "errors", [exc]))

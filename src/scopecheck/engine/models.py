@@ -118,11 +118,16 @@ def load(ref: m.ModelRef, options: LoadOptions = LoadOptions(), base_dir: Path |
     where, identity = model_location(ref, base_dir)
     device = resolve_device(options.device)
     try:
-        return _load_cached(where, identity, device, options.dtype, options.allow_pickle, options.trust_remote_code,
-                            family)
+        lm = _load_cached(where, identity, device, options.dtype, options.allow_pickle, options.trust_remote_code,
+                          family)
     except ContractError as exc:          # cached by model identity and options; errors get this contract's span
         exc.span = ref.span
         raise
+    if device == "cpu":
+        from scopecheck.engine import threads
+
+        threads.on_model(lm.model)        # the thread policy (engine/threads.py): tiny models single-threaded
+    return lm
 
 
 def check_model_files(where: str, identity: str, allow_pickle: bool) -> Any:
