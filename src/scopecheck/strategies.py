@@ -16,7 +16,8 @@ __all__ = ["contract_texts", "documents", "reference_examples", "selectors", "sp
 _KEYWORDS = {"x", "y", "z", "stage", "p", "log", "logit", "via", "pert", "nothing", "true", "false", "in",
              "contract", "claim", "model", "prompt", "output", "use", "score", "fixed", "explain", "process",
              "eligible", "method", "seed", "expect", "question", "source", "computed", "reported", "metric", "map",
-             "toolkit", "generate", "reference", "hub"}
+             "toolkit", "generate", "reference", "hub", "chat", "dataset",
+             "mean", "median", "quantile", "rate", "paired"}
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True).filter(lambda s: s not in _KEYWORDS)
 texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
@@ -68,7 +69,13 @@ models = st.builds(m.ModelRef, st.sampled_from(["reference", "hub", "path"]), st
 prompts = st.one_of(
     st.builds(lambda t: m.Prompt((m.Segment(None, t),)), texts),
     st.lists(st.tuples(names, texts), min_size=1, max_size=3, unique_by=lambda kv: kv[0]).map(
-        lambda kvs: m.Prompt(tuple(m.Segment(k, v) for k, v in kvs))))
+        lambda kvs: m.Prompt(tuple(m.Segment(k, v) for k, v in kvs))),
+    st.lists(st.tuples(st.sampled_from(["system", "user", "assistant"]), texts), min_size=1, max_size=3,
+             unique_by=lambda kv: kv[0]).map(lambda kvs: m.Prompt(tuple(m.Segment(k, v) for k, v in kvs), chat=True)))
+datasets = st.one_of(
+    st.builds(m.Dataset, st.just("path"), texts, _params()),
+    st.builds(lambda a, b, ps: m.Dataset("reference", f"{a}/{b}", ps),
+              st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,8}", fullmatch=True), names, _params()))
 outputs = st.one_of(st.builds(lambda t: m.Output(text=t), texts),
                     st.builds(lambda r, p: m.Output(rule=r, params=p), names, _params()))
 operands = st.one_of(numbers, st.builds(m.Text, texts), selectors(),
@@ -76,6 +83,15 @@ operands = st.one_of(numbers, st.builds(m.Text, texts), selectors(),
                                st.lists(names, max_size=2).map(tuple), st.just(True)),
                      st.builds(m.Call, names, st.just(()), st.just(()), st.lists(names, max_size=2).map(tuple),
                                st.just(False)))
+_calls = st.one_of(st.builds(m.Call, names, st.lists(values, max_size=2).map(tuple), _params(2),
+                             st.lists(names, max_size=2).map(tuple), st.just(True)),
+                   st.builds(m.Call, names, st.just(()), st.just(()), st.lists(names, max_size=2).map(tuple),
+                             st.just(False)))
+aggregates = st.builds(
+    m.Aggregate, st.sampled_from(m.AGGREGATES),
+    st.lists(_calls | st.builds(m.Comparison, _calls, st.sampled_from(m.COMPARATORS), operands), min_size=1,
+             max_size=2).map(tuple), _params(1), st.lists(names, max_size=2).map(tuple))
+operands = operands | aggregates
 expectations = st.one_of(
     st.builds(m.Expectation, operands),
     st.builds(m.Expectation, operands, st.sampled_from(m.COMPARATORS), operands))
@@ -85,7 +101,8 @@ def _contract():
     return st.builds(
         m.Contract, nonempty_texts, st.none() | models, st.none() | prompts, st.none() | outputs,
         st.none() | st.builds(m.Use, names, _params()), scopes, st.none() | st.builds(m.Method, names, _params()),
-        st.none() | st.integers(0, 2**31), st.lists(expectations, max_size=3).map(tuple))
+        st.none() | st.integers(0, 2**31), st.lists(expectations, max_size=3).map(tuple),
+        dataset=st.none() | datasets)
 
 
 def _claim():

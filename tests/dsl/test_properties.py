@@ -2,7 +2,8 @@
 
 (a) any spec -> fmt -> parse gives the same spec;
 (b) texts drawn from the grammar itself, and random mutations of valid contracts,
-    either parse or raise ContractSyntaxError — never any other exception.
+    either parse or raise ContractSyntaxError — never any other exception; those that parse
+    survive ``format_text``: the same documents, the same comments, a fixed point.
 The `ci` profile (HYPOTHESIS_PROFILE=ci, used by .ci/run) runs 2,000 examples of each.
 """
 
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.lark import from_lark
 
-from scopecheck.dsl import format_documents, parse_text
+from scopecheck.dsl import format_documents, format_text, parse_layout, parse_text
 from scopecheck.dsl.parser import lark_parser
 from scopecheck.errors import ContractError, ContractSyntaxError
 from scopecheck.loader import check_text
@@ -31,12 +32,19 @@ def test_format_then_parse_is_identity(docs) -> None:
     assert format_documents(parse_text(text)) == text  # canonical form is a fixed point
 
 
+def _comments(text: str) -> list[str]:
+    return [str(c).rstrip(" \t\f\r") for c in parse_layout(text).comments]
+
+
 def _parse_or_syntax_error(text: str) -> None:
     try:
-        parse_text(text, "fuzz.scope")
+        docs = parse_text(text, "fuzz.scope")
     except ContractSyntaxError as exc:
         rendered = exc.render()
         assert rendered.startswith("fuzz.scope:")
+    else:
+        out = format_text(text, "fuzz.scope")
+        assert parse_text(out) == docs and _comments(out) == _comments(text) and format_text(out) == out
     # and validation of whatever parsed never raises (it returns errors)
     sf = check_text(text, "fuzz.scope")
     for e in sf.errors:

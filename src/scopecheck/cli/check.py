@@ -60,7 +60,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
-    from scopecheck.dsl.format import format_documents
+    from scopecheck.dsl.format import format_text
     from scopecheck.dsl.parser import parse_text
     from scopecheck.loader import collect
 
@@ -71,10 +71,10 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         text = f.read_text(encoding="utf-8")
         try:
             docs = parse_text(text, str(f))
+            new = format_text(text, str(f))   # every statement and comment kept, in order
         except ContractError as exc:
             errors.append(exc)
             continue
-        new = format_documents(docs)
         try:  # the canonical form must read back as the same documents, or nothing is written
             again = parse_text(new, str(f))
         except ContractError:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from scopecheck.errors import ContractError, ContractSyntaxError, Span, did_you_mean
@@ -45,6 +46,25 @@ def grammar_text() -> str:
 @functools.cache
 def lark_parser() -> Lark:
     return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+#: the tokens a layout parse records: comments (ignored by the grammar) and block openings
+_LAYOUT_TOKENS = ("COMMENT", "LBRACE")
+_layout_sink = threading.local()
+
+
+def _record(tok: Token) -> Token:
+    sink = getattr(_layout_sink, "tokens", None)
+    if sink is not None:
+        sink.append(tok)
+    return tok
+
+
+@functools.cache
+def _layout_parser() -> Lark:
+    """The same parser, with lexer callbacks that keep comments and `{` (Lark's way to keep comments)."""
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                lexer_callbacks={name: _record for name in _LAYOUT_TOKENS})
 
 
 # --------------------------------------------------------------------------- positions
@@ -548,6 +568,41 @@ def parse_text(text: str, path: str = "<string>") -> list[m.Document]:
         tree = lark_parser().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, path) from None
+    return _to_docs(tree, text, path)
+
+
+class Layout:
+    """A parse that keeps what the specs drop: the tree (statement order and positions),
+    every comment token and every `{` token, in source order. For the formatter."""
+
+    __slots__ = ("docs", "tree", "comments", "lbraces", "text")
+
+    def __init__(self, docs: list[m.Document], tree: Tree, comments: list[Token], lbraces: list[Token],
+                 text: str) -> None:
+        self.docs, self.tree, self.comments, self.lbraces, self.text = docs, tree, comments, lbraces, text
+
+
+def parse_layout(text: str, path: str = "<string>") -> Layout:
+    """Parse like :func:`parse_text`, keeping the tree, the comments and the `{` tokens."""
+    text = text.removeprefix("\ufeff")
+    _layout_sink.tokens = tokens = []
+    try:
+        tree = _layout_parser().parse(text)
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, text, path) from None
+    finally:
+        _layout_sink.tokens = None
+    seen: set[int] = set()
+    unique = []
+    for t in sorted(tokens, key=lambda t: t.start_pos):   # one entry per position, in source order
+        if t.start_pos not in seen:
+            seen.add(t.start_pos)
+            unique.append(t)
+    return Layout(_to_docs(tree, text, path), tree, [t for t in unique if t.type == "COMMENT"],
+                  [t for t in unique if t.type == "LBRACE"], text)
+
+
+def _to_docs(tree: Tree, text: str, path: str) -> list[m.Document]:
     try:
         docs = ToSpec(path).transform(tree)
     except VisitError as exc:
