@@ -57,6 +57,10 @@ def _width(ch: str) -> int:
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 
 
+#: characters of a source line shown under an error before it is cut to a window around the caret
+LINE_WINDOW = 200
+
+
 @dataclass(frozen=True)
 class Span:
     """A source region, 1-based lines and columns; ``end_*`` is exclusive."""
@@ -111,12 +115,19 @@ class ContractError(Exception):
             if 1 <= sp.line <= len(lines):
                 text = lines[sp.line - 1]
                 width = len(str(sp.line))
-                out.append(f"  {sp.line:>{width}} | {visible(text)}")
                 col = min(max(sp.column, 1), len(text) + 1)
                 end = sp.end_column if sp.end_line == sp.line else len(text) + 1
                 end = max(col + 1, min(end, len(text) + 1))
-                pad = sum(_width(c) for c in text[: col - 1])
-                carets = max(1, sum(_width(c) for c in text[col - 1: end - 1]))
+                # a long line is shown as a window around the caret, so that fifty errors on one
+                # 60 KB line print fifty short lines
+                a, b, lead, tail = 0, len(text), "", ""
+                if len(text) > LINE_WINDOW:
+                    a = max(0, col - 1 - LINE_WINDOW // 4)
+                    b = min(len(text), a + LINE_WINDOW)
+                    lead, tail = ("..." if a > 0 else ""), ("..." if b < len(text) else "")
+                out.append(f"  {sp.line:>{width}} | {lead}{visible(text[a:b])}{tail}")
+                pad = len(lead) + sum(_width(c) for c in text[a: col - 1])
+                carets = max(1, sum(_width(c) for c in text[col - 1: min(end, b + 1) - 1]))
                 out.append(f"  {'':>{width}} | {' ' * pad}{'^' * carets}")
         if self.expected:
             out.append(visible(f"  expected: {self.expected}"))

@@ -454,14 +454,21 @@ def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[Contr
         elif R is not None and B > R:
             errors.append(_err(f"{B} blocks cannot share {R} response slot{'s' if R != 1 else ''}",
                                params["blocks"].span, expected=f"blocks at most length = {R}", rule="params"))
-    # selectors the engine resolves against the chain (the score's context, E, C, O, expectations)
     use = doc.use
+    est = sc.score.estimator if sc.score is not None else None
+    if est is not None and est.name in ESTIMATORS and est.name != "chain" and (
+            sc.score.kind == "stage_delta" or res.kind == "denoising_stage"):
+        at = next((q.span for q in use.params if q.key == "estimator"), est.span) \
+            if use is not None and est.span == use.span else est.span
+        errors.append(_err(f"estimator `{est.name}` scores y without reading the chain, so perturbing a stage "
+                           "cannot change it", at, expected="via chain (estimator = chain)", rule="score-output"))
+    # selectors the engine resolves against the chain (the score's context, E, C, O, expectations)
     step_param = next((q for q in use.params if q.key == "step"), None) if use is not None else None
     named: list[m.Selector] = []
     stated = []
     if sc.score is not None:
         stated += [sc.score.target, *sc.score.given]
-    _selectors((*stated, *(sc.fixed or ()), *(sc.eligible or ()), *((sc.explain,) if sc.explain else ()),
+    _selectors((*((sc.explain,) if sc.explain else ()), *stated, *(sc.fixed or ()), *(sc.eligible or ()),
                 *doc.expects), named)
     stages = res.kind == "denoising_stage"
     fixed = {id(s) for s in sc.fixed or ()}
@@ -518,38 +525,46 @@ def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[Contr
             break
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}   # a dataclass type's fields, but its spans
+
+
 def _check_strings(doc: m.Document) -> list[ContractError]:
     """A lone surrogate (``"\\ud800"``: half of a UTF-16 pair) is not a character: no tokenizer,
     file or terminal can take it. One error per string literal, at the nearest position known."""
     errors: list[ContractError] = []
     seen: set[str] = set()
 
-    def walk(node, span: Span, key: str | None = None) -> None:
+    def walk(node, span: Span) -> None:
         if isinstance(node, str):
+            if node.isascii() or node in seen:
+                return
             try:
                 node.encode("utf-8")
             except UnicodeEncodeError as exc:
-                if node not in seen:
-                    seen.add(node)
-                    code = ord(node[exc.start])
-                    errors.append(_err(f"the text {node!r} contains a lone surrogate \\u{code:04x} (character "
-                                       f"{exc.start + 1}), which is not a character", span,
-                                       expected="Unicode text; a \\uD8xx escape followed by its \\uDCxx pair",
-                                       hint="write the character itself, or both halves of the pair "
-                                            "(\\ud83d\\ude00 is one emoji)", rule="string"))
-        elif isinstance(node, (tuple, list)):
+                seen.add(node)
+                code = ord(node[exc.start])
+                errors.append(_err(f"the text {node!r} contains a lone surrogate \\u{code:04x} (character "
+                                   f"{exc.start + 1}), which is not a character", span,
+                                   expected="Unicode text; a \\uD8xx escape followed by its \\uDCxx pair",
+                                   hint="write the character itself, or both halves of the pair "
+                                        "(\\ud83d\\ude00 is one emoji)", rule="string"))
+        elif isinstance(node, tuple):
             for n in node:
                 walk(n, span)
-        elif dataclasses.is_dataclass(node) and not isinstance(node, (type, Span)):
+        elif type(node) in _FIELDS or (dataclasses.is_dataclass(node) and not isinstance(node, (type, Span))):
+            names = _FIELDS.get(type(node))
+            if names is None:
+                names = _FIELDS[type(node)] = tuple(f.name for f in dataclasses.fields(node)
+                                                    if f.name not in ("span", "spans"))
             here = getattr(node, "span", None)
             if not isinstance(here, Span) or here == m.NOSPAN:
                 here = span
             spans = getattr(node, "spans", None)
-            for f in dataclasses.fields(node):
-                if f.name in ("span", "spans"):
+            for name in names:
+                value = getattr(node, name)
+                if value is None or isinstance(value, (int, float)):
                     continue
-                at = spans.get(f.name, here) if isinstance(spans, dict) else here
-                walk(getattr(node, f.name), at)
+                walk(value, spans.get(name, here) if isinstance(spans, dict) else here)
 
     walk(doc, doc.span)
     return errors
