@@ -375,3 +375,17 @@ def test_an_explained_range_with_no_start_is_validated_without_overflow():
                    '    process  autoregressive\n    eligible x')
     sf = check_text(text, "o.scope")
     assert sf.errors and all(e.span.path == "o.scope" for e in sf.errors)
+
+
+def test_issue_28_overlap_flood_is_bounded():
+    """Issue 28: a 6 KB contract of overlapping selectors printed a million `[disjoint]` errors.
+    Now: at most 50 errors and one line counting the rest, rendered in a few KB, quickly."""
+    sels = ", ".join(f"x[{i}:{i + 50}]" for i in range(1, 300))
+    text = ar(body=f'    score    log p(y["noir"] | x, y[<"noir"])\n    fixed    {sels}\n    explain  y["noir"]\n'
+                   f'    process  autoregressive\n    eligible {sels}')
+    t0 = time.process_time()
+    sf = check_text(text, "c.scope")
+    rendered = "\n".join(e.render() for e in sf.errors)
+    assert time.process_time() - t0 < 2.0
+    assert len(sf.errors) <= 51 and rendered.count("more errors of the same kind") == 1
+    assert len(rendered) < 100_000

@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: Lark counts lines by "\n" only, so every line-based view of a source does too (``str.splitlines``
 #: would also break at \r, \f, \v, \x1c-\x1e, \x85, \u2028 and \u2029 and put carets on the wrong line).
 def source_lines(text: str) -> list[str]:
     """The lines of ``text`` as the parser numbers them (``\n`` only; a CRLF's ``\r`` dropped)."""
     return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+
+
+@lru_cache(maxsize=16)
+def _shared_lines(text: str) -> tuple[str, ...]:
+    """:func:`source_lines` of a source without its byte-order mark, split once per source and shared
+    by every error rendered against it (a file's errors hold the same string, whose hash is cached)."""
+    return tuple(source_lines(text.removeprefix("\ufeff")))
 
 
 def visible(text: str) -> str:
@@ -47,6 +55,10 @@ def _width(ch: str) -> int:
     if cat in ("Mn", "Me"):
         return 0
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+#: characters of a source line shown under an error before it is cut to a window around the caret
+LINE_WINDOW = 200
 
 
 @dataclass(frozen=True)
@@ -99,16 +111,23 @@ class ContractError(Exception):
         tag = f"{self.kind}[{self.rule}]" if self.rule else self.kind
         out = [visible(f"{sp}: {tag}: {self.message}")]
         if self.source is not None:
-            lines = source_lines(self.source.removeprefix("\ufeff"))
+            lines = _shared_lines(self.source)
             if 1 <= sp.line <= len(lines):
                 text = lines[sp.line - 1]
                 width = len(str(sp.line))
-                out.append(f"  {sp.line:>{width}} | {visible(text)}")
                 col = min(max(sp.column, 1), len(text) + 1)
                 end = sp.end_column if sp.end_line == sp.line else len(text) + 1
                 end = max(col + 1, min(end, len(text) + 1))
-                pad = sum(_width(c) for c in text[: col - 1])
-                carets = max(1, sum(_width(c) for c in text[col - 1: end - 1]))
+                # a long line is shown as a window around the caret, so that fifty errors on one
+                # 60 KB line print fifty short lines
+                a, b, lead, tail = 0, len(text), "", ""
+                if len(text) > LINE_WINDOW:
+                    a = max(0, col - 1 - LINE_WINDOW // 4)
+                    b = min(len(text), a + LINE_WINDOW)
+                    lead, tail = ("..." if a > 0 else ""), ("..." if b < len(text) else "")
+                out.append(f"  {sp.line:>{width}} | {lead}{visible(text[a:b])}{tail}")
+                pad = len(lead) + sum(_width(c) for c in text[a: col - 1])
+                carets = max(1, sum(_width(c) for c in text[col - 1: min(end, b + 1) - 1]))
                 out.append(f"  {'':>{width}} | {' ' * pad}{'^' * carets}")
         if self.expected:
             out.append(visible(f"  expected: {self.expected}"))
@@ -153,9 +172,55 @@ class ContractErrors(ContractError):
         super().__init__(first.message, first.span, source=first.source, rule=first.rule)
 
     def render(self) -> str:
-        n = len(self.errors)
+        n = sum(e.count if isinstance(e, MoreErrors) else 1 for e in self.errors)
         body = "\n".join(e.render() for e in self.errors)
         return f"{body}\n{n} error{'s' if n != 1 else ''}"
+
+
+class MoreErrors(ContractError):
+    """The errors of one rule beyond those shown: one line, at the first one left out."""
+
+    kind = "note"
+
+    def __init__(self, rule: str | None, count: int, span: Span | None = None) -> None:
+        super().__init__(f"and {count} more error{'s' if count != 1 else ''} of the same kind (the next one is here)",
+                         span, rule=rule)
+        self.count = count
+
+    def render(self) -> str:
+        return visible(f"{self.span}: {self.kind}[{self.rule or 'error'}]: {self.message}")
+
+
+#: errors shown per contract; each rule gets its first ones before any rule gets more
+ERROR_LIMIT = 50
+
+
+def cap_errors(errors: list[ContractError], limit: int = ERROR_LIMIT) -> list[ContractError]:
+    """At most ``limit`` of ``errors`` (in source order), shared fairly among rules: every rule
+    keeps its first errors, the quota being the largest that fits (water-filling); each rule with
+    errors left out gets one :class:`MoreErrors` line, at the first one left out."""
+    if len(errors) <= limit:
+        return list(errors)
+    ordered = sorted(errors, key=lambda e: (e.span.line, e.span.column))
+    by_rule: dict[str | None, list[ContractError]] = {}
+    for e in ordered:
+        by_rule.setdefault(e.rule, []).append(e)
+    counts = [len(v) for v in by_rule.values()]
+    quota = 0   # the largest per-rule quota that fits (at most ``limit``), then the spare to the earliest rules
+    while quota < limit and sum(min(n, quota + 1) for n in counts) <= limit:
+        quota += 1
+    spare = limit - sum(min(len(v), quota) for v in by_rule.values())
+    keep: list[ContractError] = []
+    for rule, errs in by_rule.items():   # dict order: rules by their first error's position
+        q = min(len(errs), quota)
+        if q < len(errs) and spare > 0:
+            q, spare = q + 1, spare - 1
+        keep += errs[:q]
+        if q < len(errs):
+            more = MoreErrors(rule, len(errs) - q, errs[q].span)
+            more.source = errs[q].source
+            keep.append(more)
+    return sorted(keep, key=lambda e: (e.span.line, e.span.column, isinstance(e, MoreErrors)))
 
 
 def did_you_mean(name: str, candidates: list[str] | tuple[str, ...]) -> str | None:

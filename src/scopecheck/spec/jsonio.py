@@ -12,7 +12,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from scopecheck.errors import SchemaError, Span
+from scopecheck.errors import ContractError, SchemaError, Span, cap_errors
 from scopecheck.spec import model as m
 
 SCHEMA_FILE = "contract.schema.json"
@@ -203,7 +203,7 @@ def to_json(doc: m.Document) -> tuple[dict[str, Any], dict[Path_, Span]]:
     return out, w.spans
 
 
-def schema_errors(doc: m.Document) -> list[SchemaError]:
+def schema_errors(doc: m.Document) -> list[ContractError]:
     """Validate the normalized JSON of ``doc``; each violation positioned at its source node."""
     import jsonschema
 
@@ -224,4 +224,4 @@ def schema_errors(doc: m.Document) -> list[SchemaError]:
         message = err.message if len(err.message) < 200 else err.message[:200] + "..."
         out.append(SchemaError(f"{where}: {message}", span or doc.span,
                                expected=str(err.schema.get("description", "")) or None, rule="schema"))
-    return out
+    return cap_errors(out)

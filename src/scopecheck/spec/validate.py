@@ -12,12 +12,15 @@ Rule ids (shown as ``error[rule]``): ``missing``, ``disjoint``, ``coverage``,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from scopecheck.checks.catalog import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS
 from scopecheck.engine.catalog import METHOD_ALIASES, METHODS, supported_methods
-from scopecheck.errors import ContractError, ContractValidationError, Span, did_you_mean, unknown_name
+from scopecheck.errors import (
+    ContractError, ContractValidationError, Span, cap_errors, did_you_mean, unknown_name,
+)
 from scopecheck.spec import model as m
 from scopecheck.spec.params import (
     CHECK_PARAMS, COMMON_METHOD_PARAMS, DECODING_PARAMS, ESTIMATOR_PARAMS, METHOD_PARAMS, SEED, check_params,
@@ -133,6 +136,7 @@ class Anchors:
                 pos += len(seg.text) + 1
         self.errors = errors
         self.reported: set[tuple[int, int, str]] = set()
+        self._hits: dict[tuple[str, str], list[int]] = {}
 
     def _report(self, e: ContractValidationError) -> None:
         key = (e.span.line, e.span.column, e.message)
@@ -145,10 +149,13 @@ class Anchors:
         if text is None:
             return None
         where = "prompt" if space == "x" else "output"
-        hits, i = [], text.find(ref.text)
-        while i >= 0 and ref.text:
-            hits.append(i)
-            i = text.find(ref.text, i + 1)
+        hits = self._hits.get((space, ref.text))
+        if hits is None:   # each anchor text searched once, however many selectors name it
+            hits, i = [], text.find(ref.text)
+            while i >= 0 and ref.text:
+                hits.append(i)
+                i = text.find(ref.text, i + 1)
+            self._hits[(space, ref.text)] = hits
         if not hits:
             self._report(_err(f"{ref.text!r} does not occur in the {where} text", span,
                               expected=f"a substring of the {where}: {text!r}", rule="text-anchor"))
@@ -231,6 +238,86 @@ def overlap(a: Interval, b: Interval, space: str, anchors: Anchors) -> bool | No
     return a.lo < b.hi and b.lo < a.hi
 
 
+class _Sweep:
+    """Intervals of one side sorted by ``lo`` with the running maximum of ``hi``: which of them
+    overlaps a query ``[lo, hi)`` (the one reaching furthest right) in O(log n)."""
+
+    def __init__(self, items: list[tuple[Interval, int]]) -> None:
+        items = sorted(items, key=lambda it: it[0].lo)
+        self.los = [iv.lo for iv, _ in items]
+        self.best: list[tuple[float, int]] = []   # (max hi so far, index of the selector reaching it)
+        for iv, k in items:
+            if not self.best or iv.hi > self.best[-1][0]:
+                self.best.append((iv.hi, k))
+            else:
+                self.best.append(self.best[-1])
+
+    def hit(self, q: Interval) -> int | None:
+        import bisect
+
+        n = bisect.bisect_left(self.los, q.hi)     # those with lo < q.hi
+        if n == 0:
+            return None
+        hi, k = self.best[n - 1]
+        return k if hi > q.lo else None
+
+
+def _overlaps(E, C, ivs: dict[int, Interval | None], anchors: Anchors):
+    """``(e, c, at)`` for overlapping eligible and fixed selectors of one space: for each fixed
+    selector its overlap (reported at it), then for each eligible selector not yet named one
+    (reported at it). Intervals are clipped to their space; a whole-space interval (domain None)
+    meets every non-empty one, intervals of different domains are undecidable here (None from
+    :func:`overlap`). O(n log n) in the number of selectors."""
+    sides = []
+    for sels in (E, C):
+        groups: dict[tuple[str, str | None], list[tuple[Interval, int]]] = {}
+        for k, s in enumerate(sels):
+            iv = ivs.get(id(s))
+            if iv is None:
+                continue
+            iv = _clip(iv, s.space, anchors)
+            if not iv.empty():
+                groups.setdefault((s.space, iv.domain), []).append((iv, k))
+        sides.append(groups)
+    sweeps = [{key: _Sweep(items) for key, items in g.items() if key[1] is not None} for g in sides]
+    # per space: the first selector of each side (in source order) whose interval is non-empty, and
+    # the first whole-space one
+    first: list[dict[str, int]] = [{}, {}]
+    whole: list[dict[str, int]] = [{}, {}]
+    for side in (0, 1):
+        for (space, dom), items in sides[side].items():
+            k = min(k for _, k in items)
+            first[side][space] = min(first[side].get(space, k), k)
+            if dom is None:
+                whole[side][space] = k
+
+    def partner(side: int, space: str, iv: Interval) -> int | None:
+        other = 1 - side
+        if iv.domain is None:
+            return first[other].get(space)
+        hits = [k for k in (whole[other].get(space),
+                            sweeps[other][(space, iv.domain)].hit(iv) if (space, iv.domain) in sweeps[other] else None)
+                if k is not None]
+        return min(hits) if hits else None
+
+    named_e: set[int] = set()
+    found = []
+    for (space, _), items in sides[1].items():
+        for iv, kc in items:
+            ke = partner(1, space, iv)
+            if ke is not None:
+                named_e.add(ke)
+                found.append((kc, E[ke], C[kc], C[kc]))
+    for (space, _), items in sides[0].items():
+        for iv, ke in items:
+            if ke in named_e:
+                continue
+            kc = partner(0, space, iv)
+            if kc is not None:
+                found.append((len(C) + ke, E[ke], C[kc], E[ke]))
+    return [(e, c, at) for _, e, c, at in sorted(found, key=lambda f: f[0])]
+
+
 # --------------------------------------------------------------------------- contract rules
 
 
@@ -308,6 +395,179 @@ def _check_process(sc: m.Scope, doc: m.Contract, errors: list[ContractError]) ->
                                    "process needs a masked LM", doc.model.span,
                                    expected="a masked language model: " + ", ".join(f"reference:{n}" for n in denoisers)
                                    + ", or a local directory", rule="process-features"))
+
+
+def _count(prm: m.Param | None) -> int | None:
+    v = None if prm is None else prm.value
+    return v if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 else None
+
+
+def chain_size(p: m.Process, doc: m.Contract) -> tuple[int | None, int | None]:
+    """``(K, R)``: the denoising stages and response slots the engine will use, where the contract
+    alone fixes them (``steps``, ``length``, else ``generate(..., max_new_tokens = N)``; steps
+    default to the length), None where the model or the output's tokenization decides."""
+    params = {q.key: q for q in p.params}
+    if "length" in params:
+        length = _count(params["length"])
+    else:
+        out = {q.key: q for q in (doc.output.params if doc.output else ())}
+        length = _count(out["max_new_tokens"]) if "max_new_tokens" in out else None
+    steps = _count(params["steps"]) if "steps" in params else length
+    return steps, length
+
+
+def _selectors(node, out: list[m.Selector]) -> None:
+    """Every selector in ``node`` (a scope element, an expectation, nested calls), in order."""
+    if isinstance(node, m.Selector):
+        out.append(node)
+    elif isinstance(node, tuple):
+        for n in node:
+            _selectors(n, out)
+    elif isinstance(node, (m.Score, m.Call, m.Comparison, m.Aggregate, m.Expectation)):
+        for f in dataclasses.fields(node):
+            if f.name != "span":
+                _selectors(getattr(node, f.name), out)
+
+
+def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[ContractError]) -> None:
+    """What the diffusion engine refuses at run time that the contract already decides: a
+    schedule that cannot be split into blocks, and states or stages beyond the chain."""
+    p = sc.process
+    if p is None or p.kind != "masked_diffusion":
+        return
+    K, R = chain_size(p, doc)
+    params = {q.key: q for q in p.params}
+    B = _count(params.get("blocks"))
+    if B is not None and K is not None:
+        steps_is = f"steps = {K}" if "steps" in params else f"steps (by default the length, {K})"
+        divisors = [d for d in range(1, K + 1) if K % d == 0]
+        shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
+        if B > K:
+            errors.append(_err(f"{B} blocks cannot share {K} denoising stage{'s' if K != 1 else ''}: each block "
+                               "needs at least one stage", params["blocks"].span,
+                               expected=f"blocks at most {steps_is}, dividing it: {shown}", rule="params"))
+        elif K % B:
+            up = (K // B + 1) * B
+            errors.append(_err(f"{steps_is} cannot be split into {B} blocks of equal stages", params["blocks"].span,
+                               expected=f"blocks dividing {K}: {shown}",
+                               hint=f"or steps = {up}" if up <= 4096 else None, rule="params"))
+        elif R is not None and B > R:
+            errors.append(_err(f"{B} blocks cannot share {R} response slot{'s' if R != 1 else ''}",
+                               params["blocks"].span, expected=f"blocks at most length = {R}", rule="params"))
+    use = doc.use
+    est = sc.score.estimator if sc.score is not None else None
+    if est is not None and est.name in ESTIMATORS and est.name != "chain" and (
+            sc.score.kind == "stage_delta" or res.kind == "denoising_stage"):
+        at = next((q.span for q in use.params if q.key == "estimator"), est.span) \
+            if use is not None and est.span == use.span else est.span
+        errors.append(_err(f"estimator `{est.name}` scores y without reading the chain, so perturbing a stage "
+                           "cannot change it", at, expected="via chain (estimator = chain)", rule="score-output"))
+    # selectors the engine resolves against the chain (the score's context, E, C, O, expectations)
+    step_param = next((q for q in use.params if q.key == "step"), None) if use is not None else None
+    named: list[m.Selector] = []
+    stated = []
+    if sc.score is not None:
+        stated += [sc.score.target, *sc.score.given]
+    _selectors((*((sc.explain,) if sc.explain else ()), *stated, *(sc.fixed or ()), *(sc.eligible or ()),
+                *doc.expects), named)
+    stages = res.kind == "denoising_stage"
+    fixed = {id(s) for s in sc.fixed or ()}
+    scored = {id(s) for s in (*stated, *((sc.explain,) if sc.explain else ()))}   # y and x: not features
+    seen: set[tuple] = set()
+    for sel in named:
+        # a selector a standard contract filled carries the `use` span: point at the parameter instead
+        span = step_param.span if step_param is not None and sel.span == use.span else sel.span
+        if sel.space == "stage" and (not stages or id(sel) in fixed):
+            key = (span, "stage-feature")
+            if key not in seen:
+                seen.add(key)
+                errors.append(_err(f"{fmt(sel)}: stages are features only of a denoising-stage contract, and never "
+                                   "held fixed", span, expected="stage selectors in `eligible` (and expectations) "
+                                   "with use denoising_stage", rule="process-features"))
+            continue
+        if stages and sel.space != "stage" and id(sel) not in fixed and id(sel) not in scored:
+            key = (span, "not-stage")
+            if key not in seen:
+                seen.add(key)
+                errors.append(_err(f"the features of a denoising-stage contract are stages, not {sel.space} tokens",
+                                   span, expected="stage, stage[2], stage[1:3]", rule="process-features"))
+            continue
+        if sel.space not in ("z", "stage") or sel.op == "all":
+            continue
+        lo = 1 if sel.space == "stage" and sel.op != "range" else 0
+        for ref in (sel.a, sel.b):
+            if ref is None or isinstance(ref, m.Symbol):
+                continue   # K is the last state; other symbols are reported as symbolic
+            if isinstance(ref, bool) or not isinstance(ref, int) or sel.segment is not None:
+                key = (span, "index")
+                if key not in seen:
+                    seen.add(key)
+                    errors.append(_err(f"a {'diffusion state' if sel.space == 'z' else 'stage'} is named by its "
+                                       "index", span, expected=f"{sel.space}[2], {sel.space}[<2]", rule="selector"))
+                break
+            if K is None:
+                continue
+            if sel is sc.explain and sel.op == "at" and ref == K:
+                what = f"z[{K}] is the fully masked start of the chain; nothing is committed in it"
+                expected = f"a state z[0..{K - 1}] (steps = {K})"
+            elif not lo <= ref <= K:
+                what = (f"state z[{ref}] does not exist: the chain has states z[{K}] (all masked) .. z[0] = y"
+                        if sel.space == "z" else f"stage {ref} does not exist: the chain has stages {K}..1")
+                expected = (f"a state z[0..{K - 1}] (steps = {K})" if sel is sc.explain and sel.op == "at"
+                            else f"{lo}..{K} (steps = {K})")
+            else:
+                continue
+            key = (span, "range")
+            if key not in seen:
+                seen.add(key)
+                errors.append(_err(what, span, expected=expected, hint="or raise `steps` in the process",
+                                   rule="selector"))
+            break
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}   # a dataclass type's fields, but its spans
+
+
+def _check_strings(doc: m.Document) -> list[ContractError]:
+    """A lone surrogate (``"\\ud800"``: half of a UTF-16 pair) is not a character: no tokenizer,
+    file or terminal can take it. One error per string literal, at the nearest position known."""
+    errors: list[ContractError] = []
+    seen: set[str] = set()
+
+    def walk(node, span: Span) -> None:
+        if isinstance(node, str):
+            if node.isascii() or node in seen:
+                return
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                seen.add(node)
+                code = ord(node[exc.start])
+                errors.append(_err(f"the text {node!r} contains a lone surrogate \\u{code:04x} (character "
+                                   f"{exc.start + 1}), which is not a character", span,
+                                   expected="Unicode text; a \\uD8xx escape followed by its \\uDCxx pair",
+                                   hint="write the character itself, or both halves of the pair "
+                                        "(\\ud83d\\ude00 is one emoji)", rule="string"))
+        elif isinstance(node, tuple):
+            for n in node:
+                walk(n, span)
+        elif type(node) in _FIELDS or (dataclasses.is_dataclass(node) and not isinstance(node, (type, Span))):
+            names = _FIELDS.get(type(node))
+            if names is None:
+                names = _FIELDS[type(node)] = tuple(f.name for f in dataclasses.fields(node)
+                                                    if f.name not in ("span", "spans"))
+            here = getattr(node, "span", None)
+            if not isinstance(here, Span) or here == m.NOSPAN:
+                here = span
+            spans = getattr(node, "spans", None)
+            for name in names:
+                value = getattr(node, name)
+                if value is None or isinstance(value, (int, float)):
+                    continue
+                walk(value, spans.get(name, here) if isinstance(spans, dict) else here)
+
+    walk(doc, doc.span)
+    return errors
 
 
 def _check_score(sc: m.Scope, anchors: Anchors, errors: list[ContractError], where: Span) -> None:
@@ -401,18 +661,11 @@ def _check_features(sc: m.Scope, kind: str | None, anchors: Anchors, errors: lis
         errors.append(_err("no feature is eligible for attribution", where or Span(), expected="at least one selector",
                            rule="missing"))
     ivs = {id(s): anchors.interval(s) for s in (*E, *C)}
-    # E and C disjoint
-    for e in E:
-        for c in C:
-            if e.space != c.space:
-                continue
-            a, b = ivs[id(e)], ivs[id(c)]
-            if a is None or b is None:
-                continue
-            if overlap(a, b, e.space, anchors):
-                errors.append(_err(f"{fmt(e)} is both eligible and held fixed (overlaps {fmt(c)})", c.span,
-                                   expected="E and C disjoint: a feature is either attributed or held fixed",
-                                   hint="remove the overlap from `fixed` or from `eligible`", rule="disjoint"))
+    # E and C disjoint: each selector's first overlap, found by a sweep (never pair by pair)
+    for e, c, at in _overlaps(E, C, ivs, anchors):
+        errors.append(_err(f"{fmt(e)} is both eligible and held fixed (overlaps {fmt(c)})", at.span,
+                           expected="E and C disjoint: a feature is either attributed or held fixed",
+                           hint="remove the overlap from `fixed` or from `eligible`", rule="disjoint"))
     if O is None or p is None:
         return
     o_iv = anchors.interval(O)
@@ -475,10 +728,16 @@ def _coverage(E, C, O, ivs, o_iv, anchors: Anchors, errors: list[ContractError])
         # interval ends may be infinite either way (an explained range such as y[<"noir"] has no start)
         lo = 0 if need.lo == -INF else len(text) if need.lo == INF else int(need.lo)
         hi = len(text) if need.hi == INF else 0 if need.hi == -INF else int(need.hi)
-        covered = [False] * len(text)
+        depth = [0] * (len(text) + 1)   # a difference array: O(len(text) + selectors), not their product
         for iv in ivals:
-            for i in range(max(int(max(iv.lo, 0)), 0), min(int(min(iv.hi, len(text))), len(text))):
-                covered[i] = True
+            a, b = int(max(iv.lo, 0)), int(min(iv.hi, len(text)))
+            if a < b:
+                depth[a] += 1
+                depth[b] -= 1
+        covered, run = [False] * len(text), 0
+        for i in range(len(text)):
+            run += depth[i]
+            covered[i] = run > 0
         missing = "".join(ch if not covered[i] and not ch.isspace() else " " for i, ch in enumerate(text))[lo:hi]
         words = missing.split()
         if words:
@@ -732,6 +991,7 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
     _check_symbols(doc, sc, errors)
     _check_output(doc, errors)
     _check_process(sc, doc, errors)
+    _check_chain(sc, doc, res, errors)
     _check_score(sc, anchors, errors, head)
     _check_features(sc, res.kind, anchors, errors, doc.spans.get("eligible", head))
     _check_method(doc.method, res.kind, errors)
@@ -764,4 +1024,5 @@ def validate_claim(doc: m.Claim) -> list[ContractError]:
 def validate(doc: m.Document) -> list[ContractError]:
     """Every rule violation in ``doc``, each positioned; empty when valid."""
     errors = validate_contract(doc)[0] if isinstance(doc, m.Contract) else validate_claim(doc)
-    return sorted(errors, key=lambda e: (e.span.line, e.span.column))
+    errors += _check_strings(doc)
+    return cap_errors(sorted(errors, key=lambda e: (e.span.line, e.span.column)))
