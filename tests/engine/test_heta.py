@@ -12,8 +12,8 @@ import torch
 
 from scopecheck.engine.methods import run_method
 from scopecheck.engine.precision import float64_forward
-from scopecheck.engine.methods.heta import (_HVP, _hvp_double_backward, block_sensitivity, lowrank_blocks,
-                                            target_gate, windows)
+from scopecheck.engine.methods.heta import (CHECK_PROBES, _HVP, _hvp_double_backward, block_sensitivity,
+                                            lowrank_blocks, target_gate, windows)
 from scopecheck.engine.run import heta_note
 from scopecheck.engine.scoring import causal_lm_problem, eager_attention
 from tiny_llama import make_tiny_gpt2
@@ -67,7 +67,9 @@ def test_lowrank_at_full_rank_reconstructs_the_exact_blocks(pc, exact_blocks):
 def test_lowrank_heta_equals_the_exact_block_sensitivity(pc, exact_blocks):
     d, M = pc.embeds.shape[1], int(pc.eligible.sum())
     out = run_method("heta", pc, {"curvature": "lowrank", "rank": M * d, "gamma": 0.0})
-    assert out.info["curvature"] == "lowrank" and out.info["hvps"] == 2 * M * d
+    # two range-finder passes of M d products, then CHECK_PROBES exact block probes per token
+    assert out.info["curvature"] == "lowrank" and out.info["hvps"] == 2 * M * d + CHECK_PROBES * M
+    assert out.info["lowrank_error_max"] < 1e-9                      # exact blocks: nothing to bound
     assert out.info["lowrank_residual"] < 1e-8
     want, se = block_sensitivity(exact_blocks, torch.Generator().manual_seed(5), probes=1 << 14)
     got = _sens(out, pc)                       # from 1,024 probes of each reconstructed block: 16x the variance
@@ -131,7 +133,9 @@ def test_windowed_gate_is_renormalised_per_window_and_averaged(pc):
 def test_windowed_lowrank_runs_the_range_finder_per_window(pc):
     d = pc.embeds.shape[1]
     out = run_method("heta", pc, {"curvature": "lowrank", "rank": 2 * d, "window": 2, "stride": 1})
-    assert out.info["windows"] == 4 and out.info["hvps"] == 4 * 2 * 2 * d
+    # per window of 2 tokens: two passes of 2 d products and CHECK_PROBES exact probes per token
+    assert out.info["windows"] == 4 and out.info["hvps"] == 4 * (2 * 2 * d + 2 * CHECK_PROBES)
+    assert out.info["lowrank_error_max"] < 1e-9
     assert out.info["lowrank_residual"] < 1e-8                       # each window's block at full rank
     assert bool((out.scores[pc.eligible] > 0).all()) and bool((out.scores[~pc.eligible] == 0).all())
 
@@ -244,7 +248,61 @@ def test_bad_heta_parameters_are_refused(pc, params, match):
 
 
 def test_heta_notes_name_the_parameter_to_raise():
-    assert "raise rank" in heta_note({"lowrank_residual": 0.4, "rank": 8, "S_rse_max": 0.0})
-    assert heta_note({"lowrank_residual": 0.01, "rank": 8, "S_rse_max": 0.0}) is None
+    note = heta_note({"lowrank_residual": 0.01, "lowrank_error_max": 0.4, "lowrank_error@3": 0.4,
+                      "lowrank_error@4": 0.1, "rank": 8, "S_rse_max": 0.0, "lowrank_check_probes": 4})
+    assert "raise rank" in note and "40%" in note and "position 3" in note
+    # the subspace residual does not bound S_i's error: it drives no warning either way
+    assert heta_note({"lowrank_residual": 0.4, "lowrank_error_max": 0.05, "rank": 8, "S_rse_max": 0.0}) is None
     assert "max_probes" in heta_note({"S_rse_max": 0.2, "probes": "auto", "probes_max": 256})
     assert "raise probes" in heta_note({"S_rse_max": 0.2, "probes": 8})
+
+
+@pytest.mark.parametrize("rank", [8, 64])
+def test_lowrank_error_bounds_the_error_of_the_reported_s_i(pc, exact_blocks, rank):
+    """Below full rank the estimated bound E||(H_ii - Ĥ_ii) r||_1 / E||H_ii r||_1 covers the
+    true relative error of each reported S_i (exact blocks, 16,384 probes), and it warns; the
+    subspace residual is no such bound (issue 23, item 4)."""
+    out = run_method("heta", pc, {"curvature": "lowrank", "rank": rank, "gamma": 0.0, "beta": 1.0})
+    pos = torch.nonzero(pc.eligible).flatten()
+    want, _ = block_sensitivity(exact_blocks, torch.Generator().manual_seed(5), probes=1 << 14)
+    true = (_sens(out, pc) - want).abs() / want                       # (M,)
+    est = torch.tensor([out.info[f"lowrank_error@{i}"] for i in pos.tolist()], dtype=torch.float64)
+    assert float(true.max()) > 0.1                                    # low rank is poor here
+    assert bool((est >= 0.9 * true).all()), (est, true)
+    assert out.info["lowrank_error_max"] == pytest.approx(float(est.max()))
+    note = heta_note(out.info)
+    assert note is not None and "may be off by up to" in note and "raise rank" in note
+
+
+def test_a_good_lowrank_approximation_does_not_warn(pc, exact_blocks):
+    """Rank 128 of 160: S_i within 2% of the exact block sensitivity, the bound under 10%, no note."""
+    out = run_method("heta", pc, {"curvature": "lowrank", "rank": 128, "gamma": 0.0, "beta": 1.0})
+    want, _ = block_sensitivity(exact_blocks, torch.Generator().manual_seed(5), probes=1 << 14)
+    true = (_sens(out, pc) - want).abs() / want
+    assert float(true.max()) < 0.03
+    assert out.info["lowrank_error_max"] < 0.10
+    assert heta_note(out.info) is None
+
+
+def test_lowrank_warns_on_the_issue_case_whose_residual_is_small():
+    """The case of issue 23: heta(beta = 1, gamma = 0, lowrank, rank = 64) on
+    local_next_token(target = 4), Figure 1, float64. S_i is up to 86.5% off the exact block
+    Hessian's while ||HQ - QB|| / ||HQ|| is 0.0085; the error bound warns."""
+    from scopecheck.engine.models import LoadOptions
+    from scopecheck.engine.run import execute
+    from scopecheck.loader import load_text
+
+    text = """contract "heta low rank" {
+    model reference:translate-ar
+    prompt "Translate to French: The dog is black."
+    output "Le chien est noir."
+    use local_next_token(target = 4)
+    method heta(beta = 1.0, gamma = 0.0, curvature = lowrank, rank = 64)
+    seed 0
+}
+"""
+    (contract,) = load_text(text, "<heta>.scope")
+    r = execute(contract, LoadOptions("cpu", "float64"))
+    assert r.info["lowrank_residual"] < 0.10                         # the old signal: silent
+    assert r.info["lowrank_error_max"] > 0.5
+    assert any("may be off by up to" in w for w in r.warnings), r.warnings

@@ -240,7 +240,10 @@ class Ctx:
     ranking: list[int]             # F, most important first
     ranking_given: bool
     _s_x: float | None = field(default=None, repr=False)
-    _changed_from: int = field(default=0, repr=False)
+    #: per perturbed input regenerated for the check's own quantity: did its output change?
+    _changed: list[bool] = field(default_factory=list, repr=False)
+    #: where the flags of the evaluations now running go (``None``: not counted)
+    _changed_into: list[bool] | None = field(default=None, repr=False)
 
     @property
     def compiled(self) -> Any:
@@ -287,9 +290,16 @@ class Ctx:
             embeds, keep = pb.replace(self.operator, drop[sl].to(dev))
             return f(embeds, keep).detach().to("cpu", torch.float64)
 
+        flags = getattr(f, "changed", None) if self.protocol.then != "rescore" else None
+        n0 = len(flags) if flags is not None else 0
         out = map_batches(chunk, int(drop.shape[0]), self.batch_size, problem=pb,
                           kind="forward" if self.protocol.then == "rescore" else f"chain:{self.protocol.then}",
                           desc=f"check {self.name}")
+        if flags is not None and self._changed_into is not None:
+            new = flags[n0:]                                          # one per row of drop, in order
+            perturbed = (drop.to("cpu", torch.bool) & pb.eligible.to("cpu").unsqueeze(0)).any(-1).tolist()
+            if len(new) == len(perturbed):
+                self._changed_into.extend(bool(c) for c, q in zip(new, perturbed) if q)
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
     @torch.no_grad()
@@ -343,11 +353,14 @@ class Ctx:
         return self._s_x
 
     def changed_rate(self) -> float:
-        """Share of this check's evaluations whose regenerated output differs from the original
-        (0 under ``rescore``: the frozen output is rescored, never regenerated)."""
+        """Share of the check's perturbed inputs whose regenerated output differs from the
+        original ``y``: the inputs its own quantity is computed from (a curve's perturbed points,
+        not the NAOPC bound search, whose flags ``_curve_check`` reports apart; never an
+        unperturbed input such as the curve's ``k = 0`` point). 0 under ``rescore``: the frozen
+        output is rescored, never regenerated."""
         if self.protocol.then == "rescore":
             return 0.0
-        flags = getattr(self.evaluator, "changed", [])[self._changed_from:]
+        flags = self._changed
         return float(sum(flags) / len(flags)) if flags else 0.0
 
     def s_empty(self) -> float:
@@ -507,8 +520,7 @@ def setup(name: str, result: Any, params: Mapping[str, object] | None, *, rankin
         order = own
     ctx = Ctx(name, info, result, p, protocol, kind, tuple(groups), list(features), operator, batch, int(seed),
               values, order, ranking is not None)
-    if protocol.then != "rescore":
-        ctx._changed_from = len(getattr(ctx.evaluator, "changed", []))
+    ctx._changed_into = ctx._changed
     return ctx
 
 
@@ -657,7 +669,12 @@ def _curve_check(name: str, mode: str, result: Any, params: Mapping[str, object]
     aopc = float(np.mean(gains))
     fractions = [k / E for k in ks]
     auc = trapezoid(curve, fractions)
-    lower, upper, how, evals = aopc_bounds(ctx, ks, mode)
+    bound_changed: list[bool] = []
+    ctx._changed_into = bound_changed                  # the bound search's regenerations: apart
+    try:
+        lower, upper, how, evals = aopc_bounds(ctx, ks, mode)
+    finally:
+        ctx._changed_into = ctx._changed
     naopc, lower, upper, note = _naopc(aopc, lower, upper, how)
     fields = {"aopc": aopc, "naopc": naopc, "auc": auc}
     if "auc" not in ctx.info.fields:
@@ -665,6 +682,10 @@ def _curve_check(name: str, mode: str, result: Any, params: Mapping[str, object]
     return ctx.make(fields, curve=curve, note=note,
                     extra={"k": ks, "fractions": fractions, "ranking": list(r), "gains": gains,
                            "aopc_lower": lower, "aopc_upper": upper, "bound_evaluations": evals,
+                           **({"changed": f"{sum(ctx._changed)} of {len(ctx._changed)} perturbed curve points",
+                               "bound_changed_rate": (sum(bound_changed) / len(bound_changed)
+                                                      if bound_changed else 0.0)}
+                              if ctx.protocol.then != "rescore" else {}),
                            "score_input" if mode == "deletion" else "score_empty": ref},
                     steps=steps if steps is not None else E, naopc_bounds=how, mode=mode,
                     normalization="raw S (the contract's score); aopc includes k = 0")

@@ -21,7 +21,9 @@ Sharing (``K`` members, ``L`` positions, ``d`` embedding width, ``n`` IG steps):
   whatever each member's E (each map is masked to its own E);
 * ``occlusion``: every eligible position of any member is perturbed once and the perturbed
   forward scores all K members; the perturbed inputs also reuse the unperturbed prefix's
-  key/value cache (see ``scoring._Forward``).
+  key/value cache (see ``scoring._Forward``). Under ``delete`` a forward that deletes some
+  member's target (``local_next_token``: ``y[j]`` is in every later member's E) scores the
+  other members only (:func:`_scores`), as their single-target contracts do.
 
 Any other method, or members that cannot share (different ids, scores or models), runs
 member by member through :func:`scopecheck.engine.methods.run_method`.
@@ -145,9 +147,10 @@ def _occlusion(problems: Sequence[AttributionProblem], objective: CausalLMFamily
     # every member's "all of E_k perturbed" row, then the input itself: one more batch
     extra = torch.stack([pb.eligible for pb in problems])                        # (K, L)
     rows = torch.cat([drop, extra])                                              # (M + K, L)
+    subs: dict[tuple[int, ...], CausalLMFamilyObjective] = {}
     def chunk(sl: slice) -> Tensor:                                              # (b, K)
         embeds, keep = _replace(first, union, op, rows[sl])
-        return objective(embeds, keep)
+        return _scores(objective, embeds, keep, subs)
 
     s_all = torch.cat(map_batches(chunk, rows.shape[0], batch_param(p), problem=first, members=len(problems),
                                   progress=bool(p["_progress"]), desc="occlusion (each target)"))  # (M + K, K)
@@ -155,10 +158,46 @@ def _occlusion(problems: Sequence[AttributionProblem], objective: CausalLMFamily
     results = []
     for k, pb in enumerate(problems):
         scores = torch.zeros(L, dtype=first.embeds.dtype, device=first.embeds.device)
-        scores[pos] = s_in[k] - s_all[:M, k]
+        own = pb.eligible[pos]                                                   # (M,) rows member k reads
+        # a row that deletes one of member k's targets is never one member k reads (its E holds none)
+        assert not bool(torch.isnan(s_all[:M, k][own]).any()) and not bool(torch.isnan(s_all[M + k, k]))
+        scores[pos[own]] = s_in[k] - s_all[:M, k][own]
         results.append(finalize(pb, scores, {"score_input": float(s_in[k]), "score_baseline": float(s_all[M + k, k]),
                                              "operator": op, "evaluations": int(pb.eligible.sum()) + 2}))
     return results
+
+
+def _scores(objective: CausalLMFamilyObjective, embeds: Tensor, keep: Tensor | None,
+            subs: dict[tuple[int, ...], CausalLMFamilyObjective]) -> Tensor:
+    """``objective(embeds, keep)`` ``(b, K)``, with rows that delete some member's target scored for
+    the other members only (``NaN`` for the members whose targets are gone).
+
+    Under ``delete`` a target is rescored at its frozen id, so a forward that deletes position
+    ``t`` cannot score a member whose target is ``t``; but another member's E may hold ``t``
+    (``local_next_token``: ``y[j]`` is in the prefix of every later target), and the
+    single-target contract of that member deletes it. Each pattern of surviving members is scored
+    by a family objective over those members alone (kept in ``subs``), the same per-member
+    computation as the single-target objective."""
+    if keep is None:
+        return objective(embeds, keep)
+    members = objective.members
+    alive = torch.stack([keep[:, list(mem)].all(-1) for mem in members], dim=-1)   # (b, K)
+    if bool(alive.all()):
+        return objective(embeds, keep)
+    inner = objective.inner
+    out = torch.full(alive.shape, float("nan"), dtype=embeds.dtype, device=embeds.device)  # (b, K)
+    for pattern in torch.unique(alive, dim=0):                                   # (K,) bool
+        ks = tuple(int(k) for k in torch.nonzero(pattern).flatten())
+        if not ks:
+            continue
+        sub = subs.get(ks)
+        if sub is None:
+            sub = subs[ks] = CausalLMFamilyObjective(inner.model, inner.ids, [members[k] for k in ks],
+                                                     inner.score, inner.alternative)
+        rows = torch.nonzero((alive == pattern).all(-1)).flatten()               # (r,)
+        cols = torch.tensor(ks, dtype=torch.long, device=embeds.device)
+        out[rows.unsqueeze(1), cols.unsqueeze(0)] = sub(embeds[rows], keep[rows]).to(out.dtype)
+    return out
 
 
 def _replace(problem: AttributionProblem, union: Tensor, op: str, drop: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -118,11 +118,16 @@ def ig_note(info: dict[str, Any]) -> str | None:
 
 def heta_note(info: dict[str, Any]) -> str | None:
     """HETA's Hutchinson estimate of the curvature term with a relative standard error above 10%,
-    or its low-rank estimate leaving more than 10% of the Hessian's action unexplained."""
-    resid = info.get("lowrank_residual")
-    if isinstance(resid, (int, float)) and float(resid) > 0.10:
-        return (f"HETA's low-rank curvature leaves {float(resid):.0%} of H Q outside the rank-{info.get('rank')} "
-                f"subspace (||HQ - QB|| / ||HQ||): raise rank, or use curvature = hutchinson")
+    or its low-rank estimate with an estimated error bound on S_i above 10% (``lowrank_error_max``:
+    exact block probes against the reconstructed blocks; the subspace residual
+    ``lowrank_residual`` does not bound the error of S_i and drives nothing)."""
+    err = info.get("lowrank_error_max")
+    if isinstance(err, (int, float)) and float(err) > 0.10:
+        worst = max((k for k in info if k.startswith("lowrank_error@")), key=lambda k: float(info[k]), default=None)
+        where = f" (position {worst.split('@')[1]})" if worst else ""
+        return (f"HETA's low-rank curvature S_i may be off by up to {float(err):.0%}{where}: the bound "
+                f"E||(H_ii - Ĥ_ii) r||_1 / E||H_ii r||_1 from {info.get('lowrank_check_probes')} exact probes per "
+                f"token against the rank-{info.get('rank')} blocks; raise rank, or use curvature = hutchinson")
     rse = info.get("S_rse_max")
     if not isinstance(rse, (int, float)) or not math.isfinite(float(rse)) or float(rse) <= 0.10:
         return None
