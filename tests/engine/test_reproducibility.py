@@ -28,13 +28,18 @@ TEXT = '''contract "repro" {{
 
 
 def _map(use: str, method: str, threads: int) -> torch.Tensor:
-    before = torch.get_num_threads()
+    from scopecheck.engine import threads as policy
+
+    before, was = torch.get_num_threads(), policy.policy()
+    policy.set_policy("torch")                 # the plugin's auto policy would reset a tiny model to 1 thread
     torch.set_num_threads(threads)
     try:
         (contract,) = load_text(TEXT.format(use=use, method=method), "<repro>.scope")
         r = execute(contract, LoadOptions("cpu", "float64"))
+        assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+        policy.set_policy(was)
     return torch.tensor([t.score for t in r.tokens], dtype=torch.float64)
 
 
