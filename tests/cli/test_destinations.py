@@ -11,7 +11,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -127,16 +126,14 @@ def test_non_regular_destination_is_refused_before_anything_runs(command, kind, 
     target = make(tmp_path / "dest")
     before, after = COMMANDS[command]
     option = command.split()[1]
-    t0 = time.perf_counter()
     assert main([*before, str(target.path), *after]) == 1
-    elapsed = time.perf_counter() - t0
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
     assert lines[0].startswith(f"scopecheck: {option} {target.path}: ") and words in lines[0], lines[0]
     assert "expected a" in lines[0] and "Traceback" not in err
     assert target.intact()
-    assert nothing_computed == [] and elapsed < 5.0
+    assert nothing_computed == []
     assert not list(tmp_path.rglob(".*.tmp")) and not list(tmp_path.rglob(".scopecheck-probe-*"))
 
 
@@ -241,8 +238,8 @@ def test_stdout_dash_still_passes_the_check(tmp_path, capsys):
 
 
 def test_refused_destination_imports_no_torch(tmp_path):
-    """The real command, in a fresh interpreter: refused in well under the time torch takes to import,
-    and torch (let alone a model) never imported."""
+    """The real command, in a fresh interpreter: refused with torch (let alone a model) never
+    imported."""
     fifo = Fifo(tmp_path / "pipe")
     code = ("import sys; from scopecheck.cli._common import _destination_problems; from scopecheck.cli import main; "
             f"rc = main(['run', {CONTRACT!r}, '--json', {str(fifo.path)!r}]); "

@@ -4,7 +4,7 @@
 (b) texts drawn from the grammar itself, and random mutations of valid contracts,
     either parse or raise ContractSyntaxError — never any other exception; those that parse
     survive ``format_text``: the same documents, the same comments, a fixed point.
-The `ci` profile (HYPOTHESIS_PROFILE=ci, used by .ci/run) runs 2,000 examples of each.
+The suite runs 100 examples of each everywhere; HYPOTHESIS_PROFILE=deep runs 2,000.
 """
 
 from __future__ import annotations
