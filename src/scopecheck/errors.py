@@ -195,6 +195,12 @@ class MoreErrors(ContractError):
 ERROR_LIMIT = 50
 
 
+def error_count(errors: list[ContractError]) -> int:
+    """How many errors ``errors`` stands for: a :class:`MoreErrors` line counts the errors it
+    summarises, every other error counts one."""
+    return sum(e.count if isinstance(e, MoreErrors) else 1 for e in errors)
+
+
 def cap_errors(errors: list[ContractError], limit: int = ERROR_LIMIT) -> list[ContractError]:
     """At most ``limit`` of ``errors`` (in source order), shared fairly among rules: every rule
     keeps its first errors, the quota being the largest that fits (water-filling); each rule with

@@ -266,3 +266,25 @@ def test_pytest_plugin_refuses_destinations_before_collection(option, kind, pyte
     assert f"{option} {target.path}: " in err and words in err and "expected a" in err
     assert "collected" not in res.stdout.str()
     assert target.intact()
+
+
+def test_matrix_json_is_strict_json_when_a_cell_failed(tmp_path, monkeypatch, capsys):
+    """A cell that could not run carries NaN fields; `matrix --json` writes them as "nan" strings
+    (as `run --json` does), so a strict parser reads the file (a bare NaN is not JSON)."""
+    import scopecheck.matrix as mx
+
+    import math
+
+    nan = math.nan
+    failed = mx.Cell("lime", "span_prompt", 0, nan, (nan, nan), nan, (nan, nan), nan, nan, nan, nan, (nan, nan),
+                     nan, "lime cannot run this contract")
+    monkeypatch.setattr(mx, "run_matrix", lambda *a, **k: [failed])
+    js = tmp_path / "matrix.json"
+    assert main(["matrix", "--store", "-", "--json", str(js)]) == 0
+    capsys.readouterr()
+
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON constant {token}")
+
+    (rec,) = json.loads(js.read_text(), parse_constant=refuse)
+    assert rec["aopc"] == "nan" and rec["aopc_ci"] == ["nan", "nan"] and rec["error"] == "lime cannot run this contract"

@@ -400,3 +400,20 @@ def test_rendering_text_with_surrogates_never_crashes():
     assert "\\ud800" in out and "\\udcff" in out
     more = cap_errors([ContractError("x", Span(line=i), rule="r") for i in range(1, 60)])
     "\n".join(e.render() for e in more).encode("utf-8")
+
+
+def test_check_counts_the_errors_a_more_line_stands_for(tmp_path, capsys):
+    """`check`'s summary counts every error, including those a "N more" line summarises (it once
+    counted that line as one error): the total equals an uncapped validation's count."""
+    from scopecheck.cli import main
+    from scopecheck.dsl.parser import parse_text
+
+    f = tmp_path / "c.scope"
+    f.write_text(overlapping(300))
+    (doc,) = parse_text(f.read_text(), str(f))
+    uncapped = len(validate_contract(doc)[0])
+    assert main(["check", str(f)]) == 1
+    err = capsys.readouterr().err
+    (summary,) = [ln for ln in err.splitlines() if "in 1 file(s)" in ln]
+    more = int(re.search(r"and (\d+) more errors", err).group(1))
+    assert int(summary.split()[0]) == uncapped == ERROR_LIMIT + more

@@ -53,7 +53,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
     outputs = []                # rendered first, then replaced together
     if args.json:
-        outputs.append((args.json, json.dumps([c.__dict__ for c in cells], indent=2) + "\n"))
+        from dataclasses import asdict
+
+        from scopecheck.report.jsonout import jsonable
+
+        # strict JSON: a cell that did not run has NaN fields, written as "nan" (never a bare NaN)
+        outputs.append((args.json, json.dumps(jsonable([asdict(c) for c in cells]), indent=2,
+                                              allow_nan=False) + "\n"))
     if args.html:
         outputs.append((args.html, matrix_html(cells, args.dataset)))
     try:

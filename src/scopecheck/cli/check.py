@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from scopecheck.cli._common import _atomic_write, _print_errors
-from scopecheck.errors import ContractError
+from scopecheck.errors import ContractError, error_count
 
 
 def _console(stderr: bool = False):
@@ -50,7 +50,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(docs_json, indent=2, ensure_ascii=False))
     if errors:
         _print_errors(errors)
-        print(f"{len(errors)} error{'s' if len(errors) != 1 else ''} in {len(files)} file(s)", file=sys.stderr)
+        n = error_count(errors)
+        print(f"{n} error{'s' if n != 1 else ''} in {len(files)} file(s)", file=sys.stderr)
         return 1
     if not files:
         print("no .scope files found", file=sys.stderr)
