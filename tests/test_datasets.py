@@ -390,7 +390,7 @@ def test_a_run_on_a_store_in_use_is_refused(tmp_path):
 
 # ---------------------------------------------------------------------------- truth
 
-STORIES = ROOT.parents[1] / "shared" / "models" / "stories260k"
+STORIES = ROOT.parent / "shared" / "models" / "stories260k"
 TRUTH_PROMPT = "Once upon a time, a girl named Lily went out. She"      # 13 tokens: top(20) is all
 
 
@@ -415,7 +415,7 @@ def test_truth_semantics_on_a_hand_made_ranking():
     assert holds("top(3) == truth", [3, 5, 7]) and holds("top(3) != truth", [3, 5])
 
 
-@pytest.mark.skipif(not STORIES.exists(), reason="stories260k is not in /work/shared/models")
+@pytest.mark.skipif(not STORIES.exists(), reason=f"stories260k is not in {STORIES.parent}")
 def test_truth_items_match_prompt_tokens_like_text_selectors(tmp_path):
     from transformers import AutoTokenizer
 

@@ -10,20 +10,20 @@ from scopecheck.spec import model as m
 
 def runner_for(config: Any, key: Any) -> Runner:
     state = config.stash[key]
-    if state.get("runner") is None:
+    if state.runner is None:
         runner = Runner(device=config.getoption("scope_device"),
                         max_evaluations=config.getoption("scope_max_evaluations"),
                         strict=bool(config.getoption("scope_strict")))
         runner.store_dir = config.getoption("scope_store")
         runner.resume = bool(config.getoption("scope_resume"))
-        state["runner"] = runner
-    return state["runner"]
+        state.runner = runner
+    return state.runner
 
 
 def evaluate_expectation(config: Any, key: Any, doc: m.Contract, expect: m.Expectation) -> ExpectationOutcome:
     runner = runner_for(config, key)
     cr = runner.run(doc)
-    warned = config.stash[key].setdefault("warned", set())   # runs whose warnings were raised
+    warned = config.stash[key].warned   # runs whose warnings were raised
     for unit in cr.units():
         if unit.result is not None and id(unit) not in warned:
             warned.add(id(unit))

@@ -10,15 +10,28 @@ only when the first expectation runs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from scopecheck.errors import ContractError
 from scopecheck.spec import model as m
 
-STATE = pytest.StashKey[dict]()
+if TYPE_CHECKING:                       # the runner imports torch: only its type is needed here
+    from scopecheck.runner import Runner
+
+
+@dataclass
+class PluginState:
+    """The plugin's state for one pytest session (the one ``config.stash`` key)."""
+
+    runner: Runner | None = None        # built when the first expectation runs, shared by all items
+    warned: set[int] = field(default_factory=set)   # runs whose result warnings were raised
+
+
+STATE = pytest.StashKey[PluginState]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,7 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[STATE] = {"results": {}, "runner": None}
+    config.stash[STATE] = PluginState()
     check_destinations(config)
     import os
 
@@ -122,7 +135,25 @@ class ContractFailure(Exception):
     """An expectation did not hold (carries the rendered explanation)."""
 
 
-class FileErrorItem(pytest.Item):
+class ScopeItem(pytest.Item):
+    """The base of every item the plugin makes: a :class:`ContractFailure` is shown as its text
+    after the contract lines of :meth:`context`; a :class:`~scopecheck.errors.ContractError` as
+    its rendering (which shows its own line and caret); anything else as pytest shows any error."""
+
+    def context(self) -> str:
+        """Source lines shown above a failure ("" for none)."""
+        return ""
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ContractError):
+            return excinfo.value.render()
+        if isinstance(excinfo.value, ContractFailure):
+            ctx = self.context()
+            return f"{ctx}\n\n{excinfo.value}" if ctx else str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+
+class FileErrorItem(ScopeItem):
     def __init__(self, *, errors, **kw: Any) -> None:
         super().__init__(**kw)
         self.errors = errors
@@ -130,17 +161,12 @@ class FileErrorItem(pytest.Item):
     def runtest(self) -> None:
         raise ContractFailure("\n\n".join(e.render() for e in self.errors))
 
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, ContractFailure):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
-
     def reportinfo(self):
         line = self.errors[0].span.line - 1 if self.errors else 0
         return self.path, line, f"{self.path.name} (syntax)"
 
 
-class ValidationItem(pytest.Item):
+class ValidationItem(ScopeItem):
     def __init__(self, *, doc: m.Document, errors: list[ContractError], source: str, **kw: Any) -> None:
         super().__init__(**kw)
         self.doc, self.errors, self.source = doc, errors, source
@@ -149,17 +175,12 @@ class ValidationItem(pytest.Item):
         if self.errors:
             raise ContractFailure("\n\n".join(e.render() for e in self.errors))
 
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, ContractFailure):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
-
     def reportinfo(self):
         kind = "contract" if isinstance(self.doc, m.Contract) else "claim"
         return self.path, self.doc.span.line - 1, f"{kind} {self.doc.name!r} is valid"
 
 
-class AuditItem(pytest.Item):
+class AuditItem(ScopeItem):
     """A claim's static audit, checked against the claim's own `expect` clauses (no model)."""
 
     def __init__(self, *, doc: m.Claim, source: str, **kw: Any) -> None:
@@ -173,17 +194,14 @@ class AuditItem(pytest.Item):
         if not report.passed:
             raise ContractFailure(render_text([report], color=False))
 
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, ContractFailure):
-            d = self.doc
-            return f"{numbered(self.source, d.span.line, d.span.end_line)}\n\n{excinfo.value}"
-        return super().repr_failure(excinfo)
+    def context(self) -> str:
+        return numbered(self.source, self.doc.span.line, self.doc.span.end_line)
 
     def reportinfo(self):
         return self.path, self.doc.span.line - 1, f"audit of claim {self.doc.name!r}"
 
 
-class ExpectItem(pytest.Item):
+class ExpectItem(ScopeItem):
     """One ``expect`` clause; the contract's run is shared by its items."""
 
     def __init__(self, *, doc: m.Contract, expect: m.Expectation, source: str, **kw: Any) -> None:
@@ -197,14 +215,8 @@ class ExpectItem(pytest.Item):
         if not outcome.passed:
             raise ContractFailure(outcome.explanation)
 
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, ContractFailure):
-            d = self.doc
-            lines = numbered(self.source, d.span.line, d.span.end_line, self.expect.span.line)
-            return f"{lines}\n\n{excinfo.value}"
-        if isinstance(excinfo.value, ContractError):
-            return excinfo.value.render()
-        return super().repr_failure(excinfo)
+    def context(self) -> str:
+        return numbered(self.source, self.doc.span.line, self.doc.span.end_line, self.expect.span.line)
 
     def reportinfo(self):
         from scopecheck.dsl.format import fmt_expectation
@@ -215,7 +227,7 @@ class ExpectItem(pytest.Item):
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the HTML report / JSON results of the contracts this session ran."""
     state = session.config.stash.get(STATE, None)
-    runner = state.get("runner") if state else None
+    runner = state.runner if state else None
     report = session.config.getoption("scope_report")
     out_json = session.config.getoption("scope_json")
     if runner is None or not (report or out_json):
