@@ -761,7 +761,8 @@ def bound_rows(E: int) -> int:
 def _bounds_key(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple:
     """The NAOPC bounds depend on the features, grid, operator and protocol, not on the ranking:
     one search per contract serves the map's check and every random ranking."""
-    return ("bounds", ctx.protocol.then, str(ctx.operator), mode, tuple(ctx.features), tuple(ks))
+    how = "exact" if ctx.E <= EXHAUSTIVE_MAX else f"beam({BEAM_WIDTH})"
+    return ("bounds", how, ctx.protocol.then, str(ctx.operator), mode, tuple(ctx.features), tuple(ks))
 
 
 def bounds_known(ctx: Ctx, ks: Sequence[int], mode: str) -> bool:
