@@ -308,3 +308,27 @@ def test_unplanned_phase_shows_no_moving_denominator():
     p.close()
     lines = out.getvalue().splitlines()
     assert lines[0].endswith(": 3 evaluations so far (0 s)") and "/" not in lines[1].split(": ", 2)[2]
+
+
+def test_matrix_writes_a_line_at_least_every_interval_with_a_fixed_total(monkeypatch):
+    """``scopecheck matrix``: one phase over the pairs, its total fixed; while one pair runs for
+    several intervals the heartbeat still writes, naming the pair."""
+    import scopecheck.matrix as mx
+    from scopecheck.engine.catalog import AUTOREGRESSIVE_KINDS, METHODS
+    from scopecheck.runner import ContractRun, Runner
+
+    monkeypatch.setattr(_common, "LOG_INTERVAL", 0.05)
+
+    def slow(self, doc):
+        time.sleep(0.3)                                               # six intervals, no update
+        return ContractRun(doc, error="not run here")
+
+    monkeypatch.setattr(Runner, "run", slow)
+    out = io.StringIO()
+    cells = mx.run_matrix(1, ["occlusion"], "cpu", progress=True, stream=out)
+    n = len([k for k in AUTOREGRESSIVE_KINDS if k in METHODS["occlusion"].supports])
+    assert len(cells) == n
+    lines = out.getvalue().splitlines()
+    body = [ln for ln in lines if "done," not in ln]
+    assert len(body) >= 2 * n and all(f"/{n} pairs (" in ln and "occlusion under " in ln for ln in body)
+    assert lines[-1].startswith(f"scopecheck: matrix: done, {n} pairs in ")

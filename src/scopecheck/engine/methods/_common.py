@@ -190,7 +190,7 @@ class Progress:
     """
 
     def __init__(self, desc: str, total: int | None = None, *, unit: str = "evaluation",
-                 stream: Any = None, interval: float | None = None) -> None:
+                 stream: Any = None, interval: float | None = None, label: str = "") -> None:
         self.desc, self.unit = desc, unit
         self.fixed = total is not None
         self.total, self.done = total, 0
@@ -200,6 +200,7 @@ class Progress:
         self.t0 = self._last = time.monotonic()
         self._pc0 = self._last_pc = time.perf_counter()
         self.closed = False
+        self.label = label              # what runs now (the matrix's pair), shown in the lines
         self.bar: Any = None
         self._stop: Any = None
         isatty = getattr(self.stream, "isatty", None)
@@ -230,9 +231,10 @@ class Progress:
         threading.Thread(target=beat, name=f"scopecheck-progress:{self.desc}", daemon=True).start()
 
     def _status(self, seconds: float) -> str:
+        now = f"; {self.label}" if self.label else ""
         if self.fixed:
-            return f"{self.done}/{self.total} {self.unit}s ({seconds:.0f} s)"
-        return f"{self.done} {self.unit}s so far ({seconds:.0f} s)"
+            return f"{self.done}/{self.total} {self.unit}s ({seconds:.0f} s{now})"
+        return f"{self.done} {self.unit}s so far ({seconds:.0f} s{now})"
 
     def grow(self, n: int) -> None:
         """``n`` more units of work were scheduled (ignored on a planned, ``fixed`` total)."""
