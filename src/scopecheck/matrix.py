@@ -7,6 +7,10 @@ or the whole output for ``span_prompt``), through the same runner and result sto
 protocol with its 95% bootstrap interval, the same on random rankings, the paired Wilcoxon
 p-value of the difference, Soft-NC and Soft-NS, the ground-truth rate (the top-ranked token
 is a causal token), and seconds per example.
+
+Progress: one phase over the pairs, its total (the number of pairs) fixed before the first runs;
+on a stream that is not a terminal a line at least every ``LOG_INTERVAL`` (10) seconds, naming
+the pair running, even while one pair's examples take minutes.
 """
 
 from __future__ import annotations
@@ -66,20 +70,37 @@ def pair_contract(meth: str, kind: str, n: int, dataset: str = DEFAULT_DATASET, 
 
 def run_matrix(n_examples: int = 3, methods: list[str] | None = None, device: str = "auto", *,
                dataset: str = DEFAULT_DATASET, store: str | None = None, resume: bool = False,
-               path: str = "matrix.scope") -> list[Cell]:
+               path: str = "matrix.scope", progress: bool | None = None, stream: Any = None) -> list[Cell]:
+    """Every method under every autoregressive contract it supports; ``progress`` as for a run
+    (``None``: ``$SCOPECHECK_PROGRESS``, else on outside pytest), written to ``stream`` (stderr)."""
+    from scopecheck.engine.methods._common import Progress, progress_enabled
+
+    names = methods or [m for m, i in METHODS.items() if set(i.supports) & set(AUTOREGRESSIVE_KINDS)]
+    pairs = [(meth, kind) for meth in names for kind in AUTOREGRESSIVE_KINDS if kind in METHODS[meth].supports]
+    first = f"{pairs[0][0]} under {pairs[0][1]}" if pairs else ""
+    bar = (Progress("matrix", total=len(pairs), unit="pair", stream=stream, label=first)
+           if progress_enabled(progress) else None)
+    try:
+        return _run_pairs(pairs, n_examples, device, dataset, store, resume, path, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_pairs(pairs: list[tuple[str, str]], n_examples: int, device: str, dataset: str, store: str | None,
+               resume: bool, path: str, bar: Any) -> list[Cell]:
     from scopecheck.dataset_run import _agg
     from scopecheck.loader import load_text
     from scopecheck.runner import Runner
 
-    names = methods or [m for m, i in METHODS.items() if set(i.supports) & set(AUTOREGRESSIVE_KINDS)]
     runner = Runner(device=device)
     runner.allow_outside_data = True          # the dataset path comes from the command line, not a contract
     runner.store_dir, runner.resume = store, resume
     cells = []
-    for meth in names:
-        for kind in AUTOREGRESSIVE_KINDS:
-            if kind not in METHODS[meth].supports:
-                continue
+    for meth, kind in pairs:
+        if bar is not None:
+            bar.label = f"{meth} under {kind}"
+        try:
             (doc,) = load_text(pair_contract(meth, kind, n_examples, dataset), path)
             cr = runner.run(doc)
             ok = [e for e in cr.examples if e.error is None]
@@ -99,6 +120,9 @@ def run_matrix(n_examples: int = 3, methods: list[str] | None = None, device: st
                               sns.value, gt.value, gt.ci, secs, None,
                               {"resumed": (cr.dataset or {}).get("resumed", 0), "failed_examples":
                                len(cr.examples) - len(ok)}))
+        finally:
+            if bar is not None:
+                bar.update(1)
     return cells
 
 

@@ -64,6 +64,42 @@ def _call_key(call: m.Call) -> str:
     return fmt_operand(m.Call(call.name, call.args, call.params, (), True))
 
 
+def asked_fields(contract: m.Contract, key: str) -> tuple[str, ...] | None:
+    """The fields of check call ``key`` (``random:`` prefixed for its random baseline) that the
+    contract's expectations read: a field named (``deletion.aopc``), the default field of a bare
+    call compared with something, every field (``None``) when the whole result is asked for
+    (``expect completeness``) or the call is not among them. A check computes only what is asked
+    when asking more costs work (a curve's NAOPC bound search)."""
+    from scopecheck.checks.catalog import CHECKS
+
+    found: set[str] = set()
+    hit = False
+    for ex in getattr(contract, "expects", ()) or ():
+        sides = [(ex.left, ex.right), (ex.right, ex.left)]
+        for op, other in sides:
+            if not isinstance(op, m.Call):
+                continue
+            if op.name == "random":
+                if not isinstance(other, m.Call) or "random:" + _call_key(other) != key:
+                    continue
+                subject = other
+            elif _call_key(op) == key:
+                subject = op
+            else:
+                continue
+            info = CHECKS.get(subject.name)
+            if info is None:
+                return None
+            hit = True
+            if op.fields:
+                found.add(op.fields[0])
+            elif other is None and op.name != "random":
+                return None                          # the whole result (its own criterion)
+            else:
+                found.add(info.default_field)
+    return tuple(sorted(found)) if hit else None
+
+
 def _py(v: m.Value) -> Any:
     """Check parameters as plain values; selectors as their canonical text."""
     if isinstance(v, m.Selector):
@@ -171,10 +207,12 @@ class Runner:
             params = {p.key: _py(p.value) for p in call.params}
             seed = cr.contract.seed or 0
             t0 = time.perf_counter()
+            fields = asked_fields(cr.contract, key)
             if random:
-                cr.checks[key] = random_baseline(call.name, cr.result, params, progress=self.progress)
+                cr.checks[key] = random_baseline(call.name, cr.result, params, progress=self.progress, fields=fields)
             else:
-                cr.checks[key] = run_check(call.name, cr.result, params, seed=seed, progress=self.progress)
+                cr.checks[key] = run_check(call.name, cr.result, params, seed=seed, progress=self.progress,
+                                           fields=fields)
             cr.seconds += time.perf_counter() - t0
         return cr.checks[key]
 

@@ -83,10 +83,10 @@ def test_check_progress_on_a_non_tty_stream_names_the_check(occ_short, capsys):
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines and all(ln.startswith("scopecheck: check deletion: ") for ln in lines)
-    assert len(lines) == 1 and "done" in lines[0] and "evaluations" in lines[0]     # a short phase: one line
-    # (a phase that scores nothing new, everything shared, writes nothing)
+    assert len(lines) == 1 and "done" in lines[0] and "rows" in lines[0]     # a short phase: one line
+    # a phase served by the shared rows still completes its planned total: 4 runs x 2 rows
     random_baseline("comprehensiveness", occ_short, seeds=(0, 1, 2), progress=True)
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err.strip().endswith(tuple(f"done, 8 rows in {t:.1f} s" for t in (0.0, 0.1, 0.2)))
     faithfulness.clear_score_cache()
     random_baseline("comprehensiveness", occ_short, seeds=(0, 1, 2), progress=True)
     err = capsys.readouterr().err.strip().splitlines()
@@ -114,12 +114,12 @@ def test_tty_stream_gets_a_bar_not_lines(occ_short):
             return True
 
     out = TTY()
-    with phase("check deletion", True, stream=out) as bar:
+    with phase("check deletion", True, stream=out, total=3) as bar:
         assert bar is not None and bar.bar is not None             # a tqdm bar
         ctx = faithfulness.setup("deletion", occ_short, None)
         a, b = ctx.features[:2]
         ctx.score_sets([[a], [b], [a, b]])
-        assert bar.done == 3 and bar.total == 3
+        assert bar.done == 3 and bar.total == 3 and bar.bar.total == 3
     assert "check deletion" in out.getvalue() and "scopecheck: " not in out.getvalue()
 
 
@@ -196,11 +196,19 @@ def test_random_baseline_is_one_batched_call_sharing_the_checks_forwards(ig_pc):
     assert again.calls == []
 
 
-def test_regenerating_protocols_are_not_cached(occ_short, monkeypatch):
+def test_rows_are_cached_per_protocol_and_operator(occ_short, monkeypatch):
+    """The row cache is keyed by the mask's content under one protocol and operator: the same mask
+    regenerated (a diffusion protocol) or under another operator is another row."""
     ctx = faithfulness.setup("deletion", occ_short, None)
-    assert ctx._cache() is not None
+    assert ctx._cache() is faithfulness.score_cache(occ_short.compiled.problem)
+    drop = ctx.drop_rows([ctx.features[:2]])
+    rescore = ctx.row_keys(drop)
+    assert rescore == ctx.row_keys(drop.clone())                   # content, not identity
     monkeypatch.setattr(ctx, "protocol", faithfulness.Protocol("x", ("prompt",), "regenerate", "m"))
-    assert ctx._cache() is None
+    assert ctx.row_keys(drop) != rescore
+    monkeypatch.undo()
+    monkeypatch.setattr(ctx, "operator", "unk" if ctx.operator != "unk" else "pad")
+    assert ctx.row_keys(drop) != rescore
 
 
 def test_automatic_and_user_batch_sizes_give_the_same_numbers(ig_pc):

@@ -51,7 +51,10 @@ Definitions (each function's docstring repeats its own):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -73,9 +76,12 @@ BEAM_WIDTH = 5
 #: Model evaluations per forward batch when ``batch_size`` is given by nobody: ``None`` lets
 #: ``map_batches`` choose from the free memory (halving on out-of-memory).
 DEFAULT_BATCH: int | None = None
-#: Share the S of drop masks already evaluated between the checks of one compiled problem (the
-#: rescore protocol only: S is then a deterministic function of the perturbed input), so a check,
-#: its random baseline and the other checks of the contract never score the same input twice.
+#: Share the S of drop masks already evaluated between the checks of one compiled problem, so a
+#: check, its random baseline and the other checks of the contract never score the same input
+#: twice. Every protocol: under ``rescore`` S is a deterministic function of the perturbed input;
+#: the diffusion protocols re-run the chain with randomness drawn per (seed, stage), the same for
+#: every row of a batch, so a row's regenerated output and S do not depend on which rows share
+#: its call either (the cache keeps each row's changed-output flag beside its S).
 SCORE_CACHE = True
 #: Operator fallback order when neither the check nor the method states one.
 OPERATOR_FALLBACK = ("pad", "unk", "mask", "zero", "mean", "delete")
@@ -188,34 +194,91 @@ def k_count(name: str, k: Any, n: int) -> int:
 
 # --------------------------------------------------------------------------- shared scores
 
-_SCORES: dict[int, tuple[Any, dict[tuple[str, bytes], float]]] = {}
+#: The attribute of a compiled :class:`AttributionProblem` holding its row cache.
+ROWS_ATTR = "_scopecheck_rows"
+_LIVE: list[weakref.ref] = []          # problems holding a row cache (``clear_score_cache``)
 
 
-def score_cache(problem: Any) -> dict[tuple[str, bytes], float]:
-    """The S of drop masks evaluated so far on ``problem`` (``(operator, mask key)`` -> float),
-    kept as long as the problem lives."""
-    key = id(problem)
-    hit = _SCORES.get(key)
-    if hit is not None and hit[0]() is problem:
-        return hit[1]
-    cache: dict[tuple[str, bytes], float] = {}
-    try:
-        ref = weakref.ref(problem, lambda _r, k=key: _SCORES.pop(k, None))
-    except TypeError:               # not weak-referenceable: nothing is shared
+def score_cache(problem: Any) -> dict[tuple, Any]:
+    """The per-contract row cache of ``problem`` (kept on the problem, so it lives and dies with
+    the contract's compiled problem): ``(protocol, operator, mask bits) -> (S, changed)`` for every
+    perturbation row scored so far, ``changed`` the regenerated output's flag (``None`` under
+    ``rescore``); plus ``("s_x", protocol)`` and the NAOPC bounds (``("bounds", ...)``)."""
+    cache = getattr(problem, "__dict__", {}).get(ROWS_ATTR)
+    if cache is not None:
         return cache
-    _SCORES[key] = (ref, cache)
+    cache = {}
+    try:
+        object.__setattr__(problem, ROWS_ATTR, cache)
+        _LIVE.append(weakref.ref(problem))
+    except (AttributeError, TypeError):    # no instance dict / not weak-referenceable: nothing is shared
+        pass
     return cache
 
 
 def clear_score_cache() -> None:
     """Forget every shared score (tests comparing against fresh evaluations)."""
-    _SCORES.clear()
+    for ref in _LIVE:
+        pb = ref()
+        if pb is not None:
+            pb.__dict__.get(ROWS_ATTR, {}).clear()
+    _LIVE[:] = [r for r in _LIVE if r() is not None]
 
 
 def mask_keys(drop: Tensor) -> list[bytes]:
     """One hashable key per row of a bool matrix ``(N, L)`` (its bits, packed)."""
     packed = np.packbits(drop.to("cpu", torch.bool).numpy(), axis=1)
     return [row.tobytes() for row in packed]
+
+
+@dataclass
+class Work:
+    """What one check (or random baseline) cost: ``planned`` perturbation rows it asked for (the
+    plan, plus the rows the adaptive NAOPC beam search asked for), ``distinct`` masks among them,
+    ``scored`` rows the model evaluated (the others came from the contract's row cache), model
+    ``calls`` (batched forwards or chain runs, ``S(x)`` included) and wall ``seconds``."""
+
+    planned: int = 0
+    scored: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+    keys: set = field(default_factory=set, repr=False)
+
+    def plan(self, keys: Sequence[Any]) -> None:
+        self.planned += len(keys)
+        self.keys.update(keys)
+
+    @property
+    def distinct(self) -> int:
+        return len(self.keys)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"planned_rows": self.planned, "distinct_rows": self.distinct, "scored_rows": self.scored,
+                "model_calls": self.calls, "seconds": round(self.seconds, 6)}
+
+
+_WORK: contextvars.ContextVar[Work | None] = contextvars.ContextVar("scopecheck_check_work", default=None)
+
+
+@contextlib.contextmanager
+def counting(work: Work) -> Any:
+    """Count the rows and model calls of the checks run inside on ``work`` (and its seconds)."""
+    token = _WORK.set(work)
+    t0 = time.perf_counter()
+    try:
+        yield work
+    finally:
+        work.seconds += time.perf_counter() - t0
+        _WORK.reset(token)
+
+
+def _tick(n: int) -> None:
+    """Advance the running check's planned progress bar (a fixed total) by ``n`` rows."""
+    from scopecheck.engine.methods._common import current_phase
+
+    bar = current_phase()
+    if bar is not None and bar.fixed and n > 0:
+        bar.update(n)
 
 
 # --------------------------------------------------------------------------- context
@@ -273,59 +336,84 @@ class Ctx:
             return obj
         return self.problem.objective
 
-    def _cache(self) -> dict[tuple[str, bytes], float] | None:
-        if not SCORE_CACHE or self.protocol.then != "rescore" or self.operator is None:
+    def _cache(self) -> dict[tuple, Any] | None:
+        if not SCORE_CACHE or self.operator is None:
             return None
         return score_cache(self.problem)
 
-    def _evaluate(self, drop: Tensor) -> Tensor:
+    def row_keys(self, drop: Tensor) -> list[tuple[str, str, bytes]]:
+        """The row-cache key of every row of ``drop`` ``(N, L)`` (only eligible positions count)."""
+        drop = drop.to("cpu", torch.bool) & self.problem.eligible.to("cpu").unsqueeze(0)
+        return [(self.protocol.then, str(self.operator), k) for k in mask_keys(drop)]
+
+    def _evaluate(self, drop: Tensor) -> tuple[Tensor, list[bool | None]]:
         """``S`` of every row of ``drop`` ``(N, L)``, batched by ``map_batches`` (``batch_size``
-        rows per forward when the user set it, else as many as memory allows) -> ``(N,)`` float64."""
+        rows per forward when the user set it, else as many as memory allows) -> ``(N,)`` float64,
+        and per row whether the regenerated output changed (``None`` under ``rescore``)."""
         pb = self.problem
         f = self.evaluator
         dev = pb.embeds.device
+        work = _WORK.get()
+        flags = getattr(f, "changed", None) if self.protocol.then != "rescore" else None
 
         @torch.no_grad()
-        def chunk(sl: slice) -> Tensor:
+        def chunk(sl: slice) -> tuple[Tensor, list[bool | None]]:
+            n0 = len(flags) if flags is not None else 0
             embeds, keep = pb.replace(self.operator, drop[sl].to(dev))
-            return f(embeds, keep).detach().to("cpu", torch.float64)
+            s = f(embeds, keep).detach().to("cpu", torch.float64)
+            rows = sl.stop - sl.start
+            new: list[bool | None] = [None] * rows
+            if flags is not None and len(flags) - n0 == rows:          # one flag per row, in order
+                new = [bool(c) for c in flags[n0:]]
+            if work is not None:
+                work.calls += 1
+                work.scored += rows
+            _tick(rows)
+            return s, new
 
-        flags = getattr(f, "changed", None) if self.protocol.then != "rescore" else None
-        n0 = len(flags) if flags is not None else 0
         out = map_batches(chunk, int(drop.shape[0]), self.batch_size, problem=pb,
                           kind="forward" if self.protocol.then == "rescore" else f"chain:{self.protocol.then}",
                           desc=f"check {self.name}")
-        if flags is not None and self._changed_into is not None:
-            new = flags[n0:]                                          # one per row of drop, in order
-            perturbed = (drop.to("cpu", torch.bool) & pb.eligible.to("cpu").unsqueeze(0)).any(-1).tolist()
-            if len(new) == len(perturbed):
-                self._changed_into.extend(bool(c) for c, q in zip(new, perturbed) if q)
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+        if not out:
+            return torch.zeros(0, dtype=torch.float64), []
+        return torch.cat([o[0] for o in out]), [c for o in out for c in o[1]]
 
     @torch.no_grad()
-    def score_drops(self, drop: Tensor) -> Tensor:
+    def score_drops(self, drop: Tensor, *, tick_hits: bool = False) -> Tensor:
         """``S`` for each drop mask ``(N, L)`` bool -> ``(N,)`` float64, batched. Only eligible
-        positions are ever perturbed (``problem.replace`` refuses the others). Under ``rescore``
-        each distinct mask is scored once per compiled problem (``SCORE_CACHE``): rows seen by an
-        earlier call of any check on this problem cost no forward."""
+        positions are ever perturbed (``problem.replace`` refuses the others). Each distinct mask
+        is scored once per compiled problem (``SCORE_CACHE``): rows seen by an earlier call of any
+        check on this problem cost no model call. Under the diffusion protocols the flags of the
+        perturbed rows (did the regenerated output change?) go to the running quantity's list.
+        Evaluated rows advance a planned progress bar; ``tick_hits``: so do the cached ones (a
+        plan's own scoring call: the check then re-reads its planned rows without counting them)."""
         assert self.operator is not None
         pb = self.problem
-        if drop.shape[0] == 0:
+        N = int(drop.shape[0])
+        if N == 0:
             return torch.zeros(0, dtype=torch.float64)
+        drop = drop.to("cpu", torch.bool) & pb.eligible.to("cpu").unsqueeze(0)
+        perturbed = drop.any(-1).tolist()
         cache = self._cache()
         if cache is None:
-            return self._evaluate(drop)
-        drop = drop.to("cpu", torch.bool) & pb.eligible.to("cpu").unsqueeze(0)
-        keys = [(self.operator, k) for k in mask_keys(drop)]
-        todo: dict[tuple[str, bytes], int] = {}
-        for i, k in enumerate(keys):
-            if k not in cache and k not in todo:
-                todo[k] = i
-        if todo:
-            vals = self._evaluate(drop[list(todo.values())]).tolist()
-            for k, v in zip(todo, vals):
-                cache[k] = v
-        return torch.tensor([cache[k] for k in keys], dtype=torch.float64)
+            s, flags = self._evaluate(drop)
+        else:
+            keys = self.row_keys(drop)
+            todo: dict[tuple, int] = {}
+            for i, k in enumerate(keys):
+                if k not in cache and k not in todo:
+                    todo[k] = i
+            if todo:
+                vals, new = self._evaluate(drop[list(todo.values())])
+                for k, v, c in zip(todo, vals.tolist(), new):
+                    cache[k] = (v, c)
+            if tick_hits:
+                _tick(N - len(todo))                              # planned rows served by the cache
+            s = torch.tensor([cache[k][0] for k in keys], dtype=torch.float64)
+            flags = [cache[k][1] for k in keys]
+        if self._changed_into is not None and self.protocol.then != "rescore":
+            self._changed_into.extend(bool(c) for c, q in zip(flags, perturbed) if q and c is not None)
+        return s
 
     def drop_rows(self, sets: Sequence[Sequence[int]]) -> Tensor:
         """Drop masks ``(N, L)`` from lists of positions."""
@@ -347,9 +435,21 @@ class Ctx:
 
     @property
     def s_x(self) -> float:
+        """``S(x)``, the unperturbed input through the protocol's evaluator (once per contract)."""
         if self._s_x is None:
-            with torch.no_grad():
-                self._s_x = float(self.evaluator(self.problem.embeds.unsqueeze(0)).item())
+            cache = self._cache()
+            key = ("s_x", self.protocol.then)
+            if cache is not None and key in cache:
+                self._s_x = cache[key]
+            else:
+                f = self.evaluator
+                with torch.no_grad():
+                    self._s_x = float(f(self.problem.embeds.unsqueeze(0)).item())
+                work = _WORK.get()
+                if work is not None:
+                    work.calls += 1
+                if cache is not None:
+                    cache[key] = self._s_x
         return self._s_x
 
     def changed_rate(self) -> float:
@@ -389,8 +489,10 @@ class Ctx:
         return cfg
 
     def make(self, fields: Mapping[str, float], *, curve: Sequence[float] = (), passed: bool | None = None,
-             note: str = "", extra: Mapping[str, Any] | None = None, **config: Any) -> CheckResult:
-        declared = self.info.fields
+             note: str = "", extra: Mapping[str, Any] | None = None, skip: Sequence[str] = (),
+             **config: Any) -> CheckResult:
+        """The check's result; ``skip``: declared fields not computed because nothing asks for them."""
+        declared = {k: f for k, f in self.info.fields.items() if k not in skip}
         if "changed_rate" in declared and "changed_rate" not in fields:
             fields = {**fields, "changed_rate": self.changed_rate()}
         missing = set(declared) - set(fields)
@@ -546,26 +648,33 @@ class _Gains:
     deletion: ``g(A) = S(x) − S(x \\ A)``; insertion: ``g(A) = S(x \\ (F − A)) − S(x \\ F)``.
     """
 
-    def __init__(self, ctx: Ctx, mode: str) -> None:
+    def __init__(self, ctx: Ctx, mode: str, adaptive: bool = False) -> None:
         self.ctx, self.mode = ctx, mode
         self.full = (1 << ctx.E) - 1
         self.vals: dict[int, float] = {}        # drop bitmask -> S
         self.evaluations = 0
+        self.adaptive = adaptive                # beam search: its rows join the check's planned rows here
 
     def _drop_mask(self, a: int) -> int:
         return a if self.mode == "deletion" else self.full ^ a
 
-    def need(self, subsets: Sequence[int]) -> None:
+    def need(self, subsets: Sequence[int]) -> int:
+        """Score the drop masks of ``subsets`` not seen yet; returns how many rows were asked for."""
         drops = {self._drop_mask(a) for a in subsets} | {0, self.full}
         todo = sorted(d for d in drops if d not in self.vals)
         if not todo:
-            return
+            return 0
         E = self.ctx.E
         masks = torch.tensor([[(d >> i) & 1 for i in range(E)] for d in todo], dtype=torch.bool)
-        s = self.ctx.score_drops(self.ctx.drop_from_masks(masks))
+        drop = self.ctx.drop_from_masks(masks)
+        work = _WORK.get()
+        if self.adaptive and work is not None:
+            work.plan(self.ctx.row_keys(drop))
+        s = self.ctx.score_drops(drop, tick_hits=self.adaptive)
         self.evaluations += len(todo)
         for d, v in zip(todo, s.tolist()):
             self.vals[d] = v
+        return len(todo)
 
     def g(self, a: int) -> float:
         if self.mode == "deletion":
@@ -584,7 +693,7 @@ def aopc_bounds(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple[float, float, s
     the same way): a lower bound on the max and an upper bound on the min.
     """
     E = ctx.E
-    gains = _Gains(ctx, mode)
+    gains = _Gains(ctx, mode, adaptive=E > EXHAUSTIVE_MAX)
     kset = set(ks)
     n = len(ks)
     if E <= EXHAUSTIVE_MAX:
@@ -603,7 +712,7 @@ def aopc_bounds(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple[float, float, s
 
     # the two beams (max and min) advance together, so each size's candidates of both are
     # scored in one batch; the result is that of running them one after the other
-    gains.need([0])
+    _tick(beam_slots(E, 0) - gains.need([0]))            # the planned bar: a stage's unused slots
     start = gains.g(0) if 0 in kset else 0.0
     beams = {1.0: [(start, 0)], -1.0: [(start, 0)]}
     for size in range(1, E + 1):
@@ -617,7 +726,7 @@ def aopc_bounds(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple[float, float, s
                         if b not in c or sign * cum > sign * c[b]:
                             c[b] = cum
             cands[sign] = c
-        gains.need(sorted(set(cands[1.0]) | set(cands[-1.0])))
+        _tick(beam_slots(E, size) - gains.need(sorted(set(cands[1.0]) | set(cands[-1.0]))))
         for sign, c in cands.items():
             scored = []
             for b, cum in c.items():
@@ -630,6 +739,58 @@ def aopc_bounds(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple[float, float, s
     upper = max(c for c, _ in beams[1.0]) / n
     lower = min(c for c, _ in beams[-1.0]) / n
     return lower, upper, f"beam(width={BEAM_WIDTH})", gains.evaluations
+
+
+def beam_slots(E: int, size: int) -> int:
+    """Most rows the beam search asks for at stage ``size`` (``0``: its start, ``x`` and ``x_∅``):
+    the union of both beams' expansions, at most ``2 BEAM_WIDTH (E - size + 1)`` and ``C(E, size)``.
+    Their sum over the stages is the search's share of a check's planned progress total."""
+    if size == 0:
+        return 2
+    return min(2 * BEAM_WIDTH * (E - size + 1), math.comb(E, size))
+
+
+def bound_rows(E: int) -> int:
+    """Planned rows of the NAOPC bound search over ``E`` features: ``2^E`` (exact), or the beam
+    search's most (:func:`beam_slots` summed over its stages)."""
+    if E <= EXHAUSTIVE_MAX:
+        return 1 << E
+    return sum(beam_slots(E, k) for k in range(E + 1))
+
+
+def _bounds_key(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple:
+    """The NAOPC bounds depend on the features, grid, operator and protocol, not on the ranking:
+    one search per contract serves the map's check and every random ranking."""
+    how = "exact" if ctx.E <= EXHAUSTIVE_MAX else f"beam({BEAM_WIDTH})"
+    return ("bounds", how, ctx.protocol.then, str(ctx.operator), mode, tuple(ctx.features), tuple(ks))
+
+
+def bounds_known(ctx: Ctx, ks: Sequence[int], mode: str) -> bool:
+    cache = ctx._cache()
+    return cache is not None and _bounds_key(ctx, ks, mode) in cache
+
+
+def shared_bounds(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple[float, float, str, int, list[bool]]:
+    """``aopc_bounds`` once per contract (and its changed-output flags, apart from the check's)."""
+    cache = ctx._cache()
+    key = _bounds_key(ctx, ks, mode)
+    if cache is not None and key in cache:
+        return cache[key]
+    bound_changed: list[bool] = []
+    ctx._changed_into = bound_changed                  # the bound search's regenerations: apart
+    try:
+        lower, upper, how, evals = aopc_bounds(ctx, ks, mode)
+    finally:
+        ctx._changed_into = ctx._changed
+    hit = (lower, upper, how, evals, bound_changed)
+    if cache is not None:
+        cache[key] = hit
+    return hit
+
+
+def wants_naopc(fields: Sequence[str] | None) -> bool:
+    """Whether the asked fields (``None``: all) need the NAOPC bounds."""
+    return fields is None or "naopc" in fields
 
 
 def _naopc(aopc: float, lower: float, upper: float, how: str) -> tuple[float, float, float, str]:
@@ -653,7 +814,7 @@ def curve_sets(ctx: Ctx, mode: str, ks: Sequence[int]) -> list[list[int]]:
 
 
 def _curve_check(name: str, mode: str, result: Any, params: Mapping[str, object] | None, ranking, seed: int,
-                 ) -> CheckResult:
+                 fields: Sequence[str] | None = None) -> CheckResult:
     ctx = setup(name, result, params, ranking=ranking, seed=seed)
     steps = curve_steps(ctx)
     E = ctx.E
@@ -669,22 +830,22 @@ def _curve_check(name: str, mode: str, result: Any, params: Mapping[str, object]
     aopc = float(np.mean(gains))
     fractions = [k / E for k in ks]
     auc = trapezoid(curve, fractions)
-    bound_changed: list[bool] = []
-    ctx._changed_into = bound_changed                  # the bound search's regenerations: apart
-    try:
-        lower, upper, how, evals = aopc_bounds(ctx, ks, mode)
-    finally:
-        ctx._changed_into = ctx._changed
-    naopc, lower, upper, note = _naopc(aopc, lower, upper, how)
-    fields = {"aopc": aopc, "naopc": naopc, "auc": auc}
+    out = {"aopc": aopc, "auc": auc}
     if "auc" not in ctx.info.fields:
-        fields.pop("auc")
-    return ctx.make(fields, curve=curve, note=note,
-                    extra={"k": ks, "fractions": fractions, "ranking": list(r), "gains": gains,
-                           "aopc_lower": lower, "aopc_upper": upper, "bound_evaluations": evals,
-                           **({"changed": f"{sum(ctx._changed)} of {len(ctx._changed)} perturbed curve points",
-                               "bound_changed_rate": (sum(bound_changed) / len(bound_changed)
-                                                      if bound_changed else 0.0)}
+        out.pop("auc")
+    note = ""
+    bounds: dict[str, Any] = {}
+    if wants_naopc(fields):
+        lower, upper, how, evals, bound_changed = shared_bounds(ctx, ks, mode)
+        out["naopc"], lower, upper, note = _naopc(aopc, lower, upper, how)
+        bounds = {"aopc_lower": lower, "aopc_upper": upper, "bound_evaluations": evals,
+                  **({"bound_changed_rate": sum(bound_changed) / len(bound_changed) if bound_changed else 0.0}
+                     if ctx.protocol.then != "rescore" else {})}
+    else:
+        how = "not computed (no expectation asks for naopc)"
+    return ctx.make(out, curve=curve, note=note, skip=() if wants_naopc(fields) else ("naopc",),
+                    extra={"k": ks, "fractions": fractions, "ranking": list(r), "gains": gains, **bounds,
+                           **({"changed": f"{sum(ctx._changed)} of {len(ctx._changed)} perturbed curve points"}
                               if ctx.protocol.then != "rescore" else {}),
                            "score_input" if mode == "deletion" else "score_empty": ref},
                     steps=steps if steps is not None else E, naopc_bounds=how, mode=mode,
@@ -692,7 +853,7 @@ def _curve_check(name: str, mode: str, result: Any, params: Mapping[str, object]
 
 
 def deletion(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
-             seed: int = 0) -> CheckResult:
+             seed: int = 0, fields: Sequence[str] | None = None) -> CheckResult:
     """Deletion curve (Samek et al. 2017; Edin et al. 2025).
 
     Remove features most-important-first; curve ``S(x \\ top-k)`` for ``k`` on the grid (every
@@ -701,23 +862,23 @@ def deletion(result: Any, params: Mapping[str, object] | None = None, *, ranking
     better); ``naopc = (aopc − min) / (max − min)`` over all orderings (exact for E <= 8, beam
     search beyond).
     """
-    return _curve_check("deletion", "deletion", result, params, ranking, seed)
+    return _curve_check("deletion", "deletion", result, params, ranking, seed, fields)
 
 
 def insertion(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
-              seed: int = 0) -> CheckResult:
+              seed: int = 0, fields: Sequence[str] | None = None) -> CheckResult:
     """Insertion curve: from ``x_∅`` (every feature perturbed) insert features most-important
     first; ``aopc = mean_k [S(x_∅ + top-k) − S(x_∅)]`` (k = 0 included); ``auc`` trapezoid of
     the raw S curve over the fraction inserted (higher is better); ``naopc`` as for deletion.
     """
-    return _curve_check("insertion", "insertion", result, params, ranking, seed)
+    return _curve_check("insertion", "insertion", result, params, ranking, seed, fields)
 
 
 def aopc(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
-         seed: int = 0) -> CheckResult:
+         seed: int = 0, fields: Sequence[str] | None = None) -> CheckResult:
     """AOPC of the deletion curve over every feature, ``1/(E+1) sum_{k=0}^{E} [S(x) − S(x \\ top-k)]``
     (Samek et al. 2017), and NAOPC (Edin et al. 2025; exact bounds for E <= 8, beam beyond)."""
-    return _curve_check("aopc", "deletion", result, params, ranking, seed)
+    return _curve_check("aopc", "deletion", result, params, ranking, seed, fields)
 
 
 def comprehensiveness(result: Any, params: Mapping[str, object] | None = None, *,
@@ -832,18 +993,27 @@ def infidelity(result: Any, params: Mapping[str, object] | None = None, *, ranki
 
 # --------------------------------------------------------------------------- planned evaluations
 
+#: Checks whose perturbation rows are known before they run (``plan``).
+PLANNED = ("deletion", "aopc", "insertion", "comprehensiveness", "sufficiency", "soft_nc", "soft_ns", "infidelity")
 
-def planned_drops(name: str, ctx: Ctx) -> Tensor | None:
+
+def planned_drops(name: str, ctx: Ctx, fields: Sequence[str] | None = None, *, bounds: bool = True,
+                  ) -> Tensor | None:
     """The drop masks check ``name`` will score for ``ctx``'s ranking and seed, known before it
-    runs (``None`` for checks not planned here): the curve (and, for ``E <= EXHAUSTIVE_MAX``, the
-    2^E subsets of the exact NAOPC bounds), the top-k sets, the Soft-NC/NS masks. Scoring the
-    plans of several rankings in one call (``prefetch``) lets them share forwards; the beam
-    search's adaptive evaluations are shared through the score cache instead."""
+    runs (``None`` for checks not planned here): the curve (and, when NAOPC is asked for and
+    ``E <= EXHAUSTIVE_MAX``, the 2^E subsets of the exact bounds, unless this contract has them
+    already), the top-k sets, the Soft-NC/NS masks and ``x_∅``, the infidelity masks. The beam
+    search's rows (``E > EXHAUSTIVE_MAX``) are adaptive: ``plan`` counts its most instead.
+
+    Rows per ranking: deletion/insertion/aopc ``|grid|`` (``E + 1``, or ``steps + 1`` distinct
+    counts) plus ``2^E`` for exact bounds (``bounds=False``: left out, another ranking of the same
+    plan brings them); comprehensiveness/sufficiency 2; soft_nc/soft_ns ``samples + 1``;
+    infidelity ``samples``."""
     if name in ("deletion", "aopc", "insertion"):
         mode = "insertion" if name == "insertion" else "deletion"
         ks = grid(ctx.E, curve_steps(ctx))
         drop = ctx.drop_rows(curve_sets(ctx, mode, ks))
-        if ctx.E <= EXHAUSTIVE_MAX:
+        if bounds and wants_naopc(fields) and ctx.E <= EXHAUSTIVE_MAX and not bounds_known(ctx, ks, mode):
             subsets = torch.arange(1 << ctx.E).unsqueeze(1)
             masks = ((subsets >> torch.arange(ctx.E).unsqueeze(0)) & 1).bool()
             drop = torch.cat([drop, ctx.drop_from_masks(masks)])   # both modes: every subset is dropped once
@@ -861,23 +1031,68 @@ def planned_drops(name: str, ctx: Ctx) -> Tensor | None:
     return None
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The rows one check (or a random baseline: every ranking and the map's own) will score,
+    stacked in run order, and the most rows its adaptive beam search can add (``adaptive``);
+    ``total`` is the progress denominator, fixed before any row is scored."""
+
+    ctx: Ctx
+    drop: Tensor                   # (N, L) bool
+    adaptive: int
+
+    @property
+    def rows(self) -> int:
+        return int(self.drop.shape[0])
+
+    @property
+    def total(self) -> int:
+        return self.rows + self.adaptive
+
+
+def plan(name: str, result: Any, params: Mapping[str, object] | None,
+         runs: Sequence[tuple[Sequence[int] | None, int]], fields: Sequence[str] | None = None) -> Plan | None:
+    """The plan of check ``name`` over ``(ranking, seed)`` runs (``None``: not a planned check, or
+    nothing shared because the row cache is off)."""
+    if name not in PLANNED or not SCORE_CACHE or not runs:
+        return None
+    ctxs = [setup(name, result, params, ranking=r, seed=s) for r, s in runs]
+    if ctxs[0]._cache() is None:
+        return None
+    drops = [d for d in (planned_drops(name, c, fields, bounds=i == 0) for i, c in enumerate(ctxs)) if d is not None]
+    if not drops:
+        return None
+    adaptive = 0
+    c0 = ctxs[0]
+    if name in ("deletion", "aopc", "insertion") and wants_naopc(fields) and c0.E > EXHAUSTIVE_MAX:
+        mode = "insertion" if name == "insertion" else "deletion"
+        if not bounds_known(c0, grid(c0.E, curve_steps(c0)), mode):
+            adaptive = bound_rows(c0.E)                           # one search serves every ranking
+    return Plan(c0, torch.cat(drops), adaptive)
+
+
+def score_plan(p: Plan) -> None:
+    """Score a plan's rows in one batched call (deduplicated, into the contract's row cache,
+    counted on the running check's ``Work``); the checks then read them back."""
+    work = _WORK.get()
+    if work is not None:
+        work.plan(p.ctx.row_keys(p.drop))
+    p.ctx.score_drops(p.drop, tick_hits=True)
+
+
 def prefetch(name: str, result: Any, params: Mapping[str, object] | None,
-             runs: Sequence[tuple[Sequence[int] | None, int]]) -> int:
+             runs: Sequence[tuple[Sequence[int] | None, int]], fields: Sequence[str] | None = None) -> int:
     """Score the planned masks of check ``name`` for every ``(ranking, seed)`` in ``runs`` in one
     batched call (stacked, deduplicated), into the score cache; the checks then run on cached
-    scores. Returns how many masks were planned (0 when nothing is shared: a protocol that
-    regenerates, or the cache switched off)."""
-    ctxs = [setup(name, result, params, ranking=r, seed=s) for r, s in runs]
-    if not ctxs or ctxs[0]._cache() is None:
+    scores. Returns how many masks were planned (0 when nothing is shared: the cache switched off)."""
+    p = plan(name, result, params, runs, fields)
+    if p is None:
         return 0
-    plans = [d for d in (planned_drops(name, c) for c in ctxs) if d is not None]
-    if not plans:
-        return 0
-    stacked = torch.cat(plans)
-    ctxs[0].score_drops(stacked)
-    return int(stacked.shape[0])
+    score_plan(p)
+    return p.rows
 
 
 __all__ = ["aopc", "comprehensiveness", "deletion", "infidelity", "insertion", "soft_nc", "soft_ns", "sufficiency",
            "setup", "Ctx", "EXHAUSTIVE_MAX", "BEAM_WIDTH", "prefetch", "planned_drops", "clear_score_cache",
-           "score_cache", "SCORE_CACHE"]
+           "score_cache", "SCORE_CACHE", "Plan", "plan", "score_plan", "Work", "counting", "PLANNED",
+           "bound_rows", "beam_slots", "wants_naopc"]

@@ -4,14 +4,20 @@
 runs it with uniformly random rankings of the eligible features (one per seed) and averages
 the fields, the reference a map's ranking must beat (``expect deletion.aopc > random.aopc``).
 
-Both run as one progress phase each (``progress``: a bar on a terminal, a line per ten seconds
-otherwise; off inside pytest unless asked for, see ``_common.progress_enabled``). Under the
-rescore protocol the random rankings' perturbed inputs and the map's own are scored together in
-one batched call, and every input is scored once per compiled problem (``faithfulness.SCORE_CACHE``).
+Both plan before they compute: a ranking check lists every perturbation row it will score (the
+random baseline: those of every ranking and of the map's own, which the compared check needs),
+reports that count as its progress total (fixed: the beam search's most rows included), then
+scores the rows in one batched call; every row is scored once per compiled problem
+(``faithfulness.SCORE_CACHE``), and the NAOPC bounds are searched only when ``fields`` asks for
+``naopc`` (``None``: every field), once per contract. Each result records its cost in
+``extra['work']``: planned and distinct rows, rows the model scored, model calls and seconds.
+Each runs as one progress phase (``progress``: a bar on a terminal, a line at least every ten
+seconds otherwise; off inside pytest unless asked for, see ``_common.progress_enabled``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -68,26 +74,57 @@ def _precision(result: Any) -> Any:
     return float64_forward(model)
 
 
+#: Checks whose implementation takes the asked ``fields`` (the curves: NAOPC only when asked).
+FIELD_AWARE = ("deletion", "insertion", "aopc")
+
+
+def _asked(name: str, fields: Sequence[str] | None) -> tuple[str, ...] | None:
+    if fields is None:
+        return None
+    known = CHECKS[name].fields
+    bad = [f for f in fields if f not in known]
+    if bad:
+        raise KeyError(f"check {name!r} has no field {', '.join(map(repr, bad))}; its fields: {', '.join(known)}")
+    return tuple(fields)
+
+
+def _with_work(res: CheckResult, work: _faith.Work) -> CheckResult:
+    return dataclasses.replace(res, extra={**res.extra, "work": work.as_dict()})
+
+
 def run_check(name: str, result: Any, params: Mapping[str, object] | None = None, *, seed: int = 0,
-              ranking: Sequence[int] | None = None, progress: bool | None = None) -> CheckResult:
+              ranking: Sequence[int] | None = None, progress: bool | None = None,
+              fields: Sequence[str] | None = None) -> CheckResult:
     """Run check ``name`` on ``result``. Unknown names raise ``KeyError`` listing the checks;
     unknown parameters ``ValueError`` listing the declared ones. ``progress``: report the model
-    evaluations as they run (``None``: ``$SCOPECHECK_PROGRESS``, else on outside pytest)."""
+    evaluations as they run (``None``: ``$SCOPECHECK_PROGRESS``, else on outside pytest).
+    ``fields``: the fields something will read (``None``: all); a field nothing asks for and that
+    costs extra work (a curve's ``naopc``) is then left out of the result."""
     fn = _impl(name)
     _faith.check_params(name, params)
-    with phase(f"check {name}", progress), _precision(result):
-        return fn(result, params, ranking=ranking, seed=seed)
+    asked = _asked(name, fields)
+    kw = {"fields": asked} if name in FIELD_AWARE else {}
+    work = _faith.Work()
+    with _faith.counting(work), _precision(result):
+        p = _faith.plan(name, result, params, [(ranking, seed)], asked)
+        with phase(f"check {name}", progress, total=None if p is None else p.total, unit="row"):
+            if p is not None:
+                _faith.score_plan(p)
+            res = fn(result, params, ranking=ranking, seed=seed, **kw)
+    return _with_work(res, work)
 
 
 def random_baseline(name: str, result: Any, params: Mapping[str, object] | None = None, *,
-                    seeds: Sequence[int] = (0, 1, 2, 3, 4), progress: bool | None = None) -> CheckResult:
+                    seeds: Sequence[int] = (0, 1, 2, 3, 4), progress: bool | None = None,
+                    fields: Sequence[str] | None = None) -> CheckResult:
     """The check with uniformly random rankings of its features (``numpy.random.default_rng(s)
     .permutation`` for each seed ``s``, the check's own sampling seeded with ``s`` too); fields
     averaged over seeds (NaN seeds ignored), per-seed values in ``extra['per_seed']``.
 
     The inputs every ranking perturbs (and those of the map's own ranking, which the compared
     check needs) are stacked and scored in one batched call before the per-seed checks run on
-    the shared scores; the numbers are those of running each seed on its own."""
+    the shared scores; the numbers are those of running each seed on its own. ``fields`` as for
+    :func:`run_check` (the NAOPC bounds, when asked, are searched once for every ranking)."""
     fn = _impl(name)
     if not CHECKS[name].ranking:
         raise ValueError(f"check {name!r} does not use the map's ranking, so a random-ranking baseline is undefined; "
@@ -95,14 +132,21 @@ def random_baseline(name: str, result: Any, params: Mapping[str, object] | None 
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("random_baseline needs at least one seed")
+    asked = _asked(name, fields)
+    kw = {"fields": asked} if name in FIELD_AWARE else {}
     ctx = _faith.setup(name, result, params)
     runs: list[CheckResult] = []
     rankings = [[ctx.features[i] for i in np.random.default_rng(s).permutation(len(ctx.features))] for s in seeds]
-    with phase(f"check {name} (random baseline, {len(seeds)} rankings)", progress), _precision(result):
+    work = _faith.Work()
+    with _faith.counting(work), _precision(result):
         own = (None, int(getattr(result, "seed", 0) or 0))
-        _faith.prefetch(name, result, params, [own, *zip(rankings, seeds)])
-        for perm, s in zip(rankings, seeds):
-            runs.append(fn(result, params, ranking=perm, seed=s))
+        p = _faith.plan(name, result, params, [own, *zip(rankings, seeds)], asked)
+        with phase(f"check {name} (random baseline, {len(seeds)} rankings)", progress,
+                   total=None if p is None else p.total, unit="row"):
+            if p is not None:
+                _faith.score_plan(p)
+            for perm, s in zip(rankings, seeds):
+                runs.append(fn(result, params, ranking=perm, seed=s, **kw))
     first = runs[0]
     per_seed = {f: [r.fields[f] for r in runs] for f in first.fields}
     fields = {}
@@ -118,7 +162,7 @@ def random_baseline(name: str, result: Any, params: Mapping[str, object] | None 
     notes = sorted({r.note for r in runs if r.note})
     return CheckResult(name=name, fields=fields, ranges=dict(first.ranges), better=dict(first.better), config=config,
                        curve=curve, passed=None, note="; ".join(notes),
-                       extra={"per_seed": per_seed, "rankings": rankings, "seeds": seeds})
+                       extra={"per_seed": per_seed, "rankings": rankings, "seeds": seeds, "work": work.as_dict()})
 
 
 __all__ = ["CHECK_IMPLS", "random_baseline", "run_check"]

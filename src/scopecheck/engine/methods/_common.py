@@ -134,7 +134,10 @@ def batches(n: int, size: int, progress: bool = False, desc: str = "") -> Iterat
     rate-limited lines otherwise (:class:`Progress`); without it, rows go to the active phase."""
     bar = Progress(desc, total=n, unit="row") if progress else current_phase()
     if bar is not None and not progress:
-        bar.grow(n)
+        if bar.fixed:               # a planned phase: its planner advances it
+            bar = None
+        else:
+            bar.grow(n)
     try:
         for s in range(0, n, size):
             sl = slice(s, min(n, s + size))
@@ -176,19 +179,30 @@ class Progress:
     On a terminal it is a tqdm bar (removed when done); on any other stream (CI logs, files)
     it writes ``scopecheck: <desc>: <done>/<total> <unit>s (<seconds> s)`` at most once per
     ``LOG_INTERVAL`` seconds and one closing line with the totals, so a phase shorter than the
-    interval writes exactly one line. ``total`` may grow while the phase runs (``grow``): a
-    check whose work is adaptive (NAOPC beam search) schedules it as it goes.
+    interval writes exactly one line. A phase that runs longer than the interval without an
+    update (one long forward, a slow chain) still gets a line every ``LOG_INTERVAL`` seconds from
+    a heartbeat thread, so a log never goes quiet for longer than that.
+
+    ``total`` given (``fixed``): the planned work, never changed afterwards (a check plans its
+    perturbation rows before it scores them; ``grow`` is then a no-op and ``map_batches`` leaves
+    the bar to the planner). ``total=None``: work whose size is not known in advance; ``grow``
+    counts what was scheduled and lines show the count done, never a denominator that moves.
     """
 
     def __init__(self, desc: str, total: int | None = None, *, unit: str = "evaluation",
-                 stream: Any = None, interval: float | None = None) -> None:
+                 stream: Any = None, interval: float | None = None, label: str = "") -> None:
         self.desc, self.unit = desc, unit
+        self.fixed = total is not None
         self.total, self.done = total, 0
+        self.scheduled = 0
         self.stream = stream if stream is not None else sys.stderr
         self.interval = LOG_INTERVAL if interval is None else float(interval)
         self.t0 = self._last = time.monotonic()
+        self._pc0 = self._last_pc = time.perf_counter()
         self.closed = False
+        self.label = label              # what runs now (the matrix's pair), shown in the lines
         self.bar: Any = None
+        self._stop: Any = None
         isatty = getattr(self.stream, "isatty", None)
         if callable(isatty) and isatty():
             try:
@@ -198,13 +212,35 @@ class Progress:
                                 dynamic_ncols=True)
             except ImportError:  # pragma: no cover - tqdm ships with transformers
                 self.bar = None
+        if self.bar is None and self.interval > 0:
+            self._start_heartbeat()
+
+    def _start_heartbeat(self) -> None:
+        import threading
+
+        self._stop = threading.Event()
+
+        def beat() -> None:
+            while not self._stop.wait(self.interval):
+                if self.closed:
+                    return
+                if time.perf_counter() - self._last_pc >= self.interval:
+                    self._last_pc = time.perf_counter()
+                    self._line(self._status(time.perf_counter() - self._pc0))
+
+        threading.Thread(target=beat, name=f"scopecheck-progress:{self.desc}", daemon=True).start()
+
+    def _status(self, seconds: float) -> str:
+        now = f"; {self.label}" if self.label else ""
+        if self.fixed:
+            return f"{self.done}/{self.total} {self.unit}s ({seconds:.0f} s{now})"
+        return f"{self.done} {self.unit}s so far ({seconds:.0f} s{now})"
 
     def grow(self, n: int) -> None:
-        """``n`` more units of work were scheduled."""
-        self.total = (self.total or 0) + int(n)
-        if self.bar is not None:
-            self.bar.total = self.total
-            self.bar.refresh()
+        """``n`` more units of work were scheduled (ignored on a planned, ``fixed`` total)."""
+        if self.fixed:
+            return
+        self.scheduled += int(n)
 
     def update(self, n: int) -> None:
         self.done += int(n)
@@ -214,13 +250,15 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
-            self._line(f"{self.done}/{self.total if self.total is not None else '?'} {self.unit}s "
-                       f"({now - self.t0:.0f} s)")
+            self._last_pc = time.perf_counter()
+            self._line(self._status(now - self.t0))
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if self._stop is not None:
+            self._stop.set()
         if self.bar is not None:
             self.bar.close()
         elif self.done:
@@ -247,15 +285,17 @@ def current_phase() -> Progress | None:
 
 @contextlib.contextmanager
 def phase(desc: str, progress: bool | None = None, *, unit: str = "evaluation",
-          stream: Any = None) -> Iterator[Progress | None]:
+          stream: Any = None, total: int | None = None) -> Iterator[Progress | None]:
     """Run a long phase: when progress is enabled (``progress_enabled``), every evaluation scored
     inside it (``map_batches``, ``batches``) is counted on one :class:`Progress` named ``desc``.
-    A phase inside a reporting phase reports into the outer one (one bar, one line per check)."""
+    A phase inside a reporting phase reports into the outer one (one bar, one line per check).
+    ``total``: the planned units (a fixed denominator; the planner, not ``map_batches``, then
+    advances the bar)."""
     outer = _PHASE.get()
     if outer is not None or not progress_enabled(progress):
         yield outer
         return
-    bar = Progress(desc, unit=unit, stream=stream)
+    bar = Progress(desc, total, unit=unit, stream=stream)
     token = _PHASE.set(bar)
     try:
         yield bar
@@ -486,7 +526,10 @@ def map_batches(fn: Callable[[slice], T], n: int, batch_size: int | None, *,
     own = Progress(desc, total=n, unit="row") if progress else None
     bar = own if own is not None else current_phase()
     if bar is not None and own is None:
-        bar.grow(n)
+        if bar.fixed:               # a planned phase (a check): its planner advances it
+            bar = None
+        else:
+            bar.grow(n)
     out: list[T] = []
     s = 0
     try:

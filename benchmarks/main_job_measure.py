@@ -1,0 +1,119 @@
+"""The main job, quiet and on a busy machine (not a test): ``scopecheck run contracts/`` alone,
+then beside two CPU-bound burner processes on the same cores, which this script starts and stops.
+
+    python benchmarks/main_job_measure.py [paths ...] [--burners 2] [--threads N] [--json out.json]
+
+Each run is the CLI in a subprocess (``--json`` to a temporary file, no HTML report, no store),
+timed from outside. It prints the two wall times and their ratio (the fair share with two
+burners on the machine's cores is ``(cores + burners) / cores`` when the job could use every
+core, 2x on 2 cores), then, per check of the quiet run, the work each recorded in its result
+(``extra['work']``): planned rows, distinct rows, rows the model scored, model calls and seconds,
+beside the busy run's seconds. ``--threads``: ``OMP_NUM_THREADS`` for the job (default: unset,
+torch's own choice). The burners are plain ``while True`` loops in child processes; they are
+stopped (by their own process ids) however the measurement ends.
+
+Run it on an otherwise idle machine for the figures the README records; with other work on the
+machine pass a reduced set of contracts (paths) to show the script works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_job(paths: list[str], threads: int | None) -> tuple[float, dict]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["SCOPECHECK_PROGRESS"] = "0"
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results.json"
+        cmd = [sys.executable, "-m", "scopecheck.cli", "run", *paths, "--json", str(out), "--report", "-",
+               "--store", "-"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if not out.is_file():
+            raise SystemExit(f"the job wrote no results (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        return wall, json.loads(out.read_text(encoding="utf-8"))
+
+
+def start_burners(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def stop_burners(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def check_rows(results: dict) -> dict[tuple[str, str], dict]:
+    out = {}
+    for r in results.get("runs", []):
+        for c in r.get("checks", []):
+            key = (r["name"], ("random:" if c["random"] else "") + c["call"])
+            out[key] = dict(c.get("extra", {}).get("work") or {})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("paths", nargs="*", default=["contracts/"])
+    ap.add_argument("--burners", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    quiet, res_q = run_job(args.paths, args.threads)
+    burners = start_burners(args.burners)
+    try:
+        time.sleep(0.5)                                   # the burners are spinning
+        busy, res_b = run_job(args.paths, args.threads)
+    finally:
+        stop_burners(burners)
+
+    cores = os.cpu_count() or 1
+    print(f"main job: {' '.join(args.paths)} (OMP_NUM_THREADS={args.threads or 'unset'}, {cores} cores)")
+    print(f"  quiet                      {quiet:8.1f} s")
+    print(f"  beside {args.burners} CPU-bound burners   {busy:8.1f} s   ratio {busy / quiet:.2f}x "
+          f"(fair share {(cores + args.burners) / cores:.2f}x)")
+    exp_q = res_q.get("summary", {}).get("expectations", {})
+    exp_b = res_b.get("summary", {}).get("expectations", {})
+    print(f"  expectations passed: quiet {exp_q.get('passed')}/{exp_q.get('total')}, "
+          f"busy {exp_b.get('passed')}/{exp_b.get('total')}")
+    rows_q, rows_b = check_rows(res_q), check_rows(res_b)
+    print(f"\n{'contract':44} {'check':40} {'planned':>7} {'distinct':>8} {'scored':>6} {'calls':>5} "
+          f"{'quiet s':>8} {'busy s':>7}")
+    for key in sorted(rows_q, key=lambda k: -float(rows_q[k].get("seconds", 0.0))):
+        w, wb = rows_q[key], rows_b.get(key, {})
+        if not w:
+            continue
+        print(f"{key[0][:44]:44} {key[1][:40]:40} {w['planned_rows']:7d} {w['distinct_rows']:8d} "
+              f"{w['scored_rows']:6d} {w['model_calls']:5d} {w['seconds']:8.2f} {float(wb.get('seconds', 0)):7.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"paths": args.paths, "threads": args.threads, "quiet_s": quiet,
+                                               "busy_s": busy, "burners": args.burners, "cores": cores,
+                                               "checks": {" | ".join(k): v for k, v in rows_q.items()},
+                                               "checks_busy": {" | ".join(k): v for k, v in rows_b.items()}},
+                                              indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
