@@ -29,8 +29,9 @@ def _compiled(operators):
 
 #: the operator sets problems can have: any of the token-backed ones with zero and mean
 #: (``embedding_operators``), or the stage perturbations (``stage_problem``)
-PROBLEM_OPERATORS = [set(c) | {"zero", "mean"} for r in range(4) for c in itertools.combinations(vocab.TOKEN_OPERATORS, r)] \
-    + [set(vocab.PERTURBATIONS)]
+PROBLEM_OPERATORS = [*(set(c) | {"zero", "mean"}
+                       for r in range(4) for c in itertools.combinations(vocab.TOKEN_OPERATORS, r)),
+                     set(vocab.PERTURBATIONS)]
 
 
 @pytest.mark.parametrize("ops", PROBLEM_OPERATORS, ids=lambda s: "+".join(sorted(s)))

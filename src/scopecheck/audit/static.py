@@ -592,7 +592,8 @@ def audit_static(claim: m.Claim) -> StaticAudit:
                      "the map is conditional on that decoding choice")
     if meth is not None and meth in METHODS:
         stated = {p.key for p in claim.computed.method.params} if claim.computed.method else set()
-        left = [f"{k} ({d.summary()})" for k, d in METHODS[meth].params.items() if k not in stated and k != "batch_size"]
+        left = [f"{k} ({d.summary()})" for k, d in METHODS[meth].params.items()
+                if k not in stated and k != "batch_size"]
         if left:
             notes.append(f"method parameters not stated (engine defaults would apply): {'; '.join(left)}")
         if meth in METHOD_NOTES:

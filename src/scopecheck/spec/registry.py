@@ -114,7 +114,8 @@ def show_value(v: object) -> str:
     return "none" if v is None else str(v)
 
 
-def I(low: int, high: int, default: int | None = None, help: str = "", default_text: str | None = None) -> ParamSpec:  # noqa: E743 - short constructors keep the table readable
+def I(low: int, high: int, default: int | None = None, help: str = "",  # noqa: E743 - short constructors keep
+      default_text: str | None = None) -> ParamSpec:                     # the table readable
     return ParamSpec("int", low, high, default=default, help=help, default_text=default_text)
 
 
@@ -191,9 +192,10 @@ def _resolve(ref: str, name: str) -> Callable[..., Any]:
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
         raise RegistryError(f"method `{name}`: its implementation `{ref}` cannot be imported ({exc})",
-                            expected="an importable `package.module:function`") from exc
+                            expected="an importable `package.module:function`", rule="registry") from exc
     if not callable(obj):
-        raise RegistryError(f"method `{name}`: `{ref}` is not callable", expected="a function (problem, params)")
+        raise RegistryError(f"method `{name}`: `{ref}` is not callable", expected="a function (problem, params)",
+                            rule="registry")
     return obj  # type: ignore[no-any-return]
 
 
@@ -233,8 +235,8 @@ COMMON_METHOD_PARAMS: dict[str, ParamSpec] = {
 
 
 def _bad_param(name: str, key: str, why: str) -> RegistryError:
-    return RegistryError(f"method `{name}`: parameter `{key}` {why}", expected="a ParamSpec with a default that fits it",
-                         rule="registry")
+    return RegistryError(f"method `{name}`: parameter `{key}` {why}",
+                         expected="a ParamSpec with a default that fits it", rule="registry")
 
 
 def _check_entry(e: MethodEntry) -> None:

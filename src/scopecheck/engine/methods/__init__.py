@@ -3,9 +3,9 @@
 
 ``METHOD_IMPLS[name](problem, params) -> MethodOutput``, a read-only view of the registry that
 imports an implementation when it is first looked up (so a method registered from outside the
-package runs like a shipped one). The submodules (``gradients``,
-``perturbation``, ``surrogate``, ``rollout``, ``reagent``, ``probabilistic``, ``heta``) hold
-the implementations; only the registry is exported here, so ``methods.heta`` is the module. Every method scores exactly zero
+package runs like a shipped one). The submodules (``gradients``, ``perturbation``,
+``surrogate``, ``rollout``, ``reagent``, ``probabilistic``, ``heta``) hold the implementations;
+only the registry view is exported here, so ``methods.heta`` is the module. Every method scores exactly zero
 outside ``problem.eligible``, never perturbs or interpolates a non-eligible position, batches
 its model evaluations and is deterministic given ``params['_seed']`` (set by
 :func:`run_method`; 0 when called directly).
@@ -22,7 +22,9 @@ from __future__ import annotations
 from typing import Callable, Iterator, Mapping
 
 from scopecheck.engine.methods._common import INTERNAL_BATCH, resolve_params
-from scopecheck.engine.methods import gradients, heta, perturbation, probabilistic, reagent, rollout, stages, surrogate  # noqa: F401 - the submodules, as attributes
+from scopecheck.engine.methods import (  # noqa: F401 - the submodules, as attributes
+    gradients, heta, perturbation, probabilistic, reagent, rollout, stages, surrogate,
+)
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.spec import registry
 
