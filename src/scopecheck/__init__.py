@@ -27,6 +27,7 @@ from scopecheck.errors import (
     UnknownNameError,
 )
 from scopecheck.loader import check_file, check_text, load_file, load_text
+from scopecheck.spec.registry import MethodEntry, ParamSpec, register_method
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,8 @@ __all__ = [
     "ContractErrors",
     "ContractSyntaxError",
     "ContractValidationError",
+    "MethodEntry",
+    "ParamSpec",
     "SchemaError",
     "UnknownNameError",
     "__version__",
@@ -43,6 +46,7 @@ __all__ = [
     "check_text",
     "load_file",
     "load_text",
+    "register_method",
     "run",
 ]
 

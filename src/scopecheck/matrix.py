@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from scopecheck.engine.catalog import AUTOREGRESSIVE_KINDS, METHODS
+from scopecheck.spec.registry import AUTOREGRESSIVE_KINDS, METHODS
 
 #: cheaper settings so the matrix runs in minutes on a CPU
 FAST_PARAMS = {"integrated_gradients": "(steps = 64, baseline = zero)", "occlusion": "(operator = zero)",

@@ -5,18 +5,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import re
 
 import numpy as np
 import pytest
 import torch
 
-from tiny_llama import BOS, PAD, PROMPT, VOCAB, eligible_mask, make_tiny_llama
+from tiny_llama import BOS, PAD, PROMPT, UNK, VOCAB, eligible_mask, make_tiny_llama
 from scopecheck.engine import catalog
-from scopecheck.engine.methods import DEFAULTS, METHOD_IMPLS, run_method
+from scopecheck.engine.methods import METHOD_IMPLS, resolve_params, run_method
 from scopecheck.engine.methods.heta import _hvp_double_backward, _hvp_finite_difference, target_gate
 from scopecheck.engine.methods.rollout import rollout_matrix
 from scopecheck.engine.scoring import causal_lm_problem
+from scopecheck.spec import registry
 
 #: cheap settings so that every method runs in well under a second on the tiny model
 FAST = {
@@ -33,26 +33,83 @@ FAST = {
 
 
 def test_registry_covers_catalog():
-    assert set(METHOD_IMPLS) == set(catalog.METHODS)
+    assert set(METHOD_IMPLS) == set(catalog.METHODS) == set(registry.METHODS)
+    for name, entry in registry.METHODS.items():
+        assert METHOD_IMPLS[name] is entry.load() and callable(entry.load()), name
 
 
-def test_defaults_match_catalog_declarations():
-    for name, impl_defaults in DEFAULTS.items():
-        declared = catalog.METHODS[name].params
-        assert set(impl_defaults) == set(declared), name
-        for key, text in declared.items():
-            m = re.search(r"\(default ([^):]+)", text)
-            if m is None:
-                continue
-            word = m.group(1).strip().split()[0]
-            expected = {"true": True, "false": False}.get(word, word)
-            value = impl_defaults[key]
-            if isinstance(value, bool):
-                assert value == expected, (name, key)
-            elif isinstance(value, (int, float)):
-                assert value == float(word), (name, key)
-            else:
-                assert value == expected, (name, key)
+def test_resolved_parameters_are_the_registry_defaults():
+    for name, entry in registry.METHODS.items():
+        p = resolve_params(name, {})
+        assert {k: p[k] for k in entry.params} == entry.defaults(), name
+        assert p["_given"] == () and p["_batch_auto"] == ("batch_size" in entry.params), name
+
+
+def test_ig_runs_every_baseline_the_registry_lists(tiny_llama, seq):
+    """Drift case of issue 24: the validator accepted ``baseline = mean``, the catalog listed
+    ``pad | zero | mask | unk``. The implementation starts the path from any replacement row of
+    the problem, and a model with pad, mask and unk ids has exactly these rows; every one of
+    them is listed and runs, with S(baseline) the objective at that row (computed here)."""
+    listed = catalog.METHODS["integrated_gradients"].params["baseline"]
+    assert "mean" in listed.choices
+    pb = causal_lm_problem(tiny_llama, seq, eligible_mask(len(seq), PROMPT), [8], pad_id=PAD, mask_id=UNK + 1,
+                           unk_id=UNK)
+    assert set(listed.choices) == set(pb.operators)
+    for base in listed.choices:
+        out = run_method("integrated_gradients", pb, {"baseline": base, "steps": 4})
+        x0 = torch.where(pb.eligible.unsqueeze(-1), pb.operators[base], pb.embeds)
+        with torch.no_grad():
+            s_base = pb.objective(x0.unsqueeze(0)).item()
+        assert out.info["baseline"] == base and out.info["score_baseline"] == pytest.approx(s_base, abs=1e-12)
+
+
+def test_heta_probes_default_is_adaptive():
+    """Drift case of issue 24: HETA ``probes`` defaulted to 8 in ``_common.DEFAULTS`` and to
+    "adaptive" in the catalog; the implementation runs the adaptive count when none is given."""
+    spec = registry.METHODS["heta"].params["probes"]
+    assert spec.default is None and spec.shown_default().startswith("adaptive")
+    assert resolve_params("heta", {})["probes"] is None
+    assert resolve_params("heta", {"probes": 3})["probes"] == 3
+
+
+def test_heta_without_probes_runs_the_adaptive_count(problems):
+    out = run_method("heta", problems["prompt_conditioned"], {"max_probes": 4})
+    assert out.info["probes"] == "auto" and out.info["probes_max"] > 0
+    fixed = run_method("heta", problems["prompt_conditioned"], {"probes": 2})
+    assert fixed.info["probes"] == 2 and fixed.info["probes_min"] == fixed.info["probes_max"] == 2
+
+
+def test_a_method_registered_from_outside_runs_like_a_shipped_one(problems, tmp_path, monkeypatch):
+    """``scopecheck.register_method`` with a lazy ``module:attr``: the module is imported only
+    when the method first runs; parameters are defaulted and coerced from the entry."""
+    import sys
+
+    import scopecheck
+
+    (tmp_path / "outside_method_pkg.py").write_text(
+        "from scopecheck.engine.methods._common import finalize, resolve_params\n"
+        "def scaled_saliency(problem, params):\n"
+        "    from scopecheck.engine.methods import run_method\n"
+        "    p = resolve_params('scaled_saliency', params)\n"
+        "    base = run_method('saliency', problem, {'norm': p['norm']})\n"
+        "    return finalize(problem, base.scores * p['scale'], {'scale': p['scale']})\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = scopecheck.register_method(
+        "scaled_saliency", family="gradient", summary="saliency times a constant", supports=("span_prompt",),
+        params={"scale": registry.F(0.0, 100.0, default=2.0, help="the constant"),
+                "norm": registry.C("l1", "l2", default="l1")},
+        impl="outside_method_pkg:scaled_saliency", differentiable=True, aliases=("ss",))
+    try:
+        assert "outside_method_pkg" not in sys.modules
+        pb = problems["span_prompt"]
+        out = run_method("ss", pb, {"scale": "3"})                     # alias; "3" coerced by the entry
+        ref = run_method("saliency", pb, {"norm": "l1"})
+        assert out.info["method"] == "scaled_saliency" and out.info["scale"] == 3.0
+        assert torch.allclose(out.scores, 3.0 * ref.scores, rtol=0, atol=1e-12)
+        assert entry.load().__module__ == "outside_method_pkg"
+    finally:
+        registry.unregister_method("scaled_saliency")
+    assert "scaled_saliency" not in METHOD_IMPLS and "ss" not in registry.METHOD_ALIASES
 
 
 def test_unknown_method_lists_available(problems):

@@ -178,7 +178,7 @@ def runnable(claim: m.Claim, name: str, scope: m.Scope, method: str, notes: list
 
 
 def _canon(name: str) -> str:
-    from scopecheck.engine.catalog import METHOD_ALIASES
+    from scopecheck.spec.registry import METHOD_ALIASES
 
     return METHOD_ALIASES.get(name, name)
 

@@ -58,7 +58,7 @@ reports. :func:`audit_static` reads it as follows.
    mass minus distractor mass, mass normalised to one) lies in [-1, 1].
 
 4. **Method and contract**: the method must support the computed contract kind
-   (:data:`scopecheck.engine.catalog.METHODS`); and the computed SCOPE must be a coherent
+   (:data:`scopecheck.spec.registry.METHODS`); and the computed SCOPE must be a coherent
    contract (the validator's disjointness, causality, score/output and process rules;
    symbolic indices such as ``y[t]`` are fine in claims).
 
@@ -72,7 +72,7 @@ from dataclasses import dataclass, replace
 
 from scopecheck.checks.catalog import CHECKS, METRIC_RANGES
 from scopecheck.dsl.format import fmt_features, fmt_selector, fmt_value, format_document
-from scopecheck.engine.catalog import METHOD_ALIASES, METHODS, supported_methods
+from scopecheck.spec.registry import METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.errors import ContractError
 from scopecheck.spec import model as m
 from scopecheck.spec.standard import STANDARD, merge, standard_scope
@@ -592,7 +592,8 @@ def audit_static(claim: m.Claim) -> StaticAudit:
                      "the map is conditional on that decoding choice")
     if meth is not None and meth in METHODS:
         stated = {p.key for p in claim.computed.method.params} if claim.computed.method else set()
-        left = [f"{k} ({d})" for k, d in METHODS[meth].params.items() if k not in stated and k != "batch_size"]
+        left = [f"{k} ({d.summary()})" for k, d in METHODS[meth].params.items()
+                if k not in stated and k != "batch_size"]
         if left:
             notes.append(f"method parameters not stated (engine defaults would apply): {'; '.join(left)}")
         if meth in METHOD_NOTES:

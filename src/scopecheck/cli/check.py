@@ -112,8 +112,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from scopecheck.checks.catalog import CHECKS, PROTOCOLS
     from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selector
-    from scopecheck.engine.catalog import CONTRACT_KINDS, METHODS
     from scopecheck.spec import model as m
+    from scopecheck.spec.registry import CONTRACT_KINDS, METHODS
     from scopecheck.spec.standard import STANDARD
 
     con = _console()
@@ -135,6 +135,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         t.add_column(k.replace("_", " "), justify="center")
     for info in METHODS.values():
         t.add_row(info.name, info.family, *["yes" if k in info.supports else "-" for k in CONTRACT_KINDS])
+    con.print(t)
+    t = Table(title="Method parameters (every method also takes aggregate = tokens | words)", show_lines=True)
+    for col in ("method", "parameter", "values", "default", "meaning"):
+        t.add_column(col)
+    for info in METHODS.values():
+        for key, spec in info.params.items():
+            t.add_row(info.name, key, spec.describe(), spec.shown_default(), spec.help)
     con.print(t)
     t = Table(title="Check protocols by contract (DESIGN section 4)")
     for col in ("contract", "perturb", "then", "measure"):

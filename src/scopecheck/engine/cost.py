@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Mapping
 
+from scopecheck.spec.registry import METHODS
+
 #: token-positions (rows x sequence length) one contract's method may evaluate by default
 DEFAULT_MAX_EVALUATIONS = 50_000_000
 
@@ -26,14 +28,14 @@ def rows(method: str, params: Mapping[str, object], E: int, L: int, V: int, K: i
 
     table = {
         "saliency": 3, "gradient_x_input": 3,
-        "integrated_gradients": 3 * i("steps", 64),
+        "integrated_gradients": 3 * i("steps", _default("integrated_gradients", "steps")),
         "occlusion": E + 1,
-        "lime": i("samples", 500) + 1,
-        "kernel_shap": i("samples", 2048) + 2,
+        "lime": i("samples", _default("lime", "samples")) + 1,
+        "kernel_shap": i("samples", _default("kernel_shap", "samples")) + 2,
         "exact_shapley": 2.0 ** min(E, 60),
         "attention_rollout": 1,
-        "reagent": i("steps", 50) * 2,
-        "context_cite": i("samples", 256) + 1,
+        "reagent": i("steps", _default("reagent", "steps")) * 2,
+        "context_cite": i("samples", _default("context_cite", "samples")) + 1,
         "probabilistic_as": E * V * float(p.get("top_p", 1.0) or 1.0) + L,   # (an upper bound for top_p < 1)
         "heta": _heta_rows(p, i, E),
         "stage_perturbation": K + 1,
@@ -41,16 +43,28 @@ def rows(method: str, params: Mapping[str, object], E: int, L: int, V: int, K: i
     return float(table.get(method, E + 1)) * K
 
 
+def _default(method: str, key: str) -> int:
+    """The registry's default of an integer parameter (the count a method runs when none is stated)."""
+    entry = METHODS.get(method)
+    v = entry.params[key].default if entry is not None and key in entry.params else None
+    return int(v) if isinstance(v, int) else 0
+
+
+#: HETA's first adaptive round of Hutchinson probes per token (``heta.START_PROBES``; the
+#: registry's ``probes`` default is ``None``, adaptive).
+HETA_START_PROBES = 8
+
+
 def _heta_rows(p: Mapping[str, object], i: Callable[[str, int], int], E: int) -> float:
     """HETA: 6 rows per Hessian-vector product (double backward), plus the KL forwards. Adaptive
     Hutchinson is estimated at its first round (8 probes per token; more where S_i is noisy);
     ``lowrank`` costs 2 * rank products per window."""
     if p.get("curvature") == "lowrank":
-        size, stride = i("window", 0), i("stride", 0)
+        size, stride = i("window", _default("heta", "window")), i("stride", _default("heta", "stride"))
         wins = 1 if size <= 0 or size >= E else math.ceil((E - size) / (stride or max(1, size // 2))) + 1
-        hvps = 2 * i("rank", 64) * wins                                      # (at most; rank is capped by m * d)
+        hvps = 2 * i("rank", _default("heta", "rank")) * wins   # (at most; rank is capped by m * d)
     else:
-        hvps = i("probes", 8) * E
+        hvps = i("probes", HETA_START_PROBES) * E
     return 6 * hvps + 2 * E + 3
 
 

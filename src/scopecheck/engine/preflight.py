@@ -37,10 +37,11 @@ from typing import Any, Iterator
 
 from scopecheck.errors import ContractError, ContractValidationError, Span
 from scopecheck.spec import model as m
+from scopecheck.spec import vocabulary as vocab
 
 #: operators every model has (``engine.scoring.embedding_operators``), and the token-backed ones
 ALWAYS = ("zero", "mean", "delete", "noop")
-TOKEN_OPERATORS = ("pad", "mask", "unk")
+TOKEN_OPERATORS = vocab.TOKEN_OPERATORS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,12 +202,10 @@ def preflight(contract: m.Contract, *, trust_remote_code: bool = False) -> list[
     if contract.prompt is None or contract.dataset is not None:
         return []                                   # a dataset's rows are read and checked by the run
     if contract.method is not None and not diffusion:   # a stage perturbation is not a token operator
-        from scopecheck.engine.run import OPERATOR_PARAMS
-
         have = operators(tok, config)
         for p in contract.method.params:
             value = p.value.name if isinstance(p.value, m.Ident) else None
-            if p.key in OPERATOR_PARAMS and value is not None and value not in have:
+            if p.key in vocab.OPERATOR_PARAMS and value is not None and value not in have:
                 errors.append(ContractValidationError(
                     f"{contract.model.name} has no `{value}` token", p.span,
                     expected=f"{p.key} = " + " | ".join(sorted(have - {"noop"})), rule="operator"))

@@ -18,8 +18,8 @@ from scopecheck.errors import ContractError, ContractErrors, ContractValidationE
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import resolve, validate
 
-OPERATOR_PARAMS = ("baseline", "operator", "perturbation")
-OPERATOR_FALLBACK = ("pad", "unk", "mask", "zero", "noop")
+from scopecheck.spec.registry import get_method
+from scopecheck.spec.vocabulary import OPERATOR_PARAMS, fallback_operator
 #: Method parameters every method accepts, handled here rather than by the method itself.
 COMMON_PARAMS = ("aggregate",)
 
@@ -41,17 +41,15 @@ def aggregation(method: m.Method) -> str:
 
 def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, Any], str | None]:
     """Canonical method name, its parameters (operator made explicit) and the operator used."""
-    from scopecheck.engine.catalog import METHOD_ALIASES, METHODS
-
-    name = METHOD_ALIASES.get(method.name, method.name)
+    info = get_method(method.name)
+    name = info.name
     params = {p.key: m.py_value(p.value) for p in method.params if p.key not in COMMON_PARAMS}
-    info = METHODS[name]
     operator = None
     for key in OPERATOR_PARAMS:
         if key in info.params:
+            available = set(compiled.problem.operators) | {"delete"}
             if key in params:
                 operator = str(params[key])
-                available = set(compiled.problem.operators) | {"delete"}
                 if operator not in available:
                     p = next(q for q in method.params if q.key == key)
                     raise ContractValidationError(
@@ -59,8 +57,9 @@ def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, 
                         f"`{operator}` token", p.span, expected=f"{key} = " + " | ".join(sorted(available)),
                         rule="operator")
             else:
-                default = "delete" if "(default delete)" in info.params[key] else None
-                operator = default or next(o for o in OPERATOR_FALLBACK if o in compiled.problem.operators)
+                # the entry's default where the model has it, else the first of the fallback order
+                default = info.params[key].default
+                operator = str(default) if default in available else fallback_operator(compiled.problem.operators)
                 params[key] = operator
     return name, params, operator
 
@@ -90,12 +89,11 @@ def _refused(exc: Exception, name: str, contract: m.Contract) -> ContractValidat
 
 
 def operator_note(name: str, params: dict[str, Any], method: m.Method) -> str | None:
-    """When the catalog's default operator does not exist for this model and another was used."""
-    from scopecheck.engine.methods import DEFAULTS
-
+    """When the registry's default operator does not exist for this model and another was used."""
+    declared = get_method(name).params
     stated = {p.key for p in method.params}
     for key in OPERATOR_PARAMS:
-        default = DEFAULTS.get(name, {}).get(key)
+        default = declared[key].default if key in declared else None
         if key in params and key not in stated and default is not None and params[key] != default:
             return (f"the default {key} `{default}` does not exist for this model; `{params[key]}` was used "
                     f"(state `{key} = ...` to choose another)")

@@ -38,12 +38,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from scopecheck.spec.vocabulary import AGGREGATIONS, DEFAULT_AGGREGATION
+
 #: Piece prefixes that mark the start of a word: SentencePiece (llama, T5) and byte-level BPE (GPT-2).
 WORD_MARKERS = ("▁", "Ġ")
 #: Roles whose tokens are cut from a text and can join into words; every other role is one group per token.
 TEXT_ROLES = ("prompt", "output")
-AGGREGATIONS = ("tokens", "words")
-DEFAULT_AGGREGATION = "tokens"
 
 Grouping = tuple[tuple[int, ...], ...]
 

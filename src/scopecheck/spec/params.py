@@ -1,7 +1,8 @@
-"""Type and range of every number and name a contract can pass: method, check, sampler,
-decoding and estimator parameters, and the seed.
+"""Type and range of every number and name a contract can pass: check, decoding and
+estimator parameters and the seed here; method parameters in their registry entries
+(:mod:`scopecheck.spec.registry`, whose :class:`ParamSpec` this module checks DSL values against).
 
-One table, checked by the validator before anything runs, so a bad value is a positioned
+Checked by the validator before anything runs, so a bad value is a positioned
 :class:`~scopecheck.errors.ContractError` naming the parameter, the value and the allowed range
 instead of an exception from numpy or torch hours later. Torch-free.
 """
@@ -9,90 +10,19 @@ instead of an exception from numpy or torch hours later. Torch-free.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from scopecheck.errors import ContractValidationError, Span
 from scopecheck.spec import model as m
+from scopecheck.spec import vocabulary as vocab
+from scopecheck.spec.registry import SAMPLES_MAX, C, F, I, ParamSpec
 
 SEED_MAX = 2 ** 63 - 1
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """``kind``: ``int`` | ``float`` | ``bool`` | ``choice`` | ``count_or_fraction`` | ``selector``
-    | ``any``. Numeric bounds are inclusive unless ``open_low`` (``low < x``)."""
-
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] = ()
-    open_low: bool = False
-
-    def describe(self) -> str:
-        if self.kind == "choice":
-            return " | ".join(self.choices)
-        if self.kind == "bool":
-            return "true | false"
-        if self.kind == "selector":
-            return 'a selector, e.g. x["black"]'
-        if self.kind == "count_or_fraction":
-            return f"a fraction in (0, 1] or a count 1..{int(self.high or 0)}"
-        if self.kind in ("int", "float"):
-            lo = "(" if self.open_low else "["
-            hi = "]"
-            num = "an integer" if self.kind == "int" else "a finite number"
-            return f"{num} in {lo}{_n(self.low)}, {_n(self.high)}{hi}"
-        return "a value"
-
-
-def _n(x: float | None) -> str:
-    if x is None:
-        return "∞"
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def I(low: int, high: int) -> ParamSpec:  # noqa: E743 - short constructors keep the table readable
-    return ParamSpec("int", low, high)
-
-
-def F(low: float, high: float | None = None, open_low: bool = False) -> ParamSpec:
-    return ParamSpec("float", low, high, open_low=open_low)
-
-
-def C(*choices: str) -> ParamSpec:
-    return ParamSpec("choice", choices=choices)
-
-
-OPERATORS = ("pad", "mask", "unk", "zero", "mean", "delete")
-STAGE_PERTURBATIONS = ("noop", "schedule", "substitute")
+OPERATORS = tuple(vocab.OPERATORS)
+STAGE_PERTURBATIONS = tuple(vocab.PERTURBATIONS)
 BATCH = I(1, 65_536)
-SAMPLES = I(1, 1_000_000)
-
-METHOD_PARAMS: dict[str, dict[str, ParamSpec]] = {
-    "saliency": {"norm": C("l2", "l1", "sum")},
-    "gradient_x_input": {},
-    "integrated_gradients": {"steps": I(1, 100_000), "rule": C("riemann", "gauss_legendre"),
-                             "baseline": C("pad", "zero", "mask", "unk", "mean"), "batch_size": BATCH},
-    "occlusion": {"operator": C(*OPERATORS), "batch_size": BATCH},
-    "lime": {"samples": SAMPLES, "operator": C(*OPERATORS), "kernel_width": F(0.0, 1e6, open_low=True),
-             "batch_size": BATCH},
-    "kernel_shap": {"samples": SAMPLES, "operator": C(*OPERATORS), "batch_size": BATCH},
-    "exact_shapley": {"operator": C(*OPERATORS), "batch_size": BATCH},
-    "attention_rollout": {"residual": ParamSpec("bool")},
-    "reagent": {"steps": I(1, 100_000), "ratio": F(0.0, 1.0, open_low=True)},
-    "context_cite": {"samples": SAMPLES, "operator": C(*OPERATORS)},
-    "probabilistic_as": {"top_p": F(0.0, 1.0, open_low=True), "prune": F(0.0, 0.5)},
-    "heta": {"beta": F(-1e6, 1e6), "gamma": F(-1e6, 1e6), "probes": I(1, 100_000),
-             "rse": F(0.0, 0.999, open_low=True), "max_probes": I(2, 100_000), "curvature": C("hutchinson", "lowrank"),
-             "rank": I(1, 1_000_000), "window": I(0, 1_000_000), "stride": I(0, 1_000_000),
-             "layers": I(0, 100_000)},
-    "stage_perturbation": {"perturbation": C(*STAGE_PERTURBATIONS), "shift": I(-4096, 4096),
-                           "substitute": C("second_best", "resample")},
-}
-
-#: Parameters every method accepts (the engine handles them, not the method): ``aggregate = words``
-#: also reports the map per word, each word's score the sum of its tokens' (scopecheck.engine.words).
-COMMON_METHOD_PARAMS: dict[str, ParamSpec] = {"aggregate": C("tokens", "words")}
+SAMPLES = I(1, SAMPLES_MAX)
 
 _PROTO = {"operator": C(*OPERATORS, *STAGE_PERTURBATIONS),
           "protocol": C("rescore", "regenerate", "continue_chain", "run_chain"),

@@ -17,28 +17,26 @@ import math
 from dataclasses import dataclass
 
 from scopecheck.checks.catalog import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS
-from scopecheck.engine.catalog import METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.errors import (
     ContractError, ContractValidationError, Span, cap_errors, did_you_mean, unknown_name,
 )
 from scopecheck.spec import model as m
-from scopecheck.spec.params import (
-    CHECK_PARAMS, COMMON_METHOD_PARAMS, DECODING_PARAMS, ESTIMATOR_PARAMS, METHOD_PARAMS, SEED, check_params,
-    check_value,
-)
+from scopecheck.spec import vocabulary as vocab
+from scopecheck.spec.params import CHECK_PARAMS, DECODING_PARAMS, ESTIMATOR_PARAMS, SEED, check_params, check_value
+from scopecheck.spec.registry import COMMON_METHOD_PARAMS, METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.spec.standard import STANDARD, merge, standard_scope
 
 PROCESSES: dict[str, dict[str, str]] = {
     "autoregressive": {},
     "classifier": {},
-    "masked_diffusion": {"sampler": "confidence | random | left_to_right (default confidence)",
+    "masked_diffusion": {"sampler": f"{vocab.choices(vocab.SAMPLERS)} (default {vocab.DEFAULT_SAMPLER})",
                          "steps": "number of denoising stages K (default: one slot per stage)",
                          "blocks": "semi-autoregressive blocks (default 1; steps a multiple of blocks)",
                          "length": "response slots R (default: the model's generation length)",
-                         "adapter": "plain | shift (default: shift for Dream, plain otherwise)"},
+                         "adapter": f"{vocab.choices(vocab.ADAPTERS)} (default: shift for Dream, plain otherwise)"},
 }
-SAMPLERS = ("confidence", "random", "left_to_right", "low_confidence")
-ESTIMATORS = {"chain": (), "pll": (), "elbo": ("samples",)}
+SAMPLERS = (*vocab.SAMPLERS, *vocab.SAMPLER_ALIASES)
+ESTIMATORS = vocab.ESTIMATOR_PARAMS
 DECODING = {"greedy": ("max_new_tokens",), "sample": ("max_new_tokens", "seed", "temperature", "top_p", "top_k")}
 INF = math.inf
 
@@ -357,8 +355,9 @@ def _check_process(sc: m.Scope, doc: m.Contract, errors: list[ContractError]) ->
                 isinstance(prm.value, int) and not isinstance(prm.value, bool) and 1 <= prm.value <= 4096):
             errors.append(_err(f"`{prm.key}` must be a positive integer (at most 4096)", prm.span,
                                expected=f"{prm.key} = 8", rule="params"))
-        elif prm.key == "adapter" and not (isinstance(prm.value, m.Ident) and prm.value.name in ("plain", "shift")):
-            errors.append(_err("unknown denoiser adapter", prm.span, expected="plain | shift", rule="params"))
+        elif prm.key == "adapter" and not (isinstance(prm.value, m.Ident) and prm.value.name in vocab.ADAPTERS):
+            errors.append(_err("unknown denoiser adapter", prm.span, expected=vocab.choices(vocab.ADAPTERS),
+                               rule="params"))
     diffusion = p.kind == "masked_diffusion"
     # process / feature compatibility
     groups = [("held fixed", sc.fixed or ()), ("eligible", sc.eligible or ())]
@@ -762,7 +761,7 @@ def _check_method(method: m.Method | None, kind: str | None, errors: list[Contra
         if prm.key not in known:
             errors.append(_err(f"method `{name}` has no parameter `{prm.key}`", prm.span,
                                expected=", ".join(known), hint=did_you_mean(prm.key, known), rule="params"))
-    errors += check_params({**COMMON_METHOD_PARAMS, **METHOD_PARAMS.get(name, {})}, method.params, f"method `{name}`")
+    errors += check_params({**COMMON_METHOD_PARAMS, **info.params}, method.params, f"method `{name}`")
     if kind is not None and kind not in info.supports:
         why = ""
         if info.differentiable and kind == "denoising_stage":

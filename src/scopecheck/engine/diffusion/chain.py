@@ -37,21 +37,9 @@ from typing import Any, Sequence
 import torch
 
 from scopecheck.engine.diffusion.denoiser import Denoiser
+from scopecheck.spec.vocabulary import PERTURBATIONS, SAMPLER_ALIASES, SAMPLERS  # the closed vocabularies, defined once
 
 Tensor = torch.Tensor
-
-SAMPLERS: dict[str, str] = {
-    "confidence": "commit the most confident proposals first (low-confidence remasking; LLaDA, MDLM)",
-    "random": "commit uniformly random masked slots (LLaDA's random remasking)",
-    "left_to_right": "commit the leftmost masked slots first",
-}
-SAMPLER_ALIASES = {"low_confidence": "confidence"}
-PERTURBATIONS: dict[str, str] = {
-    "noop": "the stage commits nothing (its update replaced by the identity); later stages re-balance",
-    "schedule": "the stage commits `shift` more (or fewer) slots than scheduled; later stages re-balance",
-    "substitute": "the stage commits an alternative step: the best other token (second_best) or a resample "
-                  "with another seed (resample)",
-}
 
 #: Counts every call of :func:`run_chains`; tests use it to prove which checks regenerate.
 SAMPLER_CALLS = {"count": 0}

@@ -26,13 +26,9 @@ from typing import Any
 
 import torch
 
+from scopecheck.spec.vocabulary import ADAPTERS  # the closed vocabulary, defined once
+
 Tensor = torch.Tensor
-
-ADAPTERS: dict[str, str] = {
-    "plain": "logits at position i predict token i (LLaDA, MDLM, BERT-style masked LMs)",
-    "shift": "logits at position i - 1 predict token i (Dream)",
-}
-
 
 def default_adapter(config: Any) -> str:
     """``shift`` for Dream-style models, ``plain`` otherwise."""

@@ -50,15 +50,10 @@ import torch
 
 from scopecheck.engine.diffusion.chain import Chain
 from scopecheck.engine.diffusion.denoiser import Denoiser
+from scopecheck.spec.vocabulary import ESTIMATORS  # the closed vocabulary, defined once
 
 Tensor = torch.Tensor
 
-ESTIMATORS: dict[str, str] = {
-    "chain": "teacher-forced log-prob of committing y along the recorded unmasking order",
-    "pll": "pseudo-log-likelihood: each slot masked in turn, the rest visible (not a likelihood)",
-    "elbo": "Monte Carlo masked-diffusion ELBO (a lower bound): the mean of k draws, stratified t ~ U(0,1), "
-            "weight E[1/t | mask pattern] = (R + 1) / |masked|",
-}
 #: Rows per forward when reads x batch exceed it.
 MAX_ROWS = 1024
 

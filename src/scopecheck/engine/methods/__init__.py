@@ -1,8 +1,11 @@
-"""Attribution method implementations, registered against the names in ``catalog.METHODS``.
+"""Attribution method implementations, each named by its registry entry's ``impl``
+(:mod:`scopecheck.spec.registry`).
 
-``METHOD_IMPLS[name](problem, params) -> MethodOutput``. The submodules (``gradients``,
-``perturbation``, ``surrogate``, ``rollout``, ``reagent``, ``probabilistic``, ``heta``) hold
-the implementations; only the registry is exported here, so ``methods.heta`` is the module. Every method scores exactly zero
+``METHOD_IMPLS[name](problem, params) -> MethodOutput``, a read-only view of the registry that
+imports an implementation when it is first looked up (so a method registered from outside the
+package runs like a shipped one). The submodules (``gradients``, ``perturbation``,
+``surrogate``, ``rollout``, ``reagent``, ``probabilistic``, ``heta``) hold the implementations;
+only the registry view is exported here, so ``methods.heta`` is the module. Every method scores exactly zero
 outside ``problem.eligible``, never perturbs or interpolates a non-eligible position, batches
 its model evaluations and is deterministic given ``params['_seed']`` (set by
 :func:`run_method`; 0 when called directly).
@@ -16,40 +19,41 @@ Methods without a declared ``batch_size`` parameter (``reagent``, ``context_cite
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
-from scopecheck.engine import catalog
-from scopecheck.engine.methods._common import DEFAULTS, INTERNAL_BATCH, resolve_params
-from scopecheck.engine.methods import gradients, heta, perturbation, probabilistic, reagent, rollout, stages, surrogate
+from scopecheck.engine.methods._common import INTERNAL_BATCH, resolve_params
+from scopecheck.engine.methods import (  # noqa: F401 - the submodules, as attributes
+    gradients, heta, perturbation, probabilistic, reagent, rollout, stages, surrogate,
+)
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.spec import registry
 
 MethodImpl = Callable[[AttributionProblem, Mapping[str, object]], MethodOutput]
 
-METHOD_IMPLS: dict[str, MethodImpl] = {
-    "saliency": gradients.saliency,
-    "gradient_x_input": gradients.gradient_x_input,
-    "integrated_gradients": gradients.integrated_gradients,
-    "occlusion": perturbation.occlusion,
-    "lime": surrogate.lime,
-    "kernel_shap": surrogate.kernel_shap,
-    "exact_shapley": perturbation.exact_shapley,
-    "attention_rollout": rollout.attention_rollout,
-    "reagent": reagent.reagent,
-    "context_cite": surrogate.context_cite,
-    "probabilistic_as": probabilistic.probabilistic_as,
-    "heta": heta.heta,
-    "stage_perturbation": stages.stage_perturbation,
-}
+
+class _Impls(Mapping[str, MethodImpl]):
+    """name -> implementation of every registered method, loaded on lookup."""
+
+    def __getitem__(self, name: str) -> MethodImpl:
+        entry = registry.METHODS.get(name)
+        if entry is None:
+            raise KeyError(name)
+        return entry.load()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(registry.METHODS))
+
+    def __len__(self) -> int:
+        return len(registry.METHODS)
+
+
+METHOD_IMPLS: Mapping[str, MethodImpl] = _Impls()
+
 
 def resolve_method(name: str) -> str:
-    """Canonical method name (aliases resolved); ``KeyError`` listing what is available."""
-    canonical = catalog.METHOD_ALIASES.get(name, name)
-    if canonical not in METHOD_IMPLS:
-        available = ", ".join(sorted(METHOD_IMPLS))
-        aliases = ", ".join(f"{a} -> {t}" for a, t in sorted(catalog.METHOD_ALIASES.items()))
-        raise KeyError(f"method {name!r} is not a known attribution method; available: {available} "
-                       f"(aliases: {aliases})")
-    return canonical
+    """Canonical method name (aliases resolved); a ``KeyError`` (:class:`~scopecheck.spec.registry.
+    UnknownMethodError`) listing what is available."""
+    return registry.get_method(name).name
 
 
 def run_method(name: str, problem: AttributionProblem, params: Mapping[str, object] | None = None, *,
@@ -57,7 +61,7 @@ def run_method(name: str, problem: AttributionProblem, params: Mapping[str, obje
     """Run method ``name`` (or an alias) on ``problem``.
 
     Unknown parameter names raise ``ValueError`` listing the method's declared parameters;
-    declared ones are type-checked and defaulted from the catalog's defaults.
+    declared ones are type-checked and defaulted from the registry entry.
     """
     canonical, resolved = prepare(name, params, seed, progress)
     out = METHOD_IMPLS[canonical](problem, resolved)
@@ -80,5 +84,5 @@ def prepare(name: str, params: Mapping[str, object] | None, seed: int, progress:
     return canonical, resolved
 
 
-__all__ = ["DEFAULTS", "INTERNAL_BATCH", "METHOD_IMPLS", "MethodImpl", "prepare", "resolve_method",
+__all__ = ["INTERNAL_BATCH", "METHOD_IMPLS", "MethodImpl", "prepare", "resolve_method",
            "run_method"]

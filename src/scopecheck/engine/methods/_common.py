@@ -13,43 +13,29 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 import numpy as np
 import torch
 
-from scopecheck.engine import catalog
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.spec.registry import ParamSpec, get_method
 
 Tensor = torch.Tensor
 
-#: Batch size for methods whose catalog entry declares no ``batch_size`` parameter.
+#: Batch size for methods whose registry entry declares no ``batch_size`` parameter.
 INTERNAL_BATCH = 32
 
 #: Keys ``run_method`` adds to the parameter mapping (never user parameters).
 RESERVED = ("_seed", "_progress", "_batch_auto", "_given")
 
-#: Defaults of every declared parameter, by method (must match ``catalog.METHODS``).
-DEFAULTS: dict[str, dict[str, object]] = {
-    "saliency": {"norm": "l2"},
-    "gradient_x_input": {},
-    "integrated_gradients": {"steps": 64, "rule": "gauss_legendre", "baseline": "pad", "batch_size": 32},
-    "occlusion": {"operator": "pad", "batch_size": 32},
-    "lime": {"samples": 500, "operator": "pad", "kernel_width": 0.75, "batch_size": 32},
-    "kernel_shap": {"samples": 2048, "operator": "pad", "batch_size": 64},
-    "exact_shapley": {"operator": "pad", "batch_size": 64},
-    "attention_rollout": {"residual": True},
-    "reagent": {"steps": 50, "ratio": 0.3},
-    "context_cite": {"samples": 256, "operator": "delete"},
-    "probabilistic_as": {"top_p": 0.999999, "prune": 5e-5},
-    "heta": {"beta": 0.5, "gamma": 0.5, "probes": 8, "rse": 0.1, "max_probes": 256, "curvature": "hutchinson",
-             "rank": 64, "window": 0, "stride": 0, "layers": 0},
-    "stage_perturbation": {"perturbation": "noop", "shift": 1, "substitute": "second_best"},
-}
-
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
-def _coerce(method: str, key: str, value: object, default: object) -> object:
-    bad = ValueError(f"{method}: parameter {key}={value!r} must be {type(default).__name__} "
-                     f"({catalog.METHODS[method].params.get(key, '')})")
-    if isinstance(default, bool):
+def _coerce(method: str, key: str, value: object, spec: ParamSpec) -> object:
+    """``value`` as the Python type of ``spec`` (a string spelling of it accepted); ``ValueError``
+    naming the parameter and what it must be otherwise. Ranges are the validator's."""
+    bad = ValueError(f"{method}: parameter {key}={value!r} must be {spec.type_name} ({spec.summary()})")
+    if value is None and spec.default is None:
+        return None      # "the engine chooses" (a resolved mapping resolved again keeps it)
+    kind = spec.kind
+    if kind == "bool":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
@@ -57,7 +43,7 @@ def _coerce(method: str, key: str, value: object, default: object) -> object:
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise bad
-    if isinstance(default, int):
+    if kind == "int":
         if isinstance(value, bool):
             raise bad
         if isinstance(value, int):
@@ -70,7 +56,7 @@ def _coerce(method: str, key: str, value: object, default: object) -> object:
             except ValueError:
                 raise bad from None
         raise bad
-    if isinstance(default, float):
+    if kind == "float":
         if isinstance(value, bool):
             raise bad
         if isinstance(value, (int, float)):
@@ -81,36 +67,38 @@ def _coerce(method: str, key: str, value: object, default: object) -> object:
             except ValueError:
                 raise bad from None
         raise bad
-    if isinstance(default, str):
+    if kind == "choice":
         if not isinstance(value, str):
             raise bad
         return value
-    return value  # pragma: no cover
+    return value   # any | selector | count_or_fraction: passed as given
 
 
 def resolve_params(method: str, params: Mapping[str, object] | None) -> dict[str, object]:
-    """Declared defaults overridden by ``params``; unknown names raise ``ValueError``."""
+    """The registry's defaults overridden by ``params``; unknown names raise ``ValueError``.
+    A default of ``None`` means the method chooses (heta's adaptive ``probes``, a memory-aware
+    ``batch_size``)."""
     params = dict(params or {})
-    declared = catalog.METHODS[method].params
+    declared = get_method(method).params
     unknown = sorted(k for k in params if k not in declared and k not in RESERVED)
     if unknown:
-        listed = ", ".join(f"{k} ({v})" for k, v in declared.items()) or "none"
+        listed = ", ".join(f"{k} ({v.summary()})" for k, v in declared.items()) or "none"
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for method {method!r}; "
                          f"declared parameters: {listed}")
-    out: dict[str, object] = dict(DEFAULTS[method])
+    out: dict[str, object] = {k: spec.default for k, spec in declared.items()}
     for key, value in params.items():
         if key in RESERVED:
             out[key] = value
         else:
-            out[key] = _coerce(method, key, value, DEFAULTS[method][key])
+            out[key] = _coerce(method, key, value, declared[key])
     out.setdefault("_seed", 0)
     out.setdefault("_progress", False)
     # a batch_size the caller did not give is chosen from free memory (``batch_param``)
-    out.setdefault("_batch_auto", "batch_size" in DEFAULTS[method] and "batch_size" not in params)
+    out.setdefault("_batch_auto", "batch_size" in declared and "batch_size" not in params)
     # the names the caller gave (a method may adapt what was left to it, e.g. heta's probe count)
     out.setdefault("_given", tuple(sorted(k for k in params if k not in RESERVED)))
     for key in ("steps", "samples", "batch_size", "probes"):
-        if key in out and int(out[key]) < 1:  # type: ignore[arg-type]
+        if key in out and out[key] is not None and int(out[key]) < 1:  # type: ignore[call-overload]
             raise ValueError(f"{method}: parameter {key} must be >= 1, got {out[key]}")
     return out
 

@@ -282,7 +282,7 @@ def windows(m: int, size: int, stride: int) -> list[tuple[int, int]]:
 def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOutput:
     p = resolve_params("heta", params)
     beta, gamma = float(p["beta"]), float(p["gamma"])                          # type: ignore[arg-type]
-    probes = int(p["probes"]) if "probes" in p["_given"] else None              # type: ignore[arg-type,operator]
+    probes = None if p["probes"] is None else int(p["probes"])                  # type: ignore[call-overload]
     rse, max_probes = float(p["rse"]), int(p["max_probes"])                    # type: ignore[arg-type]
     curvature, rank = str(p["curvature"]), int(p["rank"])                       # type: ignore[arg-type]
     size = int(p["window"])                                                      # type: ignore[arg-type]

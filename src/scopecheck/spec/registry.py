@@ -1,0 +1,480 @@
+"""The method registry: one entry per attribution method, the single source of its name,
+family, supported contracts, parameters and implementation.
+
+An entry (:class:`MethodEntry`) declares each parameter once, as a :class:`ParamSpec` (kind,
+range or allowed values, default, help); the validator (``scopecheck.spec.validate``), the
+engine's parameter resolution (``scopecheck.engine.methods``), ``scopecheck list``, the
+static audit and the README's method table all read the entry. The implementation is a
+lazy ``"module:attr"`` reference, imported on first use (:meth:`MethodEntry.load`), so this
+module and everything that only validates stays torch-free.
+
+:func:`register_method` adds an entry, from this package or from outside it (an adapter to
+another toolkit registers its methods the same way the shipped ones are registered here).
+Unknown names are :class:`UnknownMethodError`, listing what exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
+
+from scopecheck.errors import ContractValidationError, UnknownNameError, did_you_mean
+from scopecheck.spec import vocabulary as vocab
+
+#: The seven settings of seed 000, Table 1, in table order.
+CONTRACT_KINDS: tuple[str, ...] = (
+    "classifier",
+    "local_next_token",
+    "prompt_conditioned",
+    "span_prompt",
+    "state_level",
+    "denoising_stage",
+    "prompt_to_output",
+)
+AUTOREGRESSIVE_KINDS: tuple[str, ...] = ("local_next_token", "prompt_conditioned", "span_prompt")
+TOKEN_KINDS: tuple[str, ...] = ("classifier", *AUTOREGRESSIVE_KINDS)
+DIFFUSION_TOKEN_KINDS: tuple[str, ...] = ("state_level", "prompt_to_output")
+#: Contract kinds a method may support besides the standard ones (a contract whose SCOPE
+#: matches no standard contract).
+EXTRA_KINDS: tuple[str, ...] = ("custom",)
+
+#: Method families, as ``scopecheck list`` groups them.
+FAMILIES: tuple[str, ...] = ("gradient", "perturbation", "surrogate", "attention", "probabilistic", "stage")
+
+PARAM_KINDS: tuple[str, ...] = ("int", "float", "bool", "choice", "count_or_fraction", "selector", "any")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: ``kind`` is ``int`` | ``float`` | ``bool`` | ``choice`` |
+    ``count_or_fraction`` | ``selector`` | ``any``. Numeric bounds are inclusive unless
+    ``open_low`` (``low < x``). ``default`` is the value used when the contract states none;
+    ``None`` means the engine chooses (``default_text`` says how, e.g. ``adaptive``)."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    open_low: bool = False
+    default: object = None
+    help: str = ""
+    default_text: str | None = None
+
+    def describe(self) -> str:
+        """The allowed values, as an error's ``expected`` line shows them."""
+        if self.kind == "choice":
+            return " | ".join(self.choices)
+        if self.kind == "bool":
+            return "true | false"
+        if self.kind == "selector":
+            return 'a selector, e.g. x["black"]'
+        if self.kind == "count_or_fraction":
+            return f"a fraction in (0, 1] or a count 1..{int(self.high or 0)}"
+        if self.kind in ("int", "float"):
+            lo = "(" if self.open_low else "["
+            hi = "]"
+            num = "an integer" if self.kind == "int" else "a finite number"
+            return f"{num} in {lo}{_n(self.low)}, {_n(self.high)}{hi}"
+        return "a value"
+
+    def shown_default(self) -> str:
+        """The default as a contract would write it, or how the engine chooses it."""
+        if self.default_text is not None:
+            return self.default_text
+        return show_value(self.default)
+
+    def summary(self) -> str:
+        """``values: help (default X)``: one line of ``scopecheck list`` and the audit."""
+        values = self.describe() if self.kind in ("choice", "bool") else self.kind
+        body = f"{values}: {self.help}" if self.help else values
+        return f"{body} (default {self.shown_default()})"
+
+    @property
+    def type_name(self) -> str:
+        """The Python type a value is coerced to (``int``, ``float``, ``bool``, ``str``)."""
+        return {"choice": "str"}.get(self.kind, self.kind)
+
+
+def _n(x: float | None) -> str:
+    if x is None:
+        return "∞"
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def show_value(v: object) -> str:
+    """A Python default as the DSL writes it: ``true``, ``0.75``, ``5e-05``, ``pad``."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return "none" if v is None else str(v)
+
+
+def I(low: int, high: int, default: int | None = None, help: str = "",  # noqa: E743 - short constructors keep
+      default_text: str | None = None) -> ParamSpec:                     # the table readable
+    return ParamSpec("int", low, high, default=default, help=help, default_text=default_text)
+
+
+def F(low: float, high: float | None = None, open_low: bool = False, default: float | None = None,
+      help: str = "") -> ParamSpec:
+    return ParamSpec("float", low, high, open_low=open_low, default=default, help=help)
+
+
+def C(*choices: str, default: str | None = None, help: str = "") -> ParamSpec:
+    return ParamSpec("choice", choices=choices, default=default, help=help)
+
+
+def B(default: bool, help: str = "") -> ParamSpec:
+    return ParamSpec("bool", default=default, help=help)
+
+
+BATCH_HELP = "model evaluations per forward batch"
+FROM_MEMORY = "as many as the free memory allows"
+
+
+def batch(help: str = BATCH_HELP) -> ParamSpec:
+    """``batch_size``: an engine setting; when not given it is chosen from the free memory
+    (halving on out-of-memory), so its default is no number."""
+    return I(1, 65_536, help=help, default_text=FROM_MEMORY)
+
+
+SAMPLES_MAX = 1_000_000
+
+
+def samples(default: int, help: str = "") -> ParamSpec:
+    return I(1, SAMPLES_MAX, default, help)
+
+
+def operator(default: str, help: str = "the replacement of a perturbed token") -> ParamSpec:
+    return C(*vocab.OPERATORS, default=default, help=help)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One attribution method. ``impl`` is ``"module:attr"``, a callable
+    ``(AttributionProblem, params) -> MethodOutput`` imported on first :meth:`load`."""
+
+    name: str
+    family: str
+    summary: str
+    supports: tuple[str, ...]                              # contract kinds
+    params: Mapping[str, ParamSpec] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    impl: str = ""
+    differentiable: bool = False                           # needs gradients w.r.t. feature embeddings
+    aliases: tuple[str, ...] = ()
+
+    def defaults(self) -> dict[str, object]:
+        """The value of every declared parameter when the contract states none (``None``: the
+        engine chooses, see the parameter's ``default_text``)."""
+        return {k: p.default for k, p in self.params.items()}
+
+    def load(self) -> Callable[..., Any]:
+        """The implementation (imported once, then cached)."""
+        fn = _LOADED.get(self.impl)
+        if fn is None:
+            fn = _resolve(self.impl, self.name)
+            _LOADED[self.impl] = fn
+        return fn
+
+
+_LOADED: dict[str, Callable[..., Any]] = {}
+
+
+def _resolve(ref: str, name: str) -> Callable[..., Any]:
+    mod_name, _, attr = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise RegistryError(f"method `{name}`: its implementation `{ref}` cannot be imported ({exc})",
+                            expected="an importable `package.module:function`", rule="registry") from exc
+    if not callable(obj):
+        raise RegistryError(f"method `{name}`: `{ref}` is not callable", expected="a function (problem, params)",
+                            rule="registry")
+    return obj  # type: ignore[no-any-return]
+
+
+class RegistryError(ContractValidationError, ValueError):
+    """A method registration that cannot be honoured (a clash, an unknown kind, a bad parameter
+    declaration, an implementation that cannot be imported)."""
+
+    kind = "registry error"
+
+    def __str__(self) -> str:  # no source position: a registration is Python, not a contract file
+        return _plain(self)
+
+
+class UnknownMethodError(UnknownNameError, KeyError):
+    """A method name the registry does not know; the message lists what exists."""
+
+    def __str__(self) -> str:
+        return self.message + (f"; hint: {self.hint}" if self.hint else "")
+
+
+def _plain(e: ContractValidationError) -> str:
+    return e.message + "".join(f"; {k}: {v}" for k, v in (("expected", e.expected), ("hint", e.hint)) if v)
+
+
+#: The registry: canonical name -> entry, in registration order. Read it; add with
+#: :func:`register_method`.
+METHODS: dict[str, MethodEntry] = {}
+#: Other names users reach for, each resolving to a registered method.
+METHOD_ALIASES: dict[str, str] = {}
+
+#: Parameters every method accepts (the engine handles them, not the method): ``aggregate = words``
+#: also reports the map per word, each word's score the sum of its tokens' (scopecheck.engine.words).
+COMMON_METHOD_PARAMS: dict[str, ParamSpec] = {
+    "aggregate": C(*vocab.AGGREGATIONS, default=vocab.DEFAULT_AGGREGATION,
+                   help="report the map per token, or also per word"),
+}
+
+
+def _bad_param(name: str, key: str, why: str) -> RegistryError:
+    return RegistryError(f"method `{name}`: parameter `{key}` {why}",
+                         expected="a ParamSpec with a default that fits it", rule="registry")
+
+
+def _check_entry(e: MethodEntry) -> None:
+    if not e.name.isidentifier():
+        raise RegistryError(f"method name {e.name!r} is not an identifier", expected="a name like `my_method`",
+                            rule="registry")
+    kinds = (*CONTRACT_KINDS, *EXTRA_KINDS)
+    bad = [k for k in e.supports if k not in kinds]
+    if bad or not e.supports:
+        raise RegistryError(f"method `{e.name}`: unknown contract kind(s) {', '.join(bad) or '(none given)'}",
+                            expected=f"supports from: {', '.join(kinds)}", rule="registry")
+    if ":" not in e.impl:
+        raise RegistryError(f"method `{e.name}`: implementation {e.impl!r} is not a `module:attr` reference",
+                            expected="impl = \"package.module:function\"", rule="registry")
+    for key, p in e.params.items():
+        if key.startswith("_") or key in COMMON_METHOD_PARAMS:
+            raise _bad_param(e.name, key, "is reserved")
+        if p.kind not in PARAM_KINDS:
+            raise _bad_param(e.name, key, f"has unknown kind {p.kind!r} (one of {', '.join(PARAM_KINDS)})")
+        if p.default is None:
+            if p.default_text is None:
+                raise _bad_param(e.name, key, "has no default and no default_text saying how the engine chooses it")
+        elif not fits(p, p.default):
+            raise _bad_param(e.name, key, f"has a default {p.default!r} outside {p.describe()}")
+
+
+def fits(spec: ParamSpec, v: object) -> bool:
+    """Whether a Python value ``v`` fits ``spec`` (DSL values: :mod:`scopecheck.spec.params`)."""
+    k = spec.kind
+    if k == "any":
+        return True
+    if k == "bool":
+        return isinstance(v, bool)
+    if k == "choice":
+        return isinstance(v, str) and v in spec.choices
+    if k == "selector":
+        return isinstance(v, str)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    x = float(v)
+    if not math.isfinite(x):
+        return False
+    if k == "int" and not isinstance(v, int):
+        return False
+    if k == "count_or_fraction":
+        return 1 <= v <= (spec.high or math.inf) if isinstance(v, int) else 0.0 < x <= 1.0
+    lo_ok = spec.low is None or (x > spec.low if spec.open_low else x >= spec.low)
+    hi_ok = spec.high is None or x <= spec.high
+    return lo_ok and hi_ok
+
+
+def register_method(
+    name: str | MethodEntry,
+    *,
+    family: str = "",
+    summary: str = "",
+    supports: Iterable[str] = (),
+    params: Mapping[str, ParamSpec] | None = None,
+    impl: str = "",
+    differentiable: bool = False,
+    aliases: Iterable[str] = (),
+    replace: bool = False,
+) -> MethodEntry:
+    """Add a method to the registry and return its entry.
+
+    ``name`` is the method's name (or a complete :class:`MethodEntry`); ``impl`` the
+    ``"module:attr"`` of its function ``(AttributionProblem, params) -> MethodOutput``, imported
+    when the method first runs. ``params`` maps each parameter to its :class:`ParamSpec`
+    (every one with a default). A name or alias already taken is a :class:`RegistryError`
+    unless ``replace``.
+    """
+    if isinstance(name, MethodEntry):
+        entry = name
+    else:
+        entry = MethodEntry(name=name, family=family, summary=summary, supports=tuple(supports),
+                            params=MappingProxyType(dict(params or {})), impl=impl, differentiable=differentiable,
+                            aliases=tuple(aliases))
+    if not isinstance(entry.params, MappingProxyType):
+        entry = dataclasses.replace(entry, params=MappingProxyType(dict(entry.params)))
+    _check_entry(entry)
+    old = METHODS.get(entry.name)
+    mine = (entry.name, *(old.aliases if old is not None else ()))
+    taken = [n for n in (entry.name, *entry.aliases)
+             if (n in METHODS or n in METHOD_ALIASES) and not (replace and n in mine)]
+    if taken:
+        raise RegistryError(f"method name(s) {', '.join(taken)} already registered", rule="registry",
+                            expected="a new name", hint="pass replace=True to replace the entry" if not replace else
+                            "an alias of another method cannot be taken over")
+    if old is not None:
+        for a in old.aliases:
+            METHOD_ALIASES.pop(a, None)
+    METHODS[entry.name] = entry
+    for a in entry.aliases:
+        METHOD_ALIASES[a] = entry.name
+    _LOADED.pop(entry.impl, None)
+    return entry
+
+
+def unregister_method(name: str) -> MethodEntry:
+    """Remove a method (and its aliases) from the registry; returns the entry removed."""
+    entry = get_method(name)
+    del METHODS[entry.name]
+    for a in entry.aliases:
+        METHOD_ALIASES.pop(a, None)
+    return entry
+
+
+def canonical_name(name: str) -> str:
+    """The registered name ``name`` stands for (aliases resolved); unchanged when unknown."""
+    return METHOD_ALIASES.get(name, name)
+
+
+def get_method(name: str) -> MethodEntry:
+    """The entry of ``name`` (or of the method it is an alias of); :class:`UnknownMethodError`
+    listing the registered methods and aliases otherwise."""
+    entry = METHODS.get(canonical_name(name))
+    if entry is None:
+        known = sorted(METHODS)
+        aliases = ", ".join(f"{a} -> {t}" for a, t in sorted(METHOD_ALIASES.items()))
+        raise UnknownMethodError(f"method {name!r} is not a known attribution method; available: "
+                                 f"{', '.join(known)} (aliases: {aliases or 'none'})",
+                                 expected=f"one of: {', '.join(known)}",
+                                 hint=did_you_mean(name, [*known, *METHOD_ALIASES]), rule="unknown-name")
+    return entry
+
+
+def supported_methods(kind: str) -> list[str]:
+    """Names of the registered methods that support contract ``kind``."""
+    return [name for name, info in METHODS.items() if kind in info.supports]
+
+
+def method_table() -> str:
+    """The README's method table (Markdown), generated from the registry: one row per method
+    with its family, the contracts it supports and its parameters with their defaults."""
+    rows = ["| method | family | contracts | parameters (default) |", "|---|---|---|---|"]
+    for e in METHODS.values():
+        kinds = ", ".join(f"`{k}`" for k in e.supports)
+        prm = "; ".join(f"`{k}` = {p.describe() if p.kind in ('choice', 'bool') else p.kind} "
+                        f"({p.shown_default()})" for k, p in e.params.items()) or "none"
+        alias = "".join(f" (`{a}`)" for a in e.aliases)
+        rows.append(f"| `{e.name}`{alias} | {e.family} | {kinds} | {prm.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows) + "\n"
+
+
+# ------------------------------------------------------------------------------ the shipped methods
+
+_GRAD = TOKEN_KINDS + DIFFUSION_TOKEN_KINDS
+_PERT = TOKEN_KINDS + DIFFUSION_TOKEN_KINDS
+_M = "scopecheck.engine.methods."
+
+for _e in (
+    MethodEntry("saliency", "gradient", "gradient of S w.r.t. each eligible embedding, L2 norm", _GRAD,
+                {"norm": C("l2", "l1", "sum", default="l2", help="how the gradient row is reduced")},
+                _M + "gradients:saliency", differentiable=True),
+    MethodEntry("gradient_x_input", "gradient", "gradient · embedding, summed over the embedding", _GRAD, {},
+                _M + "gradients:gradient_x_input", differentiable=True, aliases=("input_x_gradient",)),
+    MethodEntry("integrated_gradients", "gradient",
+                "path integral of gradients from a baseline to the input over eligible embeddings only", _GRAD,
+                {"steps": I(1, 100_000, 64, "quadrature nodes of the path integral"),
+                 "rule": C("riemann", "gauss_legendre", default="gauss_legendre", help="quadrature rule"),
+                 "baseline": C(*vocab.EMBEDDING_OPERATORS, default="pad",
+                               help="the embedding the path starts from (eligible rows only)"),
+                 "batch_size": batch()},
+                _M + "gradients:integrated_gradients", differentiable=True, aliases=("ig",)),
+    MethodEntry("occlusion", "perturbation", "S(input) − S(input with one eligible token perturbed)", _PERT,
+                {"operator": operator("pad"), "batch_size": batch()},
+                _M + "perturbation:occlusion", aliases=("feature_ablation",)),
+    MethodEntry("lime", "surrogate", "weighted linear surrogate on random eligible-token masks", _PERT,
+                {"samples": samples(500, "random masks"), "operator": operator("pad"),
+                 "kernel_width": F(0.0, 1e6, open_low=True, default=0.75, help="width of the exponential kernel"),
+                 "batch_size": batch()},
+                _M + "surrogate:lime"),
+    MethodEntry("kernel_shap", "surrogate", "KernelSHAP estimate of Shapley values over eligible tokens", _PERT,
+                {"samples": samples(2048, "sampled coalitions"), "operator": operator("pad"), "batch_size": batch()},
+                _M + "surrogate:kernel_shap", aliases=("shap",)),
+    MethodEntry("exact_shapley", "perturbation",
+                "exact Shapley values by enumeration (at most 10 eligible features)", _PERT,
+                {"operator": operator("pad"), "batch_size": batch()},
+                _M + "perturbation:exact_shapley"),
+    MethodEntry("attention_rollout", "attention",
+                "attention rollout (Abnar & Zuidema 2020) read at the target rows, causal-mask aware", TOKEN_KINDS,
+                {"residual": B(True, "add the identity for the residual stream")},
+                _M + "rollout:attention_rollout"),
+    MethodEntry("reagent", "perturbation",
+                "ReAGent: recursive replacement of random eligible tokens by a model's predictions",
+                AUTOREGRESSIVE_KINDS,
+                {"steps": I(1, 100_000, 50, "replacement rounds"),
+                 "ratio": F(0.0, 1.0, open_low=True, default=0.3, help="share of eligible tokens replaced per round")},
+                _M + "reagent:reagent"),
+    MethodEntry("context_cite", "surrogate",
+                "ContextCite-style sparse linear surrogate of S on random source ablations",
+                ("span_prompt", "prompt_to_output"),
+                {"samples": samples(256, "random source ablations"), "operator": operator("delete")},
+                _M + "surrogate:context_cite"),
+    MethodEntry("probabilistic_as", "probabilistic",
+                "AS of seed 003: log p(y|x) − log p(y|x with token i marginalised), plus contextual entropies",
+                ("span_prompt",),
+                {"top_p": F(0.0, 1.0, open_low=True, default=0.999999,
+                            help="nucleus of p(x_i | x_<i) whose chains are read, 1 = the full vocabulary"),
+                 "prune": F(0.0, 0.5, default=5e-5,
+                            help="chains read in stages (one row, two, then doubling), candidates outside the "
+                                 "1-prune nucleus of the partial posteriors dropped after each (100x looser after "
+                                 "the first row), their unread rows extrapolated like the kept ones; top_p = 1 "
+                                 "with prune = 0 is exact AS")},
+                _M + "probabilistic:probabilistic_as", aliases=("as",)),
+    MethodEntry("heta", "gradient",
+                "HETA (seed 004): attention-value rollout gate × (β Hessian sensitivity + γ KL under masking)",
+                ("local_next_token", "prompt_conditioned"),
+                {"beta": F(-1e6, 1e6, default=0.5, help="weight of the Hessian sensitivity"),
+                 "gamma": F(-1e6, 1e6, default=0.5, help="weight of the KL under masking"),
+                 "probes": I(1, 100_000, help="fixed Hutchinson probes per token", default_text="adaptive, see rse"),
+                 "rse": F(0.0, 0.999, open_low=True, default=0.1,
+                          help="adaptive probes until each S_i's relative standard error is below it"),
+                 "max_probes": I(2, 100_000, 256, "most adaptive probes per token"),
+                 "curvature": C("hutchinson", "lowrank", default="hutchinson", help="curvature estimator"),
+                 "rank": I(1, 1_000_000, 64, "lowrank range-finder rank"),
+                 "window": I(0, 1_000_000, 0, "tokens per window, 0 = none"),
+                 "stride": I(0, 1_000_000, 0, "window stride, 0 = window // 2"),
+                 "layers": I(0, 100_000, 0, "HETA-LS, gate and curvature in the top k layers only, 0 = all")},
+                _M + "heta:heta", differentiable=True),
+    MethodEntry("stage_perturbation", "stage",
+                "per-stage change in the output score when a denoising stage is perturbed and the chain rerun",
+                ("denoising_stage",),
+                {"perturbation": C(*vocab.PERTURBATIONS, default="noop", help="what the perturbed stage does"),
+                 "shift": I(-4096, 4096, 1, "extra slots a `schedule` stage commits"),
+                 "substitute": C("second_best", "resample", default="second_best",
+                                 help="the alternative step of a `substitute` stage")},
+                _M + "stages:stage_perturbation"),
+):
+    register_method(_e)
+del _e
+
+
+__all__ = ["AUTOREGRESSIVE_KINDS", "B", "C", "COMMON_METHOD_PARAMS", "CONTRACT_KINDS", "DIFFUSION_TOKEN_KINDS",
+           "EXTRA_KINDS", "F", "FAMILIES", "I", "METHODS", "METHOD_ALIASES", "MethodEntry", "PARAM_KINDS", "ParamSpec",
+           "RegistryError", "TOKEN_KINDS", "UnknownMethodError", "batch", "canonical_name", "fits", "get_method",
+           "method_table", "register_method", "show_value", "supported_methods", "unregister_method"]
+
+
+if __name__ == "__main__":  # python -m scopecheck.spec.registry: the README's method table
+    print(method_table(), end="")
