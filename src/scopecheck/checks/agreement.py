@@ -123,7 +123,7 @@ def dsa(result: Any, params: Mapping[str, object] | None = None, *, ranking: Seq
 
 
 def _other_method(result: Any, name: str) -> tuple[torch.Tensor, dict[str, Any], str | None, str]:
-    from scopecheck.engine.catalog import METHODS
+    from scopecheck.spec.registry import METHODS
     from scopecheck.engine.methods import resolve_method, run_method
     from scopecheck.engine.run import method_params
     from scopecheck.spec import model as m

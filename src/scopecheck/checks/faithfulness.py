@@ -66,6 +66,7 @@ from scopecheck.checks.catalog import CHECKS, PERTURB_OWNER, PROTOCOL_OWNER, PRO
 from scopecheck.checks.result import CheckResult
 from scopecheck.engine.methods._common import map_batches
 from scopecheck.errors import ContractError
+from scopecheck.spec.vocabulary import fallback_operator
 
 Tensor = torch.Tensor
 
@@ -84,8 +85,6 @@ DEFAULT_BATCH: int | None = None
 #: its call either (the cache keeps each row's changed-output flag beside its S).
 SCORE_CACHE = True
 #: Operator fallback order when neither the check nor the method states one.
-OPERATOR_FALLBACK = ("pad", "unk", "mask", "zero", "mean", "delete")
-
 #: Parameters accepted beyond the catalog's declared ones: ``batch_size`` everywhere (an
 #: engine setting, not part of a check's definition) and the ground truth of ``ground_truth``.
 EXTRA_PARAMS: dict[str, dict[str, str]] = {
@@ -575,7 +574,7 @@ def _operator(result: Any, requested: Any) -> str:
         return op
     if result.operator is not None and result.operator in available:
         return str(result.operator)
-    return next(o for o in OPERATOR_FALLBACK if o in available)
+    return fallback_operator(available)   # "delete" is always available: never a LookupError
 
 
 def map_order(values: Tensor, positions: Sequence[int]) -> list[int]:
