@@ -191,6 +191,20 @@ class MoreErrors(ContractError):
         return visible(f"{self.span}: {self.kind}[{self.rule or 'error'}]: {self.message}")
 
 
+def reraise_interrupt(exc: BaseException) -> None:
+    """Re-raise the ``KeyboardInterrupt`` (Ctrl-C, or SIGINT/SIGTERM in the command) that a library
+    turned into an ordinary exception (transformers' lazy imports re-raise what interrupted them as
+    a ``RuntimeError``), so that a broad ``except Exception`` never reports an interrupt as the
+    contract's error; returns when ``exc``'s cause/context chain holds none."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            raise e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+
+
 #: errors shown per contract; each rule gets its first ones before any rule gets more
 ERROR_LIMIT = 50
 

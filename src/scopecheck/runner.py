@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from scopecheck.errors import ContractError, ContractValidationError, Span
+from scopecheck.errors import ContractError, ContractValidationError, Span, reraise_interrupt
 from scopecheck.spec import model as m
 
 
@@ -112,7 +112,9 @@ def _py(v: m.Value) -> Any:
 def contract_failure(exc: BaseException, span: Any) -> ContractError:
     """Any exception raised while running one contract, as that contract's positioned error:
     a :class:`ContractError` keeps its own position; anything else is placed on ``span`` (the
-    contract's header or the expectation) with the exception's message."""
+    contract's header or the expectation) with the exception's message. An interrupt a library
+    wrapped in an ordinary exception is re-raised, never made the contract's error."""
+    reraise_interrupt(exc)
     if isinstance(exc, ContractError):
         return exc
     msg = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)

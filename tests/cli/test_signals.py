@@ -112,3 +112,56 @@ def test_in_process_sigterm_while_working_returns_143(monkeypatch, capsys):
     monkeypatch.setattr(cli.check, "cmd_list", slow)     # build_parser registers the commands anew
     assert cli.main(["list"]) == 143
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def _wrapped_interrupt():
+    """What transformers' lazy import does with an interrupt: an ordinary error, chained."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as exc:
+        raise RuntimeError("Could not import module 'LlamaConfig'") from exc
+
+
+def test_an_interrupt_a_library_wraps_is_not_a_contracts_error():
+    """Seen under load: SIGINT during transformers' config read came back as "cannot read the
+    config of model ..." and exit 1. The chain is searched and the interrupt re-raised."""
+    from scopecheck.errors import reraise_interrupt
+    from scopecheck.runner import contract_failure
+
+    with pytest.raises(RuntimeError) as info:
+        _wrapped_interrupt()
+    with pytest.raises(KeyboardInterrupt):
+        reraise_interrupt(info.value)
+    with pytest.raises(KeyboardInterrupt):
+        contract_failure(info.value, None)
+    reraise_interrupt(ValueError("plain"))            # nothing to re-raise: returns
+
+
+def test_preflight_reraises_an_interrupt_inside_the_config_read(monkeypatch):
+    import transformers
+
+    from scopecheck.engine import preflight
+    from scopecheck.loader import load_text
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: _wrapped_interrupt())
+    (doc,) = load_text(Path(CONTRACT).read_text(), CONTRACT)
+    with pytest.raises(KeyboardInterrupt):
+        preflight.preflight(doc)
+
+
+def test_a_signal_swallowed_while_working_still_exits_with_its_status(monkeypatch, capsys):
+    """A library that catches the interrupt and carries on does not turn it into exit 0."""
+    import scopecheck.cli as cli
+    import scopecheck.cli.check as check_cli
+
+    def command(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)                        # the handler raises here
+        except BaseException:                      # noqa: BLE001 - a library that swallows it
+            pass
+        return 0
+
+    monkeypatch.setattr(check_cli, "cmd_list", command)
+    assert cli.main(["list"]) == 130
+    assert capsys.readouterr().err.splitlines() == ["interrupted"]

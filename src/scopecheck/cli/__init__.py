@@ -87,6 +87,10 @@ def _dispatch(argv: list[str] | None) -> int:
                   file=sys.stderr)
             code = 2
         _signals.end_of_work()          # a signal before this line is caught below; after it, exits with its status
+        swallowed = _signals.interrupted_while_working()
+        if swallowed is not None:       # the interrupt was caught inside a library: still an interrupt
+            _signals.say_interrupted()
+            return swallowed
         return code
     except KeyboardInterrupt as exc:    # SIGINT / SIGTERM while working (Interrupted), or a plain Ctrl-C
         _signals.end_of_work()

@@ -114,6 +114,13 @@ def begin() -> dict[int, Any] | None:
     return previous
 
 
+def interrupted_while_working() -> int | None:
+    """The exit status of a signal that arrived while the command worked, when the command went on
+    anyway (a library caught the :class:`Interrupted` it raised and carried on): None when none did."""
+    first = _state["first"]
+    return None if first is None else 128 + first
+
+
 def end_of_work() -> None:
     """The command returned (or was interrupted): from here a signal no longer raises."""
     _state["phase"] = DONE

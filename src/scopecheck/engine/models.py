@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from scopecheck.errors import ContractError, ContractValidationError, Span
+from scopecheck.errors import ContractError, ContractValidationError, Span, reraise_interrupt
 from scopecheck.spec import model as m
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -213,6 +213,7 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
             model = auto.from_pretrained(where, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                                          **weights_kw, **kw)
     except Exception as exc:  # noqa: BLE001 - any loader failure is this model statement's error
+        reraise_interrupt(exc)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "trust_remote_code" in str(exc):
             raise ContractValidationError(f"cannot load model {identity}: it asks to run its own code", span,

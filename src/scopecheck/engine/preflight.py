@@ -35,7 +35,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from scopecheck.errors import ContractError, ContractValidationError, Span
+from scopecheck.errors import ContractError, ContractValidationError, Span, reraise_interrupt
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
 
@@ -104,6 +104,7 @@ def _read(where: str, identity: str, trust_remote_code: bool = False) -> tuple[A
         what = "tokenizer"
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - any reader failure is the model statement's error
+        reraise_interrupt(exc)
         if "trust_remote_code" in str(exc):
             code = custom_code(d)
             return Refusal(f"model {identity} asks to run its own code" + (f" ({', '.join(code)})" if code else ""),
