@@ -26,6 +26,14 @@ later stages; anything still masked after stage 1 is committed by a completion s
 
 The recorded :class:`Chain` holds, per stage, the committed slots, their tokens and their
 log-probabilities; the output is frozen from it.
+
+Batches: :func:`run_chains` steps ``B`` chains together, one denoiser forward per stage for
+the batch, each row with its own prompt (and deletions), schedule, perturbations and commits;
+the random streams are keyed by ``(seed, stage)``, so every row is the chain it would be alone
+(:func:`run_chains_alone`, tested exactly). A stage's forward runs only on the distinct rows
+that commit in it: chains perturbed at a later stage share the unperturbed trunk before it.
+The reference denoisers attend bidirectionally (the prompt's hidden states depend on every
+response slot), so no prefix key/value state can be reused across stages or rows.
 """
 
 from __future__ import annotations

@@ -16,6 +16,12 @@ wrong. What the diffusion protocols add lives here:
   perturbed chain (:class:`StageObjective`). It is an ``AttributionProblem`` whose
   "embeddings" are stage codes, so the faithfulness checks run unchanged (``run_chain``).
 
+Every objective steps the chains of all its rows together (one denoiser forward per stage for
+the batch; the state-level score one more forward for all rows); :func:`score_chains` is the
+checks' entry point for any number of perturbed inputs (identical inputs run once, the rest in
+as few batched calls as memory allows). ``CHAIN_BATCH["on"] = False`` runs every row alone,
+the reference (tested equal) and the benchmark's baseline.
+
 Shapes: ``P`` prompt positions (special tokens included), ``R`` response slots, ``L = P + R``.
 """
 
