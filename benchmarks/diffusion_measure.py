@@ -1,12 +1,19 @@
 """Figures of the masked-diffusion engine on the embedded reference denoisers (not a test).
 
     python benchmarks/diffusion_measure.py [--examples 30]
+    python benchmarks/diffusion_measure.py --only batching [--contracts FILE ...]
 
 Prints: the ground-truth rate of every method under a per-token prompt-to-output contract
 (the causal prompt token of each French noun/adjective ranked first), the any-order
 identity (chain over random orders vs the Monte Carlo ELBO), how often masking the adjective
 and regenerating changes y, which stages commit the noun and the adjective with the effect
 of each stage perturbation, and the capitals task's deciding-stage effect. CPU, float32, seed 0.
+
+``--only batching``: the checks of the shipped diffusion contracts (regenerate, continue the
+chain, run the chain) evaluated twice, each contract's method first computed once: with every
+perturbed chain of a batch stepped together (the default) and with every chain run alone
+(``CHAIN_BATCH["on"] = False``). Prints per contract the denoiser forwards and seconds of its
+checks in both modes, their ratios, and whether every expectation's measured value is the same.
 """
 
 from __future__ import annotations
@@ -114,19 +121,70 @@ def stages() -> None:
     print(f"stages, capitals (open question), noop: {row}  (log 8 = {math.log(8):.3f})")
 
 
+SHIPPED = ("contracts/standard/prompt_to_output.scope", "contracts/standard/state_level.scope",
+           "contracts/standard/denoising_stage.scope")
+
+
+def batching(paths: list[str]) -> None:
+    from scopecheck.checks.faithfulness import clear_score_cache
+    from scopecheck.engine.diffusion import denoiser as dmod
+    from scopecheck.engine.diffusion import problem as pm
+    from scopecheck.loader import load_file
+    from scopecheck.runner import Runner
+
+    calls = {"n": 0}
+    logits = dmod.Denoiser.logits
+
+    def counting(self, *a, **kw):                     # every denoiser forward, whichever Denoiser
+        calls["n"] += 1
+        return logits(self, *a, **kw)
+
+    dmod.Denoiser.logits = counting                   # type: ignore[method-assign]
+    print("diffusion checks, batched chains vs one chain at a time (CPU, float32; one run, machine shared):")
+    print(f"  {'contract':58s} {'calls batched':>13s} {'alone':>7s} {'ratio':>6s}  {'s batched':>9s} "
+          f"{'alone':>7s} {'ratio':>6s}  same")
+    tot = {"cb": 0, "ca": 0, "tb": 0.0, "ta": 0.0}
+    try:
+        for path in paths:
+            for doc in load_file(path):
+                for c in getattr(doc, "contracts", [doc]):
+                    measured = []
+                    for on in (True, False):
+                        runner = Runner()
+                        cr = runner.run(c)                # compile and the method: not counted
+                        clear_score_cache()
+                        pm.CHAIN_BATCH["on"] = on
+                        calls["n"] = 0
+                        t0 = time.perf_counter()
+                        outs = [runner.evaluate(cr, ex) for ex in c.expects]
+                        measured.append((calls["n"], time.perf_counter() - t0, [repr(o.left) for o in outs]))
+                        pm.CHAIN_BATCH["on"] = True
+                    (cb, tb, lb), (ca, ta, la) = measured
+                    for k, v in (("cb", cb), ("ca", ca), ("tb", tb), ("ta", ta)):
+                        tot[k] += v
+                    ratios = (f"{ca / cb:5.1f}x", f"{ta / tb:5.1f}x") if cb else ("  n/a", "  n/a")  # no chain check
+                    print(f"  {c.name[:58]:58s} {cb:13d} {ca:7d} {ratios[0]:>6s}  {tb:9.2f} {ta:7.2f} "
+                          f"{ratios[1]:>6s}  {'yes' if lb == la else 'NO'}", flush=True)
+    finally:
+        dmod.Denoiser.logits = logits                 # type: ignore[method-assign]
+    print(f"  {'all':58s} {tot['cb']:13d} {tot['ca']:7d} {tot['ca'] / max(1, tot['cb']):5.1f}x  "
+          f"{tot['tb']:9.2f} {tot['ta']:7.2f} {tot['ta'] / max(1e-9, tot['tb']):5.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=30)
-    ap.add_argument("--only", choices=("any_order", "stages", "regenerate", "ground_truth"), default=None)
+    ap.add_argument("--only", choices=("any_order", "stages", "regenerate", "ground_truth", "batching"), default=None)
+    ap.add_argument("--contracts", nargs="*", default=list(SHIPPED), help="batching: these contract files")
     ap.add_argument("--methods", nargs="*", default=None, help="ground truth: these methods only")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.methods:
         METHODS[:] = args.methods
     steps = {"any_order": any_order, "stages": stages, "regenerate": lambda: regenerate_rate(20),
-             "ground_truth": lambda: ground_truth(args.examples)}
+             "ground_truth": lambda: ground_truth(args.examples), "batching": lambda: batching(args.contracts)}
     for name, fn in steps.items():
-        if args.only in (None, name):
+        if args.only == name or (args.only is None and name != "batching"):   # batching: on request
             fn()
 
 

@@ -26,6 +26,14 @@ later stages; anything still masked after stage 1 is committed by a completion s
 
 The recorded :class:`Chain` holds, per stage, the committed slots, their tokens and their
 log-probabilities; the output is frozen from it.
+
+Batches: :func:`run_chains` steps ``B`` chains together, one denoiser forward per stage for
+the batch, each row with its own prompt (and deletions), schedule, perturbations and commits;
+the random streams are keyed by ``(seed, stage)``, so every row is the chain it would be alone
+(:func:`run_chains_alone`, tested exactly). A stage's forward runs only on the distinct rows
+that commit in it: chains perturbed at a later stage share the unperturbed trunk before it.
+The reference denoisers attend bidirectionally (the prompt's hidden states depend on every
+response slot), so no prefix key/value state can be reused across stages or rows.
 """
 
 from __future__ import annotations
@@ -184,20 +192,41 @@ def check_settings(s: SamplerSettings) -> None:
         raise ValueError(f"temperature must be finite and >= 0, got {s.temperature}")
 
 
+def _row_groups(*parts: Tensor | None) -> Tensor:
+    """``(B,)`` long: rows equal in every part (each ``(B, ...)``) share a group id."""
+    cols = [p.reshape(p.shape[0], -1).to(torch.float64) for p in parts if p is not None]
+    key = torch.cat(cols, 1)
+    if key.shape[1] == 0:
+        return torch.zeros(key.shape[0], dtype=torch.long, device=key.device)
+    return torch.unique(key, dim=0, return_inverse=True)[1]
+
+
 @torch.no_grad()
 def run_chains(den: Denoiser, prompt_embeds: Tensor, settings: SamplerSettings, *,
                prompt_keep: Tensor | None = None, force: Tensor | None = None, target: Tensor | None = None,
                perturb: Sequence[Sequence[StagePerturbation]] | None = None, stop_before: int | None = None,
-               override: tuple[Tensor, Tensor] | None = None, record: bool = False) -> RunBatch:
-    """Run ``B`` chains at once from ``z[K]``.
+               override: tuple[Tensor, Tensor] | None = None, record: bool = False,
+               share: bool = True) -> RunBatch:
+    """Run ``B`` chains at once from ``z[K]``: one denoiser forward per stage for the batch.
 
     ``prompt_embeds`` ``(B, P, d)`` (perturbed prompts share the batch); ``prompt_keep``
-    ``(B, P)`` bool deletes prompt positions; ``force`` ``(R,)`` teacher-forces commits to
-    those ids; ``target`` ``(R,)`` records ``log p(target)`` at each slot's commit (the
-    chain estimator); ``perturb[b]`` lists row ``b``'s stage perturbations; ``stop_before``
-    stops in state ``z[stop_before]`` (before that stage runs, no completion);
-    ``override = (embeds (B, R, d), which (B, R) bool)`` replaces the input embedding of a
-    slot whenever it is visible (an earlier state's token swapped by an operator).
+    ``(B, P)`` bool deletes prompt positions; ``force`` ``(R,)`` (every row) or ``(B, R)``
+    (per row; a row of ``-1`` runs free) teacher-forces commits to those ids; ``target``
+    ``(R,)`` records ``log p(target)`` at each slot's commit (the chain estimator);
+    ``perturb[b]`` lists row ``b``'s stage perturbations; ``stop_before`` stops in state
+    ``z[stop_before]`` (before that stage runs, no completion); ``override = (embeds (B, R, d),
+    which (B, R) bool)`` replaces the input embedding of a slot whenever it is visible (an
+    earlier state's token swapped by an operator).
+
+    Each row is the chain it would be alone: its own schedule (``n_s`` from its own masked
+    count), perturbations and commits; the random streams are keyed by ``(seed, stage)``, not
+    by the row, so a row's Gumbel noise and random order are those of a one-row run. With
+    ``share`` (the default) the forward of a stage runs only on the *distinct* rows that
+    commit anything in it: rows with the same input (the same prompt, its deletions and
+    overrides, and the same state so far) share one row of the forward, so chains that
+    perturb a later stage share the unperturbed trunk of stages before it, and a row whose
+    stage commits nothing (``noop``) costs nothing. The results are those of ``share=False``
+    and of running every row alone (tested), only the rows a forward computes change.
     """
     check_settings(settings)
     SAMPLER_CALLS["count"] += 1
@@ -212,10 +241,29 @@ def run_chains(den: Denoiser, prompt_embeds: Tensor, settings: SamplerSettings, 
     keep = None
     if prompt_keep is not None:
         keep = torch.cat([prompt_keep.to(dev), torch.ones(B, R, dtype=torch.bool, device=dev)], 1)
+    forced_rows = None                       # (B,) bool: rows teacher-forced (None: all or none)
+    if force is not None:
+        force = force.to(dev)
+        if force.dim() == 1:
+            force = force.unsqueeze(0).expand(B, R)
+        else:
+            forced_rows = (force >= 0).all(-1)
+            if bool(forced_rows.all()):
+                forced_rows = None
+            elif not bool(forced_rows.any()):
+                force = None
+    if override is not None:
+        override = (override[0].to(dev), override[1].to(dev))
     pert: dict[tuple[int, int], StagePerturbation] = {}
     for b, ps in enumerate(perturb or ()):
         for p in ps:
             pert[(b, p.stage)] = p
+    # rows with the same input at every stage so far: the same prompt (and deletions, overrides)
+    group = None
+    if share and B > 1:
+        group = _row_groups(prompt_embeds, keep, None if override is None else
+                            torch.where(override[1].unsqueeze(-1), override[0], torch.zeros_like(override[0])),
+                            None if override is None else override[1])
     spb = K // settings.blocks
     block_ranges = blocks_of(R, settings.blocks)
     slot_block = torch.empty(R, dtype=torch.long, device=dev)
@@ -253,18 +301,35 @@ def run_chains(den: Denoiser, prompt_embeds: Tensor, settings: SamplerSettings, 
         tok_e = den.embed(tokens.clamp(min=0)).to(prompt_embeds.dtype)                      # (B, R, d)
         if override is not None:
             o_emb, o_which = override
-            tok_e = torch.where(o_which.unsqueeze(-1).to(dev), o_emb.to(tok_e.dtype), tok_e)
+            tok_e = torch.where(o_which.unsqueeze(-1), o_emb.to(tok_e.dtype), tok_e)
         resp = torch.where(visible.unsqueeze(-1), tok_e, mask_e)
-        logits = den.logits(torch.cat([prompt_embeds, resp], 1), P, keep).to(torch.float64)  # (B, R, V)
-        logp = logits.log_softmax(-1)
-        if force is not None:
-            cand = force.to(dev).unsqueeze(0).expand(B, R)
-        elif settings.temperature == 0:
-            cand = logits.argmax(-1)
+        x = torch.cat([prompt_embeds, resp], 1)                                             # (B, L, d)
+        if group is None:
+            logits = den.logits(x, P, keep).to(torch.float64)                               # (B, R, V)
         else:
-            g = torch.rand(R, logits.shape[-1], generator=_gen(settings.seed, stage, 1), dtype=torch.float64)
-            gumbel = -torch.log(-torch.log(g.clamp_min(1e-300))).to(dev)
-            cand = (logits / settings.temperature + gumbel).argmax(-1)
+            # the distinct inputs among the rows that commit something; the others read row 0
+            active = n > 0
+            key = torch.cat([group.unsqueeze(-1), tokens, stage_of >= 0], 1)[active]
+            uniq, inv = torch.unique(key, dim=0, return_inverse=True)
+            rows = torch.nonzero(active).flatten()
+            first = torch.full((uniq.shape[0],), B, dtype=torch.long, device=dev)
+            first = first.scatter_reduce(0, inv, rows, reduce="amin")                      # a row per input
+            lu = den.logits(x[first], P, None if keep is None else keep[first]).to(torch.float64)
+            where = torch.zeros(B, dtype=torch.long, device=dev)
+            where[rows] = inv
+            logits = lu[where]                                                              # (B, R, V)
+        logp = logits.log_softmax(-1)
+        if force is not None and forced_rows is None:
+            cand = force
+        else:
+            if settings.temperature == 0:
+                cand = logits.argmax(-1)
+            else:
+                g = torch.rand(R, logits.shape[-1], generator=_gen(settings.seed, stage, 1), dtype=torch.float64)
+                gumbel = -torch.log(-torch.log(g.clamp_min(1e-300))).to(dev)
+                cand = (logits / settings.temperature + gumbel).argmax(-1)
+            if force is not None and forced_rows is not None:
+                cand = torch.where(forced_rows.unsqueeze(-1), force, cand)
         # which slots commit is decided on the stage's own proposals (a substituted step commits
         # other tokens at the same slots)
         if settings.sampler == "confidence":
@@ -304,6 +369,27 @@ def run_chains(den: Denoiser, prompt_embeds: Tensor, settings: SamplerSettings, 
                   (stop_before is None or s > stop_before)]
         steps.sort(key=lambda s: -s.stage)
     return RunBatch(tokens, stage_of, token_logp, target_logp, steps)
+
+
+def run_chains_alone(den: Denoiser, prompt_embeds: Tensor, settings: SamplerSettings, *,
+                     prompt_keep: Tensor | None = None, force: Tensor | None = None, target: Tensor | None = None,
+                     perturb: Sequence[Sequence[StagePerturbation]] | None = None, stop_before: int | None = None,
+                     override: tuple[Tensor, Tensor] | None = None) -> RunBatch:
+    """:func:`run_chains` one chain at a time (``B`` runs of one row, ``B x stages`` forwards):
+    the reference the batched run equals, and the baseline of ``benchmarks/diffusion_measure.py``."""
+    B = prompt_embeds.shape[0]
+    runs = []
+    for b in range(B):
+        f = None if force is None else (force if force.dim() == 1 else force[b])
+        if f is not None and f.dim() == 1 and bool((f < 0).any()):
+            f = None
+        runs.append(run_chains(
+            den, prompt_embeds[b:b + 1], settings, prompt_keep=None if prompt_keep is None else prompt_keep[b:b + 1],
+            force=f, target=target, perturb=None if perturb is None else [perturb[b]], stop_before=stop_before,
+            override=None if override is None else (override[0][b:b + 1], override[1][b:b + 1])))
+    return RunBatch(torch.cat([r.tokens for r in runs]), torch.cat([r.commit_stage for r in runs]),
+                    torch.cat([r.token_logp for r in runs]),
+                    None if target is None else torch.cat([r.target_logp for r in runs]))  # type: ignore[misc]
 
 
 def sample_chain(den: Denoiser, prompt_ids: Sequence[int], settings: SamplerSettings,

@@ -153,6 +153,28 @@ def score_reads(den: Denoiser, embeds: Tensor, n_prompt: int, reads: Reads, targ
     return out if per_group else out.sum(-1)
 
 
+def score_row_reads(den: Denoiser, embeds: Tensor, n_prompt: int, visible: Tensor, scored: Tensor, target: Tensor,
+                    keep: Tensor | None = None) -> Tensor:
+    """One read per batch row, each in its own state: ``sum_{scored} log p(target_i | x_b, z_b)``.
+
+    ``visible`` ``(B, R)`` bool (row ``b``'s visible slots; the others read the mask
+    embedding); ``scored`` ``(R,)`` or ``(B, R)`` bool; the rest as :func:`score_reads`.
+    One forward for the batch; each row equals :func:`score_reads` of that row alone with
+    the one read ``(visible[b], scored[b], weight 1)``. Returns ``(B,)`` float64.
+    """
+    B, L, d = embeds.shape
+    R = visible.shape[-1]
+    dev = embeds.device
+    mask_e = den.mask_embedding().to(embeds.dtype)
+    resp = torch.where(visible.to(dev).unsqueeze(-1), embeds[:, n_prompt:], mask_e)
+    full = torch.cat([embeds[:, :n_prompt], resp], 1)
+    logits = den.logits(full, n_prompt, keep)                                       # (B, R, V)
+    tgt = target.to(dev).view(1, R, 1).expand(B, R, 1)
+    logp = logits.to(torch.float64).log_softmax(-1).gather(-1, tgt).squeeze(-1)     # (B, R)
+    sc = scored.to(dev)
+    return (logp * (sc.unsqueeze(0) if sc.dim() == 1 else sc)).sum(-1)
+
+
 def elbo_estimate(den: Denoiser, embeds: Tensor, n_prompt: int, reads: Reads, target: Tensor,
                   keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(elbo (B,), standard error (B,))`` of the Monte Carlo ELBO read by ``reads`` (those of

@@ -16,6 +16,12 @@ wrong. What the diffusion protocols add lives here:
   perturbed chain (:class:`StageObjective`). It is an ``AttributionProblem`` whose
   "embeddings" are stage codes, so the faithfulness checks run unchanged (``run_chain``).
 
+Every objective steps the chains of all its rows together (one denoiser forward per stage for
+the batch; the state-level score one more forward for all rows); :func:`score_chains` is the
+checks' entry point for any number of perturbed inputs (identical inputs run once, the rest in
+as few batched calls as memory allows). ``CHAIN_BATCH["on"] = False`` runs every row alone,
+the reference (tested equal) and the benchmark's baseline.
+
 Shapes: ``P`` prompt positions (special tokens included), ``R`` response slots, ``L = P + R``.
 """
 
@@ -26,14 +32,19 @@ from typing import Any
 
 import torch
 
-from scopecheck.engine.diffusion.chain import Chain, SamplerSettings, StagePerturbation, run_chains
+from scopecheck.engine.diffusion.chain import Chain, RunBatch, SamplerSettings, StagePerturbation, run_chains
 from scopecheck.engine.diffusion.denoiser import Denoiser
 from scopecheck.engine.problem import AttributionProblem
 from scopecheck.engine.diffusion.estimators import (
-    Reads, chain_reads, elbo_reads, pll_reads, score_reads,
+    Reads, chain_reads, elbo_reads, pll_reads, score_reads, score_row_reads,
 )
 
 Tensor = torch.Tensor
+
+#: ``False``: the chain objectives run every row of a batch alone (``B x stages`` denoiser
+#: forwards instead of ``stages``); the reference of the tests and the baseline of
+#: ``benchmarks/diffusion_measure.py --only batching``. Results are the same either way.
+CHAIN_BATCH = {"on": True}
 
 
 @dataclass
@@ -87,6 +98,8 @@ class ChainObjective:
 
     @torch.no_grad()
     def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
+        if not CHAIN_BATCH["on"] and embeds.shape[0] > 1:
+            return _one_at_a_time(self, embeds, keep)
         P = self.n_prompt
         B = embeds.shape[0]
         dev = embeds.device
@@ -96,6 +109,18 @@ class ChainObjective:
         self.runs += 1
         if self.mode == "regenerate":
             free = SamplerSettings(**{**settings.__dict__, "forced": False})
+            if settings.forced and self.estimator == "chain" and CHAIN_BATCH["on"]:
+                # the free regeneration (did y change?) and the teacher-forced chain (the score) of
+                # every row, stepped together: 2B rows, one forward per stage (their first stage,
+                # all masked, is one row per prompt)
+                force = torch.cat([torch.full((B, self.chain.R), -1, dtype=torch.long, device=dev),
+                                   y.unsqueeze(0).expand(B, -1)])
+                both = run_chains(self.den, embeds[:, :P].repeat(2, 1, 1), free,
+                                  prompt_keep=None if pkeep is None else pkeep.repeat(2, 1), force=force, target=y)
+                self.changed += [bool(r) for r in (both.tokens[:B] != y).any(-1).tolist()]
+                forced = RunBatch(both.tokens[B:], both.commit_stage[B:], both.token_logp[B:],
+                                  None if both.target_logp is None else both.target_logp[B:])
+                return forced.chain_score(self.slots)
             regen = run_chains(self.den, embeds[:, :P], free, prompt_keep=pkeep, target=y)
             self.changed += [bool(r) for r in (regen.tokens != y).any(-1).tolist()]
             if self.estimator != "chain":
@@ -124,14 +149,14 @@ class ChainObjective:
         visible &= ~targets.unsqueeze(0)
         tok_e = self.den.embed(run.tokens.clamp(min=0)).to(embeds.dtype)
         resp = torch.where(swapped.unsqueeze(-1), resp_in, tok_e)
-        # one read per row: its own state; score the original z[t] tokens
-        out = []
-        for b in range(B):
-            reads = Reads(visible[b:b + 1].cpu(), targets.view(1, -1).cpu(), torch.ones(1, dtype=torch.float64),
-                          torch.zeros(1, dtype=torch.long))
-            full = torch.cat([embeds[b:b + 1, :P], resp[b:b + 1]], 1)
-            out.append(score_reads(self.den, full, P, reads, y, None if keep is None else keep[b:b + 1]))
-        return torch.cat(out)
+        # one read per row, its own state z[t + 1] (one forward for the batch); score the original z[t] tokens
+        full = torch.cat([embeds[:, :P], resp], 1)
+        return score_row_reads(self.den, full, P, visible, targets, y, keep)
+
+
+def _one_at_a_time(obj: Any, embeds: Tensor, keep: Tensor | None) -> Tensor:
+    """The objective row by row (``CHAIN_BATCH["on"] = False``): every chain run alone."""
+    return torch.cat([obj(embeds[b:b + 1], None if keep is None else keep[b:b + 1]) for b in range(embeds.shape[0])])
 
 
 @dataclass
@@ -154,6 +179,8 @@ class StageObjective:
 
     @torch.no_grad()
     def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
+        if not CHAIN_BATCH["on"] and embeds.shape[0] > 1:
+            return _one_at_a_time(self, embeds, keep)
         K = self.chain.K
         codes = embeds[..., 0].round().long()                                   # (B, K)
         if keep is not None:
@@ -170,6 +197,69 @@ class StageObjective:
                          force=y if s.forced else None, target=y, perturb=per_row)
         self.changed += [bool(r) for r in (run.tokens != y).any(-1).tolist()]
         return run.chain_score().to(torch.float64)
+
+
+#: Working-set budget of one batched chain run (the float64 logits of its rows and their copies).
+CHAIN_BATCH_BYTES = 256 * 2 ** 20
+
+
+def chain_rows_per_call(objective: Any, length: int) -> int:
+    """Rows one batched chain run takes: :data:`CHAIN_BATCH_BYTES` over a row's logits working set
+    (``R`` slots x vocabulary, float64, about four copies; twice that for a teacher-forced
+    regeneration, which steps the free and the forced chain of a row together)."""
+    den = objective.den
+    V = int(getattr(getattr(den.model, "config", None), "vocab_size", 0) or den.embedding.weight.shape[0])
+    per = objective.chain.R * V * 8 * 4 * (2 if getattr(objective, "mode", "") == "regenerate" else 1)
+    return max(1, min(4096, CHAIN_BATCH_BYTES // max(1, per)))
+
+
+@torch.no_grad()
+def score_chains(objective: Any, embeds: Tensor, keep: Tensor | None = None, *, rows_per_call: int | None = None,
+                 desc: str = "") -> Tensor:
+    """The batched entry point for checks: scores ``(N,)`` float64 of ``N`` perturbed inputs
+    ``embeds`` ``(N, L, d)`` (``keep`` ``(N, L)`` optional) under a chain objective
+    (:class:`ChainObjective` or :class:`StageObjective`, i.e. a compiled diffusion contract's
+    ``check_objective``).
+
+    Identical inputs are run once; the distinct ones go through the objective in as few calls as
+    the memory budget allows (``rows_per_call``, default :func:`chain_rows_per_call`; halved on
+    out-of-memory), each call stepping all its chains together, one denoiser forward per stage.
+    ``objective.changed`` gets one flag per input row, in order, as if each row had been
+    evaluated. Equal to ``objective(embeds, keep)`` and to the rows run one at a time.
+    """
+    from scopecheck.engine.methods._common import map_batches
+
+    N = int(embeds.shape[0])
+    if N == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    key = [embeds.reshape(N, -1).to(torch.float64)]
+    if keep is not None:
+        key.append(keep.reshape(N, -1).to(torch.float64))
+    uniq, inv = torch.unique(torch.cat(key, 1), dim=0, return_inverse=True)
+    U = int(uniq.shape[0])
+    first = torch.full((U,), N, dtype=torch.long, device=inv.device)
+    first = first.scatter_reduce(0, inv, torch.arange(N, device=inv.device), reduce="amin")   # (U,) first row
+    order = first.argsort()                       # the distinct inputs in the order they first appear
+    rank = torch.empty(U, dtype=torch.long, device=inv.device)
+    rank[order] = torch.arange(U, device=inv.device)
+    where = rank[inv]                                                           # (N,) row -> its distinct input
+    first = first[order]
+    e_u = embeds[first.to(embeds.device)]
+    k_u = None if keep is None else keep[first.to(keep.device)]
+    flags = getattr(objective, "changed", None)
+    n0 = len(flags) if flags is not None else 0
+
+    def chunk(sl: slice) -> Tensor:
+        return objective(e_u[sl], None if k_u is None else k_u[sl]).detach().to("cpu", torch.float64)
+
+    size = rows_per_call or chain_rows_per_call(objective, int(embeds.shape[1]))
+    out = torch.cat(map_batches(chunk, U, None, start=size, desc=desc or "chains", kind="chain"))
+    if flags is not None:
+        new = flags[n0:]
+        if len(new) == U:
+            del flags[n0:]
+            flags.extend(new[int(i)] for i in where.tolist())
+    return out[where.cpu()]
 
 
 #: Stage perturbations as operator codes in the stage "embedding" (0 = the recorded stage).
@@ -189,4 +279,5 @@ def stage_problem(den: Denoiser, chain: Chain, prompt_embeds: Tensor, shift: int
                               objective=StageObjective(den, chain, prompt_embeds, shift, substitute), operators=ops)
 
 
-__all__ = ["ChainObjective", "OutputScore", "STAGE_CODES", "StageObjective", "estimator_reads", "stage_problem"]
+__all__ = ["CHAIN_BATCH", "ChainObjective", "OutputScore", "STAGE_CODES", "StageObjective", "chain_rows_per_call",
+           "estimator_reads", "score_chains", "stage_problem"]
