@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -10,7 +9,7 @@ from scopecheck.errors import ContractError, ContractValidationError
 from scopecheck.loader import load_text
 from scopecheck.runner import Runner
 
-STORIES = Path(__file__).resolve().parents[3] / "shared" / "models" / "stories260k"
+from tests._models import STORIES, needs_stories
 
 FAMILY = '''
 contract "per-token maps" {{
@@ -92,6 +91,7 @@ contract "split word" {{
 '''
 
 
+@needs_stories
 def test_output_whose_tokens_change_when_joined_is_a_warning_or_a_strict_error():
     text = JOINED.format(model=STORIES)
     _, cr, _ = run(text)
@@ -102,6 +102,7 @@ def test_output_whose_tokens_change_when_joined_is_a_warning_or_a_strict_error()
     assert strict.result is None and "<test>.scope:5:" in strict.error and "change when joined" in strict.error
 
 
+@needs_stories
 def test_a_clean_split_has_no_warning():
     text = JOINED.format(model=STORIES).replace('"Once upon a time a girl nam"', '"Once upon a time a girl"').replace(
         '"ed Lily"', '"named Lily"')
@@ -109,6 +110,7 @@ def test_a_clean_split_has_no_warning():
     assert cr.error is None and not [w for w in cr.result.warnings if "joined" in w]
 
 
+@needs_stories
 def test_unconverged_ig_says_raise_steps_and_default_operator_fallback_is_named():
     text = JOINED.format(model=STORIES).replace('"ed Lily"', '"named Lily"').replace(
         '"Once upon a time a girl nam"', '"Once upon a time a girl"').replace(
@@ -126,6 +128,7 @@ def test_unconverged_ig_says_raise_steps_and_default_operator_fallback_is_named(
         assert not any("raise steps" in w for w in r.warnings)
 
 
+@needs_stories
 def test_family_with_a_bad_method_is_this_contracts_error():
     text = JOINED.format(model=STORIES).replace('target = "Lily"', "target = each").replace(
         "method occlusion", "method occlusion(operator = pad)")
