@@ -111,6 +111,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from scopecheck.report.summary import print_summary
 
     totals = print_summary(runs, out, len(loose))
+    if args.verbose:
+        from scopecheck.report.summary import work_table
+
+        out.print(work_table(runs))
     # both documents are rendered (and the JSON validated) before either file is replaced
     from scopecheck.report._io import DestinationError, atomic_write_many
     from scopecheck.report.jsonout import dumps, results_json, validate_results
@@ -153,6 +157,9 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
                    help=f"HTML report folder (default {DEFAULT_REPORT_DIR}; '-' for none)")
     p.add_argument("--json", default=None, metavar="FILE", help="write JSON results to FILE ('-' for stdout)")
     p.add_argument("--no-expect", action="store_true", help="compute the maps only")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="after the summary, a table of each phase's work: perturbation rows planned, distinct "
+                        "and scored, model calls and seconds per check")
     p.add_argument("--store", default=None, metavar="DIR",
                    help=f"result store of dataset contracts (default {DEFAULT_STORE}; '-' keeps results in memory)")
     p.add_argument("--resume", action="store_true",

@@ -230,3 +230,35 @@ def print_summary(runs: Iterable[Any], console: Console | None = None, other_err
     style = "bold red" if (t["failed"] or t["errors"] or other_errors) else "bold green"
     console.print(Text(summary_line(recs, other_errors), style=style))
     return t
+
+
+def work_rows(runs: Iterable[Any]) -> list[dict[str, Any]]:
+    """What each run cost, phase by phase: one row per contract run (its wall seconds) and one per
+    check it ran (planned, distinct and scored perturbation rows, model calls, seconds: the
+    ``extra["work"]`` every planned check records). A check with no record (one that re-runs the
+    method, e.g. ``randomization``) shows its row counts as unknown."""
+    out: list[dict[str, Any]] = []
+    for cr in runs:
+        out.append({"contract": cr.contract.name, "phase": "contract (total)", "planned_rows": None,
+                    "distinct_rows": None, "scored_rows": None, "model_calls": None, "seconds": cr.seconds})
+        for text, res in (cr.checks or {}).items():
+            work = (getattr(res, "extra", None) or {}).get("work") or {}
+            out.append({"contract": cr.contract.name, "phase": str(text),
+                        **{k: work.get(k) for k in ("planned_rows", "distinct_rows", "scored_rows", "model_calls",
+                                                     "seconds")}})
+    return out
+
+
+def work_table(runs: Iterable[Any], width: int | None = None) -> Table:
+    """:func:`work_rows` as a table (``scopecheck run --verbose``)."""
+    t = Table(title="work per phase", title_justify="left", width=width)
+    for name, justify in (("contract", "left"), ("phase", "left"), ("planned", "right"), ("distinct", "right"),
+                          ("scored", "right"), ("calls", "right"), ("seconds", "right")):
+        t.add_column(name, justify=justify, overflow="fold")
+    for r in work_rows(runs):
+        cells = [visible(r["contract"]), visible(r["phase"])]
+        cells += ["—" if r[k] is None else str(r[k]) for k in ("planned_rows", "distinct_rows", "scored_rows",
+                                                              "model_calls")]
+        cells.append("—" if r["seconds"] is None else f"{r['seconds']:.2f}")
+        t.add_row(*cells)
+    return t
