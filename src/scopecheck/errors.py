@@ -9,6 +9,15 @@ Every error carries a source position and renders as::
       hint: drop y[<"noir"] from `eligible`, or from `fixed`
 
 Nothing here asserts on user input; nothing prints a traceback.
+
+Every rule id an error carries is an entry of :data:`RULES` (id -> what it is about), the one
+list the validator's docstring, the README's rule list (``python -m scopecheck.errors`` prints
+it) and the tests read.
+
+Two errors are about the engine rather than the text: :class:`MethodRefused` is a method saying,
+on purpose, that it cannot run this problem (positioned on the contract's ``method`` line as
+"`name` cannot run this contract: ..."); :class:`InternalError` is anything else a method raised,
+a bug, reported as one ("internal error ...; rerun with --debug"), never relabelled as a refusal.
 """
 
 from __future__ import annotations
@@ -73,6 +82,67 @@ class Span:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.column}"
+
+
+#: Every rule id an error can carry (shown as ``error[rule]``), id -> one line on what it is about,
+#: grouped as the pipeline meets them: reading the file, validating the contract (DESIGN section 2),
+#: the engine after tokenization, the run. An error's ``rule`` is one of these keys (a test walks
+#: ``src/`` and checks every ``rule=...`` it finds).
+RULES: dict[str, str] = {
+    # reading a file
+    "io": "the file or folder cannot be read (missing, a permission, not a regular file)",
+    "encoding": "the file is not UTF-8 text",
+    "syntax": "the text is not a contract: the grammar cannot read it",
+    "number": "a numeric literal that cannot be read (too many digits, not finite)",
+    "score": "a score expression the grammar reads but cannot be a score (`logprob(...)` arguments)",
+    "selector": "a selector that names nothing (a diffusion state or stage outside the chain, a reversed range)",
+    "chat": "chat prompt messages not named by a role",
+    "duplicate": "a name, parameter or statement given twice",
+    "string": "a string literal with a lone surrogate (`\\ud800`)",
+    "fmt": "`scopecheck fmt`: the canonical form cannot express this file exactly",
+    "schema": "the normalized spec does not satisfy the published JSON Schema",
+    # validating a contract (DESIGN section 2)
+    "missing": "a SCOPE element, the model, prompt, output or method is neither stated nor filled by `use`",
+    "disjoint": "E and C overlap: a feature is either attributed or held fixed",
+    "coverage": "an autoregressive input token is in neither E nor C",
+    "causality": "an output explained by itself or a later output (`y[t]` by `y[>=t]`, `z[t]` by `z[<=t]`)",
+    "score-output": "the score S does not score the output O, or the conditioning does not match the process",
+    "process-features": "features of the wrong process (states or stages without diffusion, prefixes without AR)",
+    "method-contract": "the method does not support this contract kind",
+    "protocol": "a check uses another contract's protocol",
+    "text-anchor": "a text anchor that does not occur, or occurs more than once, where it must be unique",
+    "symbolic": "a symbolic index (`T`, a name) where a number is needed",
+    "params": "a method, check or process parameter that is unknown, of the wrong type or out of range",
+    "use-params": "a standard contract's parameter (`use prompt_conditioned(target = ...)`) that is not allowed",
+    "unknown-name": "a name (standard contract, method, check, process, model, ...) that does not exist",
+    "expect": "an expectation that cannot be evaluated on this contract (its check, aggregate or value)",
+    "dataset": "a dataset statement or file that cannot be used (its path, format, fields or split)",
+    "output": "an output that cannot be scored (empty, or not the shape the process needs)",
+    "generation": "the output's decoding rule generated nothing usable",
+    "registry": "a method or check registration that is malformed or whose implementation cannot be imported",
+    # the engine, after tokenization
+    "model": "the model cannot be loaded or cannot run this process (weights, config, remote code, mask token)",
+    "device": "the requested device is not available",
+    "dtype": "an unknown or unsupported dtype",
+    "threads": "an unknown thread policy",
+    "context": "the prompt and output are longer than the model's context window",
+    "tokenization": "the output's tokens change when joined to the prompt (an error under --strict)",
+    "operator": "a perturbation operator the model has no token for",
+    "diffusion": "a diffusion contract the chain cannot realise (schedule, adapter, estimator, sampling)",
+    "budget": "the method's estimated work exceeds --max-evaluations",
+    "method": "the method refuses this contract (MethodRefused): too many features, no attention, ...",
+    "non-finite": "an attribution map, score or check value that is NaN or infinite",
+    "engine": "a contract given to the wrong engine entry point (a map family, a diffusion contract)",
+    # running
+    "truth": "a dataset example's truth item that cannot be placed on its tokens",
+    "store": "the run store cannot be read or written (another run's store, a corrupt record)",
+    "run": "an exception while running the contract, placed on it (an internal error: rerun with --debug)",
+}
+
+
+def rule_list() -> str:
+    """The README's list of rule ids (``python -m scopecheck.errors`` prints it), from :data:`RULES`."""
+    return "".join(f"- `{rid}`: {text}\n" for rid, text in RULES.items())
 
 
 class ContractError(Exception):
@@ -191,6 +261,69 @@ class MoreErrors(ContractError):
         return visible(f"{self.span}: {self.kind}[{self.rule or 'error'}]: {self.message}")
 
 
+def _render_unplaced(err: ContractError) -> str | None:
+    """An error raised where no contract position is known (inside a method, by a settings check)
+    as ``kind: message`` (then what was expected and a hint), not at a made-up ``<string>:1:1``;
+    ``None`` once it has a position or a source (rendered as usual then)."""
+    if err.span != Span() or err.source is not None:
+        return None
+    out = [visible(f"{err.kind}: {err.message}")]
+    out += [visible(f"  expected: {err.expected}")] if err.expected else []
+    out += [visible(f"  hint: {err.hint}")] if err.hint else []
+    return "\n".join(out)
+
+
+class MethodRefused(ContractError, ValueError):
+    """An attribution method declining, on purpose, to run this problem or these parameters
+    (too many features for exact enumeration, no attention probabilities, a baseline the model
+    has no token for). Raised inside a method, where the contract's position is not known; the
+    engine (``scopecheck.engine.run``) catches it by name and reports it on the contract's
+    ``method`` line as "`name` cannot run this contract: ...". A ``ValueError`` too, for callers
+    of the Python API (``run_method``) that catch one."""
+
+    kind = "method refused"
+
+    def __init__(self, message: str, span: Span | None = None, *, expected: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, span, expected=expected, hint=hint, rule="method")
+
+    def render(self) -> str:
+        return _render_unplaced(self) or super().render()
+
+
+class Unavailable(MethodRefused, KeyError):
+    """A refusal because something the method looks up does not exist for this problem: a
+    perturbation operator or IG baseline the model has no token for, the stages a stage method
+    needs. A ``KeyError`` too (a lookup that failed), for callers that catch one."""
+
+
+class InvalidSettings(ContractValidationError, ValueError):
+    """A process setting the engine cannot use (an unknown denoiser adapter, diffusion steps that
+    are not a multiple of blocks), raised where the settings are checked, without a position;
+    the compiler that knows the statement catches it by name and positions it. A ``ValueError``
+    too, for callers of the Python API."""
+
+    def __init__(self, message: str, span: Span | None = None, *, expected: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, span, expected=expected, hint=hint, rule="params")
+
+    def render(self) -> str:
+        return _render_unplaced(self) or super().render()
+
+
+class InternalError(RuntimeError):
+    """A method raised something other than a refusal: a bug in scopecheck or in a registered
+    method, never the contract's fault and never relabelled as a refusal. Deliberately not a
+    :class:`ContractError`: the runner's contract isolation places it on the contract, and
+    ``--debug`` re-raises it with the original exception chained as its cause."""
+
+    def __init__(self, method: str, exc: BaseException) -> None:
+        super().__init__(f"internal error in method `{method}`: {type(exc).__name__}: {exc} "
+                         "(a bug, not a refusal of this contract); rerun with --debug for the traceback")
+        self.method = method
+        self.original = exc
+
+
 def reraise_interrupt(exc: BaseException) -> None:
     """Re-raise the ``KeyboardInterrupt`` (Ctrl-C, or SIGINT/SIGTERM in the command) that a library
     turned into an ordinary exception (transformers' lazy imports re-raise what interrupted them as
@@ -263,3 +396,13 @@ def unknown_name(what: str, name: str, known: list[str] | tuple[str, ...], span:
 class ScopeWarning(UserWarning):
     """Something a result's reader should know that does not make it wrong (a tokenization that
     changes when joined, an IG integral that has not converged, a replaced default operator)."""
+
+
+__all__ = ["ContractError", "ContractErrors", "ContractSyntaxError", "ContractValidationError", "ERROR_LIMIT",
+           "InternalError", "InvalidSettings", "LINE_WINDOW", "MethodRefused", "MoreErrors", "RULES", "SchemaError",
+           "ScopeWarning", "Span", "Unavailable", "UnknownNameError", "cap_errors", "did_you_mean", "error_count",
+           "reraise_interrupt", "rule_list", "source_lines", "unknown_name", "visible"]
+
+
+if __name__ == "__main__":  # python -m scopecheck.errors: the README's list of rule ids
+    print(rule_list(), end="")

@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from scopecheck.errors import RULES
 from scopecheck.loader import check_text
 from scopecheck.spec.jsonio import schema, to_json
 
@@ -49,6 +50,7 @@ def test_invalid_contract_gives_golden_error(src: Path) -> None:
     for e in sf.errors:  # every error names path:line:col and shows the source line
         assert e.render().startswith(f"{rel}:{e.span.line}:{e.span.column}: ")
         assert f" {e.span.line} | " in e.render()
+        assert e.rule in RULES, f"rule id {e.rule!r} is not in scopecheck.errors.RULES"
     _golden(src.with_suffix(".err"), text)
 
 

@@ -40,6 +40,7 @@ from scopecheck.engine.methods._common import batch_param, check_operator, final
 from scopecheck.engine.methods.gradients import NORMS, ig_finish, ig_path
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.engine.scoring import CausalLMFamilyObjective, CausalLMObjective
+from scopecheck.errors import MethodRefused
 
 Tensor = torch.Tensor
 
@@ -105,7 +106,7 @@ def _saliency(problems: Sequence[AttributionProblem], objective: CausalLMFamilyO
               p: Mapping[str, object]) -> list[MethodOutput]:
     norm = str(p["norm"])
     if norm not in NORMS:
-        raise ValueError(f"saliency: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        raise MethodRefused(f"saliency: norm must be one of {', '.join(NORMS)}, got {norm!r}")
     s, g = objective.grads(problems[0].embeds.unsqueeze(0))                # (1, K), (K, 1, L, d)
     g = g[:, 0]                                                                  # (K, L, d)
     maps = g.norm(dim=-1) if norm == "l2" else g.abs().sum(-1) if norm == "l1" else g.sum(-1)  # (K, L)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
+from scopecheck.errors import Unavailable
 
 Tensor = torch.Tensor
 
@@ -78,7 +79,7 @@ class AttributionProblem:
             rows = self.operators[operator]
         except KeyError:
             known = ", ".join(sorted([*self.operators, "delete"]))
-            raise KeyError(f"unknown perturbation operator {operator!r}; known: {known}") from None
+            raise Unavailable(f"unknown perturbation operator {operator!r}; known: {known}") from None
         out = torch.where(drop.unsqueeze(-1), rows.unsqueeze(0), base)
         return out, None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 
@@ -14,12 +14,18 @@ from scopecheck.engine.models import LoadOptions, load
 from scopecheck.engine.result import AttributionResult, TokenScore
 from scopecheck.engine.scoring import fast_path_notes
 from scopecheck.engine.words import AGGREGATIONS, DEFAULT_AGGREGATION, TEXT_ROLES, alignment_inputs, word_map
-from scopecheck.errors import ContractError, ContractErrors, ContractValidationError, Span
+from scopecheck.errors import (
+    ContractError, ContractErrors, ContractValidationError, InternalError, MethodRefused, Span, reraise_interrupt,
+    unknown_name,
+)
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import resolve, validate
 
 from scopecheck.spec.registry import get_method
 from scopecheck.spec.vocabulary import OPERATOR_PARAMS, fallback_operator
+
+T = TypeVar("T")
+
 #: Method parameters every method accepts, handled here rather than by the method itself.
 COMMON_PARAMS = ("aggregate",)
 
@@ -81,11 +87,33 @@ def _budget(name: str, params: dict[str, Any], compiled: Any, contract: m.Contra
                                            "--scope-max-evaluations N (pytest)")
 
 
-def _refused(exc: Exception, name: str, contract: m.Contract) -> ContractValidationError:
+def _refused(exc: MethodRefused, name: str, contract: m.Contract) -> ContractValidationError:
     """A method refusing this problem (e.g. too many features), positioned on the method."""
-    msg = exc.args[0] if exc.args else str(exc)
     assert contract.method is not None
-    return ContractValidationError(f"`{name}` cannot run this contract: {msg}", contract.method.span, rule="method")
+    return ContractValidationError(f"`{name}` cannot run this contract: {exc.message}", contract.method.span,
+                                   expected=exc.expected, hint=exc.hint, rule="method")
+
+
+def _method_call(name: str, contract: m.Contract, call: Callable[[], T]) -> T:
+    """``call()`` (the method, or a family's methods), its failures sorted: a :class:`MethodRefused`
+    is the method declining this contract (positioned on its ``method`` line); a contract error
+    keeps its own position; running out of memory (a batch size that does not fit, see
+    :mod:`scopecheck.engine.methods._common`) is reported as it came; anything else is a bug in
+    the method and says so (:class:`InternalError`, the original chained), never relabelled as a
+    refusal."""
+    from scopecheck.engine.methods._common import BatchSizeError, is_out_of_memory
+
+    try:
+        return call()
+    except MethodRefused as exc:
+        raise _refused(exc, name, contract) from None
+    except ContractError:
+        raise
+    except Exception as exc:
+        reraise_interrupt(exc)
+        if isinstance(exc, BatchSizeError) or is_out_of_memory(exc):
+            raise
+        raise InternalError(name, exc) from exc
 
 
 def operator_note(name: str, params: dict[str, Any], method: m.Method) -> str | None:
@@ -169,10 +197,8 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
     seed = contract.seed if contract.seed is not None else 0
     torch.manual_seed(seed)
     with float64_forward(lm.model) as precision:
-        try:
-            out = run_method(name, compiled.problem, params, seed=seed, progress=progress)
-        except (ValueError, KeyError) as exc:
-            raise _refused(exc, name, contract) from None
+        out = _method_call(name, contract, lambda: run_method(name, compiled.problem, params, seed=seed,
+                                                              progress=progress))
     return build_result(contract, resolved, lm, compiled, name, params, operator, aggregate, out, seed,
                         precision.text())
 
@@ -218,10 +244,8 @@ def execute_family(contract: m.Contract, options: LoadOptions = LoadOptions(), p
         _budget(name, params, c, mc, max_evaluations)
     seed = contract.seed if contract.seed is not None else 0
     with float64_forward(lm.model) as precision:
-        try:
-            outs, shared = run_family(name, [c.problem for c in compiled], params, seed=seed, progress=progress)
-        except (ValueError, KeyError) as exc:
-            raise _refused(exc, name, contract) from None
+        outs, shared = _method_call(name, contract, lambda: run_family(
+            name, [c.problem for c in compiled], params, seed=seed, progress=progress))
     results = []
     for k, (mc, c, out) in enumerate(zip(members, compiled, outs), 1):
         out.info["family"] = f"y[{k}] of {len(members)}, " + ("forwards shared with the family" if shared
@@ -296,12 +320,17 @@ def _f(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
+def _is_path(source: object) -> bool:
+    """A ``.scope`` file to read (a ``Path``, or one line of text ending in ``.scope``), not contract text."""
+    return isinstance(source, Path) or (isinstance(source, str) and source.endswith(".scope") and "\n" not in source)
+
+
 def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
     from scopecheck.loader import load_file, load_text
 
     if isinstance(source, m.Contract):
         return [source]
-    if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".scope") and "\n" not in source):
+    if _is_path(source):
         docs = load_file(source)
     else:
         docs = load_text(str(source))
@@ -315,8 +344,14 @@ def run(source: m.Contract | str | Path, *, name: str | None = None, device: str
     if name is not None:
         contracts = [c for c in contracts if c.name == name]
     if len(contracts) != 1:
-        names = ", ".join(repr(c.name) for c in _contracts(source))
-        raise ValueError(f"expected exactly one contract{f' named {name!r}' if name else ''}; found: {names or 'none'}")
+        found = [c.name for c in _contracts(source)]
+        where = Span(str(source)) if _is_path(source) else None
+        if name is not None and not contracts:
+            raise unknown_name("contract", name, found, where)
+        raise ContractValidationError(
+            f"expected exactly one contract{f' named {name!r}' if name else ''}; found: "
+            f"{', '.join(map(repr, found)) or 'none'}", where, rule="unknown-name",
+            hint="pass name=... to pick one" if len(found) > 1 else None)
     opts = LoadOptions(device, dtype, allow_pickle, trust_remote_code)
     return execute(contracts[0], opts, progress)
 

@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from scopecheck.engine.problem import AttributionProblem
+from scopecheck.errors import MethodRefused
 
 Tensor = torch.Tensor
 
@@ -437,7 +438,7 @@ def _scoring_rows(rows: Sequence[int], keep: Tensor | None, batch: int, device: 
     last_kept = torch.where(keep.to(device), pos, torch.full_like(pos, -1)).cummax(dim=-1).values  # (B, L)
     out = last_kept[:, r]                                                       # (B, n)
     if bool((out < 0).any()):
-        raise ValueError("every position before a target was deleted: the target has no context to be scored from")
+        raise MethodRefused("every position before a target was deleted: the target has no context to be scored from")
     return out
 
 
@@ -540,10 +541,10 @@ class CausalLMObjective:
         HETA-LS (curvature in the top layers only)."""
         blocks = decoder_blocks(self.model)
         if blocks is None:
-            raise ValueError("this model exposes no stack of decoder blocks (a ModuleList of the configured "
-                             "layer count): the score cannot be read from an inner layer")
+            raise MethodRefused("this model exposes no stack of decoder blocks (a ModuleList of the configured "
+                                "layer count): the score cannot be read from an inner layer")
         if not 0 <= layer < len(blocks):
-            raise ValueError(f"layer {layer} is outside the model's {len(blocks)} decoder blocks")
+            raise MethodRefused(f"layer {layer} is outside the model's {len(blocks)} decoder blocks")
         block = blocks[layer]
         rows = torch.tensor([list(self.rows)], device=embeds.device)          # (1, n)
         cut = int(rows.max()) + 1
@@ -791,7 +792,7 @@ class CausalLMAttentions:
                 h.remove()
         atts = [a[0].detach() for a in (out.attentions or ())]                 # each (H, L, L)
         if not atts or any(a is None for a in atts):
-            raise RuntimeError("the model returned no attention probabilities, even with eager attention")
+            raise MethodRefused("the model returned no attention probabilities, even with eager attention")
         if not want_values:
             return atts, None
         if len(captured) != len(atts) or not mods:

@@ -5,9 +5,8 @@ instead of stopping at the first. Rules that need token positions which the text
 cannot give (an index against a text anchor, say) are checked again by the engine after
 tokenization, with the same messages.
 
-Rule ids (shown as ``error[rule]``): ``missing``, ``disjoint``, ``coverage``,
-``causality``, ``score-output``, ``process-features``, ``method-contract``,
-``unknown-name``, ``text-anchor``, ``symbolic``, ``protocol``, ``params``.
+Rule ids (shown as ``error[rule]``) are the entries of :data:`scopecheck.errors.RULES`, the
+one registry of them; the list below is generated from it.
 """
 
 from __future__ import annotations
@@ -18,13 +17,15 @@ from dataclasses import dataclass
 
 from scopecheck.checks.catalog import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS
 from scopecheck.errors import (
-    ContractError, ContractValidationError, Span, cap_errors, did_you_mean, unknown_name,
+    ContractError, ContractValidationError, Span, cap_errors, did_you_mean, rule_list, unknown_name,
 )
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
 from scopecheck.spec.params import CHECK_PARAMS, DECODING_PARAMS, ESTIMATOR_PARAMS, SEED, check_params, check_value
 from scopecheck.spec.registry import COMMON_METHOD_PARAMS, METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.spec.standard import STANDARD, merge, standard_scope
+
+__doc__ = f"{__doc__ or ''}\n{rule_list()}"   # the rule ids, from the registry (never a second list)
 
 PROCESSES: dict[str, dict[str, str]] = {
     "autoregressive": {},

@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import torch
 
 from scopecheck.engine.diffusion.denoiser import Denoiser
+from scopecheck.errors import InvalidSettings
 from scopecheck.spec.vocabulary import PERTURBATIONS, SAMPLER_ALIASES, SAMPLERS  # the closed vocabularies, defined once
 
 Tensor = torch.Tensor
@@ -181,15 +182,15 @@ def blocks_of(R: int, blocks: int) -> list[range]:
 
 def check_settings(s: SamplerSettings) -> None:
     if s.sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {s.sampler!r}; known: {', '.join(SAMPLERS)}")
+        raise InvalidSettings(f"unknown sampler {s.sampler!r}; known: {', '.join(SAMPLERS)}")
     if s.steps < 1 or s.length < 1:
-        raise ValueError("a chain needs at least one stage and one response slot")
+        raise InvalidSettings("a chain needs at least one stage and one response slot")
     if s.blocks < 1 or s.steps % s.blocks:
-        raise ValueError(f"steps ({s.steps}) must be a multiple of blocks ({s.blocks})")
+        raise InvalidSettings(f"steps ({s.steps}) must be a multiple of blocks ({s.blocks})")
     if s.blocks > s.length:
-        raise ValueError(f"blocks ({s.blocks}) cannot exceed the response length ({s.length})")
+        raise InvalidSettings(f"blocks ({s.blocks}) cannot exceed the response length ({s.length})")
     if not math.isfinite(s.temperature) or s.temperature < 0:
-        raise ValueError(f"temperature must be finite and >= 0, got {s.temperature}")
+        raise InvalidSettings(f"temperature must be finite and >= 0, got {s.temperature}")
 
 
 def _row_groups(*parts: Tensor | None) -> Tensor:

@@ -116,8 +116,8 @@ def make_denoiser(lm: LoadedModel, process: m.Process) -> Denoiser:
     token_types = int(getattr(model.config, "type_vocab_size", 0) or 0) >= 2
     try:
         return Denoiser(model, int(mask_id), adapter, tok.eos_token_id, tok.pad_token_id, token_types)
-    except ValueError as exc:
-        raise _err(str(exc), params["adapter"].span, expected="adapter = plain | shift", rule="params") from None
+    except InvalidSettings as exc:
+        raise _err(exc.message, params["adapter"].span, expected="adapter = plain | shift", rule="params") from None
 
 
 def sampler_settings(contract: m.Contract, process: m.Process, lm: LoadedModel, n_output: int | None) -> SamplerSettings:
@@ -153,8 +153,8 @@ def sampler_settings(contract: m.Contract, process: m.Process, lm: LoadedModel, 
                                seed=seed, forced=forced)
     try:
         check_settings(settings)
-    except ValueError as exc:
-        raise _err(str(exc), process.span, expected="masked_diffusion(steps = K, blocks = B) with K a multiple of B",
+    except InvalidSettings as exc:
+        raise _err(exc.message, process.span, expected="masked_diffusion(steps = K, blocks = B) with K a multiple of B",
                    rule="params") from None
     return settings
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from scopecheck.errors import InvalidSettings, MethodRefused
 from scopecheck.spec.vocabulary import ADAPTERS  # the closed vocabulary, defined once
 
 Tensor = torch.Tensor
@@ -48,7 +49,7 @@ class Denoiser:
 
     def __post_init__(self) -> None:
         if self.adapter not in ADAPTERS:
-            raise ValueError(f"unknown denoiser adapter {self.adapter!r}; known: {', '.join(ADAPTERS)}")
+            raise InvalidSettings(f"unknown denoiser adapter {self.adapter!r}; known: {', '.join(ADAPTERS)}")
         try:
             names = inspect.signature(self.model.forward).parameters
         except (TypeError, ValueError):  # pragma: no cover
@@ -82,8 +83,8 @@ class Denoiser:
         kw: dict[str, Any] = {"inputs_embeds": embeds}
         if keep is not None:
             if not self._positions:
-                raise ValueError(f"{type(self.model).__name__} takes no position_ids, so positions cannot be "
-                                 "deleted; use a replacement operator (mask, pad, zero, ...)")
+                raise MethodRefused(f"{type(self.model).__name__} takes no position_ids, so positions cannot be "
+                                    "deleted; use a replacement operator (mask, pad, zero, ...)")
             k = keep.to(device=embeds.device, dtype=torch.long)
             kw["attention_mask"] = k
             kw["position_ids"] = (k.cumsum(-1) - 1).clamp(min=0)

@@ -26,6 +26,7 @@ from scopecheck.engine.methods import (  # noqa: F401 - the submodules, as attri
     gradients, heta, perturbation, probabilistic, reagent, rollout, stages, surrogate,
 )
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.errors import MethodRefused
 from scopecheck.spec import registry
 
 MethodImpl = Callable[[AttributionProblem, Mapping[str, object]], MethodOutput]
@@ -77,7 +78,7 @@ def prepare(name: str, params: Mapping[str, object] | None, seed: int, progress:
     params = dict(params or {})
     reserved = [k for k in params if k.startswith("_")]
     if reserved:
-        raise ValueError(f"parameter names starting with '_' are reserved: {', '.join(reserved)}")
+        raise MethodRefused(f"parameter names starting with '_' are reserved: {', '.join(reserved)}")
     resolved = resolve_params(canonical, params)
     resolved["_seed"] = int(seed)
     resolved["_progress"] = bool(progress)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.errors import MethodRefused, Unavailable
 from scopecheck.spec.registry import ParamSpec, get_method
 
 Tensor = torch.Tensor
@@ -31,7 +32,7 @@ _FALSE = {"false", "0", "no", "off"}
 def _coerce(method: str, key: str, value: object, spec: ParamSpec) -> object:
     """``value`` as the Python type of ``spec`` (a string spelling of it accepted); ``ValueError``
     naming the parameter and what it must be otherwise. Ranges are the validator's."""
-    bad = ValueError(f"{method}: parameter {key}={value!r} must be {spec.type_name} ({spec.summary()})")
+    bad = MethodRefused(f"{method}: parameter {key}={value!r} must be {spec.type_name} ({spec.summary()})")
     if value is None and spec.default is None:
         return None      # "the engine chooses" (a resolved mapping resolved again keeps it)
     kind = spec.kind
@@ -83,8 +84,8 @@ def resolve_params(method: str, params: Mapping[str, object] | None) -> dict[str
     unknown = sorted(k for k in params if k not in declared and k not in RESERVED)
     if unknown:
         listed = ", ".join(f"{k} ({v.summary()})" for k, v in declared.items()) or "none"
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for method {method!r}; "
-                         f"declared parameters: {listed}")
+        raise MethodRefused(f"unknown parameter(s) {', '.join(unknown)} for method {method!r}; "
+                            f"declared parameters: {listed}")
     out: dict[str, object] = {k: spec.default for k, spec in declared.items()}
     for key, value in params.items():
         if key in RESERVED:
@@ -99,7 +100,7 @@ def resolve_params(method: str, params: Mapping[str, object] | None) -> dict[str
     out.setdefault("_given", tuple(sorted(k for k in params if k not in RESERVED)))
     for key in ("steps", "samples", "batch_size", "probes"):
         if key in out and out[key] is not None and int(out[key]) < 1:  # type: ignore[call-overload]
-            raise ValueError(f"{method}: parameter {key} must be >= 1, got {out[key]}")
+            raise MethodRefused(f"{method}: parameter {key} must be >= 1, got {out[key]}")
     return out
 
 
@@ -505,7 +506,7 @@ def map_batches(fn: Callable[[slice], T], n: int, batch_size: int | None, *,
     if fixed:
         size = int(batch_size)  # type: ignore[arg-type]
         if size < 1:
-            raise ValueError(f"{param} must be >= 1, got {size}")
+            raise MethodRefused(f"{param} must be >= 1, got {size}")
     else:
         size = (learned_rows(problem, kind) or start
                 or (auto_batch(problem, kind, members) if problem is not None else n))
@@ -587,7 +588,7 @@ def check_operator(problem: AttributionProblem, operator: object) -> str:
     op = str(operator)
     if op != "delete" and op not in problem.operators:
         known = ", ".join(sorted([*problem.operators, "delete"]))
-        raise KeyError(f"unknown or unavailable perturbation operator {op!r}; available for this model: {known}")
+        raise Unavailable(f"unknown or unavailable perturbation operator {op!r}; available for this model: {known}")
     return op
 
 

@@ -15,6 +15,7 @@ import torch
 
 from scopecheck.engine.methods._common import batch_param, finalize, map_batches, resolve_params
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.errors import MethodRefused, Unavailable
 
 Tensor = torch.Tensor
 
@@ -35,7 +36,7 @@ def saliency(problem: AttributionProblem, params: Mapping[str, object]) -> Metho
     p = resolve_params("saliency", params)
     norm = str(p["norm"])
     if norm not in NORMS:
-        raise ValueError(f"saliency: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        raise MethodRefused(f"saliency: norm must be one of {', '.join(NORMS)}, got {norm!r}")
     s, g = _grad_at(problem, problem.embeds.unsqueeze(0))
     g = g[0]                                                                  # (L, d)
     if norm == "l2":
@@ -68,7 +69,7 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         x, w = np.polynomial.legendre.leggauss(steps)
         alphas, weights = 0.5 * (x + 1.0), 0.5 * w
     else:
-        raise ValueError(f"integrated_gradients: rule must be one of {', '.join(RULES)}, got {rule!r}")
+        raise MethodRefused(f"integrated_gradients: rule must be one of {', '.join(RULES)}, got {rule!r}")
     return alphas, weights
 
 
@@ -99,8 +100,8 @@ def ig_path(problem: AttributionProblem, p: Mapping[str, object]) -> IGPath:
     base_name = str(p["baseline"])
     if base_name not in problem.operators:
         known = ", ".join(sorted(problem.operators))
-        raise KeyError(f"integrated_gradients: baseline {base_name!r} is not available for this model "
-                       f"(IG needs an embedding baseline; available: {known})")
+        raise Unavailable(f"integrated_gradients: baseline {base_name!r} is not available for this model "
+                          f"(IG needs an embedding baseline; available: {known})")
     alphas, weights = quadrature(rule, steps)
     x = problem.embeds                                                        # (L, d)
     elig = problem.eligible.unsqueeze(-1)                                     # (L, 1)

@@ -81,6 +81,7 @@ import torch
 from scopecheck.engine.methods._common import INTERNAL_BATCH, batches, finalize, generator, positions, resolve_params
 from scopecheck.engine.methods.rollout import layer_transition
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.errors import MethodRefused
 
 Tensor = torch.Tensor
 Objective = Callable[[Tensor], Tensor]                                      # (B, L, d) -> (B,)
@@ -289,17 +290,17 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
     top = int(p["layers"])                                                       # type: ignore[arg-type]
     stride = int(p["stride"]) or max(1, size // 2)                               # type: ignore[arg-type]
     if beta < 0 or gamma < 0:
-        raise ValueError(f"heta: beta and gamma must be >= 0, got beta={beta}, gamma={gamma}")
+        raise MethodRefused(f"heta: beta and gamma must be >= 0, got beta={beta}, gamma={gamma}")
     if curvature not in CURVATURES:
-        raise ValueError(f"heta: curvature must be one of {', '.join(CURVATURES)}, got {curvature!r}")
+        raise MethodRefused(f"heta: curvature must be one of {', '.join(CURVATURES)}, got {curvature!r}")
     if not 0 < rse < 1 or max_probes < 2 or rank < 1 or size < 0 or stride < 0 or top < 0:
-        raise ValueError(f"heta: need 0 < rse < 1, max_probes >= 2, rank >= 1, window >= 0, stride >= 0, "
-                         f"layers >= 0 (got rse={rse}, max_probes={max_probes}, rank={rank}, window={size}, "
-                         f"stride={stride}, layers={top})")
+        raise MethodRefused(f"heta: need 0 < rse < 1, max_probes >= 2, rank >= 1, window >= 0, stride >= 0, "
+                            f"layers >= 0 (got rse={rse}, max_probes={max_probes}, rank={rank}, window={size}, "
+                            f"stride={stride}, layers={top})")
     if len(problem.target_rows) != 1:
-        raise ValueError(f"heta explains a single next token; this problem has {len(problem.target_rows)} targets")
+        raise MethodRefused(f"heta explains a single next token; this problem has {len(problem.target_rows)} targets")
     if problem.attentions is None or problem.logprobs is None:
-        raise ValueError("heta needs attention probabilities and target log-probs")
+        raise MethodRefused("heta needs attention probabilities and target log-probs")
     T = problem.target_rows[0]
     x = problem.embeds                                                        # (L, d)
     L, d = x.shape
@@ -316,7 +317,7 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
         atts, vnorms = problem.attentions(x), None
     n_layers = len(atts)
     if top > n_layers:
-        raise ValueError(f"heta: layers = {top} exceeds the model's {n_layers} layers")
+        raise MethodRefused(f"heta: layers = {top} exceeds the model's {n_layers} layers")
     low = n_layers - top if top else 0                                         # first layer in L_sub
     gate = target_gate(atts[low:], vnorms[low:] if vnorms is not None else None, T)  # (L,)
     gate_e = gate[pos].double().cpu()                                         # (M,)
@@ -343,8 +344,8 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
             if top:                                                            # HETA-LS: S from block `low`'s stream
                 from_layer = getattr(problem.objective, "from_layer", None)
                 if from_layer is None:
-                    raise ValueError("heta: layers needs an objective that reads S from an inner layer "
-                                     "(objective.from_layer); build the problem with causal_lm_problem")
+                    raise MethodRefused("heta: layers needs an objective that reads S from an inner layer "
+                                        "(objective.from_layer); build the problem with causal_lm_problem")
                 h, fn = from_layer(low, x)                                     # (L', d), (B, L', d) -> (B,)
                 hvp = _HVP(fn, h.to(x), progress)
             if curvature == "hutchinson":
@@ -373,7 +374,7 @@ def heta(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOut
     op = next((o for o in MASK_PREFERENCE if o in problem.operators), None)
     if gamma > 0 and M > 0:
         if op is None:
-            raise ValueError("heta: no masking operator available (mask, unk, pad or zero)")
+            raise MethodRefused("heta: no masking operator available (mask, unk, pad or zero)")
         with torch.no_grad():
             lp0 = problem.logprobs(x.unsqueeze(0))[0, 0].double()             # (V,)
             drop = torch.zeros(M, L, dtype=torch.bool, device=x.device)

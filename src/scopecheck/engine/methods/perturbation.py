@@ -24,6 +24,7 @@ from scopecheck.engine.methods._common import (
     score_input,
 )
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.errors import MethodRefused
 
 MAX_EXACT_FEATURES = 10
 
@@ -78,8 +79,8 @@ def exact_shapley(problem: AttributionProblem, params: Mapping[str, object]) -> 
     pos = positions(problem)
     M = int(pos.numel())
     if M > MAX_EXACT_FEATURES:
-        raise ValueError(f"exact_shapley enumerates 2**M coalitions and accepts at most {MAX_EXACT_FEATURES} "
-                         f"eligible features, got {M}; use kernel_shap instead")
+        raise MethodRefused(f"exact_shapley enumerates 2**M coalitions and accepts at most {MAX_EXACT_FEATURES} "
+                            f"eligible features, got {M}; use kernel_shap instead")
     scores = torch.zeros(problem.length, dtype=problem.embeds.dtype, device=problem.embeds.device)
     if M == 0:
         return finalize(problem, scores, {"score_input": score_input(problem), "evaluations": 0})

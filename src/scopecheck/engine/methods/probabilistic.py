@@ -63,6 +63,7 @@ import torch
 
 from scopecheck.engine.methods._common import INTERNAL_BATCH, batches, finalize, positions, resolve_params
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.errors import MethodRefused
 
 Tensor = torch.Tensor
 
@@ -125,25 +126,26 @@ def probabilistic_as(problem: AttributionProblem, params: Mapping[str, object]) 
     p = resolve_params("probabilistic_as", params)
     top_p = float(p["top_p"])  # type: ignore[arg-type]
     if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"probabilistic_as: top_p must lie in (0, 1], got {top_p}")
+        raise MethodRefused(f"probabilistic_as: top_p must lie in (0, 1], got {top_p}")
     prune = float(p["prune"])  # type: ignore[arg-type]
     if not 0.0 <= prune <= 0.5:
-        raise ValueError(f"probabilistic_as: prune must lie in [0, 0.5], got {prune}")
+        raise MethodRefused(f"probabilistic_as: prune must lie in [0, 0.5], got {prune}")
     at_rows = getattr(problem.logprobs, "at_rows", None)
     state_bytes = getattr(problem.logprobs, "state_bytes", None)              # optional: read_on usable
     if at_rows is None or problem.vocab_embeds is None:
-        raise ValueError("probabilistic_as needs next-token log-probs at every row (logprobs.at_rows) and the "
-                         "vocabulary embeddings; build the problem with scopecheck.engine.scoring.causal_lm_problem")
+        raise MethodRefused("probabilistic_as needs next-token log-probs at every row (logprobs.at_rows) and the "
+                            "vocabulary embeddings; build the problem with "
+                            "scopecheck.engine.scoring.causal_lm_problem")
     if not problem.target_rows:
-        raise ValueError("probabilistic_as needs target rows")
+        raise MethodRefused("probabilistic_as needs target rows")
     L = problem.length
     targets = sorted(r + 1 for r in problem.target_rows)
     last = max(targets)
     pos = positions(problem)
     if bool((pos == 0).any()):
-        raise ValueError("probabilistic_as cannot marginalise position 0: there is no p(x_0 | x_<0)")
+        raise MethodRefused("probabilistic_as cannot marginalise position 0: there is no p(x_0 | x_<0)")
     if bool((pos >= last).any()):
-        raise ValueError("probabilistic_as: eligible positions must precede the last target")
+        raise MethodRefused("probabilistic_as: eligible positions must precede the last target")
     ids = problem.ids
     x = problem.embeds                                                        # (L, d)
     vocab = problem.vocab_embeds.to(x)                                        # (V, d)

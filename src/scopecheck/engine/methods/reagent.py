@@ -35,6 +35,7 @@ from scopecheck.engine.methods._common import (
     score_input,
 )
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.errors import MethodRefused
 
 Tensor = torch.Tensor
 
@@ -69,9 +70,9 @@ def reagent(problem: AttributionProblem, params: Mapping[str, object]) -> Method
     p = resolve_params("reagent", params)
     steps, ratio = int(p["steps"]), float(p["ratio"])  # type: ignore[arg-type]
     if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"reagent: ratio must lie in (0, 1], got {ratio}")
+        raise MethodRefused(f"reagent: ratio must lie in (0, 1], got {ratio}")
     if problem.vocab_embeds is None:
-        raise ValueError("reagent replaces tokens and needs the vocabulary embedding matrix")
+        raise MethodRefused("reagent replaces tokens and needs the vocabulary embedding matrix")
     pos = positions(problem)
     M = int(pos.numel())
     s_in = score_input(problem)

@@ -8,6 +8,7 @@ import torch
 
 from scopecheck.engine.methods._common import finalize, resolve_params
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.errors import MethodRefused
 
 Tensor = torch.Tensor
 
@@ -39,9 +40,9 @@ def rollout_matrix(atts: list[Tensor], residual: bool) -> Tensor:
 def attention_rollout(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOutput:
     p = resolve_params("attention_rollout", params)
     if problem.attentions is None:
-        raise ValueError("attention_rollout needs attention probabilities; this problem has none")
+        raise MethodRefused("attention_rollout needs attention probabilities; this problem has none")
     if not problem.target_rows:
-        raise ValueError("attention_rollout needs target rows to read the rollout at")
+        raise MethodRefused("attention_rollout needs target rows to read the rollout at")
     atts = problem.attentions(problem.embeds)
     R = rollout_matrix(atts, bool(p["residual"]))                            # (L, L)
     scores = R[list(problem.target_rows)].mean(0)                            # (L,) averaged over targets

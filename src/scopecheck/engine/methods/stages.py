@@ -16,14 +16,15 @@ import torch
 
 from scopecheck.engine.methods._common import finalize
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
+from scopecheck.errors import Unavailable
 
 
 def stage_perturbation(problem: AttributionProblem, params: Mapping[str, object]) -> MethodOutput:
     op = str(params["perturbation"])
     if op not in problem.operators:
         known = ", ".join(sorted(problem.operators))
-        raise KeyError(f"stage_perturbation needs a denoising-stage problem with perturbation {op!r}; "
-                       f"available: {known or 'none (this is not a stage contract)'}")
+        raise Unavailable(f"stage_perturbation needs a denoising-stage problem with perturbation {op!r}; "
+                          f"available: {known or 'none (this is not a stage contract)'}")
     K = problem.length
     pos = problem.eligible_positions
     drop = torch.zeros(1 + len(pos), K, dtype=torch.bool)
