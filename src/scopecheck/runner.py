@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from scopecheck.errors import ContractError, ContractValidationError, Span, reraise_interrupt
+from scopecheck.errors import ContractError, ContractValidationError, InternalError, Span, reraise_interrupt
 from scopecheck.spec import model as m
 
 
@@ -117,6 +117,8 @@ def contract_failure(exc: BaseException, span: Any) -> ContractError:
     reraise_interrupt(exc)
     if isinstance(exc, ContractError):
         return exc
+    if isinstance(exc, InternalError):      # its message already says what it is (and --debug)
+        return ContractError(str(exc), span, rule="run")
     msg = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
     return ContractError(f"{type(exc).__name__}: {msg}" if not isinstance(exc, (ValueError, KeyError)) else msg,
                          span, rule="run")

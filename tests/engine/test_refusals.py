@@ -78,6 +78,7 @@ def test_a_bug_in_a_method_is_an_internal_error_not_a_refusal(registered):
 
     shown = Runner(device="cpu").execute(c).error                   # the runner's contract isolation
     assert shown is not None and "internal error in method `buggy`" in shown and "--debug" in shown
+    assert "InternalError:" not in shown                      # said once, not prefixed by its type name
     assert "cannot run this contract" not in shown
     assert shown.startswith(f"<refusal>.scope:{c.spans.get('name', c.span).line}:")
     with pytest.raises(InternalError):                              # --debug re-raises it
