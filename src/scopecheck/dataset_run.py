@@ -56,7 +56,7 @@ def _random_key(call: m.Call, partner: m.Call) -> str:
     return f"random:{_text(base)}.{call.fields[0] if call.fields else ''}"
 
 
-def _partner(agg: m.Aggregate, ex: m.Expectation) -> m.Call | None:
+def partner_check(agg: m.Aggregate, ex: m.Expectation) -> m.Call | None:
     """The check a ``random.<field>`` inside ``agg`` stands beside: another argument of the same
     aggregate (paired), or the first argument of the aggregate on the other side."""
     for a in agg.args:
@@ -92,7 +92,7 @@ def inner_items(contract: m.Contract) -> list[Inner]:
                 if isinstance(a, m.Comparison):
                     out.setdefault(_text(a), Inner(_text(a), "compare", a))
                 elif a.name == "random":
-                    partner = _partner(agg, ex)
+                    partner = partner_check(agg, ex)
                     if partner is not None:
                         k = _random_key(a, partner)
                         out.setdefault(k, Inner(k, "random", a, partner))
@@ -224,6 +224,7 @@ def compute_example(runner: Any, contract: m.Contract, ex: Any,
 
     t0 = time.perf_counter()
     sub = runner.execute(example_contract(contract, ex))
+    sub.asks = tuple(contract.expects)        # its checks serve the dataset's aggregates
     error = sub.error or _truth_error(sub, ex, items)
     if sub.result is None or error is not None:
         values = {it.key: None for it in items}
@@ -321,6 +322,7 @@ def run_dataset(runner: Any, contract: m.Contract) -> Any:
         # every example came from the store: the first is recomputed (not re-stored) to show its map
         for ex in loaded.examples[:5]:
             sub = runner.execute(example_contract(contract, ex))
+            sub.asks = tuple(contract.expects)    # its checks serve the dataset's aggregates
             if sub.result is not None:
                 cr.result, cr.checks = sub.result, sub.checks
                 break
@@ -452,7 +454,7 @@ def _agg(cr: Any, agg: m.Aggregate, ex: m.Expectation, seed: int) -> Any:
 
     def column(a: Any) -> list[Any]:
         if isinstance(a, m.Call) and a.name == "random":
-            partner = _partner(agg, ex)
+            partner = partner_check(agg, ex)
             k = _random_key(a, partner) if partner is not None else ""
         else:
             k = _text(a)
@@ -537,4 +539,4 @@ def evaluate_dataset(runner: Any, cr: Any, ex: m.Expectation) -> Any:
 
 
 __all__ = ["LARGE_DATASET", "Inner", "compare_truth", "evaluate_dataset", "example_values", "inner_items",
-           "plain_key", "run_dataset", "truth_positions"]
+           "partner_check", "plain_key", "run_dataset", "truth_positions"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from scopecheck.errors import ContractError, ContractValidationError, InternalError, Span, reraise_interrupt
@@ -40,6 +41,9 @@ class ContractRun:
     dataset: dict[str, Any] | None = None
     #: a map family (``target = each``): one run per generated token, each a complete contract run
     members: list["ContractRun"] = field(default_factory=list)
+    #: the expectations whose fields this run's checks compute (None: the contract's own); a
+    #: dataset example's run is asked by the dataset contract's aggregates, which it does not carry
+    asks: tuple[m.Expectation, ...] | None = None
 
     def units(self) -> list["ContractRun"]:
         """What reports list: a family's members, or this run itself."""
@@ -64,19 +68,44 @@ def _call_key(call: m.Call) -> str:
     return fmt_operand(m.Call(call.name, call.args, call.params, (), True))
 
 
-def asked_fields(contract: m.Contract, key: str) -> tuple[str, ...] | None:
+def _reads(ex: m.Expectation) -> Iterator[tuple[Any, Any, bool]]:
+    """What one expectation reads, as ``(operand, the operand it is compared with, whole)``:
+    both sides of a plain expectation (``whole``: a bare check call alone asks for its whole
+    result, ``expect completeness``); inside a dataset contract's aggregates, each argument
+    (a check call's field per example, a ``random.<field>`` beside its partner check, both sides
+    of a comparison), as ``dataset_run.inner_items`` evaluates them."""
+    aggs = [s for s in (ex.left, ex.right) if isinstance(s, m.Aggregate)]
+    if not aggs:
+        yield ex.left, ex.right, True
+        yield ex.right, ex.left, True
+        return
+    from scopecheck.dataset_run import partner_check
+
+    for agg in aggs:
+        for a in agg.args:
+            if isinstance(a, m.Comparison):
+                yield a.left, a.right, False
+                yield a.right, a.left, False
+            elif isinstance(a, m.Call) and a.name == "random":
+                yield a, partner_check(agg, ex), False
+            else:
+                yield a, None, False
+
+
+def asked_fields(contract: m.Contract, key: str,
+                 expects: Sequence[m.Expectation] | None = None) -> tuple[str, ...] | None:
     """The fields of check call ``key`` (``random:`` prefixed for its random baseline) that the
-    contract's expectations read: a field named (``deletion.aopc``), the default field of a bare
-    call compared with something, every field (``None``) when the whole result is asked for
-    (``expect completeness``) or the call is not among them. A check computes only what is asked
-    when asking more costs work (a curve's NAOPC bound search)."""
+    expectations read (``expects``, default the contract's own; a dataset example's run is asked
+    by the dataset contract's aggregates): a field named (``deletion.aopc``), the default field of a
+    bare call compared with something or aggregated, every field (``None``) when the whole result
+    is asked for (``expect completeness``) or the call is not among them. A check computes only
+    what is asked when asking more costs work (a curve's NAOPC bound search)."""
     from scopecheck.checks.catalog import CHECKS
 
     found: set[str] = set()
     hit = False
-    for ex in getattr(contract, "expects", ()) or ():
-        sides = [(ex.left, ex.right), (ex.right, ex.left)]
-        for op, other in sides:
+    for ex in (getattr(contract, "expects", ()) or ()) if expects is None else expects:
+        for op, other, whole in _reads(ex):
             if not isinstance(op, m.Call):
                 continue
             if op.name == "random":
@@ -93,7 +122,7 @@ def asked_fields(contract: m.Contract, key: str) -> tuple[str, ...] | None:
             hit = True
             if op.fields:
                 found.add(op.fields[0])
-            elif other is None and op.name != "random":
+            elif whole and other is None and op.name != "random":
                 return None                          # the whole result (its own criterion)
             else:
                 found.add(info.default_field)
@@ -211,7 +240,7 @@ class Runner:
             params = {p.key: _py(p.value) for p in call.params}
             seed = cr.contract.seed or 0
             t0 = time.perf_counter()
-            fields = asked_fields(cr.contract, key)
+            fields = asked_fields(cr.contract, key, cr.asks)
             if random:
                 cr.checks[key] = random_baseline(call.name, cr.result, params, progress=self.progress, fields=fields)
             else:
