@@ -12,9 +12,9 @@ SwiGLU MLP, tied head; checked against the transformers model), and from it
 * the exact block sensitivity ``S_i = E_r ||H_ii r||_1`` (seed 004, eq. 3; ``r`` Rademacher):
   ``E_r ||H r||_1 = sum_k E_r |h_k . r|`` over the rows ``h_k`` of the block, and for a
   Rademacher sum ``E|a . r| = (2 / pi) int_0^inf (1 - prod_j cos(a_j t)) / t^2 dt`` (the
-  characteristic-function formula for ``E|X|``), integrated numerically to ~1e-9 (checked here
-  against brute-force enumeration of all ``2^d`` sign vectors at small ``d``), so no probe
-  noise is left in the reference;
+  characteristic-function formula for ``E|X|``), integrated numerically (halving the step and
+  tripling the range moves the 12 S_i by < 1e-14 relative; checked here against brute-force
+  enumeration of all ``2^20`` sign vectors), so no probe noise is left in the reference;
 * the gate ``M_T`` (eq. 1: attention-value flow into the target row ``T``, rollout of the layers
   above with ``0.5 A + 0.5 I``, weighted by ``||V_i^{(l,h)} W_O^{(l,h)}||_1``, simplex-normalised)
   and ``KL_i`` (eq. 4: token ``i`` replaced by the ``<mask>`` embedding, the first of the
@@ -25,7 +25,10 @@ Each README row's variant then runs through a contract (``scopecheck.run``, floa
 and its max relative error of S_i (from the same variant with ``gamma = 0``: ``Attr / (0.5
 M_T)``), its Spearman correlation with full HETA, its top-1 agreement and its Hessian-vector
 product count are compared with the numbers read out of that README row. Every variant is
-deterministic given the seed, so the stated 3 significant digits must be met. The row's
+deterministic given the seed, so the stated 3 significant digits must be met. (Measured: the
+README's first figures for the adaptive and 8-probe errors, 0.164 and 0.328, were against a
+16,384-probe estimate of S_i, 0.5% noisy; exact, 0.161 and 0.326. Its HETA-LS Spearman figures
+came from the benchmark's problem with the ``unk`` operator where a contract takes ``mask``.) The row's
 seconds and speed-up are wall-clock figures and are not asserted; the stories260k rows are
 benchmark output (``benchmarks/heta_measure.py``), too expensive for the suite.
 """
@@ -38,7 +41,6 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -197,9 +199,10 @@ def test_rademacher_abs_mean_matches_brute_force_enumeration():
 # ------------------------------------------------------------------------------ the reference
 
 
-@pytest.fixture(scope="module")
-def reference() -> dict[str, object]:
-    """Figure 1's problem and exact full HETA, from the plain-torch model only."""
+@lru_cache(maxsize=None)
+def build_reference(operator: str = "mask") -> dict[str, object]:
+    """Figure 1's problem and exact full HETA, from the plain-torch model only; ``KL_i`` with
+    token ``i`` replaced by the ``operator`` token (``mask``: what a contract on this model uses)."""
     from transformers import AutoTokenizer
 
     torch.set_num_threads(1)
@@ -240,12 +243,17 @@ def reference() -> dict[str, object]:
         kl = []
         for i in pos:
             xm = x.clone()
-            xm[i] = emb[tok.mask_token_id]
+            xm[i] = emb[getattr(tok, f"{operator}_token_id")]
             lpm = torch.log_softmax(forward(xm)[0][T], -1)
             kl.append(float((lp0.exp() * (lp0 - lpm)).sum()))
     kl_t = torch.tensor(kl, dtype=torch.float64)
     return {"x": x, "pos": pos, "blocks": blocks_t, "S": sens, "gate": gate, "KL": kl_t,
             "full": gate * (0.5 * sens + 0.5 * kl_t), "hvps_exact": len(pos) * d}
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, object]:
+    return build_reference("mask")
 
 
 def test_plain_torch_model_is_the_shipped_model(reference):
@@ -288,6 +296,17 @@ def _number(cell: str) -> float | None:
     return float(cell) if cell else None
 
 
+def _token_windows(m: int, params: str) -> int:
+    """Token-window pairs of ``m`` tokens: windows of ``W`` (``window = W``), ``W // 2`` apart,
+    the last ending at ``m``; one window of ``m`` without ``window``."""
+    found = re.search(r"window = (\d+)", params)
+    if not found or int(found.group(1)) >= m:
+        return m
+    size = int(found.group(1))
+    starts = sorted(set(range(0, m - size + 1, size // 2)) | {m - size})
+    return size * len(starts)
+
+
 def test_readme_exact_blocks_row(reference):
     row = readme_rows(CASE)["exact blocks"]
     assert len(reference["pos"]) == 12                                            # the case's "12 tokens"
@@ -311,9 +330,14 @@ def test_readme_heta_row_against_the_exact_reference(reference, label):
         only_s = _run(", ".join(p for p in (params, "gamma = 0.0") if p))
         s_var = torch.tensor(only_s.scores, dtype=torch.float64)[pos] / (0.5 * reference["gate"])
         got["err"] = float(((s_var - reference["S"]) / reference["S"]).abs().max())
-    print(label, got)
-    assert got["hvps"] == hvps
-    assert got["top"] == top
-    assert f"{got['rho']:.3f}" == f"{rho:.3f}"
+    if "lowrank" in params:
+        # the table counts the range finder's products; the error bound's check adds its
+        # "N exact Hessian-vector products per token and window" (README) on top
+        check = int(re.search(r"(\d+) exact Hessian-vector products per token and window",
+                              " ".join(README.read_text(encoding="utf-8").split())).group(1))
+        hvps += check * _token_windows(len(pos), params)
+    want = {"hvps": hvps, "rho": f"{rho:.3f}", "top": top}
+    have = {"hvps": got["hvps"], "rho": f"{got['rho']:.3f}", "top": got["top"]}
     if err is not None:
-        assert f"{got['err']:.3f}" == f"{err:.3f}"
+        want["err"], have["err"] = f"{err:.3f}", f"{got['err']:.3f}"
+    assert have == want, (label, got)
