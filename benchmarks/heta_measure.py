@@ -61,7 +61,8 @@ def problem(lm, prompt: str, output: str):
                        + tok(output, add_special_tokens=False)["input_ids"])
     e = torch.zeros(len(ids), dtype=torch.bool)
     e[len(bos):len(ids) - 1] = True
-    return causal_lm_problem(lm.model, ids, e, [len(ids) - 1], pad_id=tok.pad_token_id, unk_id=tok.unk_token_id)
+    return causal_lm_problem(lm.model, ids, e, [len(ids) - 1], pad_id=tok.pad_token_id,
+                             mask_id=getattr(tok, "mask_token_id", None), unk_id=tok.unk_token_id)  # as a contract
 
 
 def exact_sensitivity(pb) -> tuple[torch.Tensor, int]:
