@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from scopecheck.loader import load_file
-from scopecheck.runner import Runner
+from scopecheck.orchestration.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "contracts" / "datasets" / "standard.scope"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from scopecheck.loader import check_text
-from scopecheck.runner import Runner
-from scopecheck.store import Store
+from scopecheck.orchestration.runner import Runner
+from scopecheck.orchestration.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "contracts" / "datasets" / "translate_heldout.jsonl"
@@ -69,7 +69,7 @@ def test_aggregates_equal_an_independent_recomputation(tmp_path):
     assert cr.error is None and len(cr.examples) == 10
     outcomes = [r.evaluate(cr, e) for e in doc.expects]
     assert all(o.passed for o in outcomes), [o.explanation for o in outcomes]
-    # recompute from the stored per-example values, independently of scopecheck.stats
+    # recompute from the stored per-example values, independently of scopecheck.orchestration.stats
     (store_file,) = (tmp_path / "store").glob("*.jsonl")
     recs = [json.loads(line) for line in store_file.read_text().splitlines()]
     assert len(recs) == 10
@@ -299,7 +299,7 @@ def test_jsonl_bad_utf8_is_that_rows_error(tmp_path):
 def test_a_large_dataset_without_limit_says_its_size_and_an_estimate(tmp_path, monkeypatch, caplog):
     import logging
 
-    from scopecheck import dataset_run
+    from scopecheck.orchestration import dataset as dataset_run
 
     monkeypatch.setattr(dataset_run, "LARGE_DATASET", 3)      # the rule, on four rows instead of 1,001
     f = setup_dir(tmp_path, rows=DATA.read_text().splitlines()[:4])
@@ -349,7 +349,7 @@ def _store_values(store: Path) -> dict[str, dict]:
 
 
 def test_an_interrupted_fresh_run_leaves_the_old_store(tmp_path, monkeypatch):
-    from scopecheck import dataset_run
+    from scopecheck.orchestration import dataset as dataset_run
 
     f = setup_dir(tmp_path, limit=3)
     store = tmp_path / "store"
@@ -397,7 +397,7 @@ TRUTH_PROMPT = "Once upon a time, a girl named Lily went out. She"      # 13 tok
 def test_truth_semantics_on_a_hand_made_ranking():
     from types import SimpleNamespace as NS
 
-    from scopecheck.dataset_run import compare_truth
+    from scopecheck.orchestration.dataset import compare_truth
     from scopecheck.dsl.parser import parse_text
 
     ranking = [NS(position=p) for p in (5, 3, 7, 2, 9)]            # top(3) = {5, 3, 7}

@@ -12,9 +12,9 @@ from tests.test_datasets import _records, run_file, setup_dir  # noqa: E402
 
 
 def test_ray_matches_serial_and_retries_a_failed_shard(tmp_path, monkeypatch):
-    from scopecheck.executors import FAIL_ONCE_ENV
+    from scopecheck.orchestration.executors import FAIL_ONCE_ENV
     from scopecheck.loader import check_text
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
 
     f = setup_dir(tmp_path, limit=10)
     run_file(f, tmp_path / "serial")
@@ -60,7 +60,7 @@ def test_ray_equals_serial_on_a_ragged_file(tmp_path):
     import json
 
     from scopecheck.loader import check_text
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
     from tests.test_datasets import DATA
 
     d = tmp_path / "c"

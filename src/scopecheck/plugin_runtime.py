@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scopecheck.runner import ExpectationOutcome, Runner
+from scopecheck.orchestration.runner import ExpectationOutcome, Runner
 from scopecheck.spec import model as m
 
 

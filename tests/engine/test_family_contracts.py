@@ -8,7 +8,7 @@ import pytest
 
 from scopecheck.errors import ContractError, ContractValidationError
 from scopecheck.loader import load_text
-from scopecheck.runner import Runner
+from scopecheck.orchestration.runner import Runner
 
 STORIES = Path(__file__).resolve().parents[3] / "shared" / "models" / "stories260k"
 

@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from scopecheck.engine.preflight import preflight
     from scopecheck.loader import check_file, collect
     from scopecheck.report.terminal import heatmap_text
-    from scopecheck.runner import ContractRun, Runner
+    from scopecheck.orchestration.runner import ContractRun, Runner
     from scopecheck.spec import model as m
 
     files, errors = collect(args.paths)

@@ -173,7 +173,7 @@ def _plain(v: Any) -> Any:
 
 
 def example_values(runner: Any, sub: Any, ex: Any, items: list[Inner]) -> dict[str, Any]:
-    from scopecheck.runner import _compare
+    from scopecheck.orchestration.runner import _compare
 
     values: dict[str, Any] = {}
     truth: Any = None
@@ -234,7 +234,7 @@ def compute_example(runner: Any, contract: m.Contract, ex: Any,
 
 def _stored(store: Any, ex_id: str, method: str, seed: int) -> Any:
     """The example's record in the store, as an ExampleRun, or None."""
-    from scopecheck.runner import ExampleRun
+    from scopecheck.orchestration.runner import ExampleRun
 
     rec = store.get(ex_id, method, seed) if store else None
     if rec is None:
@@ -280,8 +280,8 @@ def run_dataset(runner: Any, contract: m.Contract) -> Any:
     from scopecheck.datasets import example_contract, load_examples
     from scopecheck.dsl.format import fmt_model, format_document
     from scopecheck.engine.compile import contract_dir
-    from scopecheck.runner import ContractRun, ExampleRun, contract_failure
-    from scopecheck.store import Store, contract_key
+    from scopecheck.orchestration.runner import ContractRun, ExampleRun, contract_failure
+    from scopecheck.orchestration.store import Store, contract_key
 
     cr = ContractRun(contract)
     t0 = time.perf_counter()
@@ -332,7 +332,7 @@ def run_dataset(runner: Any, contract: m.Contract) -> Any:
 
 def _run_examples(runner: Any, contract: m.Contract, loaded: Any, store: Any, items: list[Inner], keys: set[str],
                   method: str, seed: int, key: str, cr: Any) -> None:
-    from scopecheck.runner import ExampleRun
+    from scopecheck.orchestration.runner import ExampleRun
 
     cr.dataset = {"source": loaded.source, "examples": len(loaded.examples), "row_errors": len(loaded.errors),
                   "store": str(store.path) if store else None, "key": key, "resumed": 0,
@@ -418,8 +418,8 @@ def _run_on_ray(runner: Any, contract: m.Contract, loaded: Any, store: Any, meth
     """Examples not yet in the store go to Ray workers; records stream into the store here."""
     import torch
 
-    from scopecheck.executors import Job, ray_executor
-    from scopecheck.runner import ExampleRun
+    from scopecheck.orchestration.executors import Job, ray_executor
+    from scopecheck.orchestration.runner import ExampleRun
 
     done: dict[str, Any] = {}
     todo = []
@@ -448,7 +448,7 @@ def _run_on_ray(runner: Any, contract: m.Contract, loaded: Any, store: Any, meth
 
 
 def _agg(cr: Any, agg: m.Aggregate, ex: m.Expectation, seed: int) -> Any:
-    from scopecheck import stats
+    from scopecheck.orchestration import stats
 
     def column(a: Any) -> list[Any]:
         if isinstance(a, m.Call) and a.name == "random":
@@ -493,7 +493,7 @@ def _worst(cr: Any, agg: m.Aggregate, ex: m.Expectation, high_is_good: bool) -> 
 
 def evaluate_dataset(runner: Any, cr: Any, ex: m.Expectation) -> Any:
     from scopecheck.dsl.format import fmt_expectation
-    from scopecheck.runner import ExpectationOutcome, _compare
+    from scopecheck.orchestration.runner import ExpectationOutcome, _compare
 
     text = fmt_expectation(ex)
     if cr.error is not None:

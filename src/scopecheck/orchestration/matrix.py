@@ -89,9 +89,9 @@ def run_matrix(n_examples: int = 3, methods: list[str] | None = None, device: st
 
 def _run_pairs(pairs: list[tuple[str, str]], n_examples: int, device: str, dataset: str, store: str | None,
                resume: bool, path: str, bar: Any) -> list[Cell]:
-    from scopecheck.dataset_run import _agg
+    from scopecheck.orchestration.dataset import _agg
     from scopecheck.loader import load_text
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
 
     runner = Runner(device=device)
     runner.allow_outside_data = True          # the dataset path comes from the command line, not a contract

@@ -6,7 +6,7 @@ examples still to compute, and the runner settings, and yields one :class:`Done`
 it finishes; the driver appends each to the result store (the single writer) and keeps going,
 so an interrupted run loses at most what was in flight.
 
-* ``serial`` (default): the loop of :func:`scopecheck.dataset_run.run_dataset`, in this process.
+* ``serial`` (default): the loop of :func:`scopecheck.orchestration.dataset.run_dataset`, in this process.
 * ``ray`` (``pip install scopecheck[ray]``; ``scopecheck run --executor ray [--address ...]``):
   ``workers`` Ray actors, each loading the model once (``num_gpus = 1`` when CUDA is present),
   process shards of examples; a shard whose worker raises is retried (``retries`` times, on a
@@ -55,8 +55,8 @@ def _contract(job: Job) -> Any:
 
 def compute(job: Job, examples: Sequence[Any], runner: Any = None) -> list[Done]:
     """Compute ``examples`` of ``job``'s contract in this process (a fresh runner unless given)."""
-    from scopecheck.dataset_run import compute_example, inner_items
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.dataset import compute_example, inner_items
+    from scopecheck.orchestration.runner import Runner
 
     contract = _contract(job)
     runner = runner or Runner(device=job.device, dtype=job.dtype, max_evaluations=job.max_evaluations)
@@ -108,7 +108,7 @@ def ray_executor(job: Job, examples: Sequence[Any], *, address: str | None = Non
         @ray.remote(num_cpus=1, num_gpus=gpus)
         class Worker:
             def __init__(self, job: Job) -> None:
-                from scopecheck.runner import Runner
+                from scopecheck.orchestration.runner import Runner
 
                 torch.set_num_threads(job.threads)
                 self.job = job

@@ -142,7 +142,7 @@ class Runner:
         #: unless the caller lifts the rule (``--allow-outside-data``; never a contract statement)
         self.allow_outside_data = False
         self.fail_fast = False
-        self.executor = "serial"               # serial | ray (scopecheck.executors)
+        self.executor = "serial"               # serial | ray (scopecheck.orchestration.executors)
         self.ray_address: str | None = None
         self.workers = 2
 
@@ -152,7 +152,7 @@ class Runner:
             from scopecheck.spec.standard import family_param
 
             if contract.dataset is not None:
-                from scopecheck.dataset_run import run_dataset
+                from scopecheck.orchestration.dataset import run_dataset
 
                 self.runs[key] = run_dataset(self, contract)
             elif family_param(contract.use) is not None:
@@ -255,7 +255,7 @@ class Runner:
 
         text = fmt_expectation(ex)
         if cr.contract.dataset is not None:
-            from scopecheck.dataset_run import evaluate_dataset
+            from scopecheck.orchestration.dataset import evaluate_dataset
 
             return evaluate_dataset(self, cr, ex)
         if cr.members:
