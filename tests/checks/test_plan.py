@@ -237,7 +237,7 @@ def test_a_contract_not_asking_for_naopc_never_runs_the_bound_search(tiny_dir, m
 
 def test_asked_fields_of_a_contract(tiny_dir):
     from scopecheck.loader import load_text
-    from scopecheck.orchestration.runner import asked_fields
+    from scopecheck.orchestration.expect import asked_fields
 
     text = _contract(tiny_dir, "deletion(operator = pad).aopc > random.auc\n  expect comprehensiveness > 0.1"
                                "\n  expect completeness")
@@ -315,7 +315,8 @@ def test_matrix_writes_a_line_at_least_every_interval_with_a_fixed_total(monkeyp
     several intervals the heartbeat still writes, naming the pair."""
     import scopecheck.orchestration.matrix as mx
     from scopecheck.engine.catalog import AUTOREGRESSIVE_KINDS, METHODS
-    from scopecheck.orchestration.runner import ContractRun, Runner
+    from scopecheck.orchestration.records import ContractRun
+    from scopecheck.orchestration.runner import Runner
 
     monkeypatch.setattr(_common, "LOG_INTERVAL", 0.05)
 

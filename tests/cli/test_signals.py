@@ -126,7 +126,7 @@ def test_an_interrupt_a_library_wraps_is_not_a_contracts_error():
     """Seen under load: SIGINT during transformers' config read came back as "cannot read the
     config of model ..." and exit 1. The chain is searched and the interrupt re-raised."""
     from scopecheck.errors import reraise_interrupt
-    from scopecheck.orchestration.runner import contract_failure
+    from scopecheck.orchestration.records import contract_failure
 
     with pytest.raises(RuntimeError) as info:
         _wrapped_interrupt()
