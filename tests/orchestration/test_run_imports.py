@@ -1,9 +1,10 @@
-"""The orchestration package's import structure: its modules import each other without a cycle (function-level
-imports included), import no private name of another module, and loading them imports no torch.
+"""The orchestration package's import structure: its modules import each other without a cycle
+(function-level imports included), import no private name of another module, and loading them
+imports no torch.
 
-Run as a script (``python tests/orchestration/test_run_imports.py [src/scopecheck]``) it prints the strongly
-connected components of the whole package's module graph, module-level imports only and all
-imports, for the record of a refactoring.
+Run as a script (``python tests/orchestration/test_run_imports.py [src/scopecheck]``) it prints
+the strongly connected components of the whole package's module graph, module-level imports only
+and all imports, for the record of a refactoring.
 """
 
 from __future__ import annotations
