@@ -79,7 +79,7 @@ def main() -> None:
         raise SystemExit(f"the shared checkpoint {STORIES} is not beside this checkout")
     from scopecheck.checks.registry import random_baseline, run_check
     from scopecheck.loader import load_text
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
 
     counter = Counter()
     runner = Runner(device="cpu")

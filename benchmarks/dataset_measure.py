@@ -13,15 +13,14 @@ import time
 from pathlib import Path
 
 from scopecheck.loader import load_file
-from scopecheck.runner import Runner
+from scopecheck.orchestration.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "contracts" / "datasets" / "standard.scope"
 
 
 def timed(contract, store: str | None, executor: str = "serial", resume: bool = False):
-    r = Runner(device="cpu")
-    r.store_dir, r.resume, r.executor, r.workers = store, resume, executor, 2
+    r = Runner(device="cpu", store_dir=store, resume=resume, executor=executor, workers=2)
     t0 = time.perf_counter()
     cr = r.run(contract)
     return r, cr, time.perf_counter() - t0

@@ -180,10 +180,9 @@ def examples_of(contract: Any) -> list[Any]:
 
 def run_scopecheck(contract: Any, executor: str = "serial", workers: int = 2,
                    profile: cProfile.Profile | None = None) -> tuple[float, Any, Any]:
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
 
-    r = Runner(device="cpu")
-    r.executor, r.workers, r.store_dir = executor, workers, None
+    r = Runner(device="cpu", executor=executor, workers=workers, store_dir=None)
     t0 = time.perf_counter()
     if profile is not None:
         profile.enable()
@@ -363,7 +362,9 @@ def workload(name: str, contract: Any, um: UserModel, warm: Any, profile: bool) 
 
 
 def ray_sizes(tmp: Path, sizes: list[int], workers: int) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
+    if not sizes:
+        return out
     print(f"\nRay ({workers} local workers, start-up included) vs serial, translate-ar:")
     print("  examples   serial s   ray s   ray/serial   per-example values identical")
     for n in sizes:

@@ -130,7 +130,7 @@ def batching(paths: list[str]) -> None:
     from scopecheck.engine.diffusion import denoiser as dmod
     from scopecheck.engine.diffusion import problem as pm
     from scopecheck.loader import load_file
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
 
     calls = {"n": 0}
     logits = dmod.Denoiser.logits

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from scopecheck.loader import load_text
-from scopecheck.runner import Runner, asked_fields
+from scopecheck.orchestration.expect import asked_fields
+from scopecheck.orchestration.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "contracts" / "datasets" / "translate_heldout.jsonl"
@@ -34,20 +35,20 @@ def run(tmp_path: Path, expect: str):
     (doc,) = load_text(f.read_text(), str(f))
     runner = Runner(device="cpu", progress=False)
     seen = []
-    from scopecheck import dataset_run
+    from scopecheck.orchestration import executors
 
-    real = dataset_run.compute_example
+    real = executors.compute_example
 
     def spy(runner_, contract, ex, items):
         out = real(runner_, contract, ex, items)
         seen.append(out[0])
         return out
 
-    dataset_run.compute_example = spy
+    executors.compute_example = spy
     try:
         cr = runner.run(doc)
     finally:
-        dataset_run.compute_example = real
+        executors.compute_example = real
     return doc, cr, seen
 
 

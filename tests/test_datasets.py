@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from scopecheck.loader import check_text
-from scopecheck.runner import Runner
-from scopecheck.store import Store
+from scopecheck.orchestration.runner import Runner
+from scopecheck.orchestration.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "contracts" / "datasets" / "translate_heldout.jsonl"
@@ -55,8 +55,7 @@ def run_file(path: Path, store: Path | None = None, resume: bool = False):
     sf = check_text(path.read_text(encoding="utf-8"), str(path))
     assert not sf.errors, [e.render() for e in sf.errors]
     (doc,) = sf.documents
-    r = Runner(device="cpu")
-    r.store_dir, r.resume = (str(store) if store else None), resume
+    r = Runner(device="cpu", store_dir=str(store) if store else None, resume=resume)
     cr = r.run(doc)
     return doc, r, cr
 
@@ -69,7 +68,7 @@ def test_aggregates_equal_an_independent_recomputation(tmp_path):
     assert cr.error is None and len(cr.examples) == 10
     outcomes = [r.evaluate(cr, e) for e in doc.expects]
     assert all(o.passed for o in outcomes), [o.explanation for o in outcomes]
-    # recompute from the stored per-example values, independently of scopecheck.stats
+    # recompute from the stored per-example values, independently of scopecheck.orchestration.stats
     (store_file,) = (tmp_path / "store").glob("*.jsonl")
     recs = [json.loads(line) for line in store_file.read_text().splitlines()]
     assert len(recs) == 10
@@ -299,7 +298,7 @@ def test_jsonl_bad_utf8_is_that_rows_error(tmp_path):
 def test_a_large_dataset_without_limit_says_its_size_and_an_estimate(tmp_path, monkeypatch, caplog):
     import logging
 
-    from scopecheck import dataset_run
+    from scopecheck.orchestration import dataset as dataset_run
 
     monkeypatch.setattr(dataset_run, "LARGE_DATASET", 3)      # the rule, on four rows instead of 1,001
     f = setup_dir(tmp_path, rows=DATA.read_text().splitlines()[:4])
@@ -349,14 +348,14 @@ def _store_values(store: Path) -> dict[str, dict]:
 
 
 def test_an_interrupted_fresh_run_leaves_the_old_store(tmp_path, monkeypatch):
-    from scopecheck import dataset_run
+    from scopecheck.orchestration import executors
 
     f = setup_dir(tmp_path, limit=3)
     store = tmp_path / "store"
     run_file(f, store)
     (path,) = store.glob("*.jsonl")
     before = path.read_bytes()
-    real, calls = dataset_run.compute_example, []
+    real, calls = executors.compute_example, []
 
     def interrupted(*a, **kw):
         calls.append(1)
@@ -364,11 +363,11 @@ def test_an_interrupted_fresh_run_leaves_the_old_store(tmp_path, monkeypatch):
             raise KeyboardInterrupt                           # Ctrl-C during the second example
         return real(*a, **kw)
 
-    monkeypatch.setattr(dataset_run, "compute_example", interrupted)
+    monkeypatch.setattr(executors, "compute_example", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_file(f, store)                                    # a rerun without --resume
     assert path.read_bytes() == before                        # used to be deleted at the start
-    monkeypatch.setattr(dataset_run, "compute_example", real)
+    monkeypatch.setattr(executors, "compute_example", real)
     doc, r, cr = run_file(f, store, resume=True)              # the lock was released
     assert cr.error is None and cr.dataset["resumed"] == 3 and not list(store.glob("*.partial"))
     run_file(f, store)                                        # a completed fresh run replaces the file
@@ -397,7 +396,7 @@ TRUTH_PROMPT = "Once upon a time, a girl named Lily went out. She"      # 13 tok
 def test_truth_semantics_on_a_hand_made_ranking():
     from types import SimpleNamespace as NS
 
-    from scopecheck.dataset_run import compare_truth
+    from scopecheck.orchestration.examples import compare_truth
     from scopecheck.dsl.parser import parse_text
 
     ranking = [NS(position=p) for p in (5, 3, 7, 2, 9)]            # top(3) = {5, 3, 7}

@@ -11,18 +11,34 @@ ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip ins
 from tests.test_datasets import _records, run_file, setup_dir  # noqa: E402
 
 
-def test_ray_matches_serial_and_retries_a_failed_shard(tmp_path, monkeypatch):
-    from scopecheck.executors import FAIL_ONCE_ENV
+def fail_once(example_id: str, marker: str):
+    """What a worker runs on a shard (executors.compute), except that the worker that first meets
+    ``example_id`` raises once (``marker`` records it): injected into the executor by the test,
+    pickled by value into the Ray workers (a closure), never read from the environment."""
+    from scopecheck.orchestration.executors import compute
+
+    def run(job, shard, runner):
+        import os
+
+        if any(e.id == example_id for e in shard) and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError(f"injected worker failure on the shard holding {example_id}")
+        return compute(job, shard, runner)
+
+    return run
+
+
+def test_ray_matches_serial_and_retries_a_failed_shard(tmp_path):
     from scopecheck.loader import check_text
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.executors import RayExecutor
+    from scopecheck.orchestration.runner import Runner
 
     f = setup_dir(tmp_path, limit=10)
     run_file(f, tmp_path / "serial")
     marker = tmp_path / "failed-once"
-    monkeypatch.setenv(FAIL_ONCE_ENV, f"t05:{marker}")
     (doc,) = check_text(f.read_text(), str(f)).documents
-    r = Runner(device="cpu")
-    r.store_dir, r.executor, r.workers = str(tmp_path / "ray"), "ray", 2
+    r = Runner(device="cpu", store_dir=str(tmp_path / "ray"),
+               executor=RayExecutor(workers=2, compute=fail_once("t05", str(marker))))
     cr = r.run(doc)
     assert marker.exists()                                   # the shard with t05 failed once ...
     assert cr.dataset["executor"] == "ray" and cr.error is None
@@ -60,7 +76,7 @@ def test_ray_equals_serial_on_a_ragged_file(tmp_path):
     import json
 
     from scopecheck.loader import check_text
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
     from tests.test_datasets import DATA
 
     d = tmp_path / "c"
@@ -75,8 +91,7 @@ def test_ray_equals_serial_on_a_ragged_file(tmp_path):
     (doc,) = sf.documents
     runs = {}
     for executor in ("serial", "ray"):
-        r = Runner(device="cpu")
-        r.store_dir, r.executor, r.workers = str(tmp_path / executor), executor, 2
+        r = Runner(device="cpu", store_dir=str(tmp_path / executor), executor=executor, workers=2)
         cr = r.run(doc)
         assert cr.error is None and len(cr.examples) == 6
         runs[executor] = (cr, [r.evaluate(cr, e) for e in doc.expects])

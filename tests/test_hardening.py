@@ -12,7 +12,7 @@ import pytest
 
 from scopecheck.errors import ContractError
 from scopecheck.loader import check_text
-from scopecheck.runner import Runner
+from scopecheck.orchestration.runner import Runner
 from tests._cost import forward_calls
 from tests.fuzz.mutate import check_one, corpus, mutate, texts
 

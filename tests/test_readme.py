@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from scopecheck.loader import check_text
-from scopecheck.runner import Runner
+from scopecheck.orchestration.runner import Runner
 from scopecheck.spec import model as m
 
 README = Path(__file__).resolve().parents[1] / "README.md"

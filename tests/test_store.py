@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from scopecheck.errors import ContractError
-from scopecheck.store import Store, StoreBusyError, contract_key
+from scopecheck.orchestration.store import Store, StoreBusyError, contract_key
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 KEY = contract_key("contract text", "data", "model")
@@ -33,7 +33,7 @@ def _holder(root: Path, script: str) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {SRC!r})
-        from scopecheck.store import Store
+        from scopecheck.orchestration.store import Store
         s = Store({str(root)!r}, {KEY!r}, resume=False)
         {script}
         print("ready", flush=True)
@@ -132,7 +132,7 @@ def test_a_bad_line_costs_that_line_only(tmp_path):
 
 
 def test_the_key_names_the_store_format():
-    from scopecheck import store
+    from scopecheck.orchestration import store
 
     old = contract_key("t", "d", "m")
     fmt = store.STORE_FORMAT

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from scopecheck.runner import ExpectationOutcome, Runner
+from scopecheck.orchestration.records import ExpectationOutcome
+from scopecheck.orchestration.runner import Runner
+from scopecheck.orchestration.settings import RunSettings
 from scopecheck.spec import model as m
 
 
 def runner_for(config: Any, key: Any) -> Runner:
     state = config.stash[key]
     if state.runner is None:
-        runner = Runner(device=config.getoption("scope_device"),
-                        max_evaluations=config.getoption("scope_max_evaluations"),
-                        strict=bool(config.getoption("scope_strict")))
-        runner.store_dir = config.getoption("scope_store")
-        runner.resume = bool(config.getoption("scope_resume"))
-        state.runner = runner
+        state.runner = Runner(RunSettings(device=config.getoption("scope_device"),
+                                          max_evaluations=config.getoption("scope_max_evaluations"),
+                                          strict=bool(config.getoption("scope_strict")),
+                                          store_dir=config.getoption("scope_store"),
+                                          resume=bool(config.getoption("scope_resume"))))
     return state.runner
 
 

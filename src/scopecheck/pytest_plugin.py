@@ -20,7 +20,7 @@ from scopecheck.errors import ContractError
 from scopecheck.spec import model as m
 
 if TYPE_CHECKING:                       # the runner imports torch: only its type is needed here
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
 
 
 @dataclass

@@ -201,7 +201,7 @@ def _contract(tiny_dir, expects: str) -> str:
 
 def _run(tiny_dir, expects):
     from scopecheck.loader import load_text
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
 
     (doc,) = load_text(_contract(tiny_dir, expects), "asked.scope")
     runner = Runner(device="cpu", dtype="float64")
@@ -237,7 +237,7 @@ def test_a_contract_not_asking_for_naopc_never_runs_the_bound_search(tiny_dir, m
 
 def test_asked_fields_of_a_contract(tiny_dir):
     from scopecheck.loader import load_text
-    from scopecheck.runner import asked_fields
+    from scopecheck.orchestration.expect import asked_fields
 
     text = _contract(tiny_dir, "deletion(operator = pad).aopc > random.auc\n  expect comprehensiveness > 0.1"
                                "\n  expect completeness")
@@ -313,9 +313,10 @@ def test_unplanned_phase_shows_no_moving_denominator():
 def test_matrix_writes_a_line_at_least_every_interval_with_a_fixed_total(monkeypatch):
     """``scopecheck matrix``: one phase over the pairs, its total fixed; while one pair runs for
     several intervals the heartbeat still writes, naming the pair."""
-    import scopecheck.matrix as mx
+    import scopecheck.orchestration.matrix as mx
     from scopecheck.engine.catalog import AUTOREGRESSIVE_KINDS, METHODS
-    from scopecheck.runner import ContractRun, Runner
+    from scopecheck.orchestration.records import ContractRun
+    from scopecheck.orchestration.runner import Runner
 
     monkeypatch.setattr(_common, "LOG_INTERVAL", 0.05)
 

@@ -92,8 +92,8 @@ KINDS = {"fifo": (Fifo, "is a FIFO"), "symlink": (Link, "is a symbolic link"),
 @pytest.fixture
 def nothing_computed(monkeypatch):
     """Fail the test if a contract run or a matrix starts (no model may load)."""
-    import scopecheck.matrix
-    import scopecheck.runner
+    import scopecheck.orchestration.matrix
+    import scopecheck.orchestration.runner
 
     started = []
 
@@ -101,8 +101,8 @@ def nothing_computed(monkeypatch):
         started.append(a)
         raise AssertionError("computation started before the destinations were checked")
 
-    monkeypatch.setattr(scopecheck.runner.Runner, "__init__", refuse)
-    monkeypatch.setattr(scopecheck.matrix, "run_matrix", refuse)
+    monkeypatch.setattr(scopecheck.orchestration.runner.Runner, "__init__", refuse)
+    monkeypatch.setattr(scopecheck.orchestration.matrix, "run_matrix", refuse)
     return started
 
 
@@ -212,7 +212,7 @@ def test_written_files_get_a_plain_files_mode(tmp_path):
 def test_matrix_html_and_json_are_written_with_a_plain_files_mode(tmp_path, monkeypatch, capsys):
     import math
 
-    import scopecheck.matrix as mx
+    import scopecheck.orchestration.matrix as mx
 
     cell = mx.Cell("occlusion", "prompt_conditioned", 3, 0.5, (0.4, 0.6), 0.1, (0.0, 0.2), 0.01, 0.3, 0.2,
                    1.0, (0.5, 1.0), 0.1)
@@ -271,7 +271,7 @@ def test_pytest_plugin_refuses_destinations_before_collection(option, kind, pyte
 def test_matrix_json_is_strict_json_when_a_cell_failed(tmp_path, monkeypatch, capsys):
     """A cell that could not run carries NaN fields; `matrix --json` writes them as "nan" strings
     (as `run --json` does), so a strict parser reads the file (a bare NaN is not JSON)."""
-    import scopecheck.matrix as mx
+    import scopecheck.orchestration.matrix as mx
 
     import math
 

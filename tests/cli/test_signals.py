@@ -126,7 +126,7 @@ def test_an_interrupt_a_library_wraps_is_not_a_contracts_error():
     """Seen under load: SIGINT during transformers' config read came back as "cannot read the
     config of model ..." and exit 1. The chain is searched and the interrupt re-raised."""
     from scopecheck.errors import reraise_interrupt
-    from scopecheck.runner import contract_failure
+    from scopecheck.orchestration.records import contract_failure
 
     with pytest.raises(RuntimeError) as info:
         _wrapped_interrupt()
@@ -144,6 +144,8 @@ def test_preflight_reraises_an_interrupt_inside_the_config_read(monkeypatch):
     from scopecheck.loader import load_text
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: _wrapped_interrupt())
+    preflight._read.cache_clear()              # an earlier test's read of this model is cached
+    monkeypatch.setattr(preflight, "_read", preflight._read.__wrapped__)   # and this one must not be
     (doc,) = load_text(Path(CONTRACT).read_text(), CONTRACT)
     with pytest.raises(KeyboardInterrupt):
         preflight.preflight(doc)

@@ -7,7 +7,7 @@ import pytest
 
 from scopecheck.errors import ContractError, ContractValidationError
 from scopecheck.loader import load_text
-from scopecheck.runner import Runner
+from scopecheck.orchestration.runner import Runner
 
 from tests._models import STORIES, needs_stories
 

@@ -13,7 +13,7 @@ from scopecheck.engine.methods import run_method
 from scopecheck.engine.precision import float64_forward
 from scopecheck.engine.scoring import causal_lm_problem
 from scopecheck.loader import load_text
-from scopecheck.runner import Runner
+from scopecheck.orchestration.runner import Runner
 from tiny_llama import PAD, UNK, make_tiny_llama
 
 IDS = torch.tensor([1, 7, 12, 25, 9, 31, 18, 4, 22, 5, 11])     # BOS, prompt 1..5, generation 6..10

@@ -65,7 +65,7 @@ def _contract(method: str):
 def test_a_bug_in_a_method_is_an_internal_error_not_a_refusal(registered):
     """A bare KeyError inside a method used to be caught with the refusals and shown as
     "`buggy` cannot run this contract: 'no such key'"; it is a bug and says so."""
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
 
     c = _contract(registered("buggy", buggy_method))
     with pytest.raises(InternalError) as err:

@@ -26,7 +26,7 @@ def stories_contract(seed: int | None = None, model_dir: Path | str = STORIES) -
 def run_contract(text: str, *, require_success: bool = True):
     """A ContractRun with its expectations evaluated, as `scopecheck run` makes it."""
     from scopecheck.loader import load_text
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
 
     contract = load_text(text)[0]
     runner = Runner(device="cpu")

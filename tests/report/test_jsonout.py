@@ -28,7 +28,7 @@ def deletion(curve, aopc=0.4, name="deletion") -> CheckResult:
 
 @pytest.fixture(scope="module")
 def real_run():
-    from scopecheck.runner import ExpectationOutcome
+    from scopecheck.orchestration.records import ExpectationOutcome
 
     cr = run_stories(3)
     cr.checks["deletion(operator = pad)"] = deletion([0.0, -0.5, -0.9, -1.2])
@@ -92,7 +92,7 @@ def test_bare_attribution_result_is_a_run(real_run):
 
 
 def test_nonfinite_values_are_encoded(real_run):
-    from scopecheck.runner import ContractRun
+    from scopecheck.orchestration.records import ContractRun
 
     cr = ContractRun(real_run.contract, real_run.result,
                      {"deletion(operator = pad)": deletion([0.0, -INF, math.nan], aopc=math.nan)}, [], None, 1.0)
@@ -150,7 +150,7 @@ def test_write_json_is_atomic(tmp_path, real_run, monkeypatch):
         def fields(self):
             raise RuntimeError("boom while rendering")
 
-    from scopecheck.runner import ContractRun
+    from scopecheck.orchestration.records import ContractRun
 
     broken = ContractRun(real_run.contract, real_run.result, {"deletion()": Exploding()}, [], None, 0.0)
     with pytest.raises(RuntimeError, match="boom"):

@@ -107,7 +107,7 @@ def test_all_zero_and_nonfinite_scores_do_not_break():
 
 def test_run_without_result_is_an_error():
     from scopecheck.loader import load_text
-    from scopecheck.runner import ContractRun
+    from scopecheck.orchestration.records import ContractRun
 
     cr = ContractRun(load_text(stories_contract())[0], error="boom")
     with pytest.raises(ValueError, match="boom"):
@@ -116,7 +116,7 @@ def test_run_without_result_is_an_error():
 
 def _checked(cr):
     from scopecheck.checks.result import CheckResult
-    from scopecheck.runner import ContractRun
+    from scopecheck.orchestration.records import ContractRun
 
     checks = {"completeness": CheckResult("completeness", {"delta": 2e-4, "abs_delta": 2e-4},
                                           {"delta": (-math.inf, math.inf), "abs_delta": (0.0, math.inf)},
@@ -126,7 +126,7 @@ def _checked(cr):
 
 def test_summary_table_rows(real_run):
     from scopecheck.loader import load_text
-    from scopecheck.runner import ContractRun
+    from scopecheck.orchestration.records import ContractRun
 
     broken = ContractRun(load_text(stories_contract().replace('"stories"', '"broken"'))[0], error="model not found")
     buf = io.StringIO()

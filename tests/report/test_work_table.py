@@ -20,7 +20,7 @@ CONTRACT = '''contract "work" {
 
 def test_verbose_prints_each_checks_planned_rows(tmp_path, capsys):
     from scopecheck.report.summary import work_rows
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.runner import Runner
     from scopecheck.loader import load_text
 
     f = tmp_path / "w.scope"

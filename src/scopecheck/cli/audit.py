@@ -42,7 +42,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         return _refuse(bad_outputs)
     from rich.console import Console
 
-    from scopecheck.matrix import matrix_html, matrix_table, run_matrix
+    from scopecheck.orchestration.matrix import matrix_html, matrix_table, run_matrix
 
     store = None if args.store == "-" else args.store
     cells = run_matrix(args.examples, args.methods or None, args.device, dataset=args.dataset, store=store,

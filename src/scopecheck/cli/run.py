@@ -43,7 +43,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from scopecheck.engine.preflight import preflight
     from scopecheck.loader import check_file, collect
     from scopecheck.report.terminal import heatmap_text
-    from scopecheck.runner import ContractRun, Runner
+    from scopecheck.orchestration.records import ContractRun
+    from scopecheck.orchestration.runner import Runner
+    from scopecheck.orchestration.settings import RunSettings
     from scopecheck.spec import model as m
 
     files, errors = collect(args.paths)
@@ -79,14 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                   width=None if (sys.stderr if to_err else sys.stdout).isatty() else 160)
     from scopecheck.engine.methods._common import progress_enabled
 
-    runner = Runner(device=args.device, dtype=args.dtype, progress=progress_enabled(None),
-                    debug=bool(getattr(args, "debug", False)), max_evaluations=args.max_evaluations,
-                    strict=bool(getattr(args, "strict", False)))
-    runner.store_dir = None if store == "-" else store
-    runner.resume, runner.fail_fast = bool(args.resume), bool(args.fail_fast)
-    runner.executor, runner.ray_address, runner.workers = args.executor, args.address, max(1, args.workers)
-    runner.options = LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)
-    runner.allow_outside_data = bool(args.allow_outside_data)
+    runner = Runner(RunSettings(
+        device=args.device, dtype=args.dtype, progress=progress_enabled(None),
+        debug=bool(getattr(args, "debug", False)), max_evaluations=args.max_evaluations,
+        strict=bool(getattr(args, "strict", False)),
+        store_dir=None if store == "-" else store, resume=bool(args.resume), fail_fast=bool(args.fail_fast),
+        allow_outside_data=bool(args.allow_outside_data), executor=args.executor, ray_address=args.address,
+        workers=max(1, args.workers),
+        options=LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)))
     runs = []
     for c, why in entries:
         if why is not None:  # invalid: printed above; reported as not run

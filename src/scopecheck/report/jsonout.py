@@ -148,7 +148,7 @@ def as_run(obj: Any) -> Any:
     if hasattr(obj, "outcomes") and hasattr(obj, "contract"):
         return obj
     if hasattr(obj, "tokens") and hasattr(obj, "contract_text"):
-        from scopecheck.runner import ContractRun
+        from scopecheck.orchestration.records import ContractRun
 
         contract = None
         try:

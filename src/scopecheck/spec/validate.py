@@ -797,7 +797,7 @@ def _is_list_or_text(o: m.Operand | None) -> bool:
 
 def _check_aggregate(agg: m.Aggregate, ex: m.Expectation, kind: str | None, doc: m.Contract | m.Claim,
                      errors: list[ContractError]) -> None:
-    from scopecheck.stats import AGG_FIELDS, PAIRED_FIELDS
+    from scopecheck.orchestration.stats import AGG_FIELDS, PAIRED_FIELDS
 
     if not isinstance(doc, m.Contract) or doc.dataset is None:
         errors.append(_err(f"`{agg.func}(...)` aggregates over examples, and this contract has one prompt",

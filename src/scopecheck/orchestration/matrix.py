@@ -89,13 +89,13 @@ def run_matrix(n_examples: int = 3, methods: list[str] | None = None, device: st
 
 def _run_pairs(pairs: list[tuple[str, str]], n_examples: int, device: str, dataset: str, store: str | None,
                resume: bool, path: str, bar: Any) -> list[Cell]:
-    from scopecheck.dataset_run import _agg
     from scopecheck.loader import load_text
-    from scopecheck.runner import Runner
+    from scopecheck.orchestration.dataset import aggregate
+    from scopecheck.orchestration.runner import Runner
+    from scopecheck.orchestration.settings import RunSettings
 
-    runner = Runner(device=device)
-    runner.allow_outside_data = True          # the dataset path comes from the command line, not a contract
-    runner.store_dir, runner.resume = store, resume
+    # the dataset path comes from the command line, not a contract: outside data is allowed
+    runner = Runner(RunSettings(device=device, store_dir=store, resume=resume, allow_outside_data=True))
     cells = []
     for meth, kind in pairs:
         if bar is not None:
@@ -111,10 +111,10 @@ def _run_pairs(pairs: list[tuple[str, str]], n_examples: int, device: str, datas
                                   nan, (err or "").splitlines()[0]))
                 continue
             ex = doc.expects
-            aopc, rnd = _agg(cr, ex[0].left, ex[0], 0), _agg(cr, ex[0].right, ex[0], 0)
-            p = _agg(cr, ex[1].left, ex[1], 0)
-            snc, sns = _agg(cr, ex[2].left, ex[2], 0), _agg(cr, ex[3].left, ex[3], 0)
-            gt = _agg(cr, ex[4].left, ex[4], 0)
+            aopc, rnd = aggregate(cr, ex[0].left, ex[0], 0), aggregate(cr, ex[0].right, ex[0], 0)
+            p = aggregate(cr, ex[1].left, ex[1], 0)
+            snc, sns = aggregate(cr, ex[2].left, ex[2], 0), aggregate(cr, ex[3].left, ex[3], 0)
+            gt = aggregate(cr, ex[4].left, ex[4], 0)
             secs = sum(e.seconds for e in cr.examples) / max(1, len(cr.examples))
             cells.append(Cell(meth, kind, aopc.n, aopc.value, aopc.ci, rnd.value, rnd.ci, p.value, snc.value,
                               sns.value, gt.value, gt.ci, secs, None,

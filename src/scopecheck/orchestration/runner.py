@@ -1,0 +1,117 @@
+"""Run contracts and evaluate their ``expect`` clauses, sharing work per contract.
+
+A :class:`Runner` computes each contract's attribution once and each distinct check
+call once (per session in pytest, per command on the CLI). Expectations evaluate to
+:class:`ExpectationOutcome` objects that say what was measured against what threshold.
+How it runs (device, store, executor, ...) is one :class:`RunSettings`, fixed at construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+from scopecheck.errors import ContractError
+from scopecheck.orchestration import expect
+from scopecheck.orchestration.dataset import evaluate_dataset, run_dataset
+from scopecheck.orchestration.executors import Executor, executor_for
+from scopecheck.orchestration.records import ContractRun, ExpectationOutcome, contract_failure
+from scopecheck.orchestration.settings import RunSettings
+from scopecheck.spec import model as m
+
+if TYPE_CHECKING:                      # engine.models imports torch: only the type is needed here
+    from scopecheck.engine.models import LoadOptions
+
+
+class Runner:
+    """Runs contracts and their expectations. One contract's failure is that contract's failure:
+    every exception while running it (or evaluating one expectation) becomes a positioned error
+    on it, and the other contracts still run. ``debug=True`` re-raises instead (``--debug``).
+
+    ``Runner(settings)`` or ``Runner(device="cpu", ...)`` (keywords: the fields of
+    :class:`RunSettings`, over ``settings`` when both are given). ``executor`` is a name
+    (``settings.executor``) or an :class:`Executor` that replaces the one the settings name (a
+    test's instrumented executor, say)."""
+
+    __slots__ = ("settings", "executor", "runs")     # settings are not assigned after construction
+
+    def __init__(self, settings: RunSettings | None = None, /, *, executor: str | Executor | None = None,
+                 **fields: Any) -> None:
+        if isinstance(executor, str):
+            fields["executor"], executor = executor, None
+        self.settings = dataclasses.replace(settings or RunSettings(), **fields)
+        self.executor = executor if executor is not None else executor_for(self.settings)
+        self.runs: dict[tuple[str, int, str], ContractRun] = {}
+
+    @property
+    def options(self) -> LoadOptions:
+        """How models load: the settings' options, else ``LoadOptions(device, dtype)``."""
+        if self.settings.options is not None:
+            return self.settings.options
+        from scopecheck.engine.models import LoadOptions
+
+        return LoadOptions(self.settings.device, self.settings.dtype)
+
+    def run(self, contract: m.Contract) -> ContractRun:
+        key = (contract.span.path, contract.span.line, contract.name)
+        if key not in self.runs:
+            from scopecheck.spec.standard import family_param
+
+            if contract.dataset is not None:
+                self.runs[key] = run_dataset(self, contract)
+            elif family_param(contract.use) is not None:
+                self.runs[key] = self.execute_family(contract)
+            else:
+                self.runs[key] = self.execute(contract)
+        return self.runs[key]
+
+    def execute(self, contract: m.Contract) -> ContractRun:
+        """Run one (single-prompt) contract, uncached, its failure isolated."""
+        from scopecheck.engine.run import execute
+
+        s = self.settings
+        cr = ContractRun(contract)
+        t0 = time.perf_counter()
+        try:
+            cr.result = execute(contract, self.options, progress=s.progress, max_evaluations=s.max_evaluations,
+                                strict=s.strict)
+        except ContractError as exc:
+            cr.error = exc.render()
+        except Exception as exc:  # noqa: BLE001 - isolated to this contract (see the class docstring)
+            if s.debug:
+                raise
+            cr.error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
+        cr.seconds = time.perf_counter() - t0
+        return cr
+
+    def execute_family(self, contract: m.Contract) -> ContractRun:
+        """Run a map family: the family's run holds one complete run per member (y[1] .. y[T])."""
+        from scopecheck.engine.run import execute_family
+
+        s = self.settings
+        cr = ContractRun(contract)
+        t0 = time.perf_counter()
+        try:
+            members, results = execute_family(contract, self.options, progress=s.progress,
+                                              max_evaluations=s.max_evaluations, strict=s.strict)
+        except ContractError as exc:
+            cr.error = exc.render()
+        except Exception as exc:  # noqa: BLE001 - isolated to this contract
+            if s.debug:
+                raise
+            cr.error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
+        cr.seconds = time.perf_counter() - t0
+        if cr.error is None:
+            cr.members = [ContractRun(mc, result=r, seconds=cr.seconds / len(results))
+                          for mc, r in zip(members, results)]
+        return cr
+
+    # ------------------------------------------------------------------ expectations
+    def evaluate(self, cr: ContractRun, ex: m.Expectation) -> ExpectationOutcome:
+        if cr.contract.dataset is not None:
+            return evaluate_dataset(cr, ex)
+        return expect.evaluate(cr, ex, debug=self.settings.debug, progress=self.settings.progress)
+
+
+__all__ = ["Runner"]
