@@ -1,8 +1,8 @@
 """The check registry (issue 24): one entry per check that validation, defaults, the catalog
 view, ``scopecheck list`` and the README's check table read; registration from outside the
 package; the drift between the three old tables (catalog help strings, the validator's
-``CHECK_PARAMS``, the checks' ``DEFAULTS``/``EXTRA_PARAMS``) fixed. Torch-free; the checks run
-on a model in tests/checks/test_check_registry.py."""
+``CHECK_PARAMS``, the checks' ``DEFAULTS``/``EXTRA_PARAMS``) fixed. No model runs here (the
+checks run on one in tests/checks/test_check_registry.py)."""
 
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def test_a_registered_check_validates_lists_and_resolves(outside, capsys):
     assert "peer_flip" in out and "tokens flipped" in out
     from scopecheck.checks.registry import CHECK_IMPLS
 
-    assert "peer_flip" in list(CHECK_IMPLS)
+    assert "peer_flip" in CHECK_IMPLS and "peer_flip" in list(CHECK_IMPLS)     # listed, not yet imported
     with pytest.raises(RegistryError, match="cannot be imported"):
         outside.load()                                  # the lazy reference is resolved only now
 

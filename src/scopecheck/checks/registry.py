@@ -38,6 +38,9 @@ class _Impls(Mapping[str, CheckImpl]):
     def __getitem__(self, name: str) -> CheckImpl:
         return get_check(name).load()
 
+    def __contains__(self, name: object) -> bool:   # without importing the implementation
+        return name in CHECKS
+
     def __iter__(self) -> Iterator[str]:
         return iter(list(CHECKS))
 
