@@ -240,3 +240,18 @@ def test_readme_check_table_is_the_registry():
         assert all(f"`{k}`" in row for k in e.params if k not in PROTOCOL_PARAMS)
     assert _run("import runpy; runpy.run_module('scopecheck.spec.check_registry', run_name='__main__')") + "\n" \
         == creg.check_table().rstrip("\n") + "\n"
+
+
+def test_metric_ranges_agree_with_the_check_fields():
+    """A metric a claim may report is named after a check (its default field's range) or after a
+    field (that field's range in every check that has it): the static audit's ranges and the
+    checks' own cannot drift apart."""
+    from scopecheck.spec.check_registry import METRIC_RANGES
+
+    for metric, rng in METRIC_RANGES.items():
+        if metric in CHECKS:
+            f = CHECKS[metric].fields[CHECKS[metric].default_field]
+            assert (f.low, f.high) == rng, metric
+        for name, e in CHECKS.items():
+            if metric in e.fields:
+                assert (e.fields[metric].low, e.fields[metric].high) == rng, (metric, name)
