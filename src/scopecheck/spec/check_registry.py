@@ -448,8 +448,8 @@ del _e
 
 __all__ = ["CHECKS", "CHECK_FAMILIES", "COMMON_CHECK_PARAMS", "CheckEntry", "CheckParamError", "Field",
            "MAP_FUNCTIONS", "METRIC_RANGES", "OPERATOR_DEFAULT", "PERTURB_GROUPS", "PERTURB_OWNER", "PROTOCOLS",
-           "PROTOCOL_CHOICES", "PROTOCOL_OWNER", "PROTOCOL_PARAMS", "Protocol", "UnknownCheckError", "check_table", "get_check",
-           "register_check", "supported_checks", "unknown_params", "unregister_check"]
+           "PROTOCOL_CHOICES", "PROTOCOL_OWNER", "PROTOCOL_PARAMS", "Protocol", "UnknownCheckError", "check_table",
+           "get_check", "register_check", "supported_checks", "unknown_params", "unregister_check"]
 
 
 if __name__ == "__main__":  # python -m scopecheck.spec.check_registry: the README's check table
