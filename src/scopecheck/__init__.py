@@ -27,11 +27,13 @@ from scopecheck.errors import (
     UnknownNameError,
 )
 from scopecheck.loader import check_file, check_text, load_file, load_text
+from scopecheck.spec.check_registry import CheckEntry, register_check
 from scopecheck.spec.registry import MethodEntry, ParamSpec, register_method
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckEntry",
     "ContractError",
     "ContractErrors",
     "ContractSyntaxError",
@@ -46,6 +48,7 @@ __all__ = [
     "check_text",
     "load_file",
     "load_text",
+    "register_check",
     "register_method",
     "run",
 ]

@@ -66,6 +66,7 @@ from scopecheck.checks.catalog import CHECKS, PERTURB_OWNER, PROTOCOL_OWNER, PRO
 from scopecheck.checks.result import CheckResult
 from scopecheck.engine.methods._common import map_batches
 from scopecheck.errors import ContractError
+from scopecheck.spec.check_registry import get_check, unknown_params
 from scopecheck.spec.vocabulary import fallback_operator
 
 Tensor = torch.Tensor
@@ -84,26 +85,6 @@ DEFAULT_BATCH: int | None = None
 #: every row of a batch, so a row's regenerated output and S do not depend on which rows share
 #: its call either (the cache keeps each row's changed-output flag beside its S).
 SCORE_CACHE = True
-#: Operator fallback order when neither the check nor the method states one.
-#: Parameters accepted beyond the catalog's declared ones: ``batch_size`` everywhere (an
-#: engine setting, not part of a check's definition) and the ground truth of ``ground_truth``.
-EXTRA_PARAMS: dict[str, dict[str, str]] = {
-    "*": {"batch_size": "int (default: as many as the free memory allows): model evaluations per forward batch"},
-    "ground_truth": {"causal": "prompt positions x[i] (1-based ints) or selector texts of the causal tokens"},
-}
-
-#: Defaults of declared numeric parameters.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "comprehensiveness": {"k": 0.2},
-    "sufficiency": {"k": 0.2},
-    "soft_nc": {"samples": 16},
-    "soft_ns": {"samples": 16},
-    "infidelity": {"samples": 64},
-    "max_sensitivity": {"radius": 0.02, "samples": 8},
-    "randomization": {"layers": "all"},
-    "completeness": {"tolerance": 1e-3},
-    "ground_truth": {"k": 1},
-}
 
 
 # --------------------------------------------------------------------------- parameters
@@ -122,20 +103,15 @@ def plain(v: Any) -> Any:
     return v
 
 
-def declared_params(name: str) -> dict[str, str]:
-    return {**CHECKS[name].params, **EXTRA_PARAMS["*"], **EXTRA_PARAMS.get(name, {})}
-
-
 def check_params(name: str, params: Mapping[str, object] | None) -> dict[str, Any]:
-    """Plain parameters; an unknown name raises ``ValueError`` listing the declared ones."""
+    """Plain parameters over the entry's defaults (``scopecheck.spec.check_registry``); an
+    unknown name is a :class:`~scopecheck.spec.check_registry.CheckParamError` (a ``ValueError``)
+    listing the declared ones."""
     params = {str(k): plain(v) for k, v in dict(params or {}).items()}
-    declared = declared_params(name)
-    unknown = sorted(k for k in params if k not in declared)
-    if unknown:
-        listed = "; ".join(f"{k}: {v}" for k, v in declared.items())
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for check {name!r}; declared parameters: "
-                         f"{listed}")
-    return {**DEFAULTS.get(name, {}), **params}
+    err = unknown_params(name, params)
+    if err is not None:
+        raise err
+    return {**get_check(name).defaults(), **params}
 
 
 def as_int(name: str, key: str, v: Any, low: int = 1) -> int:

@@ -1,4 +1,5 @@
-"""The check registry: every name in ``catalog.CHECKS`` -> its implementation.
+"""Running checks: every entry of the check registry (``scopecheck.spec.check_registry``,
+which declares each check's implementation as a lazy ``"module:attr"``) -> its result.
 
 ``run_check(name, result, params)`` runs one check; ``random_baseline(name, result, params)``
 runs it with uniformly random rankings of the eligible features (one per seed) and averages
@@ -18,46 +19,42 @@ seconds otherwise; off inside pytest unless asked for, see ``_common.progress_en
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from scopecheck.checks import agreement as _agreement
 from scopecheck.checks import faithfulness as _faith
-from scopecheck.checks import sanity as _sanity
-from scopecheck.checks.catalog import CHECKS
 from scopecheck.checks.result import CheckResult
 from scopecheck.engine.methods._common import phase
+from scopecheck.spec.check_registry import CHECKS, get_check
 
 CheckImpl = Callable[..., CheckResult]
 
-CHECK_IMPLS: dict[str, CheckImpl] = {
-    "deletion": _faith.deletion,
-    "insertion": _faith.insertion,
-    "comprehensiveness": _faith.comprehensiveness,
-    "sufficiency": _faith.sufficiency,
-    "aopc": _faith.aopc,
-    "soft_nc": _faith.soft_nc,
-    "soft_ns": _faith.soft_ns,
-    "infidelity": _faith.infidelity,
-    "max_sensitivity": _sanity.max_sensitivity,
-    "randomization": _sanity.randomization,
-    "completeness": _sanity.completeness,
-    "eligibility": _sanity.eligibility,
-    "ground_truth": _agreement.ground_truth,
-    "dsa": _agreement.dsa,
-    "agreement": _agreement.agreement,
-}
 
-_missing = set(CHECKS) ^ set(CHECK_IMPLS)
-assert not _missing, f"check registry and catalog disagree on {sorted(_missing)}"
+class _Impls(Mapping[str, CheckImpl]):
+    """Check name -> implementation, read from the registry (each imported on first use), so a
+    check registered from outside the package runs like the shipped ones."""
+
+    def __getitem__(self, name: str) -> CheckImpl:
+        return get_check(name).load()
+
+    def __contains__(self, name: object) -> bool:   # without importing the implementation
+        return name in CHECKS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(CHECKS))
+
+    def __len__(self) -> int:
+        return len(CHECKS)
+
+
+CHECK_IMPLS: Mapping[str, CheckImpl] = _Impls()
 
 
 def _impl(name: str) -> CheckImpl:
-    try:
-        return CHECK_IMPLS[name]
-    except KeyError:
-        raise KeyError(f"unknown check {name!r}; known checks: {', '.join(sorted(CHECK_IMPLS))}") from None
+    """The implementation of ``name``; :class:`~scopecheck.spec.check_registry.UnknownCheckError`
+    (a ``KeyError``) listing the checks otherwise."""
+    return get_check(name).load()
 
 
 def _precision(result: Any) -> Any:
@@ -95,8 +92,9 @@ def _with_work(res: CheckResult, work: _faith.Work) -> CheckResult:
 def run_check(name: str, result: Any, params: Mapping[str, object] | None = None, *, seed: int = 0,
               ranking: Sequence[int] | None = None, progress: bool | None = None,
               fields: Sequence[str] | None = None) -> CheckResult:
-    """Run check ``name`` on ``result``. Unknown names raise ``KeyError`` listing the checks;
-    unknown parameters ``ValueError`` listing the declared ones. ``progress``: report the model
+    """Run check ``name`` on ``result``. Unknown names raise ``UnknownCheckError`` (a ``KeyError``)
+    listing the checks; unknown parameters ``CheckParamError`` (a ``ValueError``) listing the
+    declared ones. ``progress``: report the model
     evaluations as they run (``None``: ``$SCOPECHECK_PROGRESS``, else on outside pytest).
     ``fields``: the fields something will read (``None``: all); a field nothing asks for and that
     costs extra work (a curve's ``naopc``) is then left out of the result."""

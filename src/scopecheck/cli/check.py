@@ -110,7 +110,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from scopecheck.checks.catalog import CHECKS, PROTOCOLS
+    from scopecheck.spec.check_registry import CHECKS, COMMON_CHECK_PARAMS, PROTOCOL_PARAMS, PROTOCOLS
     from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selector
     from scopecheck.spec import model as m
     from scopecheck.spec.registry import CONTRACT_KINDS, METHODS
@@ -155,6 +155,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     for c in CHECKS.values():
         fields = ", ".join(f"{k} [{f.low:g}, {f.high:g}] {f.better}" for k, f in c.fields.items())
         t.add_row(c.name, c.family, fields, c.summary)
+    con.print(t)
+    common = "; ".join(f"{k} = {p.kind} ({p.shown_default()})" for k, p in COMMON_CHECK_PARAMS.items())
+    proto = [c.name for c in CHECKS.values() if c.protocol]
+    t = Table(title=f"Check parameters (every check also takes {common}; the protocol parameters are "
+                    f"taken by {', '.join(proto)})", show_lines=True)
+    for col in ("check", "parameter", "values", "default", "meaning"):
+        t.add_column(col)
+    for key, spec in PROTOCOL_PARAMS.items():
+        t.add_row("(protocol)", key, spec.describe(), spec.shown_default(), spec.help)
+    for c in CHECKS.values():
+        for key, spec in c.params.items():
+            if not (c.protocol and key in PROTOCOL_PARAMS):
+                t.add_row(c.name, key, spec.describe(), spec.shown_default(), spec.help)
     con.print(t)
     return 0
 

@@ -1,6 +1,7 @@
-"""Type and range of every number and name a contract can pass: check, decoding and
-estimator parameters and the seed here; method parameters in their registry entries
-(:mod:`scopecheck.spec.registry`, whose :class:`ParamSpec` this module checks DSL values against).
+"""Type and range of every number and name a contract can pass: decoding and estimator
+parameters and the seed here; method and check parameters in their registry entries
+(:mod:`scopecheck.spec.registry`, :mod:`scopecheck.spec.check_registry`), whose
+:class:`ParamSpec` this module checks DSL values against.
 
 Checked by the validator before anything runs, so a bad value is a positioned
 :class:`~scopecheck.errors.ContractError` naming the parameter, the value and the allowed range
@@ -13,38 +14,10 @@ import math
 
 from scopecheck.errors import ContractValidationError, Span
 from scopecheck.spec import model as m
-from scopecheck.spec import vocabulary as vocab
-from scopecheck.spec.registry import SAMPLES_MAX, C, F, I, ParamSpec
+from scopecheck.spec.registry import F, I, ParamSpec
 
 SEED_MAX = 2 ** 63 - 1
 
-
-OPERATORS = tuple(vocab.OPERATORS)
-STAGE_PERTURBATIONS = tuple(vocab.PERTURBATIONS)
-BATCH = I(1, 65_536)
-SAMPLES = I(1, SAMPLES_MAX)
-
-_PROTO = {"operator": C(*OPERATORS, *STAGE_PERTURBATIONS),
-          "protocol": C("rescore", "regenerate", "continue_chain", "run_chain"),
-          "perturb": C("prompt", "prefix", "states", "stages"), "batch_size": BATCH}
-
-CHECK_PARAMS: dict[str, dict[str, ParamSpec]] = {
-    "deletion": {**_PROTO, "steps": I(1, 100_000)},
-    "insertion": {**_PROTO, "steps": I(1, 100_000)},
-    "comprehensiveness": {**_PROTO, "k": ParamSpec("count_or_fraction", high=100_000)},
-    "sufficiency": {**_PROTO, "k": ParamSpec("count_or_fraction", high=100_000)},
-    "aopc": dict(_PROTO),
-    "soft_nc": {**_PROTO, "samples": SAMPLES},
-    "soft_ns": {**_PROTO, "samples": SAMPLES},
-    "infidelity": {**_PROTO, "samples": SAMPLES},
-    "max_sensitivity": {"radius": F(0.0, 1e6), "samples": I(1, 10_000), "batch_size": BATCH},
-    "randomization": {"layers": C("all", "top"), "batch_size": BATCH},
-    "completeness": {"tolerance": F(0.0, 1e12), "batch_size": BATCH},
-    "eligibility": {"batch_size": BATCH},
-    "ground_truth": {"k": I(1, 100_000), "causal": ParamSpec("any"), "batch_size": BATCH},
-    "dsa": {"evidence": ParamSpec("selector"), "distractor": ParamSpec("selector"), "batch_size": BATCH},
-    "agreement": {"method": ParamSpec("any"), "contract": ParamSpec("any"), "batch_size": BATCH},
-}
 
 DECODING_PARAMS: dict[str, ParamSpec] = {
     "max_new_tokens": I(1, 4096), "seed": I(0, SEED_MAX), "temperature": F(0.0, 100.0, open_low=True),

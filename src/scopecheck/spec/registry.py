@@ -176,7 +176,7 @@ class MethodEntry:
         """The implementation (imported once, then cached)."""
         fn = _LOADED.get(self.impl)
         if fn is None:
-            fn = _resolve(self.impl, self.name)
+            fn = resolve_impl(self.impl, self.name)
             _LOADED[self.impl] = fn
         return fn
 
@@ -184,17 +184,20 @@ class MethodEntry:
 _LOADED: dict[str, Callable[..., Any]] = {}
 
 
-def _resolve(ref: str, name: str) -> Callable[..., Any]:
+def resolve_impl(ref: str, name: str, what: str = "method") -> Callable[..., Any]:
+    """The object a ``"module:attr"`` reference names (``attr`` may be dotted); a
+    :class:`RegistryError` naming the ``what`` (``method``, ``check``) when it cannot be imported
+    or is not callable."""
     mod_name, _, attr = ref.partition(":")
     try:
         obj: Any = importlib.import_module(mod_name)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
-        raise RegistryError(f"method `{name}`: its implementation `{ref}` cannot be imported ({exc})",
+        raise RegistryError(f"{what} `{name}`: its implementation `{ref}` cannot be imported ({exc})",
                             expected="an importable `package.module:function`", rule="registry") from exc
     if not callable(obj):
-        raise RegistryError(f"method `{name}`: `{ref}` is not callable", expected="a function (problem, params)",
+        raise RegistryError(f"{what} `{name}`: `{ref}` is not callable", expected="a function (problem, params)",
                             rule="registry")
     return obj  # type: ignore[no-any-return]
 
@@ -206,7 +209,7 @@ class RegistryError(ContractValidationError, ValueError):
     kind = "registry error"
 
     def __str__(self) -> str:  # no source position: a registration is Python, not a contract file
-        return _plain(self)
+        return plain_message(self)
 
 
 class UnknownMethodError(UnknownNameError, KeyError):
@@ -216,7 +219,8 @@ class UnknownMethodError(UnknownNameError, KeyError):
         return self.message + (f"; hint: {self.hint}" if self.hint else "")
 
 
-def _plain(e: ContractValidationError) -> str:
+def plain_message(e: ContractValidationError) -> str:
+    """An error's message with its expected and hint, for errors that have no source position."""
     return e.message + "".join(f"; {k}: {v}" for k, v in (("expected", e.expected), ("hint", e.hint)) if v)
 
 
@@ -473,7 +477,8 @@ del _e
 __all__ = ["AUTOREGRESSIVE_KINDS", "B", "C", "COMMON_METHOD_PARAMS", "CONTRACT_KINDS", "DIFFUSION_TOKEN_KINDS",
            "EXTRA_KINDS", "F", "FAMILIES", "I", "METHODS", "METHOD_ALIASES", "MethodEntry", "PARAM_KINDS", "ParamSpec",
            "RegistryError", "TOKEN_KINDS", "UnknownMethodError", "batch", "canonical_name", "fits", "get_method",
-           "method_table", "register_method", "show_value", "supported_methods", "unregister_method"]
+           "method_table", "plain_message", "register_method", "resolve_impl", "show_value", "supported_methods",
+           "unregister_method"]
 
 
 if __name__ == "__main__":  # python -m scopecheck.spec.registry: the README's method table

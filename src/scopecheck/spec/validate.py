@@ -15,13 +15,13 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from scopecheck.checks.catalog import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS
 from scopecheck.errors import (
     ContractError, ContractValidationError, Span, cap_errors, did_you_mean, rule_list, unknown_name,
 )
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
-from scopecheck.spec.params import CHECK_PARAMS, DECODING_PARAMS, ESTIMATOR_PARAMS, SEED, check_params, check_value
+from scopecheck.spec.check_registry import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS
+from scopecheck.spec.params import DECODING_PARAMS, ESTIMATOR_PARAMS, SEED, check_params, check_value
 from scopecheck.spec.registry import COMMON_METHOD_PARAMS, METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.spec.standard import STANDARD, merge, standard_scope
 
@@ -906,7 +906,12 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
         errors.append(_err(f"check `{name}` has no field `{'.'.join(call.fields)}`", call.span,
                            expected=", ".join(info.fields), hint=did_you_mean(call.fields[0], list(info.fields)),
                            rule="expect"))
-    errors += check_params(CHECK_PARAMS.get(name, {}), call.params, f"check `{name}`")
+    if kind is not None and kind in PROTOCOLS and kind not in info.supports:
+        errors.append(_err(f"check `{name}` does not support {kind} contracts", call.span,
+                           expected=", ".join(n for n, c in CHECKS.items() if kind in c.supports),
+                           hint=f"`{name}` supports: {', '.join(info.supports)}", rule="protocol"))
+    declared = info.declared()
+    errors += check_params(declared, call.params, f"check `{name}`")
     for prm in call.params:
         v = prm.value.name if isinstance(prm.value, m.Ident) else prm.value.value if isinstance(prm.value, m.Text) \
             else None
@@ -915,10 +920,10 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
         if name == "agreement" and prm.key == "contract" and v not in STANDARD:
             errors.append(unknown_name("standard contract", str(v), list(STANDARD), prm.span))
     for prm in call.params:
-        if prm.key not in info.params:
+        if prm.key not in declared:
             errors.append(_err(f"check `{name}` has no parameter `{prm.key}`", prm.span,
-                               expected=", ".join(info.params) or "no parameters",
-                               hint=did_you_mean(prm.key, list(info.params)), rule="params"))
+                               expected=", ".join(declared), hint=did_you_mean(prm.key, list(declared)),
+                               rule="params"))
             continue
         v = prm.value
         if kind is None or kind not in PROTOCOLS:
