@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from scopecheck.cli import main
 from scopecheck.spec.jsonio import schema
@@ -77,3 +78,20 @@ def test_list_prints_standard_contracts_methods_and_checks(capsys) -> None:
     for name in ("prompt_conditioned", "denoising_stage", "integrated_gradients", "stage_perturbation",
                  "deletion", "regenerate", "log p(y[t] | x, y[<t])"):
         assert name in out
+
+
+@pytest.mark.parametrize("argv, env, width", [(["list"], {}, 100), (["list", "--width", "72"], {}, 72),
+                                              (["list"], {"COLUMNS": "90"}, 90)])
+def test_list_fits_the_stated_or_default_width_when_piped(argv, env, width, capsys, monkeypatch):
+    """Issue 26: `scopecheck list` was about 200 columns wide when piped."""
+    from rich.cells import cell_len
+
+    from scopecheck.cli import main
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Standard contracts" in out and "Method parameters" in out
+    assert max(cell_len(line) for line in out.splitlines()) <= width

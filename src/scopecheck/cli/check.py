@@ -12,11 +12,21 @@ from scopecheck.cli._common import _atomic_write, _print_errors
 from scopecheck.errors import ContractError, error_count
 
 
-def _console(stderr: bool = False):
+#: the width of tables printed to something that is not a terminal (a pipe, a file, CI logs)
+PIPE_WIDTH = 100
+
+
+def _console(stderr: bool = False, width: int | None = None):
+    """A console for tables: ``width`` when stated, else the terminal's, else ``$COLUMNS``, else
+    :data:`PIPE_WIDTH` (rich folds long cells to fit)."""
+    import os
+
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 200
+    if width is None and not stream.isatty():
+        cols = os.environ.get("COLUMNS", "")
+        width = int(cols) if cols.isdigit() and int(cols) > 0 else PIPE_WIDTH
     return Console(stderr=stderr, highlight=False, markup=False, width=width)
 
 
@@ -107,6 +117,10 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return 0
 
 
+#: columns of `list` whose cells are names a reader searches for: never folded to fit the width
+NAMES = ("name", "method", "check", "contract", "parameter")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -116,10 +130,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from scopecheck.spec.registry import CONTRACT_KINDS, METHODS
     from scopecheck.spec.standard import STANDARD
 
-    con = _console()
+    con = _console(width=getattr(args, "width", None))
     t = Table(title="Standard contracts (seed 000, Table 1)", show_lines=True)
     for col in ("name", "S score", "C held fixed", "O output", "P process", "E eligible", "parameters"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in NAMES, overflow="fold")
     for std in STANDARD.values():
         params = {k: m.Param(k, m.Ident("t")) for k in std.params
                   if k in ("target", "step")}
@@ -129,29 +143,29 @@ def cmd_list(args: argparse.Namespace) -> int:
                   fmt_features(sc.eligible), "; ".join(f"{k}: {v}" for k, v in std.params.items()))
     con.print(t)
     t = Table(title="Methods and the contracts they support", show_lines=False)
-    t.add_column("method")
-    t.add_column("family")
+    t.add_column("method", no_wrap=True)
+    t.add_column("family", overflow="fold")
     for k in CONTRACT_KINDS:
-        t.add_column(k.replace("_", " "), justify="center")
+        t.add_column(k.replace("_", " "), justify="center", overflow="fold")
     for info in METHODS.values():
         t.add_row(info.name, info.family, *["yes" if k in info.supports else "-" for k in CONTRACT_KINDS])
     con.print(t)
     t = Table(title="Method parameters (every method also takes aggregate = tokens | words)", show_lines=True)
     for col in ("method", "parameter", "values", "default", "meaning"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in NAMES, overflow="fold")
     for info in METHODS.values():
         for key, spec in info.params.items():
             t.add_row(info.name, key, spec.describe(), spec.shown_default(), spec.help)
     con.print(t)
     t = Table(title="Check protocols by contract (DESIGN section 4)")
     for col in ("contract", "perturb", "then", "measure"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in NAMES, overflow="fold")
     for p in PROTOCOLS.values():
         t.add_row(p.kind, " and ".join(p.perturb), p.then, p.measure)
     con.print(t)
     t = Table(title="Checks")
     for col in ("check", "family", "fields (range, better)", "summary"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in NAMES, overflow="fold")
     for c in CHECKS.values():
         fields = ", ".join(f"{k} [{f.low:g}, {f.high:g}] {f.better}" for k, f in c.fields.items())
         t.add_row(c.name, c.family, fields, c.summary)
@@ -161,7 +175,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     t = Table(title=f"Check parameters (every check also takes {common}; the protocol parameters are "
                     f"taken by {', '.join(proto)})", show_lines=True)
     for col in ("check", "parameter", "values", "default", "meaning"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in NAMES, overflow="fold")
     for key, spec in PROTOCOL_PARAMS.items():
         t.add_row("(protocol)", key, spec.describe(), spec.shown_default(), spec.help)
     for c in CHECKS.values():
@@ -187,5 +201,7 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
     g.add_argument("--check", action="store_true", help="exit 1 if a file is not canonical")
     g.add_argument("--write", action="store_true", help="rewrite files in place")
     commands["fmt"] = cmd_fmt
-    sub.add_parser("list", help="standard contracts, methods, checks, and which pairs are valid")
+    p = sub.add_parser("list", help="standard contracts, methods, checks, and which pairs are valid")
+    p.add_argument("--width", type=int, default=None, metavar="N",
+                   help=f"table width in columns (default: the terminal's; when piped $COLUMNS, else {PIPE_WIDTH})")
     commands["list"] = cmd_list
