@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from scopecheck.report._io import atomic_write_text
 from scopecheck.report.jsonout import results_json
-from scopecheck.report.summary import fmt_number, fmt_operand, fmt_range, method_text, summary_line
+from scopecheck.report.summary import config_items, config_text, fmt_number, fmt_operand, fmt_range, method_text, summary_line
 
 POS_RGB = (220, 38, 38)      # positive attribution: red
 NEG_RGB = (37, 99, 235)      # negative attribution: blue
@@ -121,9 +121,8 @@ def _check_views(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
             fields.append({"name": k, "value": fmt_number(v) if not isinstance(v, str) else v,
                            "range": fmt_range(c["ranges"].get(k)), "better": c["better"].get(k, "none"),
                            "in_range": c["in_range"].get(k, True)})
-        cfg = c["config"] if isinstance(c["config"], dict) else {}
         rows.append({"call": c["call"], "name": c["name"], "random": c["random"], "fields": fields,
-                     "config": ", ".join(f"{k} = {fmt_number(v)}" for k, v in cfg.items()) or "—",
+                     "config": config_text(c["config"]),
                      "passed": c["passed"], "note": c["note"], "n_curve": len(c["curve"])})
     return rows
 
@@ -215,7 +214,7 @@ def _view(rec: dict[str, Any]) -> dict[str, Any]:
                default=0.0)
     scope = [{"letter": L, "key": k, "label": label, "text": rec["scope"][k]["text"],
               "origin": rec["scope"][k]["origin"]} for L, k, label in LETTERS]
-    params = [{"key": k, "value": fmt_number(v)} for k, v in (rec["method"]["params"] or {}).items()]
+    params = [{"key": k, "value": v} for k, v in config_items(rec["method"]["params"] or {})]
     word_views, word_peak = _word_views(rec["words"]) if rec.get("words") is not None else ([], 0.0)
     if rec.get("aggregate", "tokens") != "tokens" and "aggregate" not in (rec["method"]["params"] or {}):
         params.append({"key": "aggregate", "value": rec["aggregate"]})

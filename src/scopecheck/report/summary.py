@@ -32,6 +32,29 @@ def fmt_number(v: Any) -> str:
     return str(v)
 
 
+def config_items(cfg: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """A configuration as readable ``(name, value)`` pairs: unset values (``None``) left out,
+    nested settings flattened as ``outer.inner``, values as :func:`fmt_number` writes them (never
+    Python's dict or ``None`` syntax)."""
+    if not isinstance(cfg, dict):
+        return []
+    out: list[tuple[str, str]] = []
+    for k, v in cfg.items():
+        name = f"{prefix}{k}"
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            out += config_items(v, prefix=f"{name}.")
+        else:
+            out.append((name, fmt_number(v)))
+    return out
+
+
+def config_text(cfg: Any) -> str:
+    """``name = value, ...`` of :func:`config_items`, or "—" when nothing is set."""
+    return ", ".join(f"{k} = {v}" for k, v in config_items(cfg)) or "—"
+
+
 def fmt_range(r: Any) -> str:
     if not r:
         return ""
