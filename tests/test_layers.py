@@ -27,7 +27,7 @@ _LINT = ("import sys\nfrom importlinter.cli import lint_imports\n"
 
 def lint(src: Path, config: Path = ROOT / "pyproject.toml") -> subprocess.CompletedProcess[str]:
     """``lint-imports`` of ``config`` against the ``scopecheck`` package under ``src``."""
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH")) if p)}
     return subprocess.run([sys.executable, "-c", _LINT, str(config)], cwd=src, env=env, capture_output=True,
                           text=True, timeout=300)
 
@@ -63,7 +63,8 @@ def test_the_contract_names_every_module_below_the_root():
     want = {f"scopecheck.{i.name}" for i in pkgutil.iter_modules(scopecheck.__path__) if i.name != "engine"}
     want |= {f"scopecheck.engine.{i.name}" for i in pkgutil.iter_modules(scopecheck.engine.__path__)
              if i.name != "reference"}
-    want |= {f"scopecheck.engine.reference.{i.name}" for i in pkgutil.iter_modules(scopecheck.engine.reference.__path__)}
+    reference = scopecheck.engine.reference.__path__
+    want |= {f"scopecheck.engine.reference.{i.name}" for i in pkgutil.iter_modules(reference)}
     assert want - have == set(), sorted(want - have)
     assert have - want == set(), sorted(have - want)      # no stale name either
 

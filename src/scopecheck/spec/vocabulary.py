@@ -96,4 +96,5 @@ def choices(table: Iterable[str]) -> str:
 
 __all__ = ["ADAPTERS", "AGGREGATIONS", "AGG_FIELDS", "DEFAULT_AGGREGATION", "DEFAULT_SAMPLER",
            "EMBEDDING_OPERATORS", "ESTIMATORS", "ESTIMATOR_PARAMS", "OPERATORS", "OPERATOR_FALLBACK", "OPERATOR_PARAMS",
-           "PAIRED_FIELDS", "PERTURBATIONS", "SAMPLERS", "SAMPLER_ALIASES", "TOKEN_OPERATORS", "choices", "fallback_operator"]
+           "PAIRED_FIELDS", "PERTURBATIONS", "SAMPLERS", "SAMPLER_ALIASES", "TOKEN_OPERATORS", "choices",
+           "fallback_operator"]
