@@ -30,7 +30,7 @@ from scopecheck.loader import check_file, check_text, load_file, load_text
 from scopecheck.spec.check_registry import CheckEntry, register_check
 from scopecheck.spec.registry import MethodEntry, ParamSpec, register_method
 
-__version__ = "0.1.0"
+from scopecheck.version import __version__  # noqa: E402
 
 __all__ = [
     "CheckEntry",

@@ -23,10 +23,8 @@ from typing import Any
 
 from scopecheck.errors import ContractValidationError, Span
 from scopecheck.spec import model as m
-
-PATH_PARAMS = ("prompt", "output", "truth", "id", "limit", "shuffle")
-REFERENCE_PARAMS = ("limit", "seed")
-MAX_LIMIT = 1_000_000
+from scopecheck.spec.anchors import anchor
+from scopecheck.spec.references import MAX_LIMIT, PATH_PARAMS, REFERENCE_PARAMS, dataset_errors  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -62,35 +60,6 @@ def _params(ds: m.Dataset) -> dict[str, Any]:
     return {p.key: m.py_value(p.value) for p in ds.params}
 
 
-def dataset_errors(ds: m.Dataset) -> list[ContractValidationError]:
-    """Static checks of the ``dataset`` statement (names, types, ranges)."""
-    allowed = REFERENCE_PARAMS if ds.kind == "reference" else PATH_PARAMS
-    errs = []
-    for p in ds.params:
-        if p.key not in allowed:
-            errs.append(ContractValidationError(f"dataset has no parameter `{p.key}`", p.span,
-                                                expected=", ".join(allowed), rule="params"))
-        elif p.key in ("prompt", "output", "truth", "id") and not isinstance(p.value, m.Text):
-            errs.append(ContractValidationError(f"`{p.key}` names a field, as a string", p.span,
-                                                expected=f'{p.key} = "{p.key}"', rule="params"))
-        elif p.key in ("limit", "shuffle", "seed"):
-            v = p.value
-            lo = 1 if p.key == "limit" else 0
-            hi = MAX_LIMIT if p.key == "limit" else 2 ** 63 - 1
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                errs.append(ContractValidationError(f"dataset: `{p.key} = {v}` is out of range", p.span,
-                                                    expected=f"{p.key} = an integer in [{lo}, {hi}]", rule="params"))
-    if ds.kind == "reference":
-        from scopecheck.engine.reference.tasks import SPLITS, TASKS
-
-        task, _, split = ds.name.partition("/")
-        if task not in TASKS or split not in SPLITS:
-            errs.append(ContractValidationError(f"no reference dataset `{ds.name}`", ds.span,
-                                                expected=", ".join(f"reference:{t}/{s}" for t in TASKS for s in SPLITS),
-                                                rule="unknown-name"))
-    return errs
-
-
 def resolve_path(ds: m.Dataset, base_dir: Path | None, allow_outside: bool = False) -> Path:
     """The data file, relative to the contract file's folder and inside its tree.
 
@@ -118,8 +87,6 @@ def resolve_path(ds: m.Dataset, base_dir: Path | None, allow_outside: bool = Fal
 def _truth_item(v: Any, prompt: str) -> m.TextRef | int:
     """One truth item: a prompt text (matched like the text selector ``x["..."]``: it must occur
     in the prompt once, or name its occurrence), or a 1-based prompt token index (``x[i]``)."""
-    from scopecheck.engine.align import Alignment, _anchor
-
     if isinstance(v, bool):
         raise ValueError(f"truth item {v!r} is neither a prompt text nor a token index")
     if isinstance(v, int):
@@ -137,7 +104,7 @@ def _truth_item(v: Any, prompt: str) -> m.TextRef | int:
     # the text must be in the prompt exactly as x["..."] requires (the tokens it covers are found
     # when the example runs, by the same matching)
     try:
-        _anchor(Alignment((), prompt, "", {}), "x", ref, Span())
+        anchor(prompt, "x", ref, Span())
     except ContractValidationError as exc:
         hint = ""
         if ref.text[:1] in ("\u2581", "\u0120") and ref.text[1:] and ref.text[1:] in prompt:

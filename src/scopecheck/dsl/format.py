@@ -20,215 +20,9 @@ from dataclasses import dataclass, field
 from lark import Token, Tree
 
 from scopecheck.spec import model as m
-
-
-def _str(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
-
-
-def _num(v: int | float) -> str:
-    return repr(v)
-
-
-def fmt_ref(r: m.Ref) -> str:
-    if isinstance(r, bool):
-        raise TypeError("a bool is not an index")
-    if isinstance(r, int):
-        return str(r)
-    if isinstance(r, m.Symbol):
-        return r.name
-    return _str(r.text) + (f"@{r.occurrence}" if r.occurrence is not None else "")
-
-
-def fmt_selector(s: m.Selector) -> str:
-    head = s.space + (f".{s.segment}" if s.segment else "")
-    if s.op == "all":
-        return head
-    if s.op == "at":
-        return f"{head}[{fmt_ref(s.a)}]"
-    if s.op == "range":
-        return f"{head}[{fmt_ref(s.a)}:{fmt_ref(s.b)}]"
-    rel = {v: k for k, v in m.REL_OPS.items()}[s.op]
-    return f"{head}[{rel}{fmt_ref(s.a)}]"
-
-
-def fmt_value(v: m.Value) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return _num(v)
-    if isinstance(v, m.Text):
-        return _str(v.value)
-    if isinstance(v, m.Ident):
-        return v.name
-    return fmt_selector(v)
-
-
-def fmt_params(ps: m.Params, always: bool = False) -> str:
-    if not ps and not always:
-        return ""
-    return "(" + ", ".join(f"{p.key} = {fmt_value(p.value)}" for p in ps) + ")"
-
-
-def _term(kind: str, target: str, given: tuple[m.Selector, ...], pert: m.Selector | None = None) -> str:
-    cond = ""
-    if given or pert is not None:
-        cond = " | " + ", ".join(fmt_selector(g) for g in given)
-        if pert is not None:
-            cond += f"; pert({fmt_selector(pert)})"
-    if kind == "logit":
-        return f"logit({target})"
-    prefix = "log p" if kind == "logprob" else "p"
-    return f"{prefix}({target}{cond})"
-
-
-def fmt_score(s: m.Score) -> str:
-    target = fmt_selector(s.target)
-    if s.kind in ("logprob", "prob", "logit"):
-        out = _term(s.kind, target, s.given)
-    elif s.kind == "contrast":
-        out = _term("logprob", target, s.given) + " - " + _term("logprob", _str(s.alternative or ""), s.given)
-    else:  # stage_delta
-        out = _term("logprob", target, s.given) + " - " + _term("logprob", target, s.given, s.perturbed)
-    if s.estimator is not None:
-        out += f" via {s.estimator.name}{fmt_params(s.estimator.params)}"
-    return out
-
-
-def fmt_features(sels: tuple[m.Selector, ...]) -> str:
-    return ", ".join(fmt_selector(s) for s in sels) if sels else "nothing"
-
-
-def fmt_operand(o: m.Operand | m.Comparison) -> str:
-    if isinstance(o, (int, float)) and not isinstance(o, bool):
-        return _num(o)
-    if isinstance(o, m.Comparison):
-        return f"{fmt_operand(o.left)} {o.op} {fmt_operand(o.right)}"
-    if isinstance(o, m.Aggregate):
-        args = [fmt_operand(a) for a in o.args] + [f"{p.key} = {fmt_value(p.value)}" for p in o.params]
-        return f"{o.func}({', '.join(args)})" + "".join(f".{f}" for f in o.fields)
-    if isinstance(o, m.Text):
-        return _str(o.value)
-    if isinstance(o, m.Selector):
-        return fmt_selector(o)
-    args = [fmt_value(a) for a in o.args] + [f"{p.key} = {fmt_value(p.value)}" for p in o.params]
-    call = f"{o.name}({', '.join(args)})" if o.called else o.name
-    return call + "".join(f".{f}" for f in o.fields)
-
-
-def fmt_expectation(e: m.Expectation) -> str:
-    out = f"expect {fmt_operand(e.left)}"
-    if e.op is not None and e.right is not None:
-        out += f" {e.op} {fmt_operand(e.right)}"
-    return out
-
-
-def fmt_model(r: m.ModelRef) -> str:
-    if r.kind == "reference":
-        return f"reference:{r.name}"
-    if r.kind == "hub":
-        return f"hub:{_str(r.name)}"
-    return _str(r.name)
-
-
-def _prompt_lines(p: m.Prompt, ind: str) -> list[str]:
-    if len(p.segments) == 1 and p.segments[0].name is None:
-        return [f"{ind}prompt   {_str(p.segments[0].text)}"]
-    lines = [f"{ind}prompt chat {{" if p.chat else f"{ind}prompt {{"]
-    lines += [f"{ind}    {s.name}: {_str(s.text)}" for s in p.segments]
-    lines.append(f"{ind}}}")
-    return lines
-
-
-def _output_line(o: m.Output, ind: str) -> str:
-    if o.text is not None:
-        return f"{ind}output   {_str(o.text)}"
-    rest = "".join(f", {p.key} = {fmt_value(p.value)}" for p in o.params)
-    return f"{ind}output   generate({o.rule}{rest})"
-
-
-def scope_lines(sc: m.Scope, ind: str = "") -> list[str]:
-    """The stated SCOPE elements as canonical statements, S C O P E order."""
-    out = []
-    if sc.score is not None:
-        out.append(f"{ind}score    {fmt_score(sc.score)}")
-    if sc.fixed is not None:
-        out.append(f"{ind}fixed    {fmt_features(sc.fixed)}")
-    if sc.explain is not None:
-        out.append(f"{ind}explain  {fmt_selector(sc.explain)}")
-    if sc.process is not None:
-        out.append(f"{ind}process  {sc.process.kind}{fmt_params(sc.process.params)}")
-    if sc.eligible is not None:
-        out.append(f"{ind}eligible {fmt_features(sc.eligible)}")
-    return out
-
-
-def _common(doc: m.Contract | m.Claim, ind: str) -> list[str]:
-    out = []
-    if doc.model is not None:
-        out.append(f"{ind}model    {fmt_model(doc.model)}")
-    if doc.prompt is not None:
-        out += _prompt_lines(doc.prompt, ind)
-    if doc.output is not None:
-        out.append(_output_line(doc.output, ind))
-    return out
-
-
-def format_document(doc: m.Document) -> str:
-    ind = "    "
-    if isinstance(doc, m.Contract):
-        lines = [f"contract {_str(doc.name)} {{"] + _common(doc, ind)
-        if doc.dataset is not None:
-            d = doc.dataset
-            ref = f"reference:{d.name}" if d.kind == "reference" else _str(d.name)
-            lines.append(f"{ind}dataset  {ref}{fmt_params(d.params)}")
-        body: list[str] = []
-        if doc.use is not None:
-            body.append(f"{ind}use {doc.use.name}{fmt_params(doc.use.params)}")
-        body += scope_lines(doc.scope, ind)
-        if body:
-            lines += [""] + body
-        tail: list[str] = []
-        if doc.method is not None:
-            tail.append(f"{ind}method {doc.method.name}{fmt_params(doc.method.params)}")
-        if doc.seed is not None:
-            tail.append(f"{ind}seed {doc.seed}")
-        if tail:
-            lines += [""] + tail
-        if doc.expects:
-            lines += [""] + [ind + fmt_expectation(e) for e in doc.expects]
-        return "\n".join(lines + ["}"]) + "\n"
-    lines = [f"claim {_str(doc.name)} {{"]
-    if doc.source is not None:
-        lines.append(f"{ind}source   {_str(doc.source)}")
-    if doc.question is not None:
-        lines.append(f"{ind}question {doc.question}")
-    lines += _common(doc, ind)
-    c = doc.computed
-    inner: list[str] = []
-    if c.model is not None:
-        inner.append(f"{ind * 2}model    {fmt_model(c.model)}")
-    if c.toolkit is not None:
-        inner.append(f"{ind * 2}toolkit  {c.toolkit}")
-    if c.use is not None:
-        inner.append(f"{ind * 2}use {c.use.name}{fmt_params(c.use.params)}")
-    if c.method is not None:
-        inner.append(f"{ind * 2}method   {c.method.name}{fmt_params(c.method.params)}")
-    inner += scope_lines(c.scope, ind * 2)
-    lines += [f"{ind}computed {{", *inner, f"{ind}}}"]
-    r = doc.reported
-    rep = [f"{ind * 2}metric {p.key} = {fmt_value(p.value)}" for p in r.metrics]
-    if r.map is not None:
-        entries = ", ".join(f"{_str(k)}: {_num(v)}" for k, v in r.map)
-        rep.append(f"{ind * 2}map {{ {entries} }}")
-    lines += [f"{ind}reported {{", *rep, f"{ind}}}"]
-    lines += [ind + fmt_expectation(e) for e in doc.expects]
-    return "\n".join(lines + ["}"]) + "\n"
-
-
-def format_documents(docs: list[m.Document]) -> str:
-    return "\n".join(format_document(d) for d in docs)
-
+from scopecheck.spec.text import (  # noqa: F401  (re-exported: the canonical text of spec nodes)
+    fmt_expectation, fmt_features, fmt_model, fmt_number, fmt_operand, fmt_params, fmt_ref, fmt_score, fmt_selector,
+    fmt_value, format_document, format_documents, output_line, prompt_lines, quote, scope_lines)
 
 # --------------------------------------------------------------------------- file formatter
 
@@ -281,7 +75,7 @@ class _Printer:
 
     def document(self, doc: Tree) -> None:
         name = json.loads(str(doc.children[0]))
-        self.lines.append(_Line(f"{doc.data} {_str(name)} {{", 0, _start(doc), self._open_end(doc), "open", True))
+        self.lines.append(_Line(f"{doc.data} {quote(name)} {{", 0, _start(doc), self._open_end(doc), "open", True))
         for st in doc.children[1:]:
             self.statement(st, 1, in_computed=False)
         self.lines.append(_Line("}", 0, (_end(doc)[0], _end(doc)[1] - 1), _end(doc), "close"))
@@ -295,7 +89,7 @@ class _Printer:
             width = max(len(str(seg.children[0])) for seg in node.children) + 1
             for seg in node.children:
                 s = self.spec.transform(seg)
-                self.lines.append(_Line(f"{s.name + ':':<{width}} {_str(s.text)}", depth + 1, _start(seg), _end(seg)))
+                self.lines.append(_Line(f"{s.name + ':':<{width}} {quote(s.text)}", depth + 1, _start(seg), _end(seg)))
         else:
             for child in node.children:
                 self.statement(child, depth + 1, in_computed=node.data == "computed_stmt")
@@ -306,7 +100,7 @@ class _Printer:
             p = self.spec.transform(node)
             return f"metric {p.key} = {fmt_value(p.value)}"
         if node.data == "map_stmt":   # each number as written (an integer stays one; it reads back as a float)
-            entries = [f"{_str(json.loads(str(e.children[0])))}: {_num(self.spec.transform(e.children[1]))}"
+            entries = [f"{quote(json.loads(str(e.children[0])))}: {fmt_number(self.spec.transform(e.children[1]))}"
                        for e in node.children if e is not None]
             return "map { " + ", ".join(entries) + " }" if entries else "map {}"
         st = self.spec.transform(node)
@@ -316,11 +110,11 @@ class _Printer:
         if key == "model":
             return f"model    {fmt_model(v)}"
         if key == "prompt":
-            return _prompt_lines(v, "")[0]
+            return prompt_lines(v, "")[0]
         if key == "output":
-            return _output_line(v, "")
+            return output_line(v, "")
         if key == "dataset":
-            ref = f"reference:{v.name}" if v.kind == "reference" else _str(v.name)
+            ref = f"reference:{v.name}" if v.kind == "reference" else quote(v.name)
             return f"dataset  {ref}{fmt_params(v.params)}"
         if key in ("use", "method"):
             pad = "method   " if key == "method" and in_computed else f"{key} "
@@ -330,7 +124,7 @@ class _Printer:
         if key == "expect":
             return fmt_expectation(v)
         if key == "source":
-            return f"source   {_str(v)}"
+            return f"source   {quote(v)}"
         if key == "question":
             return f"question {v}"
         if key == "toolkit":

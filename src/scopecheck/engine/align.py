@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from scopecheck.errors import ContractValidationError, Span
 from scopecheck.spec import model as m
+from scopecheck.spec.anchors import anchor
 
 
 @dataclass(frozen=True)
@@ -187,26 +188,7 @@ def join_warning(tokenizer, prompt_text: str, output_text: str) -> str | None:
 
 
 def _anchor(al: Alignment, space: str, ref: m.TextRef, span: Span) -> tuple[int, int]:
-    text = al.prompt_text if space == "x" else al.output_text
-    where = "prompt" if space == "x" else "output"
-    hits, i = [], text.find(ref.text)
-    while i >= 0 and ref.text:
-        hits.append(i)
-        i = text.find(ref.text, i + 1)
-    if not hits:
-        raise ContractValidationError(f"{ref.text!r} does not occur in the {where} text", span,
-                                      expected=f"a substring of the {where}: {text!r}", rule="text-anchor")
-    if ref.occurrence is not None:
-        if not 1 <= ref.occurrence <= len(hits):
-            raise ContractValidationError(f"{ref.text!r} occurs {len(hits)} time(s), not {ref.occurrence}", span,
-                                          expected=f"@1..@{len(hits)}", rule="text-anchor")
-        s = hits[ref.occurrence - 1]
-    elif len(hits) > 1:
-        raise ContractValidationError(f"{ref.text!r} is ambiguous: it occurs {len(hits)} times in the {where}", span,
-                                      expected="one occurrence", hint=f'name one: "{ref.text}"@1', rule="text-anchor")
-    else:
-        s = hits[0]
-    return s, s + len(ref.text)
+    return anchor(al.prompt_text if space == "x" else al.output_text, space, ref, span)
 
 
 def _ref_indices(al: Alignment, sel: m.Selector, ref: m.Ref, pool: list[Token]) -> list[int]:

@@ -10,7 +10,7 @@ Sharing (``K`` members, ``L`` positions, ``d`` embedding width, ``n`` IG steps):
 
 * one forward serves every member: the causal LM reads all members' target rows at once
   (:class:`~scopecheck.engine.scoring.CausalLMFamilyObjective`, ``(B, L, d) -> (B, K)``);
-* gradients of the K scores are taken over that one forward's graph (:func:`vjps`): one
+* gradients of the K scores are taken over that one forward's graph (:func:`~scopecheck.engine.vjp.vjps`): one
   batched backward on accelerators (``torch.autograd.grad(..., is_grads_batched=True)``, a
   vmap over the K cotangents) and for small graphs on CPUs, K backwards over the retained
   graph for larger ones on CPUs, where that is faster;
@@ -36,10 +36,11 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from scopecheck.engine.methods import prepare, run_method
-from scopecheck.engine.methods._common import batch_param, check_operator, finalize, map_batches, vmapped_backward
+from scopecheck.engine.methods._common import batch_param, check_operator, finalize, map_batches
 from scopecheck.engine.methods.gradients import NORMS, ig_finish, ig_path
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.engine.scoring import CausalLMFamilyObjective, CausalLMObjective
+from scopecheck.engine.vjp import batched_grads, vjps  # noqa: F401  (re-exported)
 from scopecheck.errors import MethodRefused
 
 Tensor = torch.Tensor
@@ -63,36 +64,6 @@ def family_objective(problems: Sequence[AttributionProblem]) -> CausalLMFamilyOb
             return None
     return CausalLMFamilyObjective(first.model, problems[0].ids, [o.targets for o in objs],  # type: ignore[union-attr]
                                    first.score, first.alternative, clean=problems[0].embeds)
-
-
-def vjps(out: Tensor, x: Tensor, cot: Tensor) -> Tensor:
-    """The K vector-Jacobian products ``cot[k] . d out / d x``: ``cot`` ``(K, *out.shape)`` ->
-    ``(K, *x.shape)``, over one graph (left to be freed).
-
-    One vmapped backward where :func:`~scopecheck.engine.methods._common.vmapped_backward` says
-    so (accelerators; small graphs on a CPU), falling back to K backwards where the vmap has no
-    batching rule for some operator; K backwards over the retained graph otherwise. Same numbers
-    either way (tests compare them).
-    """
-    K = cot.shape[0]
-    if vmapped_backward(x):
-        try:
-            (g,) = torch.autograd.grad(out, x, grad_outputs=cot, is_grads_batched=True, retain_graph=True)
-            return g
-        except RuntimeError:
-            pass
-    g = torch.empty((K, *x.shape), dtype=x.dtype, device=x.device)              # (K, *x.shape)
-    for k in range(K):
-        (g[k],) = torch.autograd.grad(out, x, grad_outputs=cot[k], retain_graph=k < K - 1)
-    return g
-
-
-def batched_grads(scores: Tensor, x: Tensor) -> Tensor:
-    """d scores[:, k] / d x for every k: ``scores`` ``(B, K)``, ``x`` ``(B, L, d)`` -> ``(K, B, L, d)``
-    (:func:`vjps` of the K one-hot cotangents)."""
-    K = scores.shape[1]
-    eye = torch.eye(K, dtype=scores.dtype, device=scores.device)                 # (K, K)
-    return vjps(scores, x, eye.unsqueeze(1).expand(K, scores.shape[0], K))     # cot (K, B, K)
 
 
 def _gradient_x_input(problems: Sequence[AttributionProblem], objective: CausalLMFamilyObjective,

@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from scopecheck.engine.problem import AttributionProblem
+from scopecheck.engine.vjp import batched_grads, vjps
 from scopecheck.errors import MethodRefused
 
 Tensor = torch.Tensor
@@ -623,7 +624,7 @@ class CausalLMFamilyObjective:
 
         The vocabulary-sized part is done in closed form: for ``S = log p(y | h)`` at the hidden
         state ``h`` a linear head ``W`` reads, ``dS/dh = W[y] - softmax(W h) W`` (``W[y]`` for a
-        logit score), so the backward (:func:`~scopecheck.engine.family.vjps` of the K cotangents
+        logit score), so the backward (:func:`~scopecheck.engine.vjp.vjps` of the K cotangents
         at ``h``) starts at ``h`` and never touches the vocabulary
         (backpropagating K one-hot cotangents through ``log_softmax`` over V is most of the
         work otherwise). ``h`` and ``W h`` are captured by a hook on the head during the one
@@ -632,8 +633,6 @@ class CausalLMFamilyObjective:
         backward runs over the same forward. ``softmax(W h)`` is formed in place of the logits
         buffer, so the vocabulary-sized memory is one ``(B, n, V)`` tensor.
         """
-        from scopecheck.engine.family import batched_grads, vjps
-
         inner = self.inner
         fwd = inner._forward
         x = embeds.detach().requires_grad_(True)

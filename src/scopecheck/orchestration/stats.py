@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from scopecheck.spec.vocabulary import AGG_FIELDS, PAIRED_FIELDS  # noqa: F401  (re-exported)
+
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 
@@ -115,7 +117,5 @@ def paired(a: Sequence[Any], b: Sequence[Any], *, test: str = "wilcoxon", altern
                                                 "low": ci[0], "high": ci[1]}, dropped, how)
 
 
-PAIRED_FIELDS = ("p", "statistic", "n", "median_diff", "low", "high")
-AGG_FIELDS = ("value", "n", "low", "high")
 
 __all__ = ["AGG_FIELDS", "AggregateResult", "PAIRED_FIELDS", "aggregate", "bootstrap_ci", "paired"]

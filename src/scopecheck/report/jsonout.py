@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from scopecheck.report._io import atomic_write_many, atomic_write_text  # noqa: F401 - re-exported
+from scopecheck.version import __version__
 
 SCHEMA_FILE = "results.schema.json"
 SCHEMA_ID = "https://scopecheck.dev/schema/results.schema.json"
@@ -336,8 +337,6 @@ def run_record(run: Any) -> dict[str, Any]:
 
 def results_json(runs: Iterable[Any]) -> dict[str, Any]:
     """The results document for ``runs`` (ContractRuns or AttributionResults)."""
-    from scopecheck import __version__
-
     records = [run_record(r) for r in runs]
     exp = [e for rec in records for e in rec["expectations"]]
     return {

@@ -14,6 +14,7 @@ from typing import Any
 
 from scopecheck.errors import ContractError, SchemaError, Span, cap_errors
 from scopecheck.spec import model as m
+from scopecheck.spec.text import fmt_expectation, fmt_score, fmt_selector
 
 SCHEMA_FILE = "contract.schema.json"
 Path_ = tuple[Any, ...]
@@ -46,8 +47,6 @@ class _Writer:
             self.spans[path] = span
 
     def selector(self, s: m.Selector, path: Path_) -> dict[str, Any]:
-        from scopecheck.dsl.format import fmt_selector
-
         self.mark(path, s.span)
         out: dict[str, Any] = {"space": s.space, "op": s.op, "text": fmt_selector(s)}
         if s.segment is not None:
@@ -84,8 +83,6 @@ class _Writer:
     def score(self, s: m.Score | None, path: Path_) -> Any:
         if s is None:
             return None
-        from scopecheck.dsl.format import fmt_score
-
         self.mark(path, s.span)
         out: dict[str, Any] = {"kind": s.kind, "text": fmt_score(s), "target": self.selector(s.target, (*path, "target")),
                                "given": self.sels(s.given, (*path, "given"))}
@@ -149,8 +146,6 @@ class _Writer:
         return {"name": x.name, "params": self.params(x.params, (*path, "params"))}
 
     def expects(self, exps: tuple[m.Expectation, ...], path: Path_) -> list[Any]:
-        from scopecheck.dsl.format import fmt_expectation
-
         out = []
         for i, e in enumerate(exps):
             self.mark((*path, i), e.span)

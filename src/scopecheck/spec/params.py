@@ -15,6 +15,7 @@ import math
 from scopecheck.errors import ContractValidationError, Span
 from scopecheck.spec import model as m
 from scopecheck.spec.registry import F, I, ParamSpec
+from scopecheck.spec.text import fmt_selector
 
 SEED_MAX = 2 ** 63 - 1
 
@@ -51,8 +52,6 @@ def _show(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, m.Selector):
-        from scopecheck.dsl.format import fmt_selector
-
         return fmt_selector(v)
     return str(v)
 

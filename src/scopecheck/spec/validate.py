@@ -20,10 +20,14 @@ from scopecheck.errors import (
 )
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
+from scopecheck.spec.anchors import occurrences
 from scopecheck.spec.check_registry import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS
 from scopecheck.spec.params import DECODING_PARAMS, ESTIMATOR_PARAMS, SEED, check_params, check_value
 from scopecheck.spec.registry import COMMON_METHOD_PARAMS, METHOD_ALIASES, METHODS, supported_methods
+from scopecheck.spec.references import MODELS as REFERENCE_MODELS
+from scopecheck.spec.references import dataset_errors
 from scopecheck.spec.standard import STANDARD, merge, standard_scope
+from scopecheck.spec.text import fmt_selector
 
 __doc__ = f"{__doc__ or ''}\n{rule_list()}"   # the rule ids, from the registry (never a second list)
 
@@ -57,8 +61,6 @@ def _err(msg: str, span: Span, expected: str | None = None, hint: str | None = N
 
 
 def fmt(sel: m.Selector) -> str:
-    from scopecheck.dsl.format import fmt_selector
-
     return fmt_selector(sel)
 
 
@@ -150,10 +152,7 @@ class Anchors:
         where = "prompt" if space == "x" else "output"
         hits = self._hits.get((space, ref.text))
         if hits is None:   # each anchor text searched once, however many selectors name it
-            hits, i = [], text.find(ref.text)
-            while i >= 0 and ref.text:
-                hits.append(i)
-                i = text.find(ref.text, i + 1)
+            hits = occurrences(text, ref.text)
             self._hits[(space, ref.text)] = hits
         if not hits:
             self._report(_err(f"{ref.text!r} does not occur in the {where} text", span,
@@ -386,8 +385,6 @@ def _check_process(sc: m.Scope, doc: m.Contract, errors: list[ContractError]) ->
                         expected="prompt tokens (x), earlier states (z[>t]) or stages",
                         hint="prefix features need `process autoregressive`", rule="process-features"))
         if doc.model is not None and doc.model.kind == "reference":
-            from scopecheck.engine.reference import REFERENCE_MODELS
-
             ref = REFERENCE_MODELS.get(doc.model.name)
             if ref is not None and ref.family != "masked_diffusion":
                 denoisers = [n for n, r in REFERENCE_MODELS.items() if r.family == "masked_diffusion"]
@@ -797,8 +794,6 @@ def _is_list_or_text(o: m.Operand | None) -> bool:
 
 def _check_aggregate(agg: m.Aggregate, ex: m.Expectation, kind: str | None, doc: m.Contract | m.Claim,
                      errors: list[ContractError]) -> None:
-    from scopecheck.orchestration.stats import AGG_FIELDS, PAIRED_FIELDS
-
     if not isinstance(doc, m.Contract) or doc.dataset is None:
         errors.append(_err(f"`{agg.func}(...)` aggregates over examples, and this contract has one prompt",
                            agg.span, expected="a `dataset` statement", rule="expect"))
@@ -807,7 +802,7 @@ def _check_aggregate(agg: m.Aggregate, ex: m.Expectation, kind: str | None, doc:
         errors.append(_err(f"`{agg.func}` takes {want} argument{'s' if want > 1 else ''}, got {len(agg.args)}",
                            agg.span, expected="paired(a, b)" if want == 2 else f"{agg.func}(deletion.aopc)",
                            rule="expect"))
-    fields = PAIRED_FIELDS if agg.func == "paired" else AGG_FIELDS
+    fields = vocab.PAIRED_FIELDS if agg.func == "paired" else vocab.AGG_FIELDS
     if len(agg.fields) > 1 or (agg.fields and agg.fields[0] not in fields):
         errors.append(_err(f"`{agg.func}` has no field `{'.'.join(agg.fields)}`", agg.span,
                            expected=", ".join(fields), rule="expect"))
@@ -971,8 +966,6 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
 
         errors += family_errors(doc.use, doc)
     if doc.dataset is not None:
-        from scopecheck.datasets import dataset_errors
-
         errors += dataset_errors(doc.dataset)
         if doc.prompt is not None:
             errors.append(_err("a dataset contract takes its prompts from the dataset", doc.spans.get("prompt", head),
@@ -984,8 +977,6 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
             errors.append(_err(f"a runnable contract needs `{part}`", head, expected=f"a `{part}` statement",
                                rule="missing"))
     if doc.model is not None and doc.model.kind == "reference":
-        from scopecheck.engine.reference import REFERENCE_MODELS
-
         if doc.model.name not in REFERENCE_MODELS:
             errors.append(unknown_name("reference model", doc.model.name, list(REFERENCE_MODELS), doc.model.span))
     if doc.seed is not None:

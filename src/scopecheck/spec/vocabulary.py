@@ -1,6 +1,6 @@
 """The closed vocabularies of the language, defined once: diffusion samplers, estimators and
 denoiser adapters, stage perturbations, perturbation operators and their fallback order, and
-the map aggregations.
+the map aggregations and the fields of a dataset aggregate.
 
 Each is a name -> one-line meaning table (the order is the order shown to users). The
 validator (``scopecheck.spec.validate``, ``scopecheck.spec.registry``) and the engine
@@ -73,6 +73,10 @@ OPERATOR_PARAMS: tuple[str, ...] = ("baseline", "operator", "perturbation")
 AGGREGATIONS: tuple[str, ...] = ("tokens", "words")
 DEFAULT_AGGREGATION = "tokens"
 
+#: The fields of a dataset aggregate (``mean(deletion.aopc).low``) and of ``paired(a, b)``.
+AGG_FIELDS: tuple[str, ...] = ("value", "n", "low", "high")
+PAIRED_FIELDS: tuple[str, ...] = ("p", "statistic", "n", "median_diff", "low", "high")
+
 
 def fallback_operator(available: Iterable[str]) -> str:
     """The first operator of :data:`OPERATOR_FALLBACK` in ``available``; ``LookupError`` (naming
@@ -90,6 +94,7 @@ def choices(table: Iterable[str]) -> str:
     return " | ".join(table)
 
 
-__all__ = ["ADAPTERS", "AGGREGATIONS", "DEFAULT_AGGREGATION", "DEFAULT_SAMPLER", "EMBEDDING_OPERATORS",
-           "ESTIMATORS", "ESTIMATOR_PARAMS", "OPERATORS", "OPERATOR_FALLBACK", "OPERATOR_PARAMS", "PERTURBATIONS",
-           "SAMPLERS", "SAMPLER_ALIASES", "TOKEN_OPERATORS", "choices", "fallback_operator"]
+__all__ = ["ADAPTERS", "AGGREGATIONS", "AGG_FIELDS", "DEFAULT_AGGREGATION", "DEFAULT_SAMPLER",
+           "EMBEDDING_OPERATORS", "ESTIMATORS", "ESTIMATOR_PARAMS", "OPERATORS", "OPERATOR_FALLBACK", "OPERATOR_PARAMS",
+           "PAIRED_FIELDS", "PERTURBATIONS", "SAMPLERS", "SAMPLER_ALIASES", "TOKEN_OPERATORS", "choices",
+           "fallback_operator"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from scopecheck.spec.references import MODELS
+
 from .tasks import TASKS, Example, TaskInfo, figure1_example, generate, split_of, vocabulary
 
 __all__ = [
@@ -42,33 +44,10 @@ class ReferenceInfo:
     family: str = "autoregressive"   # autoregressive | masked_diffusion
 
 
+#: The reference models with their weights directories; names, tasks, families and summaries are
+#: :data:`scopecheck.spec.references.MODELS` (what a contract may name).
 REFERENCE_MODELS: dict[str, ReferenceInfo] = {
-    r.name: r
-    for r in (
-        ReferenceInfo(
-            "translate-ar", "translate", WEIGHTS_DIR / "translate-ar",
-            "2-layer Llama causal LM for toy English->French translation with gender/number "
-            "agreement; reproduces seed 000 Figure 1 ('The dog is black.' -> 'Le chien est noir.')",
-        ),
-        ReferenceInfo(
-            "retrieval-ar", "retrieval", WEIGHTS_DIR / "retrieval-ar",
-            "2-layer Llama causal LM for distractor/evidence/question retrieval (seed 004 "
-            "curated-set style); the answer is caused by the evidence segment's color token only",
-        ),
-        ReferenceInfo(
-            "translate-mdlm", "translate", WEIGHTS_DIR / "translate-mdlm",
-            "3-layer bidirectional BERT masked LM trained as a masked-diffusion denoiser (LLaDA/MDLM "
-            "objective) on the translate task: the diffusion contracts' reference model",
-            family="masked_diffusion",
-        ),
-        ReferenceInfo(
-            "capitals-mdlm", "capitals", WEIGHTS_DIR / "capitals-mdlm",
-            "2-layer BERT masked-diffusion denoiser for 'City, Country.' answers; the open question has "
-            "eight equally likely answers, so the stage that first commits the city or the country "
-            "decides the pair (a task where denoising stages matter)",
-            family="masked_diffusion",
-        ),
-    )
+    r.name: ReferenceInfo(r.name, r.task, WEIGHTS_DIR / r.name, r.summary, r.family) for r in MODELS.values()
 }
 
 

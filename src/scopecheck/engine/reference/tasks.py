@@ -35,6 +35,8 @@ import random
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from scopecheck.spec.references import SPLITS
+
 __all__ = [
     "Example",
     "TaskInfo",
@@ -52,7 +54,6 @@ __all__ = [
     "tokenize_words",
 ]
 
-SPLITS = ("train", "heldout")
 _PUNCT = frozenset(".,:;!?")
 
 

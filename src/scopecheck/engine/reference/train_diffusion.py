@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .tasks import TASKS, Example, generate
-from .train import BOS, EOS, MASK, PAD, RECIPES_MAXPOS, WEIGHTS_DIR, save_tokenizer, start
+from .training import BOS, EOS, MASK, PAD, RECIPES_MAXPOS, WEIGHTS_DIR, save_tokenizer, start
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,228 @@
+"""The canonical text of spec nodes: each node of :mod:`scopecheck.spec.model` printed as the DSL
+spells it, and a whole document as one canonical contract.
+
+``format_document(d)`` prints a spec: one statement per line, SCOPE elements in S, C, O, P, E
+order, four-space indent, strings JSON-escaped; the parser (``scopecheck.dsl``) reads it back to
+``d``. The validator, the JSON reader and the engine quote nodes in messages and ids with these
+functions; ``scopecheck.dsl.format`` re-uses them for the file formatter (``scopecheck fmt``).
+Depends on the model only (no parser, no lark).
+"""
+
+from __future__ import annotations
+
+import json
+
+from scopecheck.spec import model as m
+
+
+def quote(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+def fmt_number(v: int | float) -> str:
+    return repr(v)
+
+
+def fmt_ref(r: m.Ref) -> str:
+    if isinstance(r, bool):
+        raise TypeError("a bool is not an index")
+    if isinstance(r, int):
+        return str(r)
+    if isinstance(r, m.Symbol):
+        return r.name
+    return quote(r.text) + (f"@{r.occurrence}" if r.occurrence is not None else "")
+
+
+def fmt_selector(s: m.Selector) -> str:
+    head = s.space + (f".{s.segment}" if s.segment else "")
+    if s.op == "all":
+        return head
+    if s.op == "at":
+        return f"{head}[{fmt_ref(s.a)}]"
+    if s.op == "range":
+        return f"{head}[{fmt_ref(s.a)}:{fmt_ref(s.b)}]"
+    rel = {v: k for k, v in m.REL_OPS.items()}[s.op]
+    return f"{head}[{rel}{fmt_ref(s.a)}]"
+
+
+def fmt_value(v: m.Value) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return fmt_number(v)
+    if isinstance(v, m.Text):
+        return quote(v.value)
+    if isinstance(v, m.Ident):
+        return v.name
+    return fmt_selector(v)
+
+
+def fmt_params(ps: m.Params, always: bool = False) -> str:
+    if not ps and not always:
+        return ""
+    return "(" + ", ".join(f"{p.key} = {fmt_value(p.value)}" for p in ps) + ")"
+
+
+def _term(kind: str, target: str, given: tuple[m.Selector, ...], pert: m.Selector | None = None) -> str:
+    cond = ""
+    if given or pert is not None:
+        cond = " | " + ", ".join(fmt_selector(g) for g in given)
+        if pert is not None:
+            cond += f"; pert({fmt_selector(pert)})"
+    if kind == "logit":
+        return f"logit({target})"
+    prefix = "log p" if kind == "logprob" else "p"
+    return f"{prefix}({target}{cond})"
+
+
+def fmt_score(s: m.Score) -> str:
+    target = fmt_selector(s.target)
+    if s.kind in ("logprob", "prob", "logit"):
+        out = _term(s.kind, target, s.given)
+    elif s.kind == "contrast":
+        out = _term("logprob", target, s.given) + " - " + _term("logprob", quote(s.alternative or ""), s.given)
+    else:  # stage_delta
+        out = _term("logprob", target, s.given) + " - " + _term("logprob", target, s.given, s.perturbed)
+    if s.estimator is not None:
+        out += f" via {s.estimator.name}{fmt_params(s.estimator.params)}"
+    return out
+
+
+def fmt_features(sels: tuple[m.Selector, ...]) -> str:
+    return ", ".join(fmt_selector(s) for s in sels) if sels else "nothing"
+
+
+def fmt_operand(o: m.Operand | m.Comparison) -> str:
+    if isinstance(o, (int, float)) and not isinstance(o, bool):
+        return fmt_number(o)
+    if isinstance(o, m.Comparison):
+        return f"{fmt_operand(o.left)} {o.op} {fmt_operand(o.right)}"
+    if isinstance(o, m.Aggregate):
+        args = [fmt_operand(a) for a in o.args] + [f"{p.key} = {fmt_value(p.value)}" for p in o.params]
+        return f"{o.func}({', '.join(args)})" + "".join(f".{f}" for f in o.fields)
+    if isinstance(o, m.Text):
+        return quote(o.value)
+    if isinstance(o, m.Selector):
+        return fmt_selector(o)
+    args = [fmt_value(a) for a in o.args] + [f"{p.key} = {fmt_value(p.value)}" for p in o.params]
+    call = f"{o.name}({', '.join(args)})" if o.called else o.name
+    return call + "".join(f".{f}" for f in o.fields)
+
+
+def fmt_expectation(e: m.Expectation) -> str:
+    out = f"expect {fmt_operand(e.left)}"
+    if e.op is not None and e.right is not None:
+        out += f" {e.op} {fmt_operand(e.right)}"
+    return out
+
+
+def fmt_model(r: m.ModelRef) -> str:
+    if r.kind == "reference":
+        return f"reference:{r.name}"
+    if r.kind == "hub":
+        return f"hub:{quote(r.name)}"
+    return quote(r.name)
+
+
+def prompt_lines(p: m.Prompt, ind: str) -> list[str]:
+    if len(p.segments) == 1 and p.segments[0].name is None:
+        return [f"{ind}prompt   {quote(p.segments[0].text)}"]
+    lines = [f"{ind}prompt chat {{" if p.chat else f"{ind}prompt {{"]
+    lines += [f"{ind}    {s.name}: {quote(s.text)}" for s in p.segments]
+    lines.append(f"{ind}}}")
+    return lines
+
+
+def output_line(o: m.Output, ind: str) -> str:
+    if o.text is not None:
+        return f"{ind}output   {quote(o.text)}"
+    rest = "".join(f", {p.key} = {fmt_value(p.value)}" for p in o.params)
+    return f"{ind}output   generate({o.rule}{rest})"
+
+
+def scope_lines(sc: m.Scope, ind: str = "") -> list[str]:
+    """The stated SCOPE elements as canonical statements, S C O P E order."""
+    out = []
+    if sc.score is not None:
+        out.append(f"{ind}score    {fmt_score(sc.score)}")
+    if sc.fixed is not None:
+        out.append(f"{ind}fixed    {fmt_features(sc.fixed)}")
+    if sc.explain is not None:
+        out.append(f"{ind}explain  {fmt_selector(sc.explain)}")
+    if sc.process is not None:
+        out.append(f"{ind}process  {sc.process.kind}{fmt_params(sc.process.params)}")
+    if sc.eligible is not None:
+        out.append(f"{ind}eligible {fmt_features(sc.eligible)}")
+    return out
+
+
+def _common(doc: m.Contract | m.Claim, ind: str) -> list[str]:
+    out = []
+    if doc.model is not None:
+        out.append(f"{ind}model    {fmt_model(doc.model)}")
+    if doc.prompt is not None:
+        out += prompt_lines(doc.prompt, ind)
+    if doc.output is not None:
+        out.append(output_line(doc.output, ind))
+    return out
+
+
+def format_document(doc: m.Document) -> str:
+    ind = "    "
+    if isinstance(doc, m.Contract):
+        lines = [f"contract {quote(doc.name)} {{"] + _common(doc, ind)
+        if doc.dataset is not None:
+            d = doc.dataset
+            ref = f"reference:{d.name}" if d.kind == "reference" else quote(d.name)
+            lines.append(f"{ind}dataset  {ref}{fmt_params(d.params)}")
+        body: list[str] = []
+        if doc.use is not None:
+            body.append(f"{ind}use {doc.use.name}{fmt_params(doc.use.params)}")
+        body += scope_lines(doc.scope, ind)
+        if body:
+            lines += [""] + body
+        tail: list[str] = []
+        if doc.method is not None:
+            tail.append(f"{ind}method {doc.method.name}{fmt_params(doc.method.params)}")
+        if doc.seed is not None:
+            tail.append(f"{ind}seed {doc.seed}")
+        if tail:
+            lines += [""] + tail
+        if doc.expects:
+            lines += [""] + [ind + fmt_expectation(e) for e in doc.expects]
+        return "\n".join(lines + ["}"]) + "\n"
+    lines = [f"claim {quote(doc.name)} {{"]
+    if doc.source is not None:
+        lines.append(f"{ind}source   {quote(doc.source)}")
+    if doc.question is not None:
+        lines.append(f"{ind}question {doc.question}")
+    lines += _common(doc, ind)
+    c = doc.computed
+    inner: list[str] = []
+    if c.model is not None:
+        inner.append(f"{ind * 2}model    {fmt_model(c.model)}")
+    if c.toolkit is not None:
+        inner.append(f"{ind * 2}toolkit  {c.toolkit}")
+    if c.use is not None:
+        inner.append(f"{ind * 2}use {c.use.name}{fmt_params(c.use.params)}")
+    if c.method is not None:
+        inner.append(f"{ind * 2}method   {c.method.name}{fmt_params(c.method.params)}")
+    inner += scope_lines(c.scope, ind * 2)
+    lines += [f"{ind}computed {{", *inner, f"{ind}}}"]
+    r = doc.reported
+    rep = [f"{ind * 2}metric {p.key} = {fmt_value(p.value)}" for p in r.metrics]
+    if r.map is not None:
+        entries = ", ".join(f"{quote(k)}: {fmt_number(v)}" for k, v in r.map)
+        rep.append(f"{ind * 2}map {{ {entries} }}")
+    lines += [f"{ind}reported {{", *rep, f"{ind}}}"]
+    lines += [ind + fmt_expectation(e) for e in doc.expects]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def format_documents(docs: list[m.Document]) -> str:
+    return "\n".join(format_document(d) for d in docs)
+
+
+__all__ = ["fmt_expectation", "fmt_features", "fmt_model", "fmt_number", "fmt_operand", "fmt_params", "fmt_ref",
+           "fmt_score", "fmt_selector", "fmt_value", "format_document", "format_documents", "output_line",
+           "prompt_lines", "quote", "scope_lines"]

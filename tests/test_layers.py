@@ -1,0 +1,104 @@
+"""The package's layers import downward only: the import-linter ``layers`` contract of
+pyproject.toml (errors -> spec -> dsl -> data -> engine -> checks -> run -> audit / report ->
+cli / plugin) is kept, it names every module it must, and it is not vacuous (an upward import
+planted into a copy of the tree breaks it)."""
+
+from __future__ import annotations
+
+import os
+import pkgutil
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("importlinter", reason="import-linter is in the `test` extra")
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+_LINT = ("import sys\nfrom importlinter.cli import lint_imports\n"
+         "sys.exit(lint_imports(config_filename=sys.argv[1], no_cache=True))\n")
+
+
+def lint(src: Path, config: Path = ROOT / "pyproject.toml") -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` of ``config`` against the ``scopecheck`` package under ``src``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.run([sys.executable, "-c", _LINT, str(config)], cwd=src, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def contract() -> dict:
+    (c,) = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]["contracts"]
+    return c
+
+
+def layers() -> list[list[str]]:
+    return [[m.strip() for m in re.split(r"[|:]", layer)] for layer in contract()["layers"]]
+
+
+def named() -> set[str]:
+    return {m for layer in layers() for m in layer}
+
+
+def test_the_layers_contract_is_kept():
+    r = lint(SRC)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 kept, 0 broken" in r.stdout
+
+
+def test_the_contract_names_every_module_below_the_root():
+    """Every top-level module and every engine module is in some layer (an unnamed module is
+    unconstrained); the engine is named module by module because its ``reference`` package is
+    split between the data layer (``tasks``) and the engine (the training scripts)."""
+    import scopecheck
+    import scopecheck.engine
+    import scopecheck.engine.reference
+
+    have = named()
+    want = {f"scopecheck.{i.name}" for i in pkgutil.iter_modules(scopecheck.__path__) if i.name != "engine"}
+    want |= {f"scopecheck.engine.{i.name}" for i in pkgutil.iter_modules(scopecheck.engine.__path__)
+             if i.name != "reference"}
+    reference = scopecheck.engine.reference.__path__
+    want |= {f"scopecheck.engine.reference.{i.name}" for i in pkgutil.iter_modules(reference)}
+    assert want - have == set(), sorted(want - have)
+    assert have - want == set(), sorted(have - want)      # no stale name either
+
+
+def test_the_reference_package_itself_imports_only_data_and_below():
+    """``scopecheck.engine.reference`` (its ``__init__``) cannot be a layer of its own (it contains
+    the training scripts of the engine layer), so its imports are checked here: data or lower."""
+    import grimp
+
+    graph = grimp.build_graph("scopecheck", cache_dir=None)
+    ls = layers()
+    data = next(i for i, layer in enumerate(ls) if "scopecheck.engine.reference.tasks" in layer)
+    allowed = [m for layer in ls[data:] for m in layer]
+    imported = graph.find_modules_directly_imported_by("scopecheck.engine.reference")
+    assert imported, "the reference package imports its task generators"
+    bad = {m for m in imported if not any(m == a or m.startswith(a + ".") for a in allowed)}
+    assert not bad, sorted(bad)
+
+
+@pytest.mark.parametrize("module, target", [
+    ("spec/validate.py", "scopecheck.orchestration.stats"),      # spec -> run (the old AGG_FIELDS import)
+    ("spec/model.py", "scopecheck.dsl.format"),                  # spec -> dsl
+    ("datasets.py", "scopecheck.engine.align"),                  # data -> engine (the old _anchor import)
+    ("engine/reference/tasks.py", "scopecheck.engine.diffusion.chain"),   # data -> engine, inside engine/
+    ("engine/scoring.py", "scopecheck.checks.registry"),         # engine -> checks
+    ("report/jsonout.py", "scopecheck.cli"),                     # report -> cli
+])
+def test_an_upward_import_breaks_the_contract(tmp_path, module, target):
+    src = tmp_path / "src"
+    shutil.copytree(SRC / "scopecheck", src / "scopecheck", ignore=shutil.ignore_patterns("weights", "__pycache__"))
+    path = src / "scopecheck" / module
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text + f"\n\ndef _planted():\n    import {target}  # noqa: F401\n", encoding="utf-8")
+    r = lint(src)
+    assert r.returncode != 0, r.stdout
+    importer = "scopecheck." + module.removesuffix(".py").replace("/", ".")
+    assert f"{importer} -> {target}" in r.stdout, r.stdout
