@@ -24,11 +24,17 @@ def test_check_contracts_folder_passes(capsys) -> None:
 
 def test_check_json_validates_against_schema(capsys) -> None:
     assert main(["check", "--json", str(ROOT / "contracts")]) == 0
-    docs = json.loads(capsys.readouterr().out)
+    from scopecheck.spec.jsonio import check_output_validator
+
+    out = json.loads(capsys.readouterr().out)
+    check_output_validator().validate(out)              # one document, against the published schema
+    docs = out["documents"]
     assert len(docs) >= 10
     validator = jsonschema.Draft202012Validator(schema())
     for d in docs:
         validator.validate(d)
+    bad = {**out, "documents": [{**docs[0], "kind": "nonsense"}]}
+    assert list(check_output_validator().iter_errors(bad))   # the reference is followed, not ignored
     kinds = {d.get("contract_kind") for d in docs if d["kind"] == "contract"}
     assert {"local_next_token", "prompt_conditioned", "span_prompt", "classifier", "state_level",
             "denoising_stage", "prompt_to_output"} <= kinds
@@ -95,3 +101,25 @@ def test_list_fits_the_stated_or_default_width_when_piped(argv, env, width, caps
     out = capsys.readouterr().out
     assert "Standard contracts" in out and "Method parameters" in out
     assert max(cell_len(line) for line in out.splitlines()) <= width
+
+
+def test_check_prints_the_resolved_scope_with_each_elements_origin(tmp_path, capsys):
+    """Issue 26: `check` printed the contract as written; the filled-in SCOPE appeared only in
+    `run`. Now each element is printed with where it comes from, as comments (the output parses)."""
+    from scopecheck.dsl.parser import parse_text
+
+    f = tmp_path / "c.scope"
+    f.write_text('contract "c" {\n    model reference:translate-ar\n    prompt "Translate to French: The dog is black."\n'
+                 '    output "Le chien est noir."\n    use prompt_conditioned(target = "noir")\n'
+                 '    eligible x\n    method occlusion(operator = zero)\n}\n')
+    assert main(["check", str(f)]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("#   ")]
+    by = {ln.split()[1]: ln for ln in lines}
+    assert set(by) == {"score", "fixed", "explain", "process", "eligible"}
+    assert by["eligible"].endswith("<- stated, line 6") and by["eligible"].split()[2] == "x"
+    for el in ("score", "fixed", "explain", "process"):
+        assert by[el].endswith('<- from use prompt_conditioned(target = "noir")'), by[el]
+    assert 'y[<"noir"]' in by["fixed"] and by["process"].split()[2] == "autoregressive"
+    (doc,) = parse_text(out, "printed.scope")                 # the comments keep it a contract file
+    assert doc.name == "c"

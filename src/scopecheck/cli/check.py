@@ -33,7 +33,7 @@ def _console(stderr: bool = False, width: int | None = None):
 def cmd_check(args: argparse.Namespace) -> int:
     from scopecheck.dsl.format import format_document
     from scopecheck.loader import check_file, collect
-    from scopecheck.spec.jsonio import to_json
+    from scopecheck.spec.jsonio import check_output, to_json
 
     files, errors = collect(args.paths)
     docs_json = []
@@ -56,8 +56,15 @@ def cmd_check(args: argparse.Namespace) -> int:
             elif not args.quiet:
                 print(f"# {d.span}")
                 print(format_document(d))
+                if isinstance(d, m.Contract):
+                    from scopecheck.spec.text import resolved_scope_lines
+                    from scopecheck.spec.validate import resolve
+
+                    res = resolve(d)
+                    print("\n".join(resolved_scope_lines(d, res.scope, res.origin)))
+                    print()
     if args.json:
-        print(json.dumps(docs_json, indent=2, ensure_ascii=False))
+        print(json.dumps(check_output(docs_json), indent=2, ensure_ascii=False))
     if errors:
         _print_errors(errors)
         n = error_count(errors)

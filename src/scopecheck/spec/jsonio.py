@@ -20,9 +20,35 @@ SCHEMA_FILE = "contract.schema.json"
 Path_ = tuple[Any, ...]
 
 
+CHECK_SCHEMA_FILE = "check.schema.json"
+
+
 @functools.cache
 def schema() -> dict[str, Any]:
     return json.loads(resources.files("scopecheck.spec").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+def check_schema() -> dict[str, Any]:
+    """The schema of ``scopecheck check --json`` (one document holding the normalized documents)."""
+    return json.loads(resources.files("scopecheck.spec").joinpath(CHECK_SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+def check_output(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one JSON document ``scopecheck check --json`` prints."""
+    from scopecheck.version import __version__
+
+    return {"scopecheck": __version__, "documents": documents}
+
+
+def check_output_validator() -> Any:
+    """A validator of :func:`check_output` documents, resolving its reference to the contract
+    schema from the package (nothing is fetched)."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    contract = schema()
+    registry = Registry().with_resource(contract["$id"], Resource.from_contents(contract))
+    return jsonschema.Draft202012Validator(check_schema(), registry=registry)
 
 
 def _ref(r: m.Ref | None) -> Any:

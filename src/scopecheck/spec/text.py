@@ -156,6 +156,24 @@ def scope_lines(sc: m.Scope, ind: str = "") -> list[str]:
     return out
 
 
+def resolved_scope_lines(doc: m.Contract, scope: m.Scope, origin: dict[str, str]) -> list[str]:
+    """The complete SCOPE of a contract, one ``#`` comment line per element with where it comes
+    from: ``stated`` (written in the contract, with its line) or the ``use`` statement that
+    filled it; a missing element says so. Comments, so the printed contract still parses."""
+    use = f"use {doc.use.name}{fmt_params(doc.use.params)}" if doc.use is not None else None
+    width = max(len(ln) for ln in scope_lines(scope)) if scope_lines(scope) else 0
+    out = [f"# resolved SCOPE ({'stated elements over ' + use if use else 'every element stated'}):"]
+    for el, line in zip([e for e in m.Scope.ELEMENTS if getattr(scope, e) is not None], scope_lines(scope)):
+        where = origin.get(el)
+        span = doc.spans.get(el) if where == "stated" else None
+        said = (f"stated, line {span.line}" if span is not None else "stated") if where == "stated" else f"from {use}"
+        out.append(f"#   {line.ljust(width)}   <- {said}")
+    for el in m.Scope.ELEMENTS:
+        if getattr(scope, el) is None:
+            out.append(f"#   {el}: not stated and not filled in")
+    return out
+
+
 def _common(doc: m.Contract | m.Claim, ind: str) -> list[str]:
     out = []
     if doc.model is not None:
