@@ -11,7 +11,8 @@ from scopecheck.orchestration.runner import Runner
 
 from tests._models import STORIES, needs_stories
 
-FAMILY = '''
+#: a map family's contract up to its expectations (tests/engine/test_family_operators.py uses it too)
+FAMILY_HEAD = '''
 contract "per-token maps" {{
     model    reference:translate-ar
     prompt   "Translate to French: The dogs are black."
@@ -19,7 +20,8 @@ contract "per-token maps" {{
     use {use}(target = {target})
     method {method}
     seed 0
-    expect mass(y) == 0
+'''
+FAMILY = FAMILY_HEAD + '''    expect mass(y) == 0
     expect rank(x["Translate"]) > 1
 }}
 '''

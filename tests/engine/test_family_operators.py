@@ -15,6 +15,7 @@ from scopecheck.engine.scoring import causal_lm_problem
 from scopecheck.loader import load_text
 from scopecheck.orchestration.runner import Runner
 from tiny_llama import PAD, UNK, make_tiny_llama
+from tests.engine.test_family_contracts import FAMILY_HEAD
 
 IDS = torch.tensor([1, 7, 12, 25, 9, 31, 18, 4, 22, 5, 11])     # BOS, prompt 1..5, generation 6..10
 TARGETS = (6, 7, 8, 9, 10)
@@ -82,16 +83,7 @@ def test_delete_in_a_local_next_token_family_deletes_earlier_targets(model):
     assert float(last[TARGETS[0]]) == pytest.approx(hand, abs=1e-12)
 
 
-FAMILY = '''
-contract "per-token maps" {{
-    model    reference:translate-ar
-    prompt   "Translate to French: The dogs are black."
-    output   "Les chiens sont noirs."
-    use {use}(target = {target})
-    method {method}
-    seed 0
-}}
-'''
+FAMILY = FAMILY_HEAD + "}}\n"
 
 
 def _run(text: str):
