@@ -62,9 +62,9 @@ def _precision(result: Any) -> Any:
     transformers' float32 internals for the check's forwards too (``engine.precision``)."""
     import contextlib
 
-    model = getattr(getattr(getattr(getattr(result, "compiled", None), "problem", None), "objective", None),
-                    "model", None)
-    if model is None:
+    compiled = result.compiled
+    model = getattr(compiled.problem.objective, "model", None) if compiled is not None else None
+    if model is None:                  # a diffusion objective: its denoiser runs as loaded
         return contextlib.nullcontext()
     from scopecheck.engine.precision import float64_forward
 

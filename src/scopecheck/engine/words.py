@@ -190,10 +190,10 @@ def alignment_inputs(alignment: Any, pieces: Sequence[str] | None = None
 def words_of(result: Any, pieces: Sequence[str] | None = None) -> tuple[WordScore, ...]:
     """The word-level map of an :class:`~scopecheck.engine.result.AttributionResult` (its alignment
     gives the offsets; ``pieces``: the tokenizer's pieces of its tokens, when at hand)."""
-    alignment = getattr(getattr(result, "compiled", None), "alignment", None)
-    if alignment is None:
+    compiled = result.compiled
+    if compiled is None:
         raise ValueError("word aggregation needs the run's token alignment (result.compiled)")
-    roles, spans, texts, pcs = alignment_inputs(alignment, pieces)
+    roles, spans, texts, pcs = alignment_inputs(compiled.alignment, pieces)
     if len(roles) != len(result.tokens):
         raise ValueError(f"the alignment has {len(roles)} tokens, the map {len(result.tokens)}")
     toks = result.tokens

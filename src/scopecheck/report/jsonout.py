@@ -250,9 +250,8 @@ def check_record(key: str, res: Any) -> dict[str, Any]:
 
 def _output_text(r: Any) -> str:
     """The frozen output's text (a diffusion stage contract's tokens are stages, not the output)."""
-    al = getattr(getattr(r, "compiled", None), "alignment", None)
-    if al is not None and getattr(al, "output_text", None) is not None:
-        return str(al.output_text)
+    if r.compiled is not None:
+        return str(r.compiled.alignment.output_text)
     return "".join(t.text for t in r.tokens if t.role == "output")
 
 

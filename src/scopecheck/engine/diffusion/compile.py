@@ -45,7 +45,8 @@ DEFAULT_LENGTH = 32       # response slots when neither the contract nor the mod
 
 @dataclass(frozen=True)
 class DiffusionCompiled:
-    """What :class:`~scopecheck.engine.compile.Compiled` holds, plus the chain and its protocol."""
+    """What :class:`~scopecheck.engine.compile.Compiled` holds, plus the chain and its protocol
+    (a :class:`~scopecheck.engine.compiled.CompiledContract`)."""
 
     contract: m.Contract
     resolved: Resolved
@@ -67,6 +68,7 @@ class DiffusionCompiled:
     info: dict[str, Any] = field(default_factory=dict)
     stage_features: bool = False           # the features are stages (denoising_stage)
     operator_ids: tuple[int | None, int | None, int | None] = (None, None, None)   # pad, mask, unk tokens
+    warnings: tuple[str, ...] = ()         # what the user should know about this computation (reported)
 
     def positions(self, sel: m.Selector) -> list[int]:
         """Sequence positions (or stage features) a selector names."""
