@@ -118,7 +118,7 @@ def resolve_path(ds: m.Dataset, base_dir: Path | None, allow_outside: bool = Fal
 def _truth_item(v: Any, prompt: str) -> m.TextRef | int:
     """One truth item: a prompt text (matched like the text selector ``x["..."]``: it must occur
     in the prompt once, or name its occurrence), or a 1-based prompt token index (``x[i]``)."""
-    from scopecheck.engine.align import Alignment, _anchor
+    from scopecheck.engine.align import Alignment, anchor_span as _anchor
 
     if isinstance(v, bool):
         raise ValueError(f"truth item {v!r} is neither a prompt text nor a token index")
