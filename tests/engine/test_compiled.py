@@ -71,3 +71,20 @@ def test_with_model_rebuilds_the_same_problem_on_the_same_model(ar):
     assert set(again.operators) == set(pb.operators)
     with torch.no_grad():
         assert torch.allclose(again.objective(again.embeds[None]), pb.objective(pb.embeds[None]), rtol=0, atol=1e-9)
+
+
+def test_an_impossible_schedule_reaching_the_diffusion_compiler_is_a_positioned_error():
+    # the validator refuses it first; the compiler's own guard must still raise a domain error
+    # (it named InvalidSettings without importing it: a NameError instead)
+    from types import SimpleNamespace
+
+    from scopecheck.dsl.parser import parse_text
+    from scopecheck.engine.diffusion.compile import sampler_settings
+    from scopecheck.errors import ContractValidationError
+
+    doc = parse_text(MDLM.replace("steps = 8)", "steps = 5, blocks = 2)"))[0]
+    lm = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(), generation_config=None))
+    with pytest.raises(ContractValidationError) as err:
+        sampler_settings(doc, doc.scope.process, lm, None)
+    assert err.value.rule == "params" and "multiple of blocks" in str(err.value)
+    assert err.value.span.line == doc.scope.process.span.line

@@ -36,17 +36,18 @@ from scopecheck.errors import ContractError
 
 if TYPE_CHECKING:
     from scopecheck.engine.compiled import CompiledContract
+    from scopecheck.engine.result import AttributionResult
     from scopecheck.engine.problem import AttributionProblem
 
 
-def _rerun(result: Any, problem: Any) -> torch.Tensor:
+def _rerun(result: AttributionResult, problem: Any) -> torch.Tensor:
     from scopecheck.engine.methods import run_method
 
     out = run_method(result.method, problem, dict(result.method_params), seed=result.seed)
     return out.scores.detach().to("cpu", torch.float64)
 
 
-def max_sensitivity(result: Any, params: Mapping[str, object] | None = None, *,
+def max_sensitivity(result: AttributionResult, params: Mapping[str, object] | None = None, *,
                     ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """Max-sensitivity: ``max_s ||a(x + δ_s) − a(x)||₂ / ||a(x)||₂`` over eligible positions, with
     ``δ_s`` uniform noise of ``radius`` times each eligible embedding's norm (``samples`` draws);
@@ -173,7 +174,7 @@ def rank_correlations(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
     return float(stats.spearmanr(a, b).statistic), float(stats.kendalltau(a, b).statistic), ""
 
 
-def randomization(result: Any, params: Mapping[str, object] | None = None, *,
+def randomization(result: AttributionResult, params: Mapping[str, object] | None = None, *,
                   ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """Model-parameter randomization (Adebayo et al. 2018): Spearman and Kendall between the map
     and the same method's map on a re-initialised copy of the model (same ids, eligible set,
@@ -202,7 +203,7 @@ def randomization(result: Any, params: Mapping[str, object] | None = None, *,
 # --------------------------------------------------------------------------- completeness / eligibility
 
 
-def completeness(result: Any, params: Mapping[str, object] | None = None, *,
+def completeness(result: AttributionResult, params: Mapping[str, object] | None = None, *,
                  ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """Completeness: ``delta = sum_i a_i − (S(input) − S(baseline))`` with the scores the method
     reports; ``passed = |delta| <= tolerance``; fails with a note when no baseline score exists."""
@@ -224,7 +225,7 @@ def completeness(result: Any, params: Mapping[str, object] | None = None, *,
                     operator=result.operator, tolerance=tol)
 
 
-def eligibility(result: Any, params: Mapping[str, object] | None = None, *,
+def eligibility(result: AttributionResult, params: Mapping[str, object] | None = None, *,
                 ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """Eligibility: ``outside_mass = sum_{i not in E} |a_i|``; passed iff exactly 0."""
     ctx = setup("eligibility", result, params, ranking=ranking, seed=seed)

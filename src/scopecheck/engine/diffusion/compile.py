@@ -37,7 +37,7 @@ from scopecheck.engine.embeddings import embedding_operators
 from scopecheck.engine.diffusion.problem import ChainObjective, OutputScore, estimator_reads, stage_problem
 from scopecheck.engine.models import LoadedModel, check_context
 from scopecheck.engine.problem import AttributionProblem
-from scopecheck.errors import ContractValidationError, Span
+from scopecheck.errors import ContractValidationError, InvalidSettings, Span
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import Resolved
 
