@@ -166,7 +166,7 @@ class CausalLMObjective:
     """The score S: ``(B, L, d) embeds, (B, L) keep | None -> (B,)`` (differentiable).
 
     ``clean`` ``(L, d)``: the unperturbed input embeddings, which enables shared-prefix reuse
-    for evaluations without gradients (see :class:`Forward`).
+    for evaluations without gradients (see :class:`~scopecheck.engine.forward.Forward`).
     """
 
     def __init__(self, model: torch.nn.Module, ids: Tensor, targets: Sequence[int], score: str,
