@@ -65,9 +65,9 @@ def _precision(result: AttributionResult) -> Any:
     transformers' float32 internals for the check's forwards too (``engine.precision``)."""
     import contextlib
 
-    compiled = result.compiled
-    model = getattr(compiled.problem.objective, "model", None) if compiled is not None else None
-    if model is None:                  # a diffusion objective: its denoiser runs as loaded
+    objective = result.compiled.problem.objective if result.compiled is not None else None
+    model = getattr(objective, "model", None)     # a causal-LM objective's model (objectives are duck-typed)
+    if model is None:                             # a diffusion objective: its denoiser runs as loaded
         return contextlib.nullcontext()
     from scopecheck.engine.precision import float64_forward
 
