@@ -15,7 +15,10 @@ registered by the scopecheck pytest plugin (``scope_run``, ``scope_check``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from scopecheck.engine.result import AttributionResult
 
 __all__ = ["AttributionAssertionError", "assert_better_than_random", "assert_check", "assert_complete",
            "assert_mass", "assert_top", "assert_zero_outside_eligible", "scope_check", "scope_run"]
@@ -25,20 +28,20 @@ class AttributionAssertionError(AssertionError):
     """An attribution property did not hold; the message carries the map and its contract."""
 
 
-def _fail(result: Any, message: str) -> None:
+def _fail(result: AttributionResult, message: str) -> None:
     from scopecheck.report.terminal import heatmap_text
 
     raise AttributionAssertionError(f"{message}\n\n{heatmap_text(result, color=False)}")
 
 
-def assert_top(result: Any, text: str, k: int = 1) -> None:
+def assert_top(result: AttributionResult, text: str, k: int = 1) -> None:
     """``text`` is among the ``k`` highest-attributed eligible tokens."""
     top = result.top(k)
     if text not in top:
         _fail(result, f"expected {text!r} in the top {k}, got {top}")
 
 
-def assert_mass(result: Any, selector: str, *, at_least: float | None = None, at_most: float | None = None) -> float:
+def assert_mass(result: AttributionResult, selector: str, *, at_least: float | None = None, at_most: float | None = None) -> float:
     """Share of absolute mass on ``selector`` (selector text, e.g. ``'y[<"noir"]'``) within bounds."""
     value = result.mass(selector)
     if at_least is not None and value < at_least:
@@ -48,13 +51,13 @@ def assert_mass(result: Any, selector: str, *, at_least: float | None = None, at
     return value
 
 
-def assert_zero_outside_eligible(result: Any) -> None:
+def assert_zero_outside_eligible(result: AttributionResult) -> None:
     bad = [(t.text, t.score) for t in result.tokens if not t.eligible and t.score != 0.0]
     if bad:
         _fail(result, f"attribution outside E: {bad}")
 
 
-def assert_check(result: Any, name: str, field: str | None = None, *, above: float | None = None,
+def assert_check(result: AttributionResult, name: str, field: str | None = None, *, above: float | None = None,
                  below: float | None = None, **params: Any) -> Any:
     """Run check ``name`` (e.g. ``deletion``) and bound one of its fields; returns the CheckResult."""
     from scopecheck.checks.catalog import CHECKS
@@ -72,11 +75,11 @@ def assert_check(result: Any, name: str, field: str | None = None, *, above: flo
     return res
 
 
-def assert_complete(result: Any, tolerance: float = 1e-3) -> None:
+def assert_complete(result: AttributionResult, tolerance: float = 1e-3) -> None:
     assert_check(result, "completeness", tolerance=tolerance)
 
 
-def assert_better_than_random(result: Any, name: str = "deletion", field: str = "aopc", **params: Any) -> None:
+def assert_better_than_random(result: AttributionResult, name: str = "deletion", field: str = "aopc", **params: Any) -> None:
     """The map's ranking beats the mean of random rankings on a ranking check."""
     from scopecheck.checks.registry import random_baseline, run_check
 
@@ -103,7 +106,7 @@ def scope_check(request: Any) -> Callable[..., Any]:
     """Fixture body: ``scope_check(result, name, **params)`` runs a check."""
     from scopecheck.checks.registry import run_check
 
-    def _check(result: Any, name: str, **params: Any) -> Any:
+    def _check(result: AttributionResult, name: str, **params: Any) -> Any:
         return run_check(name, result, params, seed=result.seed)
 
     return _check

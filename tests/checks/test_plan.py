@@ -33,7 +33,7 @@ def _fresh(request, monkeypatch):
     """Nothing shared between tests; the objective's shared-prefix key/value reuse off (with it
     on, a row's S depends on which rows share its forward by ~1e-7: the objective's concern)."""
     for name in ("ig_pc", "occ_short"):
-        fwd = getattr(request.getfixturevalue(name).compiled.problem.objective, "_forward", None)
+        fwd = getattr(request.getfixturevalue(name).compiled.problem.objective, "forward", None)
         if fwd is not None and hasattr(fwd, "reuse_prefix"):
             monkeypatch.setattr(fwd, "reuse_prefix", False)
     faithfulness.clear_score_cache()

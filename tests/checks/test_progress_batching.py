@@ -50,7 +50,7 @@ def _fresh_scores(request, monkeypatch):
     that a row's S does not depend on which rows share its forward (with it on, rows batched
     differently differ by up to ~1e-7 in float64: the objective's concern, not the batching's)."""
     for name in ("ig_pc", "occ_short"):
-        fwd = getattr(request.getfixturevalue(name).compiled.problem.objective, "_forward", None)
+        fwd = getattr(request.getfixturevalue(name).compiled.problem.objective, "forward", None)
         if fwd is not None and hasattr(fwd, "reuse_prefix"):
             monkeypatch.setattr(fwd, "reuse_prefix", False)
     faithfulness.clear_score_cache()

@@ -241,7 +241,7 @@ def test_refused_destination_imports_no_torch(tmp_path):
     """The real command, in a fresh interpreter: refused with torch (let alone a model) never
     imported."""
     fifo = Fifo(tmp_path / "pipe")
-    code = ("import sys; from scopecheck.cli._common import _destination_problems; from scopecheck.cli import main; "
+    code = ("import sys; from scopecheck.cli._common import destination_problems; from scopecheck.cli import main; "
             f"rc = main(['run', {CONTRACT!r}, '--json', {str(fifo.path)!r}]); "
             "print('torch' in sys.modules, 'transformers' in sys.modules); sys.exit(rc)")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

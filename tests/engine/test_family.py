@@ -122,7 +122,7 @@ def test_prefix_reuse_is_exact_and_saves_work(model, method):
 
     def run(reuse: bool):
         pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
-        pb.objective._forward.reuse_prefix = reuse
+        pb.objective.forward.reuse_prefix = reuse
         out = run_method(method, pb, params, seed=3)
         return out, pb.objective.forward_counts
 
@@ -149,7 +149,7 @@ def test_prefix_reuse_leaves_no_reference_cycle_holding_tensors(model):
     gc.disable()
     try:
         out = run_method("occlusion", pb, {"operator": "pad", "batch_size": 2})
-        assert pb.objective._forward.cache_verified and out.info["evaluations"] > 0
+        assert pb.objective.forward.cache_verified and out.info["evaluations"] > 0
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
         cyclic = [o for o in gc.garbage if torch.is_tensor(o)]
@@ -167,11 +167,11 @@ def test_prefix_reuse_disagreement_falls_back_to_full_forwards(monkeypatch):
     e = torch.zeros(len(IDS), dtype=torch.bool)
     e[1:6] = True
     pb = causal_lm_problem(model, IDS, e, [8], pad_id=PAD)
-    fwd = pb.objective._forward
+    fwd = pb.objective.forward
     real = fwd._suffix
     monkeypatch.setattr(fwd, "_suffix", lambda *a: real(*a) + 1.0)            # a broken cache
     ref = causal_lm_problem(model, IDS, e, [8], pad_id=PAD)
-    ref.objective._forward.reuse_prefix = False
+    ref.objective.forward.reuse_prefix = False
     out = run_method("occlusion", pb, {"operator": "pad", "batch_size": 2})
     want = run_method("occlusion", ref, {"operator": "pad", "batch_size": 2})
     torch.testing.assert_close(out.scores, want.scores, rtol=0, atol=1e-12)
@@ -188,10 +188,10 @@ def test_first_cached_unperturbed_row_is_checked_against_the_clean_forward():
         e[1:21] = True
         pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
         ref = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
-        ref.objective._forward.reuse_prefix = False
+        ref.objective.forward.reuse_prefix = False
         x = pb.embeds.unsqueeze(0)
         s = pb.objective(x)
-        fwd = pb.objective._forward
+        fwd = pb.objective.forward
         assert fwd.cache_verified and fwd._clean_logits is None
         assert pb.objective.forward_counts["calls"] == 2                      # the clean forward, the suffix
         torch.testing.assert_close(s, ref.objective(x), rtol=0, atol=1e-12)
@@ -308,7 +308,7 @@ def test_forward_stops_after_the_last_scoring_row(model):
     e[1:10] = True
     targets = [12, 15]                                     # rows 11 and 14 of a 24-token sequence
     pb = causal_lm_problem(model, LONG, e, targets, pad_id=PAD)
-    pb.objective._forward.reuse_prefix = False
+    pb.objective.forward.reuse_prefix = False
     x = pb.embeds.unsqueeze(0).repeat(2, 1, 1)
     x[1, 3] = 0.0                                          # a perturbed row
     with float64_forward(model), torch.no_grad():
@@ -332,7 +332,7 @@ def test_packed_suffixes_equal_the_unshared_forward(model, method):
 
     def run(reuse: bool, pack: bool, trusted: bool = False):
         pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
-        fwd = pb.objective._forward
+        fwd = pb.objective.forward
         fwd.reuse_prefix, fwd.pack = reuse, pack
         fwd._verified = fwd._pack_verified = trusted          # trusted: count work without the first check
         fwd.PACK_TOKENS = 40                                   # several packs per batch
@@ -356,11 +356,11 @@ def test_packed_suffix_disagreement_turns_packing_off(monkeypatch):
     e = torch.zeros(len(LONG), dtype=torch.bool)
     e[1:21] = True
     pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
-    fwd = pb.objective._forward
+    fwd = pb.objective.forward
     real = fwd._packed
     monkeypatch.setattr(fwd, "_packed", lambda *a: real(*a) + 1.0)            # a broken packing
     ref = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
-    ref.objective._forward.reuse_prefix = False
+    ref.objective.forward.reuse_prefix = False
     out = run_method("occlusion", pb, {"operator": "pad", "batch_size": 8})
     want = run_method("occlusion", ref, {"operator": "pad", "batch_size": 8})
     torch.testing.assert_close(out.scores, want.scores, rtol=0, atol=1e-12)
@@ -380,7 +380,7 @@ def test_a_lost_fast_path_is_reported_with_its_reason(monkeypatch):
         run_method("occlusion", ok, {"operator": "pad", "batch_size": 8})
         assert fast_path_notes(ok) == []
         pb = causal_lm_problem(model, LONG, e, [21, 22, 23], pad_id=PAD)
-        fwd = pb.objective._forward
+        fwd = pb.objective.forward
         real = fwd._packed
         monkeypatch.setattr(fwd, "_packed", lambda *a: real(*a) + 1.0)
         run_method("occlusion", pb, {"operator": "pad", "batch_size": 8})
@@ -414,7 +414,7 @@ def test_a_model_without_a_cache_argument_is_reported():
     e[1:21] = True
     pb = causal_lm_problem(NoCache(), LONG, e, [21, 22, 23], pad_id=PAD)
     ref = causal_lm_problem(base, LONG, e, [21, 22, 23], pad_id=PAD)
-    ref.objective._forward.reuse_prefix = False
+    ref.objective.forward.reuse_prefix = False
     out = run_method("occlusion", pb, {"operator": "pad", "batch_size": 8})
     want = run_method("occlusion", ref, {"operator": "pad", "batch_size": 8})
     torch.testing.assert_close(out.scores, want.scores, rtol=0, atol=1e-5)

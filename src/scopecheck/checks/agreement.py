@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
@@ -29,8 +29,11 @@ from scopecheck.checks.faithfulness import as_int, plain, setup
 from scopecheck.checks.result import CheckResult
 from scopecheck.checks.sanity import rank_correlations
 
+if TYPE_CHECKING:
+    from scopecheck.engine.result import AttributionResult
 
-def _selector_positions(result: Any, sel: Any, name: str) -> list[int]:
+
+def _selector_positions(result: AttributionResult, sel: Any, name: str) -> list[int]:
     """Positions of a selector (spec Selector or text), a prompt index, or a bare word."""
     if isinstance(sel, bool):
         raise ValueError(f"{name}: {sel!r} is not a position or selector")
@@ -48,7 +51,7 @@ def _selector_positions(result: Any, sel: Any, name: str) -> list[int]:
     return list(result.positions(sel))
 
 
-def _positions(result: Any, value: Any, name: str) -> list[int]:
+def _positions(result: AttributionResult, value: Any, name: str) -> list[int]:
     value = plain(value)
     items = value if isinstance(value, list) else [value]
     out: list[int] = []
@@ -59,7 +62,7 @@ def _positions(result: Any, value: Any, name: str) -> list[int]:
     return out
 
 
-def ground_truth(result: Any, params: Mapping[str, object] | None = None, *,
+def ground_truth(result: AttributionResult, params: Mapping[str, object] | None = None, *,
                  ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """Agreement with causal tokens known by construction: top-k ``precision``, ``top1`` and DSA
     (seed 004) with the causal tokens as evidence and every other eligible token as distractor,
@@ -92,7 +95,7 @@ def ground_truth(result: Any, params: Mapping[str, object] | None = None, *,
                     note=note, extra={"causal": causal, "top": top, "ranking": list(ctx.ranking)}, operator=None, k=k)
 
 
-def dsa(result: Any, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
+def dsa(result: AttributionResult, params: Mapping[str, object] | None = None, *, ranking: Sequence[int] | None = None,
         seed: int = 0) -> CheckResult:
     """Dependent Sentence Attribution (seed 004): ``(mass(evidence) − mass(distractor)) / mass(E)``
     with absolute attribution, restricted to eligible tokens; in ``[−1, 1]``."""
@@ -122,7 +125,7 @@ def dsa(result: Any, params: Mapping[str, object] | None = None, *, ranking: Seq
 # --------------------------------------------------------------------------- agreement
 
 
-def _other_method(result: Any, name: str) -> tuple[torch.Tensor, dict[str, Any], str | None, str]:
+def _other_method(result: AttributionResult, name: str) -> tuple[torch.Tensor, dict[str, Any], str | None, str]:
     from scopecheck.spec.registry import METHODS
     from scopecheck.engine.methods import resolve_method, run_method
     from scopecheck.engine.run import method_params
@@ -138,7 +141,7 @@ def _other_method(result: Any, name: str) -> tuple[torch.Tensor, dict[str, Any],
     return out.scores.detach().to("cpu", torch.float64), mparams, operator, canonical
 
 
-def _other_contract(result: Any, name: str) -> tuple[Any, str]:
+def _other_contract(result: AttributionResult, name: str) -> tuple[Any, str]:
     from scopecheck.engine.models import LoadOptions
     from scopecheck.engine.run import execute
     from scopecheck.spec import model as m
@@ -159,7 +162,7 @@ def _other_contract(result: Any, name: str) -> tuple[Any, str]:
     return execute(other, opts), name
 
 
-def agreement(result: Any, params: Mapping[str, object] | None = None, *,
+def agreement(result: AttributionResult, params: Mapping[str, object] | None = None, *,
               ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """Rank agreement with another method (same compiled problem) or another standard contract
     (same model, prompt and frozen output): Spearman and Kendall (scipy.stats) over the

@@ -19,7 +19,7 @@ seconds otherwise; off inside pytest unless asked for, see ``_common.progress_en
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from scopecheck.checks import faithfulness as _faith
 from scopecheck.checks.result import CheckResult
 from scopecheck.engine.methods._common import phase
 from scopecheck.spec.check_registry import CHECKS, get_check
+
+if TYPE_CHECKING:
+    from scopecheck.engine.result import AttributionResult
 
 CheckImpl = Callable[..., CheckResult]
 
@@ -57,14 +60,14 @@ def _impl(name: str) -> CheckImpl:
     return get_check(name).load()
 
 
-def _precision(result: Any) -> Any:
+def _precision(result: AttributionResult) -> Any:
     """Checks compute in the precision the method did: a float64 causal-LM run patches
     transformers' float32 internals for the check's forwards too (``engine.precision``)."""
     import contextlib
 
-    model = getattr(getattr(getattr(getattr(result, "compiled", None), "problem", None), "objective", None),
-                    "model", None)
-    if model is None:
+    objective = result.compiled.problem.objective if result.compiled is not None else None
+    model = getattr(objective, "model", None)     # a causal-LM objective's model (objectives are duck-typed)
+    if model is None:                             # a diffusion objective: its denoiser runs as loaded
         return contextlib.nullcontext()
     from scopecheck.engine.precision import float64_forward
 
@@ -89,7 +92,7 @@ def _with_work(res: CheckResult, work: _faith.Work) -> CheckResult:
     return dataclasses.replace(res, extra={**res.extra, "work": work.as_dict()})
 
 
-def run_check(name: str, result: Any, params: Mapping[str, object] | None = None, *, seed: int = 0,
+def run_check(name: str, result: AttributionResult, params: Mapping[str, object] | None = None, *, seed: int = 0,
               ranking: Sequence[int] | None = None, progress: bool | None = None,
               fields: Sequence[str] | None = None) -> CheckResult:
     """Run check ``name`` on ``result``. Unknown names raise ``UnknownCheckError`` (a ``KeyError``)
@@ -112,7 +115,7 @@ def run_check(name: str, result: Any, params: Mapping[str, object] | None = None
     return _with_work(res, work)
 
 
-def random_baseline(name: str, result: Any, params: Mapping[str, object] | None = None, *,
+def random_baseline(name: str, result: AttributionResult, params: Mapping[str, object] | None = None, *,
                     seeds: Sequence[int] = (0, 1, 2, 3, 4), progress: bool | None = None,
                     fields: Sequence[str] | None = None) -> CheckResult:
     """The check with uniformly random rankings of its features (``numpy.random.default_rng(s)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,21 +34,26 @@ from scopecheck.checks.faithfulness import as_float, as_int, setup
 from scopecheck.checks.result import CheckResult
 from scopecheck.errors import ContractError
 
+if TYPE_CHECKING:
+    from scopecheck.engine.compiled import CompiledContract
+    from scopecheck.engine.result import AttributionResult
+    from scopecheck.engine.problem import AttributionProblem
 
-def _rerun(result: Any, problem: Any) -> torch.Tensor:
+
+def _rerun(result: AttributionResult, problem: Any) -> torch.Tensor:
     from scopecheck.engine.methods import run_method
 
     out = run_method(result.method, problem, dict(result.method_params), seed=result.seed)
     return out.scores.detach().to("cpu", torch.float64)
 
 
-def max_sensitivity(result: Any, params: Mapping[str, object] | None = None, *,
+def max_sensitivity(result: AttributionResult, params: Mapping[str, object] | None = None, *,
                     ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """Max-sensitivity: ``max_s ||a(x + δ_s) − a(x)||₂ / ||a(x)||₂`` over eligible positions, with
     ``δ_s`` uniform noise of ``radius`` times each eligible embedding's norm (``samples`` draws);
     the method is rerun with its own parameters and seed. Lower is better."""
     ctx = setup("max_sensitivity", result, params, ranking=ranking, seed=seed)
-    if getattr(ctx.compiled, "stage_features", False):
+    if ctx.compiled.stage_features:
         raise ContractError("max_sensitivity perturbs feature embeddings, and denoising stages have none",
                             rule="protocol", expected="deletion, insertion or comprehensiveness with a stage perturbation")
     radius = as_float("max_sensitivity", "radius", ctx.params["radius"])
@@ -151,27 +156,10 @@ def randomize_model(model: torch.nn.Module, seed: int, layers: str = "all") -> t
     return rnd, how, changed
 
 
-def _token_id(problem: Any, op: str) -> int | None:
-    """The vocabulary id whose embedding row the operator ``op`` substitutes (pad/mask/unk)."""
-    rows, vocab = problem.operators.get(op), problem.vocab_embeds
-    if rows is None or vocab is None:
-        return None
-    hit = torch.nonzero((vocab == rows[0].unsqueeze(0)).all(dim=-1)).flatten()
-    return int(hit[0]) if len(hit) else None
-
-
-def randomized_problem(compiled: Any, model: torch.nn.Module) -> Any:
-    if hasattr(compiled, "with_model"):          # diffusion: same reads and recorded chain, other weights
-        return compiled.with_model(model)
-    from scopecheck.engine.compile import SCORE_KINDS
-    from scopecheck.engine.scoring import causal_lm_problem
-
-    pb = compiled.problem
-    obj = pb.objective
-    score = getattr(obj, "score", None) or SCORE_KINDS.get(compiled.score_kind, "logprob")
-    alt = getattr(obj, "alternative", None)
-    return causal_lm_problem(model, pb.ids, pb.eligible, list(compiled.targets), score, alt,
-                             pad_id=_token_id(pb, "pad"), mask_id=_token_id(pb, "mask"), unk_id=_token_id(pb, "unk"))
+def randomized_problem(compiled: CompiledContract, model: torch.nn.Module) -> AttributionProblem:
+    """The compiled problem on the re-initialised ``model`` (a diffusion contract keeps its reads
+    and recorded chain; the weights are the other model's)."""
+    return compiled.with_model(model)
 
 
 def rank_correlations(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, str]:
@@ -186,7 +174,7 @@ def rank_correlations(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
     return float(stats.spearmanr(a, b).statistic), float(stats.kendalltau(a, b).statistic), ""
 
 
-def randomization(result: Any, params: Mapping[str, object] | None = None, *,
+def randomization(result: AttributionResult, params: Mapping[str, object] | None = None, *,
                   ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """Model-parameter randomization (Adebayo et al. 2018): Spearman and Kendall between the map
     and the same method's map on a re-initialised copy of the model (same ids, eligible set,
@@ -215,7 +203,7 @@ def randomization(result: Any, params: Mapping[str, object] | None = None, *,
 # --------------------------------------------------------------------------- completeness / eligibility
 
 
-def completeness(result: Any, params: Mapping[str, object] | None = None, *,
+def completeness(result: AttributionResult, params: Mapping[str, object] | None = None, *,
                  ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """Completeness: ``delta = sum_i a_i − (S(input) − S(baseline))`` with the scores the method
     reports; ``passed = |delta| <= tolerance``; fails with a note when no baseline score exists."""
@@ -237,7 +225,7 @@ def completeness(result: Any, params: Mapping[str, object] | None = None, *,
                     operator=result.operator, tolerance=tol)
 
 
-def eligibility(result: Any, params: Mapping[str, object] | None = None, *,
+def eligibility(result: AttributionResult, params: Mapping[str, object] | None = None, *,
                 ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """Eligibility: ``outside_mass = sum_{i not in E} |a_i|``; passed iff exactly 0."""
     ctx = setup("eligibility", result, params, ranking=ranking, seed=seed)

@@ -23,7 +23,7 @@ import sys  # noqa: E402
 from typing import Callable  # noqa: E402
 
 from scopecheck.cli import audit, check, run  # noqa: E402
-from scopecheck.cli._common import _print_errors  # noqa: E402
+from scopecheck.cli._common import print_errors  # noqa: E402
 from scopecheck.errors import ContractError  # noqa: E402
 
 __all__ = ["main"]
@@ -78,7 +78,7 @@ def _dispatch(argv: list[str] | None) -> int:
             threads.set_policy(args.threads or os.environ.get("SCOPECHECK_THREADS") or "auto")
             code = COMMANDS[args.command](args)
         except ContractError as exc:
-            _print_errors(getattr(exc, "errors", [exc]))
+            print_errors(getattr(exc, "errors", [exc]))
             code = 1
         except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
             if args.debug:

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 
-def _print_errors(errors) -> None:
+def print_errors(errors) -> None:
     err = sys.stderr
     for e in errors:
         print(e.render(), file=err)
         print(file=err)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Replace the file at ``path`` atomically (:func:`scopecheck.report._io.atomic_write_text`); a
     symbolic link keeps pointing where it did and its target is what is replaced."""
     from scopecheck.report._io import atomic_write_text
@@ -22,7 +22,7 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic_write_text(os.path.realpath(path), text)
 
 
-def _destination_problems(files: dict[str, str | None], folders: dict[str, str | None],
+def destination_problems(files: dict[str, str | None], folders: dict[str, str | None],
                           report_files: tuple[str, ...] = ()) -> list[str]:
     """One line per output destination scopecheck will not write (option -> path; None or '-': none),
     checked before any computation (:mod:`scopecheck.report._io`)."""
@@ -44,7 +44,7 @@ def _destination_problems(files: dict[str, str | None], folders: dict[str, str |
     return problems
 
 
-def _refuse(problems: list[str]) -> int:
+def refuse(problems: list[str]) -> int:
     for msg in problems:
         print(f"scopecheck: {msg}", file=sys.stderr)
     return 1

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from scopecheck.cli._common import _destination_problems, _refuse
+from scopecheck.cli._common import destination_problems, refuse
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    bad_outputs = _destination_problems({"--out": args.out}, {})
+    bad_outputs = destination_problems({"--out": args.out}, {})
     if bad_outputs:
-        return _refuse(bad_outputs)
+        return refuse(bad_outputs)
     from scopecheck.audit import audit_paths, exit_code, render_html, render_markdown, render_text, to_json
 
     reports = audit_paths(args.paths, dynamic=args.dynamic, device=args.device)
@@ -37,9 +37,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    bad_outputs = _destination_problems({"--json": args.json, "--html": args.html}, {"--store": args.store})
+    bad_outputs = destination_problems({"--json": args.json, "--html": args.html}, {"--store": args.store})
     if bad_outputs:             # before any model loads
-        return _refuse(bad_outputs)
+        return refuse(bad_outputs)
     from rich.console import Console
 
     from scopecheck.orchestration.matrix import matrix_html, matrix_table, run_matrix

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from scopecheck.cli._common import _atomic_write, _print_errors
+from scopecheck.cli._common import atomic_write, print_errors
 from scopecheck.errors import ContractError, error_count
 
 
@@ -66,7 +66,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(check_output(docs_json), indent=2, ensure_ascii=False))
     if errors:
-        _print_errors(errors)
+        print_errors(errors)
         n = error_count(errors)
         print(f"{n} error{'s' if n != 1 else ''} in {len(files)} file(s)", file=sys.stderr)
         return 1
@@ -108,7 +108,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         if new != text:
             changed.append(f)
     if errors:  # nothing is written when any file fails to parse
-        _print_errors(errors)
+        print_errors(errors)
         return 1
     if args.check:
         for f in changed:
@@ -116,7 +116,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         return 1 if changed else 0
     if args.write:
         for f in changed:
-            _atomic_write(f, outputs[f])
+            atomic_write(f, outputs[f])
             print(f"reformatted {f}", file=sys.stderr)
         return 0
     for f in files:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from scopecheck.cli._common import _destination_problems, _print_errors, _refuse
+from scopecheck.cli._common import destination_problems, print_errors, refuse
 
 DEFAULT_REPORT_DIR = "scopecheck-report"
 DEFAULT_STORE = "scopecheck-store"
@@ -26,7 +26,7 @@ def output_problems(report_dir: str | None, json_path: str | None, store: str | 
     """What is wrong with the output destinations (one line each), checked before any computation:
     ``--json`` a regular file or a new one in an existing folder, ``--report`` and ``--store`` a
     folder or a new one in an existing folder (``index.html`` in the report folder a regular file)."""
-    return _destination_problems({"--json": json_path}, {"--report": report_dir, "--store": store},
+    return destination_problems({"--json": json_path}, {"--report": report_dir, "--store": store},
                                  report_files=("index.html",))
 
 
@@ -35,7 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = args.store or DEFAULT_STORE
     bad_outputs = output_problems(report_dir, args.json, store)   # before anything is imported or loaded
     if bad_outputs:
-        return _refuse(bad_outputs)
+        return refuse(bad_outputs)
     from rich.console import Console
 
     from scopecheck.errors import visible
@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         errors += [e for i, e in enumerate(sf.errors) if i in owned] + \
             [e for i, e in enumerate(sf.errors) if i not in owned]
     if errors:
-        _print_errors(errors)
+        print_errors(errors)
         if not entries:
             return 1
     # with --json - the JSON document is stdout's only content; the human-readable output goes to stderr

@@ -42,7 +42,7 @@ class Alignment:
         return [t for t in self.tokens if t.role == role]
 
 
-def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+def encode_text(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     if not text:
         return [], []
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -108,7 +108,7 @@ def prompt_ids(tokenizer, prompt: m.Prompt) -> list[int]:
     rendered chat template."""
     if prompt.chat:
         return [t.id for t in _chat_tokens(tokenizer, prompt)]
-    return special_prefix(tokenizer) + _encode(tokenizer, prompt.text)[0]
+    return special_prefix(tokenizer) + encode_text(tokenizer, prompt.text)[0]
 
 
 def align(tokenizer, prompt: m.Prompt, output_text: str, output_ids: list[int] | None = None) -> Alignment:
@@ -119,9 +119,9 @@ def align(tokenizer, prompt: m.Prompt, output_text: str, output_ids: list[int] |
             segs[s.name] = (pos, pos + len(s.text))
         pos += len(s.text) + 1
     ptext = prompt.text
-    p_ids, p_off = ([], []) if prompt.chat else _encode(tokenizer, ptext)
+    p_ids, p_off = ([], []) if prompt.chat else encode_text(tokenizer, ptext)
     if output_ids is None:
-        o_ids, o_off = _encode(tokenizer, output_text)
+        o_ids, o_off = encode_text(tokenizer, output_text)
     else:  # a frozen generation: offsets recovered token by token
         o_ids, o_off, cursor = list(output_ids), [], 0
         for tid in o_ids:
@@ -167,8 +167,8 @@ def join_warning(tokenizer, prompt_text: str, output_text: str) -> str | None:
     ``▁``-prefixed form, as in ``"girl nam"`` + ``"ed Lily"``) is always reported: it is a token
     the joined text would not contain.
     """
-    p_ids = _encode(tokenizer, prompt_text)[0]
-    o_ids = _encode(tokenizer, output_text)[0]
+    p_ids = encode_text(tokenizer, prompt_text)[0]
+    o_ids = encode_text(tokenizer, output_text)[0]
     if not p_ids or not o_ids:
         return None
     ran = p_ids + o_ids
@@ -176,10 +176,10 @@ def join_warning(tokenizer, prompt_text: str, output_text: str) -> str | None:
     lone = first in ("\u2581", "\u0120") and not output_text[:1].isspace()
     if not lone:
         for sep in ("", " "):
-            if _encode(tokenizer, prompt_text + sep + output_text)[0] == ran:
+            if encode_text(tokenizer, prompt_text + sep + output_text)[0] == ran:
                 return None
     joined = prompt_text + output_text
-    canonical = _encode(tokenizer, joined)[0]
+    canonical = encode_text(tokenizer, joined)[0]
     k = len(p_ids) - 1                                   # show from the prompt's last token
     return (f"the output's tokens change when joined to the prompt: the model reads "
             f"{_pieces(tokenizer, ran[k:])} (prompt and output tokenized separately), while the joined text "
@@ -187,7 +187,9 @@ def join_warning(tokenizer, prompt_text: str, output_text: str) -> str | None:
             "output at a word boundary, or write the whole text as the prompt")
 
 
-def _anchor(al: Alignment, space: str, ref: m.TextRef, span: Span) -> tuple[int, int]:
+def anchor_span(al: Alignment, space: str, ref: m.TextRef, span: Span) -> tuple[int, int]:
+    """The character span of a text anchor in the prompt (``x``) or output text (see
+    :func:`scopecheck.spec.anchors.anchor`)."""
     return anchor(al.prompt_text if space == "x" else al.output_text, space, ref, span)
 
 
@@ -210,7 +212,7 @@ def _ref_indices(al: Alignment, sel: m.Selector, ref: m.Ref, pool: list[Token]) 
                                           rule="symbolic")
         raise ContractValidationError(f"symbolic index `{ref.name}` cannot be resolved", sel.span,
                                       expected="a text, an index or T", rule="symbolic")
-    a, b = _anchor(al, sel.space, ref, sel.span)
+    a, b = anchor_span(al, sel.space, ref, sel.span)
     hit = [t.index for t in pool if t.start < b and a < t.end]
     if not hit:
         raise ContractValidationError(f"{ref.text!r} covers no token", sel.span, rule="text-anchor")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
@@ -20,6 +22,9 @@ from scopecheck.engine.problem import AttributionProblem
 from scopecheck.errors import ContractValidationError
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import Resolved
+
+if TYPE_CHECKING:
+    from scopecheck.engine.diffusion.chain import Chain
 
 SCORE_KINDS = {"logprob": "logprob", "prob": "prob", "logit": "logit", "contrast": "contrastive"}
 DEFAULT_MAX_NEW_TOKENS = 16
@@ -38,6 +43,50 @@ class Compiled:
     generated: bool               # the output was produced by a decoding rule, then frozen
     score_kind: str
     warnings: tuple[str, ...] = ()  # what the user should know about this computation (reported)
+
+    # ---- :class:`~scopecheck.engine.compiled.CompiledContract`: no diffusion chain here
+
+    @property
+    def chain(self) -> Chain | None:
+        return None
+
+    @property
+    def check_objective(self) -> Any | None:
+        return None
+
+    @property
+    def stage_features(self) -> bool:
+        return False
+
+    @property
+    def info(self) -> Mapping[str, Any]:
+        return MappingProxyType({})
+
+    def positions(self, sel: m.Selector) -> list[int]:
+        """Sequence positions a selector names."""
+        return positions(self.alignment, sel)
+
+    def with_model(self, model: torch.nn.Module) -> AttributionProblem:
+        """The same problem (ids, E, targets, score, operator tokens) on another model, e.g. a
+        re-initialised copy for the randomization check."""
+        from scopecheck.engine.scoring import causal_lm_problem  # torch-heavy scoring stays out of import time
+
+        pb = self.problem
+        obj = pb.objective
+        score = getattr(obj, "score", None) or SCORE_KINDS.get(self.score_kind, "logprob")
+        alt = getattr(obj, "alternative", None)
+        return causal_lm_problem(model, pb.ids, pb.eligible, list(self.targets), score, alt,
+                                 pad_id=_operator_token(pb, "pad"), mask_id=_operator_token(pb, "mask"),
+                                 unk_id=_operator_token(pb, "unk"))
+
+
+def _operator_token(problem: AttributionProblem, op: str) -> int | None:
+    """The vocabulary id whose embedding row the operator ``op`` substitutes (pad/mask/unk)."""
+    rows, vocab = problem.operators.get(op), problem.vocab_embeds
+    if rows is None or vocab is None:
+        return None
+    hit = torch.nonzero((vocab == rows[0].unsqueeze(0)).all(dim=-1)).flatten()
+    return int(hit[0]) if len(hit) else None
 
 
 def freeze_output(contract: m.Contract, lm: LoadedModel, prompt_ids: list[int]) -> tuple[str, list[int] | None]:

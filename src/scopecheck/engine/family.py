@@ -21,7 +21,7 @@ Sharing (``K`` members, ``L`` positions, ``d`` embedding width, ``n`` IG steps):
   whatever each member's E (each map is masked to its own E);
 * ``occlusion``: every eligible position of any member is perturbed once and the perturbed
   forward scores all K members; the perturbed inputs also reuse the unperturbed prefix's
-  key/value cache (see ``scoring._Forward``). Under ``delete`` a forward that deletes some
+  key/value cache (see ``engine.forward.Forward``). Under ``delete`` a forward that deletes some
   member's target (``local_next_token``: ``y[j]`` is in every later member's E) scores the
   other members only (:func:`_scores`), as their single-target contracts do.
 

@@ -106,7 +106,7 @@ def model_location(ref: m.ModelRef, base_dir: Path | None) -> tuple[str, str]:
     return ref.name, f"hub:{ref.name}"
 
 
-def _family(config: Any) -> str:
+def model_family(config: Any) -> str:
     archs = " ".join(getattr(config, "architectures", None) or [])
     return "masked_diffusion" if ("MaskedLM" in archs or "Diffusion" in archs) else "autoregressive"
 
@@ -207,7 +207,7 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
         # folder's code on a "y"
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, **kw)
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **kw)
-        fam = family or _family(config)
+        fam = family or model_family(config)
         auto = AutoModelForMaskedLM if fam == "masked_diffusion" else AutoModelForCausalLM
         with quiet:
             model = auto.from_pretrained(where, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,

@@ -39,7 +39,7 @@ from scopecheck.errors import ContractError, ContractValidationError, Span, rera
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
 
-#: operators every model has (``engine.scoring.embedding_operators``), and the token-backed ones
+#: operators every model has (``engine.embeddings.embedding_operators``), and the token-backed ones
 ALWAYS = ("zero", "mean", "delete", "noop")
 TOKEN_OPERATORS = vocab.TOKEN_OPERATORS
 
@@ -117,7 +117,7 @@ def _read(where: str, identity: str, trust_remote_code: bool = False) -> tuple[A
 
 def _process_refusal(identity: str, config: Any, diffusion: bool) -> tuple[str, str, str] | None:
     """(message, expected, hint) when the config cannot serve the contract's process."""
-    from scopecheck.engine.models import _family
+    from scopecheck.engine.models import model_family
 
     archs = ", ".join(getattr(config, "architectures", None) or []) or f"model_type {config.model_type}"
     auto_map = getattr(config, "auto_map", None) or {}
@@ -129,7 +129,7 @@ def _process_refusal(identity: str, config: Any, diffusion: bool) -> tuple[str, 
         return (f"{identity} ({archs}) is not a masked language model; a masked_diffusion process needs a denoiser",
                 "a masked LM (reference:translate-mdlm, or a local AutoModelForMaskedLM directory)",
                 "on a causal LM use an autoregressive contract (prompt_conditioned, span_prompt, local_next_token)")
-    if _family(config) == "masked_diffusion":
+    if model_family(config) == "masked_diffusion":
         return (f"{identity} ({archs}) is not a causal LM; autoregressive contracts need one",
                 "a causal LM (reference:translate-ar, or a local AutoModelForCausalLM directory)",
                 "a masked LM runs diffusion contracts: `use prompt_to_output`, `state_level` or `denoising_stage`")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scopecheck.engine.compiled import CompiledContract
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class AttributionResult:
     dtype: str
     seed: int
     special: tuple[str, ...]         # special tokens held fixed implicitly
-    compiled: Any = field(default=None, compare=False, repr=False)  # engine state for checks
+    compiled: CompiledContract | None = field(default=None, compare=False, repr=False)  # engine state for checks
     #: masked-diffusion contracts: sampler settings, estimator (samples, standard error), adapter
     #: and the recorded chain (``chain.steps``: stage, committed slots, tokens, log-probs)
     diffusion: dict[str, Any] | None = None
@@ -63,12 +66,9 @@ class AttributionResult:
 
     def positions(self, selector: Any) -> list[int]:
         """Positions of a selector (a spec Selector or selector text such as 'x["black"]')."""
-        own = getattr(self.compiled, "positions", None)
-        if own is not None:                      # diffusion: states and stages resolve through the chain
-            return own(_selector(selector))
-        from scopecheck.engine.align import positions
-
-        return positions(self.compiled.alignment, _selector(selector))
+        if self.compiled is None:
+            raise ValueError("selector positions need the run's compiled contract (result.compiled)")
+        return self.compiled.positions(_selector(selector))   # diffusion: states and stages resolve through the chain
 
     def mass(self, selector: Any) -> float:
         """Share of absolute attribution mass on the selected tokens, in [0, 1]."""

@@ -9,8 +9,9 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selector, fmt_value, format_document
-from scopecheck.engine.compile import Compiled, compile_contract, contract_dir
-from scopecheck.engine.models import LoadOptions, load
+from scopecheck.engine.compile import compile_contract, contract_dir
+from scopecheck.engine.compiled import CompiledContract
+from scopecheck.engine.models import LoadedModel, LoadOptions, load
 from scopecheck.engine.result import AttributionResult, TokenScore
 from scopecheck.engine.scoring import fast_path_notes
 from scopecheck.engine.words import AGGREGATIONS, DEFAULT_AGGREGATION, TEXT_ROLES, alignment_inputs, word_map
@@ -19,7 +20,7 @@ from scopecheck.errors import (
     unknown_name,
 )
 from scopecheck.spec import model as m
-from scopecheck.spec.validate import resolve, validate
+from scopecheck.spec.validate import Resolved, resolve, validate
 
 from scopecheck.spec.registry import get_method
 from scopecheck.spec.vocabulary import OPERATOR_PARAMS, fallback_operator
@@ -45,7 +46,7 @@ def aggregation(method: m.Method) -> str:
     return DEFAULT_AGGREGATION
 
 
-def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, Any], str | None]:
+def method_params(compiled: CompiledContract, method: m.Method) -> tuple[str, dict[str, Any], str | None]:
     """Canonical method name, its parameters (operator made explicit) and the operator used."""
     info = get_method(method.name)
     name = info.name
@@ -70,13 +71,13 @@ def method_params(compiled: Compiled, method: m.Method) -> tuple[str, dict[str, 
     return name, params, operator
 
 
-def _budget(name: str, params: dict[str, Any], compiled: Any, contract: m.Contract,
+def _budget(name: str, params: dict[str, Any], compiled: CompiledContract, contract: m.Contract,
             max_evaluations: int | None) -> None:
     from scopecheck.engine.cost import check_budget
 
     pb = compiled.problem
     V = int(pb.vocab_embeds.shape[0]) if getattr(pb, "vocab_embeds", None) is not None else 1
-    chain = getattr(compiled, "chain", None)
+    chain = compiled.chain
     reads = len([s for s in chain.steps if s.positions]) if chain is not None else 1
     too_much = check_budget(name, params, len(compiled.eligible), pb.length, V, reads, max_evaluations)
     if too_much:
@@ -185,7 +186,7 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         from scopecheck.engine.diffusion.compile import compile_diffusion
 
         lm = load(contract.model, options, contract_dir(contract), family="masked_diffusion")
-        compiled: Any = compile_diffusion(contract, resolved, lm)
+        compiled: CompiledContract = compile_diffusion(contract, resolved, lm)
     else:
         lm = load(contract.model, options, contract_dir(contract))
         compiled = compile_contract(contract, resolved, lm, strict=strict)
@@ -255,7 +256,7 @@ def execute_family(contract: m.Contract, options: LoadOptions = LoadOptions(), p
     return members, results
 
 
-def build_result(contract: m.Contract, resolved: Any, lm: Any, compiled: Any, name: str, params: dict[str, Any],
+def build_result(contract: m.Contract, resolved: Resolved, lm: LoadedModel, compiled: CompiledContract, name: str, params: dict[str, Any],
                  operator: str | None, aggregate: str, out: Any, seed: int, precision: str) -> AttributionResult:
     """The checked, reportable result of one method output on one compiled contract."""
     assert contract.method is not None
@@ -289,15 +290,13 @@ def build_result(contract: m.Contract, resolved: Any, lm: Any, compiled: Any, na
              "process": sc.process.kind + fmt_params(sc.process.params),
              "eligible": fmt_features(sc.eligible)}
     full = {k: v for k, v in out.info.items()}
-    notes = [*getattr(compiled, "warnings", ())]
+    notes = [*compiled.warnings]
     for note in (operator_note(name, params, contract.method), ig_note(full) if name == "integrated_gradients"
                  else None, heta_note(full) if name == "heta" else None):
         if note:
             notes.append(note)
-    problem = getattr(compiled, "problem", None)
-    if problem is not None:
-        notes.extend(n for n in fast_path_notes(problem) if n not in notes)
-    chain = getattr(compiled, "chain", None)
+    notes.extend(n for n in fast_path_notes(compiled.problem) if n not in notes)
+    chain = compiled.chain
     diffusion = None
     if chain is not None:
         tok = lm.tokenizer

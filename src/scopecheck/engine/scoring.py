@@ -45,13 +45,12 @@ entry points that some methods use when present (and degrade without):
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
-import weakref
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
+from scopecheck.engine.embeddings import embedding_operators
+from scopecheck.engine.forward import Forward, cache_argument, returned_cache
 from scopecheck.engine.problem import AttributionProblem
 from scopecheck.engine.vjp import batched_grads, vjps
 from scopecheck.errors import MethodRefused
@@ -109,320 +108,11 @@ def eager_attention(model: torch.nn.Module) -> Iterator[None]:
             config._attn_implementation = current
 
 
-def _read_only_update(keys: Tensor, values: Tensor, key_states: Tensor, value_states: Tensor, *args: object,
-                      **kwargs: object) -> tuple[Tensor, Tensor]:
-    """A cache layer's ``update`` (bound to its stored ``(1, H, a, hd)`` ``keys`` and ``values``
-    with :func:`functools.partial`) returning them broadcast to the batch of the new
-    ``(B, H, q, hd)`` states and followed by them, storing nothing
-    (:meth:`_Forward._prefix_state`)."""
-    B = key_states.shape[0]
-    return (torch.cat([keys.expand(B, -1, -1, -1), key_states], dim=-2),
-            torch.cat([values.expand(B, -1, -1, -1), value_states], dim=-2))
-
-
-def cache_argument(params: Mapping[str, object]) -> str | None:
-    """The name under which a causal LM's ``forward`` takes a key/value cache: ``cache``
-    (transformers >= 5.20), ``past_key_values`` (earlier releases; deprecated since), or
-    ``None`` when it takes neither."""
-    for name in ("cache", "past_key_values"):
-        if name in params:
-            return name
-    return None
-
-
-def returned_cache(out: Any) -> Any:
-    """The key/value cache a forward with ``use_cache=True`` returned, under either name."""
-    for name in ("cache", "past_key_values"):
-        if name in out.keys():
-            return out[name]
-    raise LookupError("the model returned no key/value cache")
-
-
-class _Forward:
-    """Runs the LM on embeddings with an optional keep mask, returning logits at rows.
-
-    ``embeds`` ``(B, L, d)``; ``keep`` ``(B, L)`` bool or ``None``; ``rows`` ``(B, n)`` int64
-    (row indices per batch element) -> logits ``(B, n, V)``.
-
-    Shared-prefix reuse (the AttriBoT idea): when ``clean`` ``(L, d)`` (the unperturbed input) is
-    given, a batch evaluated without gradients whose rows all agree with ``clean`` on positions
-    ``[0, a)`` (and whose scoring rows are all ``>= a``) reuses the key/value cache of that
-    prefix, computed once, and runs the model on positions ``a..L-1`` only. Occluding late
-    prompt tokens then costs only the suffix. The first reuse is verified against the full
-    forward (it is switched off for good, silently equal, if an architecture's cache disagrees);
-    ``reuse_prefix = False`` turns it off. ``calls``/``rows_run``/``positions_run`` count work.
-
-    Positions after the last scoring row are never run: in a causal LM they cannot change the
-    logits at earlier rows, so the sequence is cut after ``rows.max()`` (exact; a chain of
-    next-token reads may pass a prefix of the sequence, ``(B, L' <= L, d)``, and still reuse the
-    clean prefix's cache).
-    """
-
-    #: shortest shared prefix worth a cached run
-    MIN_PREFIX = 2
-    #: most query tokens in one packed suffix forward (attention over a pack is quadratic in it)
-    PACK_TOKENS = 512
-
-    def __init__(self, model: torch.nn.Module, clean: Tensor | None = None) -> None:
-        self.model = model
-        try:
-            params = inspect.signature(model.forward).parameters
-        except (TypeError, ValueError):  # pragma: no cover
-            params = {}
-        self.slices_logits = "logits_to_keep" in params
-        self.clean = clean                                                      # (L, d) or None
-        self.cache_arg = cache_argument(params)
-        self.reuse_prefix = clean is not None and self.slices_logits and self.cache_arg is not None
-        #: why shared-prefix reuse was wanted and could not be used (``None``: in use, or not wanted);
-        #: every result of this forward says so (:attr:`fast_path_note`)
-        self.lost: str | None = None
-        if clean is not None and not self.reuse_prefix:
-            missing = [a for a, ok in (("logits_to_keep", self.slices_logits),
-                                       ("cache / past_key_values", self.cache_arg is not None)) if not ok]
-            self.lost = f"{type(model).__name__}.forward takes no {' or '.join(missing)} argument"
-        self._verified = False
-        self.pack = self.reuse_prefix                                           # packed suffixes (see _packed)
-        self._pack_verified = False
-        self._cache: list[tuple[Tensor, Tensor]] | None = None                  # per layer (1, H, L, hd) k, v
-        self._cache_precision: object = None                                    # the float64 patch it was made under
-        self._clean_logits: tuple[Tensor, Tensor] | None = None                 # clean rows (U,), logits (U, V)
-        self.calls = 0
-        self.rows_run = 0
-        self.positions_run = 0
-
-    def _count(self, rows: int, positions: int) -> None:
-        """Record one model call over ``rows`` sequences and ``positions`` token positions."""
-        self.calls += 1
-        self.rows_run += rows
-        self.positions_run += positions
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Model calls, batch rows and token positions run so far (for benchmarks)."""
-        return {"calls": self.calls, "rows": self.rows_run, "positions": self.positions_run}
-
-    @property
-    def cache_verified(self) -> bool:
-        """The clean prefix's cache is in use and agreed with the full forward."""
-        return self.reuse_prefix and self._verified
-
-    @property
-    def fast_path_note(self) -> str | None:
-        """A sentence for the result's warnings when the shared-prefix fast path was lost."""
-        if self.lost is None:
-            return None
-        return (f"shared-prefix reuse is off: {self.lost}; every perturbed input was run in full "
-                f"(the values are exact, only slower)")
-
-    def _lose(self, packed: bool, why: str) -> None:
-        """Switch a cached path off for good, recording why."""
-        if packed:
-            self.pack = False
-            self.lost = self.lost or f"packed suffixes: {why}"
-        else:
-            self.reuse_prefix = self.pack = False
-            self.lost = f"prefix cache: {why}"
-
-    def _call_cached(self, past: object, **kwargs: object) -> Any:
-        """The model's forward over a read-only prefix cache, under the cache argument it takes."""
-        assert self.cache_arg is not None
-        return self.model(**{self.cache_arg: past}, use_cache=True, **kwargs)
-
-    def _prefix_state(self, a: int) -> object:
-        """A read-only ``DynamicCache`` of the clean prefix's keys and values over positions
-        ``[0, a)``, ``(1, H, a, hd)`` per layer, that any batch of suffixes reads.
-
-        Read-only: each layer returns the prefix (broadcast to the batch) followed by the suffix's
-        new keys and values, keeping neither, so a suffix forward holds one layer's
-        ``(B, H, L, hd)`` concatenation at a time, not every layer's until it returns."""
-        from transformers import DynamicCache
-
-        cache = self._prefix_cache()
-        # built empty, then given views of the cached prefix: the constructor would copy it
-        past = DynamicCache(ddp_cache_data=[(k[..., :0, :], v[..., :0, :]) for k, v in cache])
-        for layer, (k, v) in zip(past.layers, cache, strict=True):
-            layer.keys, layer.values = k[..., :a, :], v[..., :a, :]             # (1, H, a, hd) views
-            # bound to the tensors, not to the layer: a method bound to the layer and stored on
-            # it would be a reference cycle, holding the layer until a garbage collection
-            layer.update = functools.partial(_read_only_update, layer.keys, layer.values)
-        return past
-
-    def _shared_prefix(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor | None:
-        """Per batch row, how many leading positions equal ``clean`` and precede every scoring row
-        ``(B,)``; ``None`` when no row may reuse the cache."""
-        if not self.reuse_prefix or keep is not None or self.clean is None:
-            return None
-        if torch.is_grad_enabled() and embeds.requires_grad:
-            return None
-        L = int(embeds.shape[1])
-        if L > self.clean.shape[0] or embeds.shape[2] != self.clean.shape[1]:
-            return None
-        clean = self.clean[:L].to(device=embeds.device, dtype=embeds.dtype)    # (L, d)
-        differs = (embeds != clean.unsqueeze(0)).any(-1)                       # (B, L)
-        pos = torch.arange(L, device=embeds.device).expand_as(differs)
-        first = torch.where(differs, pos, torch.full_like(pos, L)).amin(-1)     # (B,) first perturbed position
-        starts = torch.minimum(first, rows.amin(-1))                            # (B,)
-        return starts if int(starts.min()) >= self.MIN_PREFIX else None
-
-    @torch.no_grad()
-    def _prefix_cache(self, rows: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
-        """Per layer, the clean input's keys and values ``(1, H, L, hd)``, from one forward over
-        it. When that forward runs now and ``rows`` (scoring rows, any shape) is given, it also
-        keeps the clean input's logits at those rows: the full-forward reference against which
-        the first cached run of an unperturbed row is checked (:meth:`_clean_reference`)."""
-        # computed again when the model's float64 patch (engine.precision) was entered or left since
-        precision = getattr(self.model, "__dict__", {}).get("_scopecheck_float64")
-        if self._cache is not None and self._cache_precision is not precision:
-            self._cache = self._clean_logits = None
-        if self._cache is None:
-            self._cache_precision = precision
-            assert self.clean is not None
-            union = torch.unique(rows) if rows is not None else None                # (U,)
-            out = self.model(inputs_embeds=self.clean.unsqueeze(0), use_cache=True,
-                             logits_to_keep=union if union is not None else 1)
-            self._count(1, int(self.clean.shape[0]))
-            if union is not None and not self._verified:
-                self._clean_logits = (union, out.logits[0])                         # (U,), (U, V)
-            cache = returned_cache(out)
-            self._cache = [(layer.keys, layer.values) for layer in cache.layers]
-        return self._cache
-
-    def _clean_reference(self, embeds: Tensor, rows: Tensor) -> Tensor | None:
-        """The full forward's logits ``(B, n, V)`` for a batch of unperturbed rows whose scoring
-        rows the clean forward kept, else ``None``."""
-        if self._clean_logits is None or self.clean is None:
-            return None
-        union, logits = self._clean_logits
-        clean = self.clean[: embeds.shape[1]].to(device=embeds.device, dtype=embeds.dtype)
-        if not bool((embeds == clean.unsqueeze(0)).all()) or not bool(torch.isin(rows, union).all()):
-            return None
-        return logits[torch.searchsorted(union, rows)].to(embeds.dtype)          # (B, n, V)
-
-    def _suffix(self, embeds: Tensor, rows: Tensor, starts: Tensor) -> Tensor:
-        B = embeds.shape[0]
-        a = int(starts.min())
-        past = self._prefix_state(a)
-        union, inverse = torch.unique(rows, sorted=True, return_inverse=True)   # (U,), (B, n)
-        logits = self._call_cached(past, inputs_embeds=embeds[:, a:],
-                                   logits_to_keep=union - a).logits             # (B, U, V)
-        self._count(B, B * (embeds.shape[1] - a))
-        return _pick_rows(logits, inverse)                                      # (B, n, V)
-
-    def __call__(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor:
-        cut = int(rows.max()) + 1
-        if cut < embeds.shape[1]:                                               # causal: later positions unread
-            embeds = embeds[:, :cut]                                            # (B, cut, d)
-            keep = None if keep is None else keep[:, :cut]
-        starts = self._shared_prefix(embeds, keep, rows)
-        if starts is None:
-            return self._full(embeds, keep, rows)
-        a = int(starts.min())
-        # rows that share less than the whole batch's prefix: pack each row's own suffix instead
-        # when that saves a fifth of the positions
-        packed = self.pack and 5 * int((cut - starts).sum()) < 4 * embeds.shape[0] * (cut - a)
-        try:
-            self._prefix_cache(rows)
-            cached = (self._packed if packed else self._suffix)(embeds, rows, starts)
-        except (TypeError, ValueError, AttributeError, RuntimeError, LookupError) as exc:  # no usable cache
-            self._lose(packed, f"the model's cache API refused it ({type(exc).__name__}: {exc})")
-            return self._full(embeds, keep, rows)
-        if self._pack_verified if packed else self._verified:
-            return cached
-        # the first use of each kind is checked against the full forward (for unperturbed rows the
-        # clean forward that built the cache is that forward); off for good if it disagrees
-        full = None if packed else self._clean_reference(embeds, rows)
-        if full is None:
-            full = self._full(embeds, keep, rows)
-        tol = 1e-9 if embeds.dtype == torch.float64 else 1e-3
-        ok = bool(torch.allclose(cached, full, rtol=tol, atol=tol))
-        if not ok:
-            gap = float((cached.to(torch.float64) - full.to(torch.float64)).abs().max())
-            self._lose(packed, f"its first use disagreed with the full forward by {gap:.3g} (tolerance {tol:g})")
-        elif packed:
-            self._pack_verified = True
-        else:
-            self._verified = True
-            self._clean_logits = None
-        return full
-
-    def _packed(self, embeds: Tensor, rows: Tensor, starts: Tensor) -> Tensor:
-        """Each row's own suffix ``embeds[b, starts[b]:]``, packed end to end into single-sequence
-        forwards of at most ``PACK_TOKENS`` queries over the clean prefix's cache, with explicit
-        positions and a block mask: a query sees the cached clean positions before its row's start
-        and the earlier positions of its own segment, exactly the keys its unpacked row would see
-        (the other keys are masked, adding exact zeros). ``(B, L, d), (B, n), (B,) -> (B, n, V)``."""
-        B, L, _ = embeds.shape
-        dev = embeds.device
-        out: Tensor | None = None
-        b0 = 0
-        while b0 < B:                                                           # consecutive rows per pack
-            b1, total = b0, 0
-            while b1 < B and (b1 == b0 or total + L - int(starts[b1]) <= self.PACK_TOKENS):
-                total += L - int(starts[b1])
-                b1 += 1
-            st = starts[b0:b1]                                                  # (G,)
-            lens = L - st                                                       # (G,)
-            seg = torch.repeat_interleave(torch.arange(b1 - b0, device=dev), lens)  # (Q,) segment of each query
-            offs = torch.cumsum(lens, 0) - lens                                  # (G,) first query of a segment
-            posq = st[seg] + torch.arange(seg.numel(), device=dev) - offs[seg]   # (Q,) position in its row
-            P = int(st.max())                                                   # cached positions any row needs
-            see_cache = torch.arange(P, device=dev).unsqueeze(0) < st[seg].unsqueeze(1)              # (Q, P)
-            see_own = (seg.unsqueeze(0) == seg.unsqueeze(1)) & (posq.unsqueeze(0) <= posq.unsqueeze(1))  # (Q, Q)
-            allowed = torch.cat([see_cache, see_own], dim=1)                    # (Q, P + Q)
-            mask = torch.zeros(allowed.shape, dtype=embeds.dtype, device=dev)
-            mask.masked_fill_(~allowed, torch.finfo(embeds.dtype).min)
-            packed = torch.cat([embeds[b, int(starts[b]):] for b in range(b0, b1)], dim=0)  # (Q, d)
-            keep_q = offs.unsqueeze(1) + rows[b0:b1] - st.unsqueeze(1)          # (G, n) query of each scored row
-            union, inverse = torch.unique(keep_q, sorted=True, return_inverse=True)  # (U,), (G, n)
-            past = self._prefix_state(P)
-            logits = self._call_cached(past, inputs_embeds=packed.unsqueeze(0), position_ids=posq.unsqueeze(0),
-                                       attention_mask=mask[None, None], logits_to_keep=union).logits[0]  # (U, V)
-            self._count(b1 - b0, int(seg.numel()))
-            part = logits[inverse]                                              # (G, n, V)
-            if out is None:
-                out = part.new_empty((B, *part.shape[1:]))
-            out[b0:b1] = part
-            b0 = b1
-        assert out is not None
-        return out
-
-    def _full(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor:
-        kwargs: dict[str, object] = {"inputs_embeds": embeds, "use_cache": False}
-        if keep is not None:
-            keep_l = keep.to(device=embeds.device, dtype=torch.long)          # (B, L)
-            kwargs["attention_mask"] = keep_l
-            # later tokens shift left over deleted ones; deleted rows are never read
-            kwargs["position_ids"] = (keep_l.cumsum(-1) - 1).clamp_min(0)     # (B, L)
-        union, inverse = torch.unique(rows, sorted=True, return_inverse=True)  # (U,), (B, n)
-        self._count(int(embeds.shape[0]), int(embeds.shape[0] * embeds.shape[1]))
-        if self.slices_logits:
-            kwargs["logits_to_keep"] = union                                    # 1-D: same rows for all
-            logits = self.model(**kwargs).logits                                # (B, U, V)
-            index = inverse
-        else:
-            logits = self.model(**kwargs).logits                                # (B, L, V)
-            index = rows
-        # (B, n, V)
-        return _pick_rows(logits, index)
-
-
 def _logsumexp_(x: Tensor) -> Tensor:
     """``logsumexp`` over the last dim, overwriting ``x`` (no second vocabulary-sized buffer)."""
     top = x.amax(dim=-1, keepdim=True)                                         # (..., 1)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     return x.sub_(top).exp_().sum(-1).log_() + top.squeeze(-1)
-
-
-def _pick_rows(logits: Tensor, index: Tensor) -> Tensor:
-    """``logits[b, index[b, j]]``: ``(B, U, V)``, ``(B, n)`` -> ``(B, n, V)``.
-
-    Returns ``logits`` itself when the index is ``0..n-1`` in every batch row (no deletion: the
-    forward already kept exactly the scored rows); else row indexing, which never builds a
-    ``(B, n, V)`` index tensor as ``take_along_dim`` would (twice the logits' memory)."""
-    B, n = index.shape
-    if n == logits.shape[1] and bool((index == torch.arange(n, device=index.device)).all()):
-        return logits
-    return logits[torch.arange(B, device=index.device).unsqueeze(-1), index]   # (B, n, V)
 
 
 def _scoring_rows(rows: Sequence[int], keep: Tensor | None, batch: int, device: torch.device) -> Tensor:
@@ -477,7 +167,7 @@ class CausalLMObjective:
     """The score S: ``(B, L, d) embeds, (B, L) keep | None -> (B,)`` (differentiable).
 
     ``clean`` ``(L, d)``: the unperturbed input embeddings, which enables shared-prefix reuse
-    for evaluations without gradients (see :class:`_Forward`).
+    for evaluations without gradients (see :class:`~scopecheck.engine.forward.Forward`).
     """
 
     def __init__(self, model: torch.nn.Module, ids: Tensor, targets: Sequence[int], score: str,
@@ -489,12 +179,12 @@ class CausalLMObjective:
         self.target_ids = ids[list(self.targets)]                               # (n,)
         self.score = score
         self.alternative = alternative
-        self._forward = _Forward(model, clean)
+        self.forward = Forward(model, clean)
 
     @property
     def forward_counts(self) -> dict[str, int]:
         """Model calls, batch rows and token positions run so far (for benchmarks)."""
-        return self._forward.counts
+        return self.forward.counts
 
     def eager_attention(self) -> contextlib.AbstractContextManager[None]:
         return eager_attention(self.model)
@@ -507,7 +197,7 @@ class CausalLMObjective:
         if keep is not None and not bool(keep[:, list(self.targets)].all()):
             raise ValueError("a target position cannot be deleted: targets are rescored at their frozen ids")
         rows = _scoring_rows(self.rows, keep, B, embeds.device)                 # (B, n)
-        return self.terms(self._forward(embeds, keep, rows))
+        return self.terms(self.forward(embeds, keep, rows))
 
     def terms(self, logits: Tensor) -> Tensor:
         """Per-target terms ``(B, n)`` from the logits ``(B, n, V)`` at the scoring rows (without a
@@ -559,7 +249,7 @@ class CausalLMObjective:
             handle = block.register_forward_pre_hook(hook, with_kwargs=True)
             try:
                 with _frozen(self.model):
-                    logits = self._forward._full(e, None, rows.expand(batch, -1))  # (B, n, V); never cached
+                    logits = self.forward.full(e, None, rows.expand(batch, -1))  # (B, n, V); never cached
             finally:
                 handle.remove()
             return self.combine(self.terms(logits))                             # (B,)
@@ -634,7 +324,7 @@ class CausalLMFamilyObjective:
         buffer, so the vocabulary-sized memory is one ``(B, n, V)`` tensor.
         """
         inner = self.inner
-        fwd = inner._forward
+        fwd = inner.forward
         x = embeds.detach().requires_grad_(True)
         head = self._head() if self._head_ok is not False else None
         if head is None:
@@ -658,7 +348,7 @@ class CausalLMFamilyObjective:
                 logits = inner.model(**kwargs).logits                            # (B, n, V) or (B, cut, V)
         finally:
             handle.remove()
-        fwd._count(B, B * cut)
+        fwd.count_call(B, B * cut)
         h, z = seen.get("h"), seen.get("z")
         exact = z is not None and h is not None and (z is logits or (
             z.shape == logits.shape and bool(torch.equal(z.detach().to(logits.dtype), logits.detach()))))
@@ -702,7 +392,7 @@ class CausalLMLogProbs:
 
     def __init__(self, model: torch.nn.Module, target_rows: Sequence[int], clean: Tensor | None = None) -> None:
         self.target_rows = tuple(int(r) for r in target_rows)
-        self._forward = _Forward(model, clean)
+        self.forward = Forward(model, clean)
 
     def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
         return self.at_rows(embeds, keep, self.target_rows)
@@ -710,20 +400,20 @@ class CausalLMLogProbs:
     @property
     def forward_counts(self) -> dict[str, int]:
         """Model calls, batch rows and token positions run so far."""
-        return self._forward.counts
+        return self.forward.counts
 
     def at_rows(self, embeds: Tensor, keep: Tensor | None, rows: Sequence[int]) -> Tensor:
         """Log-probs ``(B, len(rows), V)`` of the token following each of ``rows``."""
         B = embeds.shape[0]
         r = _scoring_rows(rows, keep, B, embeds.device)                         # (B, n)
-        return torch.log_softmax(self._forward(embeds, keep, r), dim=-1)
+        return torch.log_softmax(self.forward(embeds, keep, r), dim=-1)
 
     def state_bytes(self) -> int | None:
         """Bytes of key/value state per sequence and position (``None``: :meth:`read_on` unusable)."""
-        fwd = self._forward
+        fwd = self.forward
         if not fwd.cache_verified:
             return None
-        return sum((k[0, ..., :1, :].numel() * k.element_size()) * 2 for k, _ in fwd._prefix_cache())
+        return sum((k[0, ..., :1, :].numel() * k.element_size()) * 2 for k, _ in fwd.prefix_cache())
 
     @torch.no_grad()
     def read_on(self, embeds: Tensor, start: int, state: list[tuple[Tensor, Tensor]] | None = None
@@ -738,15 +428,15 @@ class CausalLMLogProbs:
         used (the caller then runs :meth:`at_rows`)."""
         from transformers import DynamicCache
 
-        fwd = self._forward
+        fwd = self.forward
         if not fwd.cache_verified:
             return None
         B, m, _ = embeds.shape
         if state is None:
             state = [(k[..., :start, :].expand(B, -1, -1, -1), v[..., :start, :].expand(B, -1, -1, -1))
-                     for k, v in fwd._prefix_cache()]                           # (B, H, start, hd) views
-        out = fwd._call_cached(DynamicCache(ddp_cache_data=state), inputs_embeds=embeds)
-        fwd._count(B, B * m)
+                     for k, v in fwd.prefix_cache()]                           # (B, H, start, hd) views
+        out = fwd.call_cached(DynamicCache(ddp_cache_data=state), inputs_embeds=embeds)
+        fwd.count_call(B, B * m)
         new = [(layer.keys, layer.values) for layer in returned_cache(out).layers]
         return torch.log_softmax(out.logits, dim=-1), new                        # (B, m, V)
 
@@ -811,68 +501,6 @@ class CausalLMAttentions:
 
 
 # --------------------------------------------------------------------------- builder
-
-
-def _token_id(explicit: int | None, config: object, attr: str, vocab: int, name: str) -> int | None:
-    tid = explicit if explicit is not None else getattr(config, attr, None)
-    if isinstance(tid, (list, tuple)):                                          # some configs list several
-        tid = tid[0] if tid else None
-    if tid is None:
-        return None
-    tid = int(tid)
-    if not 0 <= tid < vocab:
-        if explicit is not None:
-            raise ValueError(f"{name}_id={tid} is outside the vocabulary (size {vocab})")
-        return None
-    return tid
-
-
-#: Mean vocabulary embedding per embedding module, with the identity and version counter of its
-#: weight: a family of K problems (or a dataset of many) over one model computes the mean once.
-_VOCAB_MEAN: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, int, Tensor]]" = weakref.WeakKeyDictionary()
-
-
-def _vocab_mean(vocab_embeds: Tensor, module: torch.nn.Module | None) -> Tensor:
-    """``vocab_embeds.mean(0, keepdim=True)`` ``(1, d)``, cached per plain ``nn.Embedding``
-    ``module`` (whose weight ``vocab_embeds`` is) while that weight is unchanged."""
-    if module is None:
-        return vocab_embeds.mean(0, keepdim=True)
-    weight = module.weight
-    hit = _VOCAB_MEAN.get(module)
-    if hit is not None and hit[0] == id(weight) and hit[1] == weight._version:
-        return hit[2]
-    mean = vocab_embeds.mean(0, keepdim=True)                                     # (1, d)
-    _VOCAB_MEAN[module] = (id(weight), weight._version, mean)
-    return mean
-
-
-def embedding_operators(model: torch.nn.Module, L: int, pad_id: int | None = None, mask_id: int | None = None,
-                        unk_id: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """The vocabulary embedding rows ``(V, d)`` and the replacement rows ``(L, d)`` of every
-    perturbation operator the model has: ``zero`` and ``mean`` always; ``pad``, ``mask``,
-    ``unk`` where the explicit id or ``model.config.{pad,mask,unk}_token_id`` names a token
-    (none is invented)."""
-    emb_module = model.get_input_embeddings()
-    weight = emb_module.weight                                                   # (V, d)
-    device = weight.device
-    V = int(weight.shape[0])
-    with torch.no_grad():
-        if type(emb_module) is torch.nn.Embedding:
-            vocab_embeds = weight.detach()                                       # (V, d), shares storage
-        else:  # scaled / custom embedding modules: rows exactly as inputs_embeds expects them
-            vocab_embeds = emb_module(torch.arange(V, device=device)).detach()
-    d = int(vocab_embeds.shape[1])
-    config = getattr(model, "config", None)
-    operators: dict[str, Tensor] = {
-        "zero": torch.zeros(L, d, dtype=vocab_embeds.dtype, device=device),     # (L, d)
-        "mean": _vocab_mean(vocab_embeds, emb_module if type(emb_module) is torch.nn.Embedding else None)
-                .expand(L, d).clone(),                                           # (L, d)
-    }
-    for name, explicit in (("pad", pad_id), ("mask", mask_id), ("unk", unk_id)):
-        tid = _token_id(explicit, config, f"{name}_token_id", V, name)
-        if tid is not None:
-            operators[name] = vocab_embeds[tid].unsqueeze(0).expand(L, d).clone()  # (L, d)
-    return vocab_embeds, operators
 
 
 def causal_lm_problem(
@@ -962,8 +590,8 @@ def fast_path_notes(problem: AttributionProblem) -> list[str]:
     shared-prefix fast path was lost, saying which and why (never a silent fallback)."""
     notes: list[str] = []
     for reader in (problem.objective, problem.logprobs):
-        fwd = getattr(reader, "_forward", None)
-        note = fwd.fast_path_note if isinstance(fwd, _Forward) else None
+        fwd = getattr(reader, "forward", None)
+        note = fwd.fast_path_note if isinstance(fwd, Forward) else None
         if note and note not in notes:
             notes.append(note)
     return notes

@@ -36,9 +36,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from scopecheck.spec.vocabulary import AGGREGATIONS, DEFAULT_AGGREGATION
+
+if TYPE_CHECKING:
+    from scopecheck.engine.result import AttributionResult
 
 #: Piece prefixes that mark the start of a word: SentencePiece (llama, T5) and byte-level BPE (GPT-2).
 WORD_MARKERS = ("▁", "Ġ")
@@ -187,13 +190,13 @@ def alignment_inputs(alignment: Any, pieces: Sequence[str] | None = None
     return roles, spans, texts, list(pieces) if pieces is not None else [t.text for t in toks]
 
 
-def words_of(result: Any, pieces: Sequence[str] | None = None) -> tuple[WordScore, ...]:
+def words_of(result: AttributionResult, pieces: Sequence[str] | None = None) -> tuple[WordScore, ...]:
     """The word-level map of an :class:`~scopecheck.engine.result.AttributionResult` (its alignment
     gives the offsets; ``pieces``: the tokenizer's pieces of its tokens, when at hand)."""
-    alignment = getattr(getattr(result, "compiled", None), "alignment", None)
-    if alignment is None:
+    compiled = result.compiled
+    if compiled is None:
         raise ValueError("word aggregation needs the run's token alignment (result.compiled)")
-    roles, spans, texts, pcs = alignment_inputs(alignment, pieces)
+    roles, spans, texts, pcs = alignment_inputs(compiled.alignment, pieces)
     if len(roles) != len(result.tokens):
         raise ValueError(f"the alignment has {len(roles)} tokens, the map {len(result.tokens)}")
     toks = result.tokens

@@ -51,7 +51,7 @@ def _reusable(store: Any, ex_id: str, method: str, seed: int, keys: set[str]) ->
     return er
 
 
-def _notice(runner: Any, cr: Any, bar: Any, msg: str) -> None:
+def _notice(runner: Runner, cr: ContractRun, bar: Any, msg: str) -> None:
     """A line for the user, through the run's log channel (and above the progress bar)."""
     cr.dataset.setdefault("notices", []).append(msg)
     if bar is not None:

@@ -121,7 +121,7 @@ def truth_positions(sub: Any, ex: Any) -> list[int] | None:
     return sorted(out)
 
 
-def _position_set(runner: Any, sub: Any, o: Any, truth: list[int] | None, c: m.Comparison) -> set[int]:
+def _position_set(runner: Runner, sub: ContractRun, o: Any, truth: list[int] | None, c: m.Comparison) -> set[int]:
     if _uses_truth(o):
         if truth is None:
             raise ContractError("this example has no ground truth", c.span, rule="dataset")
@@ -133,7 +133,7 @@ def _position_set(runner: Any, sub: Any, o: Any, truth: list[int] | None, c: m.C
                                   expected="top(3) in truth, truth in top(2)", rule="expect")
 
 
-def compare_truth(runner: Any, sub: Any, c: m.Comparison, truth: list[int] | None) -> bool:
+def compare_truth(runner: Runner, sub: ContractRun, c: m.Comparison, truth: list[int] | None) -> bool:
     """A comparison with ``truth`` on token sets (see the module docstring)."""
     left = _position_set(runner, sub, c.left, truth, c)
     right = _position_set(runner, sub, c.right, truth, c)

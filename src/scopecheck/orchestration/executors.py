@@ -95,7 +95,7 @@ def _contract(job: Job) -> m.Contract:
     return (same_line or docs)[0]
 
 
-def compute(job: Job, examples: Sequence[Any], runner: Any = None) -> list[Done]:
+def compute(job: Job, examples: Sequence[Example], runner: Runner | None = None) -> list[Done]:
     """Compute ``examples`` of ``job``'s contract in this process (a fresh runner unless given):
     what a Ray worker runs on a shard."""
     contract = _contract(job)

@@ -8,10 +8,14 @@ positioned error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scopecheck.errors import ContractError, InternalError, reraise_interrupt
 from scopecheck.spec import model as m
+
+if TYPE_CHECKING:
+    from scopecheck.checks.result import CheckResult
+    from scopecheck.engine.result import AttributionResult
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,8 @@ class ExpectationOutcome:
 @dataclass
 class ContractRun:
     contract: m.Contract
-    result: Any = None                                   # AttributionResult
-    checks: dict[str, Any] = field(default_factory=dict)  # canonical call text -> CheckResult
+    result: AttributionResult | None = None
+    checks: dict[str, CheckResult] = field(default_factory=dict)  # canonical call text -> its result
     outcomes: list[ExpectationOutcome] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0

@@ -25,10 +25,15 @@ import math
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from scopecheck.report._io import atomic_write_many, atomic_write_text  # noqa: F401 - re-exported
 from scopecheck.version import __version__
+
+if TYPE_CHECKING:
+    from scopecheck.checks.result import CheckResult
+    from scopecheck.engine.result import AttributionResult
+    from scopecheck.orchestration.records import ContractRun, ExpectationOutcome
 
 SCHEMA_FILE = "results.schema.json"
 SCHEMA_ID = "https://scopecheck.dev/schema/results.schema.json"
@@ -207,7 +212,7 @@ def _spec_facts(contract: Any) -> dict[str, Any]:
     return facts
 
 
-def _op_of(run: Any, outcome: Any) -> str | None:
+def _op_of(run: ContractRun, outcome: ExpectationOutcome) -> str | None:
     contract = getattr(run, "contract", None)
     for ex in getattr(contract, "expects", ()) or ():
         if ex.span.line == outcome.line:
@@ -221,7 +226,7 @@ def _op_of(run: Any, outcome: Any) -> str | None:
     return None
 
 
-def check_record(key: str, res: Any) -> dict[str, Any]:
+def check_record(key: str, res: CheckResult) -> dict[str, Any]:
     fields = {k: num(v) for k, v in dict(getattr(res, "fields", {}) or {}).items()}
     ranges = {k: [num(lo), num(hi)] for k, (lo, hi) in dict(getattr(res, "ranges", {}) or {}).items()}
     passed = getattr(res, "passed", None)
@@ -249,21 +254,20 @@ def check_record(key: str, res: Any) -> dict[str, Any]:
     }
 
 
-def _output_text(r: Any) -> str:
+def _output_text(r: AttributionResult) -> str:
     """The frozen output's text (a diffusion stage contract's tokens are stages, not the output)."""
-    al = getattr(getattr(r, "compiled", None), "alignment", None)
-    if al is not None and getattr(al, "output_text", None) is not None:
-        return str(al.output_text)
+    if r.compiled is not None:
+        return str(r.compiled.alignment.output_text)
     return "".join(t.text for t in r.tokens if t.role == "output")
 
 
-def _quantization(r: Any) -> str | None:
+def _quantization(r: AttributionResult) -> str | None:
     """A GGUF checkpoint's quantization (``Q8_0``, ``Q4_1``, ``F32``...); None for other models."""
     q = getattr(r, "quantization", None)
     return None if q is None else str(q)
 
 
-def run_record(run: Any) -> dict[str, Any]:
+def run_record(run: ContractRun | AttributionResult) -> dict[str, Any]:
     """One run as plain JSON data (the ``runs[i]`` of :func:`results_json`)."""
     run = as_run(run)
     r = run.result

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.color import Color
@@ -26,6 +26,9 @@ from rich.table import Table
 from rich.text import Text
 
 from scopecheck.errors import visible
+
+if TYPE_CHECKING:
+    from scopecheck.engine.result import AttributionResult
 
 ELEMENTS = (("S", "score"), ("C", "fixed"), ("O", "explain"), ("P", "process"), ("E", "eligible"))
 BAR_WIDTH = 20
@@ -56,7 +59,7 @@ def shown(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def scale(result: Any) -> float:
+def scale(result: AttributionResult) -> float:
     """The largest |score| over eligible tokens (0 if none)."""
     vals = [abs(t.score) for t in result.tokens if t.eligible and math.isfinite(t.score)]
     return max(vals, default=0.0)
@@ -107,7 +110,7 @@ def _bg(score: float, peak: float) -> Style:
     return Style(color=fg, bgcolor=Color.from_rgb(*mix))
 
 
-def header(result: Any, color: bool = True) -> Table:
+def header(result: AttributionResult, color: bool = True) -> Table:
     r = result
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold" if color else "", no_wrap=True)
@@ -139,7 +142,7 @@ def header(result: Any, color: bool = True) -> Table:
     return t
 
 
-def inline_map(result: Any, color: bool) -> Text:
+def inline_map(result: AttributionResult, color: bool) -> Text:
     """The tokens in reading order; shading (color) or markers (plain) for fixed/target/special."""
     peak = scale(result)
     text = Text()
@@ -195,7 +198,7 @@ def _cells(text: str, score: float, peak: float, shaded: bool, color: bool) -> t
     return tok, fmt_score(score), bt
 
 
-def token_table(result: Any, color: bool) -> Table:
+def token_table(result: AttributionResult, color: bool) -> Table:
     peak = scale(result)
     tab = _map_table((("pos", {"justify": "right"}), ("role", {}), ("ref", {})), "token")
     for t in result.tokens:
@@ -253,14 +256,14 @@ def word_table(words: Any, color: bool) -> Table:
     return tab
 
 
-def legend(result: Any) -> str:
+def legend(result: AttributionResult) -> str:
     peak = scale(result)
     return (f"scores: + supports S, − opposes it; bar/shade ∝ |score| / max|score over E| = {peak:.3e}.  "
             "[fixed] held fixed (C, or special), [target] in O, [special] special token, "
             "[not in E] not eligible; scores outside E are 0 by contract.")
 
 
-def heatmap_text(result: Any, color: bool | None = None, width: int = 110) -> str:
+def heatmap_text(result: AttributionResult, color: bool | None = None, width: int = 110) -> str:
     """The whole contract and the token heatmap of ``result`` (an AttributionResult or a
     ContractRun), as a string. ``color=None``: color only when stdout is a terminal."""
     r = _result(result)
@@ -308,7 +311,7 @@ def heatmap_text(result: Any, color: bool | None = None, width: int = 110) -> st
     return out
 
 
-def print_heatmap(result: Any, console: Console | None = None) -> None:
+def print_heatmap(result: AttributionResult, console: Console | None = None) -> None:
     console = console or Console()
     console.print(Text.from_ansi(heatmap_text(result, color=console.is_terminal and not console.no_color,
                                               width=console.width)))

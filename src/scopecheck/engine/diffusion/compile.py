@@ -28,15 +28,16 @@ from typing import Any
 
 import torch
 
-from scopecheck.engine.align import Alignment, Token, _encode, align, positions as token_positions
+from scopecheck.engine.align import Alignment, Token, encode_text, align, positions as token_positions
 from scopecheck.engine.align import prompt_ids as read_prompt
 from scopecheck.engine.diffusion.chain import SAMPLER_ALIASES, Chain, SamplerSettings, check_settings, sample_chain
 from scopecheck.engine.diffusion.denoiser import Denoiser, default_adapter
 from scopecheck.engine.diffusion.estimators import Reads, elbo_estimate, score_reads, state_reads
+from scopecheck.engine.embeddings import embedding_operators
 from scopecheck.engine.diffusion.problem import ChainObjective, OutputScore, estimator_reads, stage_problem
 from scopecheck.engine.models import LoadedModel, check_context
 from scopecheck.engine.problem import AttributionProblem
-from scopecheck.errors import ContractValidationError, Span
+from scopecheck.errors import ContractValidationError, InvalidSettings, Span
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import Resolved
 
@@ -45,7 +46,8 @@ DEFAULT_LENGTH = 32       # response slots when neither the contract nor the mod
 
 @dataclass(frozen=True)
 class DiffusionCompiled:
-    """What :class:`~scopecheck.engine.compile.Compiled` holds, plus the chain and its protocol."""
+    """What :class:`~scopecheck.engine.compile.Compiled` holds, plus the chain and its protocol
+    (a :class:`~scopecheck.engine.compiled.CompiledContract`)."""
 
     contract: m.Contract
     resolved: Resolved
@@ -67,6 +69,7 @@ class DiffusionCompiled:
     info: dict[str, Any] = field(default_factory=dict)
     stage_features: bool = False           # the features are stages (denoising_stage)
     operator_ids: tuple[int | None, int | None, int | None] = (None, None, None)   # pad, mask, unk tokens
+    warnings: tuple[str, ...] = ()         # what the user should know about this computation (reported)
 
     def positions(self, sel: m.Selector) -> list[int]:
         """Sequence positions (or stage features) a selector names."""
@@ -77,8 +80,6 @@ class DiffusionCompiled:
         re-initialised copy for the randomization check; embeddings and operators are the new
         model's. The chain is not re-sampled: the question stays the one the contract asked."""
         import dataclasses
-
-        from scopecheck.engine.scoring import embedding_operators
 
         den = dataclasses.replace(self.denoiser, model=model)
         pb = self.problem
@@ -252,7 +253,7 @@ def compile_diffusion(contract: m.Contract, resolved: Resolved, lm: LoadedModel)
     given = contract.output.text if contract.output is not None else None
     force = None
     if given is not None:
-        y_ids = _encode(tok, given)[0]
+        y_ids = encode_text(tok, given)[0]
         if not y_ids:
             raise _err("the output is empty", contract.output.span, expected="a non-empty output", rule="output")
         settings = sampler_settings(contract, sc.process, lm, len(y_ids))
@@ -276,7 +277,6 @@ def compile_diffusion(contract: m.Contract, resolved: Resolved, lm: LoadedModel)
     if est is not None and est.name == "elbo":
         samples = int(m.py_value(next(p.value for p in est.params if p.key == "samples")))  # type: ignore[arg-type]
     seed = contract.seed or 0
-    from scopecheck.engine.scoring import embedding_operators
 
     operator_ids = (tok.pad_token_id, den.mask_id, tok.unk_token_id)
     vocab_embeds, operators = embedding_operators(den.model, L, *operator_ids)
