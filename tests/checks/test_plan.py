@@ -20,8 +20,8 @@ import torch
 
 from scopecheck.checks import faithfulness
 from scopecheck.checks.registry import random_baseline, run_check
-from scopecheck.engine.methods import _common
-from scopecheck.engine.methods._common import Progress
+from scopecheck.runtime import batching, progress
+from scopecheck.runtime.progress import Progress
 from scopecheck.engine.precision import float64_forward
 
 TOL = 1e-12
@@ -37,7 +37,7 @@ def _fresh(request, monkeypatch):
         if fwd is not None and hasattr(fwd, "reuse_prefix"):
             monkeypatch.setattr(fwd, "reuse_prefix", False)
     faithfulness.clear_score_cache()
-    _common.forget_learned_batches()
+    batching.forget_learned_batches()
     yield
     faithfulness.clear_score_cache()
 
@@ -318,7 +318,7 @@ def test_matrix_writes_a_line_at_least_every_interval_with_a_fixed_total(monkeyp
     from scopecheck.orchestration.records import ContractRun
     from scopecheck.orchestration.runner import Runner
 
-    monkeypatch.setattr(_common, "LOG_INTERVAL", 0.05)
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.05)
 
     def slow(self, doc):
         time.sleep(0.3)                                               # six intervals, no update

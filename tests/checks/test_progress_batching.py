@@ -18,8 +18,8 @@ import torch
 
 from scopecheck.checks import faithfulness
 from scopecheck.checks.registry import random_baseline, run_check
-from scopecheck.engine.methods import _common
-from scopecheck.engine.methods._common import Progress, phase, progress_enabled
+from scopecheck.runtime import batching, progress
+from scopecheck.runtime.progress import Progress, phase, progress_enabled
 
 
 class Forwards:
@@ -54,7 +54,7 @@ def _fresh_scores(request, monkeypatch):
         if fwd is not None and hasattr(fwd, "reuse_prefix"):
             monkeypatch.setattr(fwd, "reuse_prefix", False)
     faithfulness.clear_score_cache()
-    _common.forget_learned_batches()
+    batching.forget_learned_batches()
     yield
     faithfulness.clear_score_cache()
 
@@ -63,14 +63,14 @@ def _fresh_scores(request, monkeypatch):
 
 
 def test_progress_is_off_inside_pytest_unless_asked(monkeypatch, occ_short, capsys):
-    monkeypatch.delenv(_common.PROGRESS_ENV, raising=False)
+    monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)
     assert progress_enabled(None) is False                       # PYTEST_CURRENT_TEST is set
     assert progress_enabled(True) is True
-    monkeypatch.setenv(_common.PROGRESS_ENV, "1")
+    monkeypatch.setenv(progress.PROGRESS_ENV, "1")
     assert progress_enabled(None) is True
-    monkeypatch.setenv(_common.PROGRESS_ENV, "off")
+    monkeypatch.setenv(progress.PROGRESS_ENV, "off")
     assert progress_enabled(None) is False
-    monkeypatch.delenv(_common.PROGRESS_ENV)
+    monkeypatch.delenv(progress.PROGRESS_ENV)
     capsys.readouterr()
     run_check("deletion", occ_short)
     random_baseline("deletion", occ_short, seeds=(0, 1))
@@ -95,7 +95,7 @@ def test_check_progress_on_a_non_tty_stream_names_the_check(occ_short, capsys):
 
 def test_non_tty_lines_are_rate_limited(monkeypatch):
     clock = iter(float(t) for t in range(0, 1000, 3))             # every call 3 s later
-    monkeypatch.setattr(_common.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
     out = io.StringIO()
     p = Progress("check deletion", total=40, stream=out)           # at t = 0
     for _ in range(40):
@@ -103,7 +103,7 @@ def test_non_tty_lines_are_rate_limited(monkeypatch):
     p.close()
     lines = out.getvalue().splitlines()
     # 120 s of work: a line at most every LOG_INTERVAL (10 s) -> at most 12 updates, one closing line
-    assert 2 <= len(lines) <= 120 / _common.LOG_INTERVAL + 1
+    assert 2 <= len(lines) <= 120 / progress.LOG_INTERVAL + 1
     assert all(ln.startswith("scopecheck: check deletion: ") for ln in lines)
     assert lines[0].endswith("/40 evaluations (12 s)") and lines[-1].startswith("scopecheck: check deletion: done, 40")
 

@@ -64,8 +64,9 @@ import torch
 
 from scopecheck.checks.catalog import CHECKS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS, CheckInfo, Protocol
 from scopecheck.checks.result import CheckResult
-from scopecheck.engine.methods._common import map_batches
+from scopecheck.runtime.batching import map_batches
 from scopecheck.errors import ContractError
+from scopecheck.runtime.progress import current_phase
 from scopecheck.spec.check_registry import get_check, unknown_params
 from scopecheck.spec.vocabulary import fallback_operator
 
@@ -249,8 +250,6 @@ def counting(work: Work) -> Any:
 
 def _tick(n: int) -> None:
     """Advance the running check's planned progress bar (a fixed total) by ``n`` rows."""
-    from scopecheck.engine.methods._common import current_phase
-
     bar = current_phase()
     if bar is not None and bar.fixed and n > 0:
         bar.update(n)

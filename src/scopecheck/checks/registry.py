@@ -13,7 +13,7 @@ scores the rows in one batched call; every row is scored once per compiled probl
 ``naopc`` (``None``: every field), once per contract. Each result records its cost in
 ``extra['work']``: planned and distinct rows, rows the model scored, model calls and seconds.
 Each runs as one progress phase (``progress``: a bar on a terminal, a line at least every ten
-seconds otherwise; off inside pytest unless asked for, see ``_common.progress_enabled``).
+seconds otherwise; off inside pytest unless asked for, see ``runtime.progress.progress_enabled``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from scopecheck.checks import faithfulness as _faith
 from scopecheck.checks.result import CheckResult
-from scopecheck.engine.methods._common import phase
+from scopecheck.runtime.progress import phase
 from scopecheck.spec.check_registry import CHECKS, get_check
 
 CheckImpl = Callable[..., CheckResult]

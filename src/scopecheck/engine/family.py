@@ -36,7 +36,9 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from scopecheck.engine.methods import prepare, run_method
-from scopecheck.engine.methods._common import batch_param, check_operator, finalize, map_batches, vmapped_backward
+from scopecheck.engine.methods._common import batch_param, check_operator, finalize
+from scopecheck.runtime.batching import map_batches
+from scopecheck.runtime.devices import vmapped_backward
 from scopecheck.engine.methods.gradients import NORMS, ig_finish, ig_path
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.engine.scoring import CausalLMFamilyObjective, CausalLMObjective
@@ -69,7 +71,7 @@ def vjps(out: Tensor, x: Tensor, cot: Tensor) -> Tensor:
     """The K vector-Jacobian products ``cot[k] . d out / d x``: ``cot`` ``(K, *out.shape)`` ->
     ``(K, *x.shape)``, over one graph (left to be freed).
 
-    One vmapped backward where :func:`~scopecheck.engine.methods._common.vmapped_backward` says
+    One vmapped backward where :func:`~scopecheck.runtime.devices.vmapped_backward` says
     so (accelerators; small graphs on a CPU), falling back to K backwards where the vmap has no
     batching rule for some operator; K backwards over the retained graph otherwise. Same numbers
     either way (tests compare them).
