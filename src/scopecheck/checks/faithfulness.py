@@ -47,8 +47,15 @@ Definitions (each function's docstring repeats its own):
 * infidelity (Yeh et al. 2019): ``E_I[(Iᵀa − (S(x) − S(x \\ I)))²]`` with ``I`` uniform random
   binary masks over ``F`` (each feature in with probability 1/2), not normalised (captum's
   ``normalize=False``); the masks are returned in ``extra['masks']``.
+
+Around the checks: their parameters are coerced by :mod:`~scopecheck.checks.params`, their context
+(:class:`~scopecheck.checks.context.Ctx`) built by :mod:`~scopecheck.checks.context`, the curves'
+grid and NAOPC bounds are :mod:`~scopecheck.checks.curves`', the per-contract row cache and the
+accounting of a check's work :mod:`~scopecheck.checks.rowcache`'s, and the rows a check will score
+are planned by :mod:`~scopecheck.checks.plan`.
 """
 
+from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
