@@ -200,7 +200,7 @@ def test_rows_are_cached_per_protocol_and_operator(occ_short, monkeypatch):
     """The row cache is keyed by the mask's content under one protocol and operator: the same mask
     regenerated (a diffusion protocol) or under another operator is another row."""
     ctx = context.setup("deletion", occ_short, None)
-    assert ctx._cache() is rowcache.score_cache(occ_short.compiled.problem)
+    assert ctx.row_cache() is rowcache.score_cache(occ_short.compiled.problem)
     drop = ctx.drop_rows([ctx.features[:2]])
     rescore = ctx.row_keys(drop)
     assert rescore == ctx.row_keys(drop.clone())                   # content, not identity

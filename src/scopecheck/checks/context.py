@@ -44,9 +44,9 @@ class Ctx:
     ranking_given: bool
     _s_x: float | None = field(default=None, repr=False)
     #: per perturbed input regenerated for the check's own quantity: did its output change?
-    _changed: list[bool] = field(default_factory=list, repr=False)
+    changed_flags: list[bool] = field(default_factory=list, repr=False)
     #: where the flags of the evaluations now running go (``None``: not counted)
-    _changed_into: list[bool] | None = field(default=None, repr=False)
+    flags_into: list[bool] | None = field(default=None, repr=False)
 
     @property
     def compiled(self) -> Any:
@@ -76,7 +76,9 @@ class Ctx:
             return obj
         return self.problem.objective
 
-    def _cache(self) -> dict[tuple, Any] | None:
+    def row_cache(self) -> dict[tuple, Any] | None:
+        """The contract's row cache (``rowcache.score_cache``), ``None`` when nothing is shared
+        (``rowcache.SCORE_CACHE`` off, or a check with no operator)."""
         if not rowcache.SCORE_CACHE or self.operator is None:
             return None
         return score_cache(self.problem)
@@ -134,7 +136,7 @@ class Ctx:
             return torch.zeros(0, dtype=torch.float64)
         drop = drop.to("cpu", torch.bool) & pb.eligible.to("cpu").unsqueeze(0)
         perturbed = drop.any(-1).tolist()
-        cache = self._cache()
+        cache = self.row_cache()
         if cache is None:
             s, flags = self._evaluate(drop)
         else:
@@ -151,8 +153,8 @@ class Ctx:
                 tick(N - len(todo))                              # planned rows served by the cache
             s = torch.tensor([cache[k][0] for k in keys], dtype=torch.float64)
             flags = [cache[k][1] for k in keys]
-        if self._changed_into is not None and self.protocol.then != "rescore":
-            self._changed_into.extend(bool(c) for c, q in zip(flags, perturbed) if q and c is not None)
+        if self.flags_into is not None and self.protocol.then != "rescore":
+            self.flags_into.extend(bool(c) for c, q in zip(flags, perturbed) if q and c is not None)
         return s
 
     def drop_rows(self, sets: Sequence[Sequence[int]]) -> Tensor:
@@ -177,7 +179,7 @@ class Ctx:
     def s_x(self) -> float:
         """``S(x)``, the unperturbed input through the protocol's evaluator (once per contract)."""
         if self._s_x is None:
-            cache = self._cache()
+            cache = self.row_cache()
             key = ("s_x", self.protocol.then)
             if cache is not None and key in cache:
                 self._s_x = cache[key]
@@ -200,7 +202,7 @@ class Ctx:
         output is rescored, never regenerated."""
         if self.protocol.then == "rescore":
             return 0.0
-        flags = self._changed
+        flags = self.changed_flags
         return float(sum(flags) / len(flags)) if flags else 0.0
 
     def s_empty(self) -> float:
@@ -362,7 +364,7 @@ def setup(name: str, result: Any, params: Mapping[str, object] | None, *, rankin
         order = own
     ctx = Ctx(name, info, result, p, protocol, kind, tuple(groups), list(features), operator, batch, int(seed),
               values, order, ranking is not None)
-    ctx._changed_into = ctx._changed
+    ctx.flags_into = ctx.changed_flags
     return ctx
 
 

@@ -163,22 +163,22 @@ def _bounds_key(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple:
 
 
 def bounds_known(ctx: Ctx, ks: Sequence[int], mode: str) -> bool:
-    cache = ctx._cache()
+    cache = ctx.row_cache()
     return cache is not None and _bounds_key(ctx, ks, mode) in cache
 
 
 def shared_bounds(ctx: Ctx, ks: Sequence[int], mode: str) -> tuple[float, float, str, int, list[bool]]:
     """``aopc_bounds`` once per contract (and its changed-output flags, apart from the check's)."""
-    cache = ctx._cache()
+    cache = ctx.row_cache()
     key = _bounds_key(ctx, ks, mode)
     if cache is not None and key in cache:
         return cache[key]
     bound_changed: list[bool] = []
-    ctx._changed_into = bound_changed                  # the bound search's regenerations: apart
+    ctx.flags_into = bound_changed                  # the bound search's regenerations: apart
     try:
         lower, upper, how, evals = aopc_bounds(ctx, ks, mode)
     finally:
-        ctx._changed_into = ctx._changed
+        ctx.flags_into = ctx.changed_flags
     hit = (lower, upper, how, evals, bound_changed)
     if cache is not None:
         cache[key] = hit

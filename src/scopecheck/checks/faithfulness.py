@@ -102,8 +102,8 @@ def _curve_check(name: str, mode: str, result: Any, params: Mapping[str, object]
         how = "not computed (no expectation asks for naopc)"
     return ctx.make(out, curve=curve, note=note, skip=() if wants_naopc(fields) else ("naopc",),
                     extra={"k": ks, "fractions": fractions, "ranking": list(r), "gains": gains, **bounds,
-                           **({"changed": f"{sum(ctx._changed)} of {len(ctx._changed)} perturbed curve points"}
-                              if ctx.protocol.then != "rescore" else {}),
+                           **({"changed": f"{sum(ctx.changed_flags)} of {len(ctx.changed_flags)} perturbed curve "
+                                          "points"} if ctx.protocol.then != "rescore" else {}),
                            "score_input" if mode == "deletion" else "score_empty": ref},
                     steps=steps if steps is not None else E, naopc_bounds=how, mode=mode,
                     normalization="raw S (the contract's score); aopc includes k = 0")

@@ -83,7 +83,7 @@ def plan(name: str, result: Any, params: Mapping[str, object] | None,
     if name not in PLANNED or not rowcache.SCORE_CACHE or not runs:
         return None
     ctxs = [setup(name, result, params, ranking=r, seed=s) for r, s in runs]
-    if ctxs[0]._cache() is None:
+    if ctxs[0].row_cache() is None:
         return None
     drops = [d for d in (planned_drops(name, c, fields, bounds=i == 0) for i, c in enumerate(ctxs)) if d is not None]
     if not drops:
