@@ -120,10 +120,13 @@ def main() -> None:
         t0 = time.perf_counter()
         out = runner.evaluate(cr, c.expects[0])
         record("expect deletion.aopc > random.aopc", t0, out.explanation[:80])
-        from scopecheck.checks import faithfulness
+        try:
+            from scopecheck.checks import rowcache as cache
+        except ImportError:                              # before the split the cache was faithfulness's
+            from scopecheck.checks import faithfulness as cache
 
-        if hasattr(faithfulness, "clear_score_cache"):   # nothing shared with the checks above
-            faithfulness.clear_score_cache()
+        if hasattr(cache, "clear_score_cache"):          # nothing shared with the checks above
+            cache.clear_score_cache()
         t0 = time.perf_counter()
         rb = random_baseline("deletion", res, {})
         record("random baseline alone, cold (5 seeds)", t0, f"random aopc {rb.fields['aopc']:.6f}")

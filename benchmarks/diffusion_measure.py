@@ -126,7 +126,7 @@ SHIPPED = ("contracts/standard/prompt_to_output.scope", "contracts/standard/stat
 
 
 def batching(paths: list[str]) -> None:
-    from scopecheck.checks.faithfulness import clear_score_cache
+    from scopecheck.checks.rowcache import clear_score_cache
     from scopecheck.engine.diffusion import denoiser as dmod
     from scopecheck.engine.diffusion import problem as pm
     from scopecheck.loader import load_file

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from scopecheck.checks import faithfulness
+from scopecheck.checks import curves
 from scopecheck.checks.catalog import CHECKS
 from scopecheck.checks.registry import CHECK_IMPLS, random_baseline, run_check
 from scopecheck.errors import ContractError
@@ -159,7 +159,7 @@ def test_naopc_exact_bounds_match_exhaustive_search(occ_short, name, mode, monke
     assert c.extra["aopc_upper"] == pytest.approx(upper, abs=1e-10)
     assert c.fields["naopc"] == pytest.approx((c.fields["aopc"] - lower) / (upper - lower), abs=1e-10)
     # the beam approximation (forced here) can only find bounds inside the exact ones
-    monkeypatch.setattr(faithfulness, "EXHAUSTIVE_MAX", 0)
+    monkeypatch.setattr(curves, "EXHAUSTIVE_MAX", 0)
     b = run_check(name, occ_short)
     assert b.config["naopc_bounds"].startswith("beam")
     assert lower - 1e-10 <= b.extra["aopc_lower"] <= b.fields["aopc"] <= b.extra["aopc_upper"] <= upper + 1e-10

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from scopecheck.checks import faithfulness
+from scopecheck.checks import context, curves, rowcache
 from scopecheck.checks.registry import random_baseline, run_check
-from scopecheck.engine.methods import _common
-from scopecheck.engine.methods._common import Progress
+from scopecheck.runtime import batching, progress
+from scopecheck.runtime.progress import Progress
 from scopecheck.engine.precision import float64_forward
 
 TOL = 1e-12
@@ -36,10 +36,10 @@ def _fresh(request, monkeypatch):
         fwd = getattr(request.getfixturevalue(name).compiled.problem.objective, "forward", None)
         if fwd is not None and hasattr(fwd, "reuse_prefix"):
             monkeypatch.setattr(fwd, "reuse_prefix", False)
-    faithfulness.clear_score_cache()
-    _common.forget_learned_batches()
+    rowcache.clear_score_cache()
+    batching.forget_learned_batches()
     yield
-    faithfulness.clear_score_cache()
+    rowcache.clear_score_cache()
 
 
 class Forwards:
@@ -75,7 +75,7 @@ def brute_S(result, drop) -> float:
 
 
 def perms(result, seeds):
-    feats = faithfulness.setup("deletion", result, None).features
+    feats = context.setup("deletion", result, None).features
     return [[feats[i] for i in np.random.default_rng(s).permutation(len(feats))] for s in seeds]
 
 
@@ -99,18 +99,18 @@ def test_deletion_plan_size_is_its_formula(request, fixture):
     (every ranking's curve and the map's own, which the compared check reads), distinct
     (r + 1)(k - 2) + 2 at most (x and x_∅ are every curve's ends)."""
     result = request.getfixturevalue(fixture)
-    E = len(faithfulness.setup("deletion", result, None).features)
+    E = len(context.setup("deletion", result, None).features)
     k = E + 1
     own = run_check("deletion", result, fields=("aopc",))
     assert rows(own)["planned_rows"] == k and rows(own)["distinct_rows"] == k and rows(own)["scored_rows"] == k
-    faithfulness.clear_score_cache()
+    rowcache.clear_score_cache()
     r = len(SEEDS)
     rnd = random_baseline("deletion", result, seeds=SEEDS, fields=("aopc",))
     w = rows(rnd)
     assert w["planned_rows"] == (r + 1) * k
     assert w["distinct_rows"] <= (r + 1) * (k - 2) + 2 and w["scored_rows"] == w["distinct_rows"]
     # distinct = the number of different prefixes of the r + 1 rankings, counted here directly
-    ranks = [faithfulness.setup("deletion", result, None).ranking, *perms(result, SEEDS)]
+    ranks = [context.setup("deletion", result, None).ranking, *perms(result, SEEDS)]
     assert w["distinct_rows"] == len({frozenset(p[:j]) for p in ranks for j in range(k)})
     assert w["model_calls"] == 1                                       # one batched call
 
@@ -136,7 +136,7 @@ def test_plan_sizes_of_the_other_ranking_checks(occ_short, name, params, per_run
     r = len(SEEDS)
     own = run_check(name, occ_short, params)
     assert rows(own)["planned_rows"] == per_run(params)
-    faithfulness.clear_score_cache()
+    rowcache.clear_score_cache()
     rnd = random_baseline(name, occ_short, params, seeds=SEEDS)
     assert rows(rnd)["planned_rows"] == (r + 1) * per_run(params)
     assert rows(rnd)["scored_rows"] == rows(rnd)["distinct_rows"] <= rows(rnd)["planned_rows"]
@@ -174,7 +174,7 @@ def test_planned_other_checks_equal_a_brute_force_loop(occ_short):
     assert comp.fields["value"] == pytest.approx(s_x - brute_S(occ_short, top), rel=0, abs=TOL)
     suff = run_check("sufficiency", occ_short, {"k": 2})
     rest = [q for q in comp.extra["ranking"] if q not in suff.extra["top"]] if "ranking" in comp.extra else None
-    feats = faithfulness.setup("sufficiency", occ_short, None).features
+    feats = context.setup("sufficiency", occ_short, None).features
     rest = [q for q in feats if q not in suff.extra["top"]]
     assert suff.fields["value"] == pytest.approx(s_x - brute_S(occ_short, rest), rel=0, abs=TOL)
     snc = run_check("soft_nc", occ_short, {"samples": 6})
@@ -212,8 +212,8 @@ def _run(tiny_dir, expects):
 
 def test_a_contract_not_asking_for_naopc_never_runs_the_bound_search(tiny_dir, monkeypatch):
     calls = []
-    real = faithfulness.aopc_bounds
-    monkeypatch.setattr(faithfulness, "aopc_bounds", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = curves.aopc_bounds
+    monkeypatch.setattr(curves, "aopc_bounds", lambda *a, **k: calls.append(1) or real(*a, **k))
     runner, cr, doc = _run(tiny_dir, "deletion.aopc > random.aopc")
     with Forwards(cr.result) as fw:
         out = runner.evaluate(cr, doc.expects[0])
@@ -318,7 +318,7 @@ def test_matrix_writes_a_line_at_least_every_interval_with_a_fixed_total(monkeyp
     from scopecheck.orchestration.records import ContractRun
     from scopecheck.orchestration.runner import Runner
 
-    monkeypatch.setattr(_common, "LOG_INTERVAL", 0.05)
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.05)
 
     def slow(self, doc):
         time.sleep(0.3)                                               # six intervals, no update

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from scopecheck.checks import faithfulness
+from scopecheck.checks import catalog, context, rowcache
 from scopecheck.checks.registry import random_baseline, run_check
-from scopecheck.engine.methods import _common
-from scopecheck.engine.methods._common import Progress, phase, progress_enabled
+from scopecheck.runtime import batching, progress
+from scopecheck.runtime.progress import Progress, phase, progress_enabled
 
 
 class Forwards:
@@ -53,24 +53,24 @@ def _fresh_scores(request, monkeypatch):
         fwd = getattr(request.getfixturevalue(name).compiled.problem.objective, "forward", None)
         if fwd is not None and hasattr(fwd, "reuse_prefix"):
             monkeypatch.setattr(fwd, "reuse_prefix", False)
-    faithfulness.clear_score_cache()
-    _common.forget_learned_batches()
+    rowcache.clear_score_cache()
+    batching.forget_learned_batches()
     yield
-    faithfulness.clear_score_cache()
+    rowcache.clear_score_cache()
 
 
 # --------------------------------------------------------------------------- progress
 
 
 def test_progress_is_off_inside_pytest_unless_asked(monkeypatch, occ_short, capsys):
-    monkeypatch.delenv(_common.PROGRESS_ENV, raising=False)
+    monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)
     assert progress_enabled(None) is False                       # PYTEST_CURRENT_TEST is set
     assert progress_enabled(True) is True
-    monkeypatch.setenv(_common.PROGRESS_ENV, "1")
+    monkeypatch.setenv(progress.PROGRESS_ENV, "1")
     assert progress_enabled(None) is True
-    monkeypatch.setenv(_common.PROGRESS_ENV, "off")
+    monkeypatch.setenv(progress.PROGRESS_ENV, "off")
     assert progress_enabled(None) is False
-    monkeypatch.delenv(_common.PROGRESS_ENV)
+    monkeypatch.delenv(progress.PROGRESS_ENV)
     capsys.readouterr()
     run_check("deletion", occ_short)
     random_baseline("deletion", occ_short, seeds=(0, 1))
@@ -87,7 +87,7 @@ def test_check_progress_on_a_non_tty_stream_names_the_check(occ_short, capsys):
     # a phase served by the shared rows still completes its planned total: 4 runs x 2 rows
     random_baseline("comprehensiveness", occ_short, seeds=(0, 1, 2), progress=True)
     assert capsys.readouterr().err.strip().endswith(tuple(f"done, 8 rows in {t:.1f} s" for t in (0.0, 0.1, 0.2)))
-    faithfulness.clear_score_cache()
+    rowcache.clear_score_cache()
     random_baseline("comprehensiveness", occ_short, seeds=(0, 1, 2), progress=True)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("scopecheck: check comprehensiveness (random baseline, 3 rankings): ")
@@ -95,7 +95,7 @@ def test_check_progress_on_a_non_tty_stream_names_the_check(occ_short, capsys):
 
 def test_non_tty_lines_are_rate_limited(monkeypatch):
     clock = iter(float(t) for t in range(0, 1000, 3))             # every call 3 s later
-    monkeypatch.setattr(_common.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
     out = io.StringIO()
     p = Progress("check deletion", total=40, stream=out)           # at t = 0
     for _ in range(40):
@@ -103,7 +103,7 @@ def test_non_tty_lines_are_rate_limited(monkeypatch):
     p.close()
     lines = out.getvalue().splitlines()
     # 120 s of work: a line at most every LOG_INTERVAL (10 s) -> at most 12 updates, one closing line
-    assert 2 <= len(lines) <= 120 / _common.LOG_INTERVAL + 1
+    assert 2 <= len(lines) <= 120 / progress.LOG_INTERVAL + 1
     assert all(ln.startswith("scopecheck: check deletion: ") for ln in lines)
     assert lines[0].endswith("/40 evaluations (12 s)") and lines[-1].startswith("scopecheck: check deletion: done, 40")
 
@@ -116,7 +116,7 @@ def test_tty_stream_gets_a_bar_not_lines(occ_short):
     out = TTY()
     with phase("check deletion", True, stream=out, total=3) as bar:
         assert bar is not None and bar.bar is not None             # a tqdm bar
-        ctx = faithfulness.setup("deletion", occ_short, None)
+        ctx = context.setup("deletion", occ_short, None)
         a, b = ctx.features[:2]
         ctx.score_sets([[a], [b], [a, b]])
         assert bar.done == 3 and bar.total == 3 and bar.bar.total == 3
@@ -139,13 +139,13 @@ RANKING_CHECKS = [("deletion", None), ("insertion", None), ("aopc", None), ("com
 
 def _unbatched(name, result, params, seeds):
     """Each ranking on its own, nothing shared (the path before batching)."""
-    faithfulness.SCORE_CACHE = False
+    rowcache.SCORE_CACHE = False
     try:
-        ctx = faithfulness.setup(name, result, params)
+        ctx = context.setup(name, result, params)
         perms = [[ctx.features[i] for i in np.random.default_rng(s).permutation(ctx.E)] for s in seeds]
         return perms, [run_check(name, result, params, ranking=p, seed=s) for p, s in zip(perms, seeds)]
     finally:
-        faithfulness.SCORE_CACHE = True
+        rowcache.SCORE_CACHE = True
 
 
 @pytest.mark.parametrize("fixture", ["ig_pc", "occ_short"])        # E = 9 (beam bounds), E = 5 (exact)
@@ -155,7 +155,7 @@ def test_random_baseline_equals_the_unbatched_path(request, fixture, name, param
     assert result.compiled.problem.embeds.dtype == torch.float64
     seeds = (0, 1, 2, 3, 4)
     perms, alone = _unbatched(name, result, params, seeds)
-    faithfulness.clear_score_cache()
+    rowcache.clear_score_cache()
     rnd = random_baseline(name, result, params, seeds=seeds)
     assert rnd.extra["rankings"] == perms
     for field, vals in rnd.extra["per_seed"].items():
@@ -163,11 +163,11 @@ def test_random_baseline_equals_the_unbatched_path(request, fixture, name, param
     curves = np.asarray([r.curve for r in alone])
     assert rnd.curve == pytest.approx(list(curves.mean(axis=0)), rel=0, abs=1e-9)
     # the map's own check, after the baseline, reads shared scores: same numbers as on its own
-    faithfulness.SCORE_CACHE = False
+    rowcache.SCORE_CACHE = False
     try:
         solo = run_check(name, result, params, seed=result.seed)
     finally:
-        faithfulness.SCORE_CACHE = True
+        rowcache.SCORE_CACHE = True
     shared = run_check(name, result, params, seed=result.seed)
     for field in solo.fields:
         assert shared.fields[field] == pytest.approx(solo.fields[field], rel=0, abs=1e-9, nan_ok=True)
@@ -199,12 +199,12 @@ def test_random_baseline_is_one_batched_call_sharing_the_checks_forwards(ig_pc):
 def test_rows_are_cached_per_protocol_and_operator(occ_short, monkeypatch):
     """The row cache is keyed by the mask's content under one protocol and operator: the same mask
     regenerated (a diffusion protocol) or under another operator is another row."""
-    ctx = faithfulness.setup("deletion", occ_short, None)
-    assert ctx._cache() is faithfulness.score_cache(occ_short.compiled.problem)
+    ctx = context.setup("deletion", occ_short, None)
+    assert ctx.row_cache() is rowcache.score_cache(occ_short.compiled.problem)
     drop = ctx.drop_rows([ctx.features[:2]])
     rescore = ctx.row_keys(drop)
     assert rescore == ctx.row_keys(drop.clone())                   # content, not identity
-    monkeypatch.setattr(ctx, "protocol", faithfulness.Protocol("x", ("prompt",), "regenerate", "m"))
+    monkeypatch.setattr(ctx, "protocol", catalog.Protocol("x", ("prompt",), "regenerate", "m"))
     assert ctx.row_keys(drop) != rescore
     monkeypatch.undo()
     monkeypatch.setattr(ctx, "operator", "unk" if ctx.operator != "unk" else "pad")
@@ -213,7 +213,7 @@ def test_rows_are_cached_per_protocol_and_operator(occ_short, monkeypatch):
 
 def test_automatic_and_user_batch_sizes_give_the_same_numbers(ig_pc):
     auto = run_check("deletion", ig_pc)
-    faithfulness.clear_score_cache()
+    rowcache.clear_score_cache()
     with Forwards(ig_pc) as fw:
         fixed = run_check("deletion", ig_pc, {"batch_size": 3})
     assert max(fw.calls) <= 3

@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from scopecheck.checks import faithfulness
+from scopecheck.checks import context
+from scopecheck.checks.params import check_params
 from scopecheck.checks.registry import random_baseline, run_check
 from scopecheck.spec.check_registry import (
     CHECKS, PROTOCOL_PARAMS, CheckParamError, Field, UnknownCheckError, register_check, unregister_check,
@@ -51,8 +52,8 @@ def test_entry_defaults_are_the_values_the_checks_run_with(occ_zero):
             assert unstated.config[key] == v, (name, key)
         stated = run_check(name, occ_zero, e.defaults())
         assert stated.fields == pytest.approx(unstated.fields, nan_ok=True), name
-    assert faithfulness.check_params("comprehensiveness", None) == {"k": 0.2}
-    assert faithfulness.check_params("deletion", {"steps": 2}) == {"steps": 2}   # no None defaults passed on
+    assert check_params("comprehensiveness", None) == {"k": 0.2}
+    assert check_params("deletion", {"steps": 2}) == {"steps": 2}   # no None defaults passed on
 
 
 def test_stated_batch_size_runs_and_changes_no_number(occ_zero):
@@ -70,7 +71,7 @@ def test_unknown_check_at_run_time_lists_what_exists(occ_zero):
 def peer_drop(result, params=None, *, ranking=None, seed=0):
     """A check from outside the package: S(x) − S(x without the top `flips` features), written
     against the public check context only."""
-    ctx = faithfulness.setup("peer_drop", result, params, ranking=ranking, seed=seed)
+    ctx = context.setup("peer_drop", result, params, ranking=ranking, seed=seed)
     flips = int(ctx.params["flips"])
     s = ctx.score_sets([[], ctx.ranking[:flips]]).tolist()
     return ctx.make({"value": s[0] - s[1]}, flips=flips)

@@ -84,9 +84,9 @@ def test_family_ig_shares_the_path_forwards(model):
 def test_batched_grads_equal_one_backward_each(model, monkeypatch, vmapped):
     """Both ways of taking a family's K gradients (K backwards over one graph, the CPU default;
     one vmapped backward, the accelerators') equal one plain backward per member."""
-    from scopecheck.engine.methods import _common
+    from scopecheck.runtime import devices
 
-    monkeypatch.setattr(_common, "CPU_LOOP_MIN_TOKENS", 10 ** 9 if vmapped else 0)
+    monkeypatch.setattr(devices, "CPU_LOOP_MIN_TOKENS", 10 ** 9 if vmapped else 0)
     probs = problems(model, "prompt_conditioned")
     fam = family_objective(probs)
     x = probs[0].embeds.unsqueeze(0).repeat(2, 1, 1).requires_grad_(True)
@@ -103,7 +103,7 @@ def test_batched_grads_equal_one_backward_each(model, monkeypatch, vmapped):
 def test_cpu_takes_a_family_s_gradients_by_graph_size(monkeypatch):
     """On a CPU, graphs under CPU_LOOP_MIN_TOKENS positions are vmapped, larger ones looped;
     accelerators always vmap."""
-    from scopecheck.engine.methods._common import CPU_LOOP_MIN_TOKENS, vmapped_backward
+    from scopecheck.runtime.devices import CPU_LOOP_MIN_TOKENS, vmapped_backward
 
     small = torch.zeros(2, CPU_LOOP_MIN_TOKENS // 2 - 1, 3)                   # (B, L, d)
     large = torch.zeros(2, CPU_LOOP_MIN_TOKENS // 2, 3)

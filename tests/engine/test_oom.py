@@ -1,4 +1,4 @@
-"""Memory-aware batching (``_common.map_batches``): out-of-memory halves an automatic batch and
+"""Memory-aware batching (``runtime.batching.map_batches``): out-of-memory halves an automatic batch and
 the run completes with the numbers of an unconstrained run; a batch size the user set is never
 lowered silently but fails with an error that says to lower it.
 
@@ -13,17 +13,18 @@ import dataclasses
 import pytest
 import torch
 
-from scopecheck.engine.methods import _common, run_method
-from scopecheck.engine.methods._common import (
+from scopecheck.engine.methods import run_method
+from scopecheck.engine.methods._common import score_drops
+from scopecheck.runtime import batching, devices
+from scopecheck.runtime.batching import (
     BatchSizeError,
     auto_batch,
     forget_learned_batches,
-    is_out_of_memory,
     learned_rows,
     map_batches,
     row_bytes,
-    score_drops,
 )
+from scopecheck.runtime.devices import is_out_of_memory
 
 OOMS = {
     "cuda": lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
@@ -162,22 +163,22 @@ def test_gradient_path_through_map_batches(problems):
 def test_automatic_first_batch_fits_the_estimate(problems, monkeypatch):
     pb = problems["span_prompt"]
     assert row_bytes(pb, "backward") > row_bytes(pb, "forward") > 0
-    assert 1 <= auto_batch(pb) <= _common.CPU_MAX_ROWS
+    assert 1 <= auto_batch(pb) <= batching.CPU_MAX_ROWS
     # little free memory: the first batch shrinks with it
-    monkeypatch.setattr(_common, "free_memory", lambda device: 3 * row_bytes(pb) * 5)
-    assert auto_batch(pb) == int(3 * row_bytes(pb) * 5 * _common.CPU_MEMORY_SHARE) // row_bytes(pb)
+    monkeypatch.setattr(devices, "free_memory", lambda device: 3 * row_bytes(pb) * 5)
+    assert auto_batch(pb) == int(3 * row_bytes(pb) * 5 * batching.CPU_MEMORY_SHARE) // row_bytes(pb)
     # plenty of free memory: on the CPU the working set is still held to CPU_BATCH_BYTES
-    monkeypatch.setattr(_common, "free_memory", lambda device: 1 << 40)
-    monkeypatch.setattr(_common, "CPU_BACKWARD_BATCH_BYTES", 7 * row_bytes(pb, "backward", 4))
+    monkeypatch.setattr(devices, "free_memory", lambda device: 1 << 40)
+    monkeypatch.setattr(batching, "CPU_BACKWARD_BATCH_BYTES", 7 * row_bytes(pb, "backward", 4))
     assert auto_batch(pb, "backward", 4) == 7
     # members add their target rows' logits; their gradient buffers only where all K gradients
     # are taken at once (one vmapped backward), not on the CPU (one backward at a time)
     cpu_members = row_bytes(pb, "backward", 4)
     assert cpu_members > row_bytes(pb, "backward")
-    monkeypatch.setattr(_common, "VMAPPED_BACKWARD", frozenset({"cpu"}))
+    monkeypatch.setattr(devices, "VMAPPED_BACKWARD", frozenset({"cpu"}))
     assert row_bytes(pb, "backward", 4) > cpu_members
-    monkeypatch.setattr(_common, "free_memory", lambda device: None)
-    assert auto_batch(pb) == _common.INTERNAL_BATCH
+    monkeypatch.setattr(devices, "free_memory", lambda device: None)
+    assert auto_batch(pb) == batching.INTERNAL_BATCH
 
 
 def test_surrogates_batched_equal_one_row_per_forward(problems):

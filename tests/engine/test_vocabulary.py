@@ -53,8 +53,9 @@ def test_unstated_operator_is_the_default_or_the_first_of_the_fallback_order(ops
 
 def test_checks_use_the_shared_fallback_order():
     """The checks pick an operator with ``vocabulary.fallback_operator`` (the order was spelled a
-    second time in ``checks/faithfulness.py``): no module but the vocabulary defines an order."""
-    import scopecheck.checks.faithfulness as f
+    second time in ``checks/faithfulness.py``, whose operator choice is now ``checks/context.py``'s): no
+    module but the vocabulary defines an order."""
+    import scopecheck.checks.context as f
 
     assert f.fallback_operator is vocab.fallback_operator
     assert not hasattr(f, "OPERATOR_FALLBACK")

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
-from scopecheck.checks.faithfulness import as_int, plain, setup
+from scopecheck.checks.context import setup
+from scopecheck.checks.params import as_int, plain
 from scopecheck.checks.result import CheckResult
 from scopecheck.checks.sanity import rank_correlations
 

@@ -9,11 +9,11 @@ Both plan before they compute: a ranking check lists every perturbation row it w
 random baseline: those of every ranking and of the map's own, which the compared check needs),
 reports that count as its progress total (fixed: the beam search's most rows included), then
 scores the rows in one batched call; every row is scored once per compiled problem
-(``faithfulness.SCORE_CACHE``), and the NAOPC bounds are searched only when ``fields`` asks for
+(``rowcache.SCORE_CACHE``), and the NAOPC bounds are searched only when ``fields`` asks for
 ``naopc`` (``None``: every field), once per contract. Each result records its cost in
 ``extra['work']``: planned and distinct rows, rows the model scored, model calls and seconds.
 Each runs as one progress phase (``progress``: a bar on a terminal, a line at least every ten
-seconds otherwise; off inside pytest unless asked for, see ``_common.progress_enabled``).
+seconds otherwise; off inside pytest unless asked for, see ``runtime.progress.progress_enabled``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from scopecheck.checks import faithfulness as _faith
+from scopecheck.checks.context import setup
+from scopecheck.checks.params import check_params
+from scopecheck.checks.plan import plan, score_plan
+from scopecheck.checks.rowcache import Work, counting
 from scopecheck.checks.result import CheckResult
-from scopecheck.engine.methods._common import phase
+from scopecheck.runtime.progress import phase
 from scopecheck.spec.check_registry import CHECKS, get_check
 
 if TYPE_CHECKING:
@@ -88,7 +91,7 @@ def _asked(name: str, fields: Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(fields)
 
 
-def _with_work(res: CheckResult, work: _faith.Work) -> CheckResult:
+def _with_work(res: CheckResult, work: Work) -> CheckResult:
     return dataclasses.replace(res, extra={**res.extra, "work": work.as_dict()})
 
 
@@ -102,15 +105,15 @@ def run_check(name: str, result: AttributionResult, params: Mapping[str, object]
     ``fields``: the fields something will read (``None``: all); a field nothing asks for and that
     costs extra work (a curve's ``naopc``) is then left out of the result."""
     fn = _impl(name)
-    _faith.check_params(name, params)
+    check_params(name, params)
     asked = _asked(name, fields)
     kw = {"fields": asked} if name in FIELD_AWARE else {}
-    work = _faith.Work()
-    with _faith.counting(work), _precision(result):
-        p = _faith.plan(name, result, params, [(ranking, seed)], asked)
+    work = Work()
+    with counting(work), _precision(result):
+        p = plan(name, result, params, [(ranking, seed)], asked)
         with phase(f"check {name}", progress, total=None if p is None else p.total, unit="row"):
             if p is not None:
-                _faith.score_plan(p)
+                score_plan(p)
             res = fn(result, params, ranking=ranking, seed=seed, **kw)
     return _with_work(res, work)
 
@@ -135,17 +138,17 @@ def random_baseline(name: str, result: AttributionResult, params: Mapping[str, o
         raise ValueError("random_baseline needs at least one seed")
     asked = _asked(name, fields)
     kw = {"fields": asked} if name in FIELD_AWARE else {}
-    ctx = _faith.setup(name, result, params)
+    ctx = setup(name, result, params)
     runs: list[CheckResult] = []
     rankings = [[ctx.features[i] for i in np.random.default_rng(s).permutation(len(ctx.features))] for s in seeds]
-    work = _faith.Work()
-    with _faith.counting(work), _precision(result):
+    work = Work()
+    with counting(work), _precision(result):
         own = (None, int(getattr(result, "seed", 0) or 0))
-        p = _faith.plan(name, result, params, [own, *zip(rankings, seeds)], asked)
+        p = plan(name, result, params, [own, *zip(rankings, seeds)], asked)
         with phase(f"check {name} (random baseline, {len(seeds)} rankings)", progress,
                    total=None if p is None else p.total, unit="row"):
             if p is not None:
-                _faith.score_plan(p)
+                score_plan(p)
             for perm, s in zip(rankings, seeds):
                 runs.append(fn(result, params, ranking=perm, seed=s, **kw))
     first = runs[0]

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from scopecheck.checks.faithfulness import as_float, as_int, setup
+from scopecheck.checks.context import setup
+from scopecheck.checks.params import as_float, as_int
 from scopecheck.checks.result import CheckResult
 from scopecheck.errors import ContractError
 

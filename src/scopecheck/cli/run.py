@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     to_err = args.json == "-"
     out = Console(highlight=False, markup=False, stderr=to_err,
                   width=None if (sys.stderr if to_err else sys.stdout).isatty() else 160)
-    from scopecheck.engine.methods._common import progress_enabled
+    from scopecheck.runtime.progress import progress_enabled
 
     runner = Runner(RunSettings(
         device=args.device, dtype=args.dtype, progress=progress_enabled(None),

@@ -36,7 +36,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from scopecheck.engine.methods import prepare, run_method
-from scopecheck.engine.methods._common import batch_param, check_operator, finalize, map_batches
+from scopecheck.engine.methods._common import batch_param, check_operator, finalize
+from scopecheck.runtime.batching import map_batches
 from scopecheck.engine.methods.gradients import NORMS, ig_finish, ig_path
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.engine.scoring import CausalLMFamilyObjective, CausalLMObjective

@@ -99,10 +99,11 @@ def _method_call(name: str, contract: m.Contract, call: Callable[[], T]) -> T:
     """``call()`` (the method, or a family's methods), its failures sorted: a :class:`MethodRefused`
     is the method declining this contract (positioned on its ``method`` line); a contract error
     keeps its own position; running out of memory (a batch size that does not fit, see
-    :mod:`scopecheck.engine.methods._common`) is reported as it came; anything else is a bug in
+    :mod:`scopecheck.runtime.batching`) is reported as it came; anything else is a bug in
     the method and says so (:class:`InternalError`, the original chained), never relabelled as a
     refusal."""
-    from scopecheck.engine.methods._common import BatchSizeError, is_out_of_memory
+    from scopecheck.runtime.batching import BatchSizeError
+    from scopecheck.runtime.devices import is_out_of_memory
 
     try:
         return call()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from scopecheck.engine.methods._common import vmapped_backward
+from scopecheck.runtime.devices import vmapped_backward
 
 Tensor = torch.Tensor
 
@@ -19,7 +19,7 @@ def vjps(out: Tensor, x: Tensor, cot: Tensor) -> Tensor:
     """The K vector-Jacobian products ``cot[k] . d out / d x``: ``cot`` ``(K, *out.shape)`` ->
     ``(K, *x.shape)``, over one graph (left to be freed).
 
-    One vmapped backward where :func:`~scopecheck.engine.methods._common.vmapped_backward` says
+    One vmapped backward where :func:`~scopecheck.runtime.devices.vmapped_backward` says
     so (accelerators; small graphs on a CPU), falling back to K backwards where the vmap has no
     batching rule for some operator; K backwards over the retained graph otherwise. Same numbers
     either way (tests compare them).

@@ -83,7 +83,7 @@ def run_matrix(n_examples: int = 3, methods: list[str] | None = None, device: st
                path: str = "matrix.scope", progress: bool | None = None, stream: Any = None) -> list[Cell]:
     """Every method under every autoregressive contract it supports; ``progress`` as for a run
     (``None``: ``$SCOPECHECK_PROGRESS``, else on outside pytest), written to ``stream`` (stderr)."""
-    from scopecheck.engine.methods._common import Progress, progress_enabled
+    from scopecheck.runtime.progress import Progress, progress_enabled
 
     names = methods or [m for m, i in METHODS.items() if set(i.supports) & set(AUTOREGRESSIVE_KINDS)]
     pairs = [(meth, kind) for meth in names for kind in AUTOREGRESSIVE_KINDS if kind in METHODS[meth].supports]

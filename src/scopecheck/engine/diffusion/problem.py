@@ -227,7 +227,7 @@ def score_chains(objective: Any, embeds: Tensor, keep: Tensor | None = None, *, 
     ``objective.changed`` gets one flag per input row, in order, as if each row had been
     evaluated. Equal to ``objective(embeds, keep)`` and to the rows run one at a time.
     """
-    from scopecheck.engine.methods._common import map_batches
+    from scopecheck.runtime.batching import map_batches
 
     N = int(embeds.shape[0])
     if N == 0:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Mapping
 
-from scopecheck.engine.methods._common import INTERNAL_BATCH, resolve_params
+from scopecheck.engine.methods._common import resolve_params
+from scopecheck.runtime.batching import INTERNAL_BATCH
 from scopecheck.engine.methods import (  # noqa: F401 - the submodules, as attributes
     gradients, heta, perturbation, probabilistic, reagent, rollout, stages, surrogate,
 )

@@ -13,7 +13,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from scopecheck.engine.methods._common import batch_param, finalize, map_batches, resolve_params
+from scopecheck.engine.methods._common import batch_param, finalize, resolve_params
+from scopecheck.runtime.batching import map_batches
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.errors import MethodRefused, Unavailable
 

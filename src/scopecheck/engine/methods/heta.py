@@ -78,7 +78,8 @@ from typing import Callable, Mapping
 
 import torch
 
-from scopecheck.engine.methods._common import INTERNAL_BATCH, batches, finalize, generator, positions, resolve_params
+from scopecheck.engine.methods._common import finalize, generator, positions, resolve_params
+from scopecheck.runtime.batching import INTERNAL_BATCH, batches
 from scopecheck.engine.methods.rollout import layer_transition
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.errors import MethodRefused

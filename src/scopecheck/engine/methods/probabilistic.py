@@ -61,7 +61,8 @@ from typing import Mapping
 
 import torch
 
-from scopecheck.engine.methods._common import INTERNAL_BATCH, batches, finalize, positions, resolve_params
+from scopecheck.engine.methods._common import finalize, positions, resolve_params
+from scopecheck.runtime.batching import INTERNAL_BATCH, batches
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.errors import MethodRefused
 

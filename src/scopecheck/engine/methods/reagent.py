@@ -26,14 +26,13 @@ from typing import Mapping
 import torch
 
 from scopecheck.engine.methods._common import (
-    INTERNAL_BATCH,
-    batches,
     finalize,
     generator,
     positions,
     resolve_params,
     score_input,
 )
+from scopecheck.runtime.batching import INTERNAL_BATCH, batches
 from scopecheck.engine.problem import AttributionProblem, MethodOutput
 from scopecheck.errors import MethodRefused
 
