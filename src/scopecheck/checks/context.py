@@ -4,7 +4,7 @@ operator and map, and the scoring of its drop masks through the contract's row c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
@@ -16,6 +16,9 @@ from scopecheck.checks.rowcache import current_work, mask_keys, score_cache, tic
 from scopecheck.errors import ContractError
 from scopecheck.runtime.batching import map_batches
 from scopecheck.spec.vocabulary import fallback_operator
+
+if TYPE_CHECKING:
+    from scopecheck.engine.compiled import CompiledContract
 
 Tensor = torch.Tensor
 
@@ -49,7 +52,7 @@ class Ctx:
     flags_into: list[bool] | None = field(default=None, repr=False)
 
     @property
-    def compiled(self) -> Any:
+    def compiled(self) -> CompiledContract:
         return self.result.compiled
 
     @property
@@ -69,7 +72,7 @@ class Ctx:
         first regenerates (``regenerate``), continues the chain (``continue_chain``) or runs
         it to completion (``run_chain``) and then measures."""
         if self.protocol.then != "rescore":
-            obj = getattr(self.compiled, "check_objective", None)
+            obj = self.compiled.check_objective
             if obj is None:
                 raise ContractError(f"{self.name}: the {self.protocol.then} protocol needs a recorded diffusion chain",
                                     rule="protocol")
@@ -330,8 +333,8 @@ def setup(name: str, result: Any, params: Mapping[str, object] | None, *, rankin
     """Validate ``params`` and build the check context (protocol, operator, features, map)."""
     info = CHECKS[name]
     p = check_params(name, params)
-    compiled = getattr(result, "compiled", None)
-    if compiled is None or getattr(compiled, "problem", None) is None:
+    compiled = result.compiled
+    if compiled is None:
         raise ValueError(f"{name}: the result carries no compiled problem; run the contract with scopecheck.run")
     kind, protocol = protocol_of(result)
     if "protocol" in info.params:
