@@ -215,3 +215,28 @@ def test_examples_with_an_error_fail_and_come_first(ds_run):
     # the histogram leaves the missing values out: n counts the 4 computed examples
     (fig,) = p.distributions
     assert "n = 4," in fig["alt"]
+
+
+def test_a_dataset_without_a_usable_example_is_reported_by_name_with_its_rows(tmp_path):
+    from scopecheck.loader import check_text
+    from scopecheck.orchestration.runner import Runner
+
+    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()[:2]]
+    for r in rows:
+        r["truth"] = ["zebra"]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    sf = check_text(CONTRACT, str(tmp_path / "ds.scope"))
+    (contract,) = sf.documents
+    runner = Runner(device="cpu", progress=False)
+    cr = runner.run(contract)
+    assert cr.error is not None and not cr.examples and len(cr.row_errors) == 2
+    cr.outcomes = [runner.evaluate(cr, ex) for ex in contract.expects]
+    p = parse(render_report([cr]))
+    (h2,) = p.h2
+    assert NAME in h2 and "error" in h2
+    assert p.contract_texts == [format_document(contract)]
+    text = " ".join(" ".join(p.texts).split())
+    assert "examples 0" in text and "rows that are not examples 2" in text and text.count("'zebra' does not occur") == 2
+    assert p.example_rows == [] and p.distributions == []
+    for s in p.texts + p.attrs:
+        assert "None" not in s and "{'" not in s, s
