@@ -182,14 +182,15 @@ def test_dataset_section_states_the_contract_aggregates_and_every_example(ds_run
     for side, value in (("mean(deletion(operator = zero).aopc)", aopc.mean()), ("> mean(random.aopc)", rnd.mean()),
                         ("rate(top(1) in truth)", hits.mean())):
         # the side, its method note, the measured value, n = 4, the interval
-        assert re.search(re.escape(side) + r" [^\[]*?" + re.escape(f" {value:.6g} 4 [") + r"-?[0-9.e+-]+, -?[0-9.e+-]+\]",
-                         text), side
+        interval = r"-?[0-9.e+-]+, -?[0-9.e+-]+\]"
+        assert re.search(re.escape(side) + r" [^\[]*?" + re.escape(f" {value:.6g} 4 [") + interval, text), side
     assert text.count("pass") >= 2 + sum(not failing(e) for e in cr.examples)
 
     # one distribution plot per aggregated numeric quantity (the random baseline overlaid, not its own)
     (fig,) = p.distributions
     assert AOPC in fig["alt"]
-    assert f"n = 4, mean {aopc.mean():.6g}" in fig["alt"] and f"random baseline n = 4, mean {rnd.mean():.6g}" in fig["alt"]
+    assert f"n = 4, mean {aopc.mean():.6g}" in fig["alt"]
+    assert f"random baseline n = 4, mean {rnd.mean():.6g}" in fig["alt"]
     page = render_report([cr])
     uri = next(s for s in page.split('"') if s.startswith("data:image/svg+xml;base64,") and
                page.find(s) > page.find("Distributions over the examples"))
@@ -240,3 +241,41 @@ def test_a_dataset_without_a_usable_example_is_reported_by_name_with_its_rows(tm
     assert p.example_rows == [] and p.distributions == []
     for s in p.texts + p.attrs:
         assert "None" not in s and "{'" not in s, s
+
+
+FAKE_DOM = r"""
+const data = JSON.parse(process.argv[1]);
+function Row(cells) {
+  this.cells = cells.map(([t, s]) => ({textContent: t, dataset: s === null ? {} : {sort: s}}));
+  this.id = cells[0][0].trim().split(/\s+/)[0];
+}
+const body = {rows: data.rows.map(c => new Row(c)),
+              appendChild(r) { this.rows = this.rows.filter(x => x !== r).concat([r]); }};
+const table = {tBodies: [body]};
+const handlers = [];
+const heads = data.heads.map((h, i) => ({cellIndex: i, dataset: {}, style: {},
+                                         closest: t => t === "table" ? table : headRow,
+                                         addEventListener(ev, f) { handlers[i] = f; }}));
+const headRow = {querySelectorAll: () => heads};
+global.document = {querySelectorAll: () => heads};
+eval(data.script);
+const out = [];
+for (const i of data.clicks) { handlers[i](); out.push(body.rows.map(r => r.id)); }
+console.log(JSON.stringify(out));
+"""
+
+
+@pytest.mark.skipif(__import__("shutil").which("node") is None, reason="node is not installed")
+def test_clicking_a_header_sorts_the_example_table(ds_run):
+    """The page's own script, run by node on the rendered rows (a minimal DOM of what it touches)."""
+    import subprocess
+
+    p = parse(render_report([ds_run]))
+    heads = [" ".join(h.split()) for h in p.example_heads]
+    i = heads.index(AOPC)
+    arg = json.dumps({"rows": p.example_rows, "heads": heads, "script": "".join(p.scripts), "clicks": [i, i, 0]})
+    out = subprocess.run(["node", "-e", FAKE_DOM, arg], capture_output=True, text=True, timeout=60, check=True)
+    asc, desc, by_id = json.loads(out.stdout)
+    order = sorted(ds_run.examples, key=lambda e: e.values[AOPC])
+    assert asc == [e.id for e in order] and desc == [e.id for e in reversed(order)]
+    assert by_id == [e.id for e in ds_run.examples]      # the id column sorts in dataset order

@@ -340,7 +340,8 @@ def _aggregate_rows(run: Any, rec: dict[str, Any]) -> list[dict[str, Any]]:
                         side["note"] = f"not recomputed: {exc}"
                 sides.append(side)
             elif s is not None:
-                sides.append({"text": canonical_text(s), "value": canonical_text(s), "n": "", "ci": "", "note": "constant"})
+                sides.append({"text": canonical_text(s), "value": canonical_text(s), "n": "", "ci": "",
+                              "note": "constant"})
         rows.append({"text": text, "line": ex.span.line, "op": ex.op or "", "sides": sides,
                      "passed": bool(out["passed"]) if out is not None else None,
                      "explanation": out["explanation"] if out is not None else "not evaluated"})
@@ -389,8 +390,10 @@ def _dataset_view(run: Any, rec: dict[str, Any]) -> dict[str, Any]:
     example = None
     if rec["tokens"] and rec["name"].startswith(f"{name} [") and rec["name"].endswith("]"):
         example = rec["name"][len(name) + 2:-1]
-    facts = [("source", ds.get("source")), ("examples", ds.get("examples")), ("computed now", sum(not e.stored for e in run.examples)),
-             ("resumed from the store", ds.get("resumed", 0)), ("rows that are not examples", len(ds.get("row_errors") or [])),
+    facts = [("source", ds.get("source")), ("examples", ds.get("examples")),
+             ("computed now", sum(not e.stored for e in run.examples)),
+             ("resumed from the store", ds.get("resumed", 0)),
+             ("rows that are not examples", len(ds.get("row_errors") or [])),
              ("examples with an error", sum(bool(e.error) for e in run.examples)),
              ("failing examples", sum(r["failing"] for r in rows))]
     if ds.get("store"):
