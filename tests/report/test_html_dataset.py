@@ -279,3 +279,22 @@ def test_clicking_a_header_sorts_the_example_table(ds_run):
     order = sorted(ds_run.examples, key=lambda e: e.values[AOPC])
     assert asc == [e.id for e in order] and desc == [e.id for e in reversed(order)]
     assert by_id == [e.id for e in ds_run.examples]      # the id column sorts in dataset order
+
+
+def test_a_resumed_run_states_what_came_from_the_store(tmp_path):
+    from scopecheck.loader import check_text
+    from scopecheck.orchestration.runner import Runner
+
+    rows = DATA.read_text(encoding="utf-8").splitlines()[:3]
+    (tmp_path / "data.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (contract,) = check_text(CONTRACT, str(tmp_path / "ds.scope")).documents
+    first = Runner(device="cpu", progress=False, store_dir=str(tmp_path / "store")).run(contract)
+    runner = Runner(device="cpu", progress=False, store_dir=str(tmp_path / "store"), resume=True)
+    cr = runner.run(contract)
+    assert cr.error is None and [e.stored for e in cr.examples] == [True] * 3
+    cr.outcomes = [runner.evaluate(cr, ex) for ex in contract.expects]
+    p = parse(render_report([cr]))
+    text = " ".join(" ".join(p.texts).split())
+    assert "examples 3 computed now 0 resumed from the store 3" in text
+    assert [row[0][0].split() for row in p.example_rows] == [[e.id, "(resumed)"] for e in first.examples]
+    assert any("one example's map (example t00)" in h for h in p.h3)   # recomputed to show its map
