@@ -5,7 +5,11 @@ method and every parameter, the baseline/perturbation operator, model, device, d
 seed, the frozen output; the map as a colored token heatmap with a legend (held-fixed
 tokens hatched gray); the check table (value, range, direction, configuration, verdict);
 deletion/insertion curves drawn with matplotlib and embedded as inline SVG data; the
-expectations with their verdicts. No network resources: CSS is inline, images are data
+expectations with their verdicts. A dataset contract's section states the dataset contract as
+written (titled by its name), the data source and n, every aggregate with its measured value, n
+and interval, a per-example table (failing examples first, sortable by clicking a column header)
+and a histogram per aggregated numeric quantity (the random baseline's overlaid); the map shown
+is one example's, labelled so. No network resources: CSS is inline, images are data
 URIs. The page is rendered completely in memory, then written atomically.
 """
 
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from scopecheck.report._io import atomic_write_text
-from scopecheck.report.jsonout import results_json
+from scopecheck.report.jsonout import as_run, results_json
 from scopecheck.report.summary import config_items, config_text, fmt_number, fmt_operand, fmt_range, method_text, summary_line
 
 POS_RGB = (220, 38, 38)      # positive attribution: red
@@ -244,6 +248,170 @@ def _view(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- dataset contracts
+
+
+def _cell(v: Any) -> tuple[str, str]:
+    """A per-example value as (shown text, sort key): booleans yes/no (1/0), numbers compactly."""
+    if v is None:
+        return "—", ""
+    if isinstance(v, bool):
+        return ("yes" if v else "no"), ("1" if v else "0")
+    if isinstance(v, (int, float)):
+        x = _f(v)
+        return fmt_number(v), (repr(x) if math.isfinite(x) else "")
+    return fmt_number(v), str(v)
+
+
+def _column_label(key: str, kind: str) -> str:
+    """A per-example quantity's header: its canonical text; a random baseline as ``random.<field>``
+    with the check it is the baseline of."""
+    if kind == "random":
+        base, _, fld = key.removeprefix("random:").rpartition(".")
+        return f"random.{fld} (of {base})"
+    if kind == "plain":
+        return key.split(" ", 1)[1] if key.startswith("expect[") and " " in key else key
+    return key
+
+
+def _hist(key: str, xs: list[float], rnd: list[float] | None) -> dict[str, str]:
+    """One histogram (inline SVG data URI) of a quantity over the examples, the random baseline's
+    distribution overlaid."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    both = xs + (rnd or [])
+    edges = np.histogram_bin_edges(np.asarray(both, dtype=float), bins=min(20, max(3, len(both) // 2)))
+    fig = Figure(figsize=(5.0, 3.2), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.hist(xs, bins=edges, color="#7c3aed", alpha=0.75, label=f"map ranking (n = {len(xs)})")
+    if rnd:
+        ax.hist(rnd, bins=edges, color="#6b7280", alpha=0.45, hatch="//", label=f"random ranking (n = {len(rnd)})")
+    ax.axvline(float(np.mean(xs)), color="#7c3aed", linewidth=1.2, linestyle="-")
+    if rnd:
+        ax.axvline(float(np.mean(rnd)), color="#6b7280", linewidth=1.2, linestyle="--")
+    ax.set_xlabel(key)
+    ax.set_ylabel("examples")
+    ax.set_title(f"distribution of {key} over the examples", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    stats_text = f"n = {len(xs)}, mean {fmt_number(float(np.mean(xs)))}, median {fmt_number(float(np.median(xs)))}"
+    if rnd:
+        stats_text += (f"; random baseline n = {len(rnd)}, mean {fmt_number(float(np.mean(rnd)))}, "
+                       f"median {fmt_number(float(np.median(rnd)))}")
+    return {"title": key, "uri": "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
+            "alt": f"histogram of {key} over the examples: {stats_text}", "fields": stats_text}
+
+
+def _finite(vals: Iterable[Any]) -> list[float]:
+    return [float(v) for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(float(v))]
+
+
+def _aggregate_rows(run: Any, rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each expectation of the dataset contract: every aggregate side with its measured value, n and
+    95% interval (recomputed from the examples, as the expectation was), the verdict, the explanation."""
+    from scopecheck.dsl.format import fmt_expectation
+    from scopecheck.orchestration.dataset import aggregate
+    from scopecheck.orchestration.examples import canonical_text
+    from scopecheck.spec import model as m
+
+    contract = run.contract
+    outcomes = {(e["line"], e["text"]): e for e in rec["expectations"]}
+    rows = []
+    for ex in contract.expects:
+        text = fmt_expectation(ex)
+        out = outcomes.get((ex.span.line, text))
+        sides = []
+        for s in (ex.left, ex.right):
+            if isinstance(s, m.Aggregate):
+                side: dict[str, Any] = {"text": canonical_text(s), "value": "—", "n": "—", "ci": "—", "note": ""}
+                if run.error is None and run.examples:
+                    try:
+                        res = aggregate(run, s, ex, contract.seed or 0)
+                        fld = s.fields[0] if s.fields else ("p" if s.func == "paired" else "value")
+                        lo, hi = res.ci
+                        side.update(value=fmt_number(float(res.field_value(fld))), n=str(res.n),
+                                    ci=f"[{fmt_number(float(lo))}, {fmt_number(float(hi))}]",
+                                    note=res.method + (f"; {res.dropped} missing" if res.dropped else ""))
+                    except Exception as exc:  # noqa: BLE001 - a report states what it could not recompute
+                        side["note"] = f"not recomputed: {exc}"
+                sides.append(side)
+            elif s is not None:
+                sides.append({"text": canonical_text(s), "value": canonical_text(s), "n": "", "ci": "",
+                              "note": "constant"})
+        rows.append({"text": text, "line": ex.span.line, "op": ex.op or "", "sides": sides,
+                     "passed": bool(out["passed"]) if out is not None else None,
+                     "explanation": out["explanation"] if out is not None else "not evaluated"})
+    return rows
+
+
+def _dataset_view(run: Any, rec: dict[str, Any]) -> dict[str, Any]:
+    """What a dataset contract's section shows beyond one example's map (see the module docstring)."""
+    from scopecheck.orchestration.examples import argument_key, inner_items
+    from scopecheck.spec import model as m
+    from scopecheck.spec.text import format_document
+
+    contract = run.contract
+    ds = rec["dataset"]
+    items = inner_items(contract)
+    # the per-example verdicts: a comparison a rate(...) counts, a plain expectation (must hold on each)
+    fail_keys = {it.key for it in items if it.kind == "plain"}
+    for ex in contract.expects:
+        for s in (ex.left, ex.right):
+            if isinstance(s, m.Aggregate) and s.func == "rate":
+                fail_keys.update(argument_key(s, a, ex) for a in s.args)
+    columns = [{"key": it.key, "label": _column_label(it.key, it.kind), "kind": it.kind} for it in items]
+    rows = []
+    for i, e in enumerate(run.examples):
+        failed_on = [c["label"] for c in columns if c["key"] in fail_keys and e.values.get(c["key"]) is not True]
+        failing = bool(e.error) or bool(failed_on)
+        cells = [dict(zip(("text", "sort"), _cell(e.values.get(c["key"])))) for c in columns]
+        rows.append({"id": e.id, "order": i, "failing": failing, "failed_on": ", ".join(failed_on),
+                     "cells": cells, "error": e.error or "", "stored": e.stored})
+    rows.sort(key=lambda r: not r["failing"])        # failing first, then dataset order
+    plots = []
+    by_key = {it.key: it for it in items}
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": "scopecheck", "svg.fonttype": "path"}):
+        for it in items:
+            if it.kind != "call":
+                continue
+            xs = _finite(e.values.get(it.key) for e in run.examples)
+            if not xs:
+                continue
+            rk = f"random:{it.key}"
+            rnd = _finite(e.values.get(rk) for e in run.examples) if rk in by_key else None
+            plots.append(_hist(it.key, xs, rnd or None))
+    name = contract.name
+    example = None
+    if rec["tokens"] and rec["name"].startswith(f"{name} [") and rec["name"].endswith("]"):
+        example = rec["name"][len(name) + 2:-1]
+    facts = [("source", ds.get("source")), ("examples", ds.get("examples")),
+             ("computed now", sum(not e.stored for e in run.examples)),
+             ("resumed from the store", ds.get("resumed", 0)),
+             ("rows that are not examples", len(ds.get("row_errors") or [])),
+             ("examples with an error", sum(bool(e.error) for e in run.examples)),
+             ("failing examples", sum(r["failing"] for r in rows))]
+    if ds.get("store"):
+        facts.append(("store", ds["store"]))
+    if ds.get("executor"):
+        facts.append(("executor", ds["executor"]))
+    return {
+        "name": name, "contract": format_document(contract),
+        "source": {"path": contract.span.path, "line": contract.span.line},
+        "ds": {"facts": [{"key": k, "value": fmt_number(v)} for k, v in facts],
+               "row_errors": [{"row": r["row"], "id": r.get("id") or "—", "message": r["message"]}
+                              for r in ds.get("row_errors") or []],
+               "notices": [str(x) for x in ds.get("notices") or []],
+               "aggregates": _aggregate_rows(run, rec), "columns": columns, "rows": rows,
+               "n_failing": sum(r["failing"] for r in rows), "plots": plots, "example": example},
+    }
+
+
 def _environment():
     import jinja2
 
@@ -261,9 +429,16 @@ def render_report(runs: Iterable[Any], title: str = "scopecheck report", problem
     """The report as one HTML string (nothing is written). Contracts that did not run (invalid, or
     failed while running) are runs with an error and appear with it; ``problems``: rendered errors
     that belong to no contract (a file that cannot be read or parsed), listed under the overview."""
+    runs = [as_run(r) for r in runs]
     doc = results_json(runs)
     problems = [str(p) for p in problems]
-    views = [_view(rec) for rec in doc["runs"]]
+    views = []
+    for run, rec in zip(runs, doc["runs"]):
+        v = _view(rec)
+        v["ds"] = None
+        if rec.get("dataset") is not None and getattr(run, "contract", None) is not None:
+            v.update(_dataset_view(run, rec))
+        views.append(v)
     seen: dict[str, int] = {}
     for v in views:
         base = "".join(ch if ch.isalnum() else "-" for ch in v["name"]).strip("-").lower() or "contract"
