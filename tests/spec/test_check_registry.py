@@ -198,7 +198,7 @@ def test_a_registered_check_validates_lists_and_resolves(outside, capsys):
     assert [x.rule for x in errs] == ["protocol"]               # not among its supported contracts
     from scopecheck.cli import main
 
-    assert main(["list"]) == 0
+    assert main(["list", "--width", "300"]) == 0
     out = capsys.readouterr().out
     assert "peer_flip" in out and "tokens flipped" in out
     from scopecheck.checks.registry import CHECK_IMPLS

@@ -136,7 +136,7 @@ def test_a_registered_method_validates_lists_and_resolves(outside, capsys):
     assert [x.rule for x in errs] == ["params"] and errs[0].expected == "window = an integer in [1, 8]"
     from scopecheck.cli import main
 
-    assert main(["list"]) == 0
+    assert main(["list", "--width", "300"]) == 0
     out = capsys.readouterr().out
     assert "toolkit_occlusion" in out and "tokens occluded together" in out
     from scopecheck.engine.catalog import METHODS as catalog_methods, supported_methods
