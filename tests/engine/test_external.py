@@ -15,7 +15,7 @@ import torch
 
 import scopecheck
 from scopecheck.checks.registry import run_check
-from scopecheck.engine.external import map_schema
+from scopecheck.engine.methods.external import map_schema
 from scopecheck.loader import load_file
 from scopecheck.orchestration.runner import Runner
 from scopecheck.orchestration.settings import RunSettings

@@ -197,7 +197,7 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         compiled = compile_contract(contract, resolved, lm, strict=strict)
     name, params, operator = method_params(compiled, contract.method)
     if name == "external":
-        from scopecheck.engine import external
+        from scopecheck.engine.methods import external
 
         seed = contract.seed if contract.seed is not None else 0
         if scores is None:

@@ -465,9 +465,9 @@ for _e in (
     MethodEntry("external", "external",
                 "a map computed elsewhere, read from a JSON or CSV file (scopecheck/spec/map.schema.json), aligned "
                 "to the contract's tokens and checked against E; checks that rerun the method are refused",
-                (*TOKEN_KINDS, "custom"),
-                {"map": ParamSpec("any", default="", help="the map file, relative to the contract's folder")},
-                "scopecheck.engine.external:external"),
+                TOKEN_KINDS,
+                {"map": ParamSpec("any", help="the map file, relative to the contract's folder", default_text="required")},
+                "scopecheck.engine.methods.external:external"),
     MethodEntry("stage_perturbation", "stage",
                 "per-stage change in the output score when a denoising stage is perturbed and the chain rerun",
                 ("denoising_stage",),
