@@ -45,6 +45,7 @@ __all__ = [
     "__version__",
     "attribute",
     "check_file",
+    "check_map",
     "check_text",
     "load_file",
     "load_text",
@@ -60,6 +61,14 @@ def run(contract: Any, **kwargs: Any) -> Any:
     from scopecheck.engine.run import run as _run
 
     return _run(contract, **kwargs)
+
+
+def check_map(contract: Any, scores: Any, **kwargs: Any) -> Any:
+    """Check a map computed elsewhere (a list, NumPy array or torch tensor: one score per sequence
+    position, or per eligible token) under a contract; see :func:`scopecheck.engine.run.check_map`."""
+    from scopecheck.engine.run import check_map as _check_map
+
+    return _check_map(contract, scores, **kwargs)
 
 
 def attribute(**kwargs: Any) -> Any:

@@ -105,6 +105,9 @@ def run_check(name: str, result: AttributionResult, params: Mapping[str, object]
     ``fields``: the fields something will read (``None``: all); a field nothing asks for and that
     costs extra work (a curve's ``naopc``) is then left out of the result."""
     fn = _impl(name)
+    from scopecheck.engine.methods.external import refuse_check
+
+    refuse_check(name, result)
     check_params(name, params)
     asked = _asked(name, fields)
     kw = {"fields": asked} if name in FIELD_AWARE else {}

@@ -169,8 +169,12 @@ def heta_note(info: dict[str, Any]) -> str | None:
 
 
 def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress: bool = False,
-            max_evaluations: int | None = None, strict: bool = False) -> AttributionResult:
-    """Run one single-target contract. (A map family, ``target = each``: :func:`execute_family`.)"""
+            max_evaluations: int | None = None, strict: bool = False, allow_outside_data: bool = False,
+            scores: Any = None) -> AttributionResult:
+    """Run one single-target contract. (A map family, ``target = each``: :func:`execute_family`.)
+
+    ``method external(map = ...)`` reads its map from a file (``allow_outside_data`` lifts the
+    folder rule) instead of computing one; ``scores`` (:func:`check_map`) gives that map directly."""
     from scopecheck.spec.standard import family_param
 
     if family_param(contract.use) is not None:
@@ -192,6 +196,18 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         lm = load(contract.model, options, contract_dir(contract))
         compiled = compile_contract(contract, resolved, lm, strict=strict)
     name, params, operator = method_params(compiled, contract.method)
+    if name == "external":
+        from scopecheck.engine.methods import external
+
+        seed = contract.seed if contract.seed is not None else 0
+        if scores is None:
+            out = external.external_output(contract, compiled, allow_outside_data)
+        else:
+            vec = external.scores_vector(scores, compiled, contract.method.span)
+            external.check_eligible(vec, compiled, contract.method.span, "given to check_map")
+            out = external.output(vec, compiled, "check_map")
+        return build_result(contract, resolved, lm, compiled, name, params, None, aggregate, out, seed,
+                            "as given by the map")
     _budget(name, params, compiled, contract, max_evaluations)
     from scopecheck.engine.methods import run_method
     from scopecheck.engine.precision import float64_forward
@@ -242,6 +258,10 @@ def execute_family(contract: m.Contract, options: LoadOptions = LoadOptions(), p
         members.append(mc)
         compiled.append(compile_contract(mc, resolve(mc), lm, strict=strict, frozen=frozen))
     name, params, operator = method_params(compiled[0], contract.method)
+    if name == "external":
+        raise ContractValidationError("method `external` reads one map and a map family (target = each) has one "
+                                      "per generated token", contract.method.span, rule="map",
+                                      expected="a single-target contract (target = k)")
     for mc, c in zip(members, compiled):
         _budget(name, params, c, mc, max_evaluations)
     seed = contract.seed if contract.seed is not None else 0
@@ -354,6 +374,33 @@ def run(source: m.Contract | str | Path, *, name: str | None = None, device: str
             hint="pass name=... to pick one" if len(found) > 1 else None)
     opts = LoadOptions(device, dtype, allow_pickle, trust_remote_code)
     return execute(contracts[0], opts, progress)
+
+
+def check_map(source: m.Contract | str | Path, scores: Any, *, name: str | None = None, device: str = "auto",
+              dtype: str = "float32", allow_pickle: bool = False, trust_remote_code: bool = False) -> AttributionResult:
+    """Check a map computed elsewhere under a contract (a spec, contract text or a ``.scope`` path;
+    ``name`` picks one of several): ``scores`` is a 1-D list, NumPy array or torch tensor with one
+    score per sequence position (``L``, as ``AttributionResult.tokens``) or one per eligible token
+    in sequence order (``|E|``). The contract's ``method`` statement is replaced by ``external``; the
+    result is a run's :class:`AttributionResult`, for every check and expectation."""
+    from dataclasses import replace
+
+    contracts = _contracts(source)
+    if name is not None:
+        contracts = [c for c in contracts if c.name == name]
+    if len(contracts) != 1:
+        found = [c.name for c in _contracts(source)]
+        where = Span(str(source)) if _is_path(source) else None
+        if name is not None and not contracts:
+            raise unknown_name("contract", name, found, where)
+        raise ContractValidationError(
+            f"expected exactly one contract{f' named {name!r}' if name else ''}; found: "
+            f"{', '.join(map(repr, found)) or 'none'}", where, rule="unknown-name",
+            hint="pass name=... to pick one" if len(found) > 1 else None)
+    c = contracts[0]
+    span = c.method.span if c.method is not None else c.span
+    c = replace(c, method=m.Method("external", (m.Param("map", m.Text("check_map"), span),), span))
+    return execute(c, LoadOptions(device, dtype, allow_pickle, trust_remote_code), scores=scores)
 
 
 def attribute(*, model: str, prompt: str, output: str, contract: str = "prompt_conditioned",

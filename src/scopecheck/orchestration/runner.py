@@ -75,7 +75,7 @@ class Runner:
         t0 = time.perf_counter()
         try:
             cr.result = execute(contract, self.options, progress=s.progress, max_evaluations=s.max_evaluations,
-                                strict=s.strict)
+                                strict=s.strict, allow_outside_data=s.allow_outside_data)
         except ContractError as exc:
             cr.error = exc.render()
         except Exception as exc:  # noqa: BLE001 - isolated to this contract (see the class docstring)

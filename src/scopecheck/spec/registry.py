@@ -43,7 +43,8 @@ DIFFUSION_TOKEN_KINDS: tuple[str, ...] = ("state_level", "prompt_to_output")
 EXTRA_KINDS: tuple[str, ...] = ("custom",)
 
 #: Method families, as ``scopecheck list`` groups them.
-FAMILIES: tuple[str, ...] = ("gradient", "perturbation", "surrogate", "attention", "probabilistic", "stage")
+FAMILIES: tuple[str, ...] = ("gradient", "perturbation", "surrogate", "attention", "probabilistic", "stage",
+                             "external")
 
 PARAM_KINDS: tuple[str, ...] = ("int", "float", "bool", "choice", "count_or_fraction", "selector", "any")
 
@@ -461,6 +462,12 @@ for _e in (
                  "stride": I(0, 1_000_000, 0, "window stride, 0 = window // 2"),
                  "layers": I(0, 100_000, 0, "HETA-LS, gate and curvature in the top k layers only, 0 = all")},
                 _M + "heta:heta", differentiable=True),
+    MethodEntry("external", "external",
+                "a map computed elsewhere, read from a JSON or CSV file (scopecheck/spec/map.schema.json), aligned "
+                "to the contract's tokens and checked against E; checks that rerun the method are refused",
+                TOKEN_KINDS,
+                {"map": ParamSpec("any", help="the map file, relative to the contract's folder", default_text="required")},
+                "scopecheck.engine.methods.external:external"),
     MethodEntry("stage_perturbation", "stage",
                 "per-stage change in the output score when a denoising stage is perturbed and the chain rerun",
                 ("denoising_stage",),
