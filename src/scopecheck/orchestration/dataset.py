@@ -26,7 +26,7 @@ from scopecheck.spec import model as m
 
 if TYPE_CHECKING:
     from scopecheck.datasets import Loaded
-    from scopecheck.orchestration.runner import Runner
+    from scopecheck.orchestration.protocols import Driver
 
 WORST = 3
 #: a data file with more usable rows than this and no ``limit`` gets a notice with its size before
@@ -51,7 +51,7 @@ def _reusable(store: Any, ex_id: str, method: str, seed: int, keys: set[str]) ->
     return er
 
 
-def _notice(runner: Runner, cr: ContractRun, bar: Any, msg: str) -> None:
+def _notice(runner: Driver, cr: ContractRun, bar: Any, msg: str) -> None:
     """A line for the user, through the run's log channel (and above the progress bar)."""
     cr.dataset.setdefault("notices", []).append(msg)
     if bar is not None:
@@ -70,7 +70,7 @@ def _positioned(exc: ContractError, contract: m.Contract, span: Span) -> Contrac
     return exc
 
 
-def run_dataset(runner: Runner, contract: m.Contract) -> ContractRun:
+def run_dataset(runner: Driver, contract: m.Contract) -> ContractRun:
     """Run every example of a dataset contract (its failure isolated, as a single run's)."""
     from scopecheck.datasets import example_contract, load_examples
     from scopecheck.dsl.format import fmt_model, format_document
@@ -124,7 +124,7 @@ def run_dataset(runner: Runner, contract: m.Contract) -> ContractRun:
     return cr
 
 
-def _run_examples(runner: Runner, contract: m.Contract, loaded: Loaded, store: Store | None, keys: set[str],
+def _run_examples(runner: Driver, contract: m.Contract, loaded: Loaded, store: Store | None, keys: set[str],
                   method: str, seed: int, key: str, cr: ContractRun) -> None:
     """The examples of ``loaded`` into ``cr.examples`` in dataset order: a stored record where the
     store has a usable one, else the executor's record (appended to the store as it arrives)."""

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from scopecheck.errors import ContractError
 from scopecheck.orchestration import expect
 from scopecheck.orchestration.dataset import evaluate_dataset, run_dataset
-from scopecheck.orchestration.executors import Executor, executor_for
+from scopecheck.orchestration.executors import executor_for
+from scopecheck.orchestration.protocols import Executor
 from scopecheck.orchestration.records import ContractRun, ExpectationOutcome, contract_failure
 from scopecheck.orchestration.settings import RunSettings
 from scopecheck.spec import model as m
