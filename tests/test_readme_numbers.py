@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from scopecheck.engine.reference import REFERENCE_MODELS, generate, reference_dir
-from scopecheck.engine.reference.tasks import CAPITALS
+from scopecheck.reference import REFERENCE_MODELS, generate, reference_dir
+from scopecheck.reference.tasks import CAPITALS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -11,7 +11,7 @@ import pytest
 
 import scopecheck
 from scopecheck.engine.catalog import AUTOREGRESSIVE_KINDS, METHODS
-from scopecheck.engine.reference import generate
+from scopecheck.reference import generate
 
 
 def _readme_counts(pattern: str) -> list[int]:

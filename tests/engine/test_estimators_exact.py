@@ -44,8 +44,8 @@ from scopecheck.engine.diffusion.denoiser import Denoiser
 from scopecheck.engine.diffusion.estimators import (
     Reads, chain_reads, elbo_estimate, elbo_reads, elbo_with_error, order_reads, pll_reads, score_reads,
 )
-from scopecheck.engine.reference import reference_dir
-from scopecheck.engine.reference.train import EOS, MASK
+from scopecheck.reference import reference_dir
+from scopecheck.training.train import EOS, MASK
 
 FIG1 = ("Translate to French: The dog is black.", "Le chien est noir.")
 OPEN = "Question: name a capital and its country. Answer:"

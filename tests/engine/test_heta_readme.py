@@ -46,7 +46,7 @@ import torch
 from scipy.stats import spearmanr
 
 import scopecheck
-from scopecheck.engine.reference import reference_dir
+from scopecheck.reference import reference_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

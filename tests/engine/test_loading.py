@@ -74,7 +74,7 @@ def test_text_selector_absent_from_a_generated_output_is_a_positioned_error() ->
 
 
 def test_pickle_checkpoints_are_refused_without_the_command_line_flag(tmp_path: Path) -> None:
-    from scopecheck.engine.reference import REFERENCE_MODELS
+    from scopecheck.reference import REFERENCE_MODELS
 
     src = REFERENCE_MODELS["translate-ar"].directory
     assert (src / "model.safetensors").exists()

@@ -2,8 +2,8 @@
 (:mod:`.train_diffusion`): the special tokens, the word-level tokenizer of a task, the optimizer
 and schedule, and the start of a run (threads, seeds, output directory, training examples).
 
-Torch and transformers are imported inside the functions that use them (the reference package is
-torch-free at import).
+Torch and transformers are imported inside the functions that use them (the training package is
+torch-free at import, as the reference package it trains for).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import math
 import time
 from pathlib import Path
 
-from .tasks import generate, vocabulary
+from scopecheck.reference import WEIGHTS_DIR
+from scopecheck.reference.tasks import generate, vocabulary
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>")
 PAD, UNK, BOS, EOS, MASK = range(5)
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 RECIPES_MAXPOS = 64  # max_position_embeddings of every recipe and the tokenizers' model_max_length
 
 

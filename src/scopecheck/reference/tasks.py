@@ -1,7 +1,7 @@
 """Synthetic reference tasks whose causal tokens are known by construction.
 
 Every :class:`Example` records, for each output token, the prompt tokens that cause it
-in the data-generating process. The reference models (``scopecheck.engine.reference``)
+in the data-generating process. The reference models (``scopecheck.reference``)
 are trained on these tasks, so attribution claims about them can be checked against a
 ground truth instead of against intuition.
 

@@ -1,7 +1,7 @@
 """Reproducible training of the embedded masked-diffusion reference denoiser.
 
-    python -m scopecheck.engine.reference.train --model translate-mdlm
-    python -m scopecheck.engine.reference.train --check --model translate-mdlm
+    python -m scopecheck.training.train --model translate-mdlm
+    python -m scopecheck.training.train --check --model translate-mdlm
 
 A small bidirectional ``BertForMaskedLM`` trained from scratch on the same synthetic
 English->French task as ``translate-ar`` (same causal-token ground truth per example), with
@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tasks import TASKS, Example, generate
-from .training import BOS, EOS, MASK, PAD, RECIPES_MAXPOS, WEIGHTS_DIR, save_tokenizer, start
+from scopecheck.reference.tasks import TASKS, Example, generate
+from scopecheck.training.loop import BOS, EOS, MASK, PAD, RECIPES_MAXPOS, WEIGHTS_DIR, save_tokenizer, start
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,7 @@ independent runs gave the same sha256).
 
 Retrain (writes this directory):
 
-    python -m scopecheck.engine.reference.train --model {recipe.name}
+    python -m scopecheck.training.train --model {recipe.name}
 
 ## Evaluation
 

@@ -2,7 +2,7 @@
 
 The tasks (:mod:`.tasks`) are synthetic generators whose examples record, for every
 output token, the prompt tokens that cause it by construction. The reference models are
-small ``LlamaForCausalLM`` checkpoints trained on them by :mod:`.train` and shipped under
+small ``LlamaForCausalLM`` checkpoints trained on them by :mod:`scopecheck.training` and shipped under
 ``weights/<name>/`` (config, float32 safetensors, word-level tokenizer, model card); load
 one with ``AutoModelForCausalLM.from_pretrained(reference_dir(name))``.
 

@@ -1,11 +1,11 @@
 """Reproducible training of the embedded reference models (the masked-diffusion one: ``train_diffusion``).
 
-    python -m scopecheck.engine.reference.train --all
-    python -m scopecheck.engine.reference.train --model translate-ar [--out DIR]
-    python -m scopecheck.engine.reference.train --check --all      # evaluate shipped weights
+    python -m scopecheck.training.train --all
+    python -m scopecheck.training.train --model translate-ar [--out DIR]
+    python -m scopecheck.training.train --check --all      # evaluate shipped weights
 
 Each model is a small ``LlamaForCausalLM`` trained from scratch on one synthetic task of
-:mod:`scopecheck.engine.reference.tasks`, on sequences ``<bos> prompt output <eos>`` with
+:mod:`scopecheck.reference.tasks`, on sequences ``<bos> prompt output <eos>`` with
 the loss on the output tokens and ``<eos>`` only. Training is single-threaded, seeded and
 deterministic; the script writes ``config.json``, ``model.safetensors`` (float32), the
 word-level tokenizer files, ``generation_config.json`` and ``MODEL_CARD.md`` (with the
@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import train_diffusion as td
-from .tasks import TASKS, Example, generate
-from .train_diffusion import DIFFUSION_RECIPES
-from .training import (  # noqa: F401  (re-exported: what every training run shares)
+from scopecheck.reference.tasks import TASKS, Example, generate
+from scopecheck.training import train_diffusion as td
+from scopecheck.training.train_diffusion import DIFFUSION_RECIPES
+from scopecheck.training.loop import (  # noqa: F401  (re-exported: what every training run shares)
     BOS, EOS, MASK, PAD, RECIPES_MAXPOS, SPECIAL_TOKENS, UNK, WEIGHTS_DIR, build_tokenizer, optimizer, save_tokenizer,
     start)
 
@@ -247,7 +247,7 @@ def model_card(recipe: Recipe, r: dict) -> str:
 
 Embedded autoregressive reference model of `scopecheck`: a small decoder-only
 `LlamaForCausalLM` trained from scratch on the synthetic task `{recipe.task}`, whose
-causal prompt tokens are known by construction (`scopecheck.engine.reference.tasks`).
+causal prompt tokens are known by construction (`scopecheck.reference.tasks`).
 It exists to give attribution contracts a ground truth; it is not a language model.
 
 ## Task and data
@@ -290,7 +290,7 @@ sha256 above).
 
 Retrain (writes this directory):
 
-    python -m scopecheck.engine.reference.train --model {recipe.name}
+    python -m scopecheck.training.train --model {recipe.name}
 
 ## Evaluation
 
@@ -325,7 +325,7 @@ def check(name: str, directory: Path | None = None, n: int | None = None) -> flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m scopecheck.engine.reference.train",
+    ap = argparse.ArgumentParser(prog="python -m scopecheck.training.train",
                                  description="Train (or --check) the embedded reference models.")
     ap.add_argument("--model", action="append", choices=sorted([*RECIPES, *DIFFUSION_RECIPES]),
                     help="model name (repeatable)")
