@@ -373,11 +373,10 @@ def compare_snapshot(contract: m.Contract, result: AttributionResult, params: Ma
                 f"snapshot {[texts[p] for p in c['top_old']]}")
         (held if same else failed).append(line)
     rho = c["spearman"]
-    if min_rho > -1.0 or not math.isfinite(rho):
+    if min_rho > -1.0:                      # -1: not compared
         ok = math.isfinite(rho) and rho >= min_rho
         line = f"spearman {rho:.6g} {'>=' if ok else '<'} {min_rho:g}" + (f" ({c['note']})" if c["note"] else "")
-        if min_rho > -1.0:
-            (held if ok else failed).append(line)
+        (held if ok else failed).append(line)
     worst = c["worst"]
     ok = c["max_abs"] <= max_abs
     at = "" if worst is None or c["max_abs"] == 0 else (f" (at position {worst} {texts[worst]!r}: {new[worst]:.6g} in the run, "
@@ -385,8 +384,7 @@ def compare_snapshot(contract: m.Contract, result: AttributionResult, params: Ma
     (held if ok else failed).append(f"max_abs {c['max_abs']:.6g} {'<=' if ok else '>'} {max_abs:g}" + at)
     if failed and update:
         return written("it failed: " + "; ".join(failed))
-    note = ("FAILED " + "; ".join(failed) + ("; held: " + "; ".join(held) if held else "")) if failed \
-        else "; ".join(held)
+    note = ("; ".join(failed) + ("; held: " + "; ".join(held) if held else "")) if failed else "; ".join(held)
     return _make({"top_k_match": c["top_k_match"], "spearman": rho, "max_abs": c["max_abs"]}, config, not failed,
                  note, {"status": "fail" if failed else "pass", "reason": note, "path": str(path),
                         "top_run": c["top_new"], "top_snapshot": c["top_old"]})
