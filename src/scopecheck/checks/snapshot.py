@@ -280,7 +280,8 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> tuple[float, str]:
     if ca and cb:
         return 1.0, ""
     if ca or cb:
-        return float("nan"), ("the run's" if ca else "the snapshot's") + " map is constant on E: rank correlation undefined"
+        whose = "the run's" if ca else "the snapshot's"
+        return float("nan"), f"{whose} map is constant on E: rank correlation undefined"
     return float(stats.spearmanr(a, b).statistic), ""
 
 
@@ -379,8 +380,8 @@ def compare_snapshot(contract: m.Contract, result: AttributionResult, params: Ma
         (held if ok else failed).append(line)
     worst = c["worst"]
     ok = c["max_abs"] <= max_abs
-    at = "" if worst is None or c["max_abs"] == 0 else (f" (at position {worst} {texts[worst]!r}: {new[worst]:.6g} in the run, "
-                                   f"{old[worst]:.6g} in the snapshot)")
+    at = "" if worst is None or c["max_abs"] == 0 else (
+        f" (at position {worst} {texts[worst]!r}: {new[worst]:.6g} in the run, {old[worst]:.6g} in the snapshot)")
     (held if ok else failed).append(f"max_abs {c['max_abs']:.6g} {'<=' if ok else '>'} {max_abs:g}" + at)
     if failed and update:
         return written("it failed: " + "; ".join(failed))

@@ -109,7 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 out.print(visible(f"{c.span}: {c.name}: did not run\n{unit.error}"))
             for o in unit.outcomes:
-                mark = {"stale": "  STALE ", "written": "  WROTE "}.get(o.status, "  PASS  " if o.passed else "  FAIL  ")
+                mark = {"stale": "  STALE ", "written": "  WROTE "}.get(o.status,
+                                                                 "  PASS  " if o.passed else "  FAIL  ")
                 out.print(visible(mark + f"line {o.line}: {o.explanation}"))
             out.print()
     from scopecheck.report.summary import print_summary
