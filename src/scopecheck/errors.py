@@ -130,6 +130,7 @@ RULES: dict[str, str] = {
     "operator": "a perturbation operator the model has no token for",
     "diffusion": "a diffusion contract the chain cannot realise (schedule, adapter, estimator, sampling)",
     "map": "an external map file that cannot be used (its path, its tokens, scores outside E)",
+    "snapshot": "an attribution snapshot that cannot be used (its file, its path, how it is stated)",
     "budget": "the method's estimated work exceeds --max-evaluations",
     "method": "the method refuses this contract (MethodRefused): too many features, no attention, ...",
     "non-finite": "an attribution map, score or check value that is NaN or infinite",

@@ -112,7 +112,9 @@ class Runner:
     def evaluate(self, cr: ContractRun, ex: m.Expectation) -> ExpectationOutcome:
         if cr.contract.dataset is not None:
             return evaluate_dataset(cr, ex)
-        return expect.evaluate(cr, ex, debug=self.settings.debug, progress=self.settings.progress)
+        s = self.settings
+        return expect.evaluate(cr, ex, debug=s.debug, progress=s.progress, update_snapshots=s.update_snapshots,
+                               allow_outside=s.allow_outside_data)
 
 
 __all__ = ["Runner"]

@@ -138,6 +138,8 @@ class CheckEntry:
     supports: tuple[str, ...] = (*CONTRACT_KINDS, *EXTRA_KINDS)   # contract kinds
     protocol: bool = False       # perturbs and re-measures by the contract's protocol
     ranking: bool = False
+    #: parameters a call may also give by position, in order (``snapshot("snapshots/noir.json")``)
+    positional: tuple[str, ...] = ()
 
     def field(self, name: str | None) -> str:
         """The field an expectation reads: the one it names, else the default field."""
@@ -209,6 +211,9 @@ def _check_entry(e: CheckEntry) -> None:
         if not (isinstance(f, Field) and f.better in BETTER and f.low <= f.high):
             raise _bad(e.name, f"field `{key}` is not a Field(low <= high, better)",
                        f"better from: {', '.join(BETTER)}")
+    bad = [k for k in e.positional if k not in e.params]
+    if bad:
+        raise _bad(e.name, f"positional parameter(s) {', '.join(bad)} not among its parameters", ", ".join(e.params))
     if e.default_field not in e.fields:
         raise _bad(e.name, f"default field `{e.default_field}` is not one of its fields", ", ".join(e.fields))
     for key, p in e.params.items():
@@ -237,6 +242,7 @@ def register_check(
     supports: Iterable[str] = (*CONTRACT_KINDS, *EXTRA_KINDS),
     protocol: bool = False,
     ranking: bool = False,
+    positional: Iterable[str] = (),
     replace: bool = False,
 ) -> CheckEntry:
     """Add a check to the registry and return its entry.
@@ -246,14 +252,16 @@ def register_check(
     imported when the check first runs. ``fields`` maps each reported number to its
     :class:`Field`; ``default_field`` is the one a bare expectation reads. ``params`` maps each
     parameter to its :class:`ParamSpec`; with ``protocol`` the :data:`PROTOCOL_PARAMS` come
-    first. A name already taken is a :class:`RegistryError` unless ``replace``.
+    first; ``positional`` names those a call may also give by position, in order. A name already
+    taken is a :class:`RegistryError` unless ``replace``.
     """
     if isinstance(name, CheckEntry):
         entry = name
     else:
         entry = CheckEntry(name=name, family=family, summary=summary, fields=dict(fields or {}),
                            default_field=default_field, params=dict(params or {}), impl=impl,
-                           supports=tuple(supports), protocol=protocol, ranking=ranking)
+                           supports=tuple(supports), protocol=protocol, ranking=ranking,
+                           positional=tuple(positional))
     own = {k: p for k, p in entry.params.items() if not (entry.protocol and k in PROTOCOL_PARAMS)}
     _check_entry(dataclasses.replace(entry, params=own))
     prm = {**PROTOCOL_PARAMS, **own} if entry.protocol else own
@@ -441,6 +449,18 @@ for _e in (
                 "contract": ParamSpec("any", help="another standard contract (exactly one of method, contract)",
                                       default_text="none")},
                _A + "agreement"),
+    CheckEntry("snapshot", "agreement", "the map against a stored baseline map: top-k set, Spearman, max |difference|",
+               {"max_abs": Field(0.0, INF, "lower"), "spearman": Field(-1.0, 1.0, "higher"),
+                "top_k_match": Field(0.0, 1.0, "higher")}, "max_abs",
+               {"path": ParamSpec("any", help="the snapshot file (JSON), relative to the contract's folder; also "
+                                  "given as the first argument", default_text="required"),
+                "top_k": I(0, 100_000, 3, "the k highest-attributed eligible tokens must be the snapshot's, as a "
+                           "set (0: not compared)"),
+                "spearman": F(-1.0, 1.0, default=0.99, help="least Spearman rank correlation with the snapshot "
+                              "over E (-1: not compared)"),
+                "max_abs": F(0.0, 1e12, default=1e-4, help="largest absolute difference of a token's score from "
+                             "the snapshot's")},
+               "scopecheck.checks.snapshot:snapshot", positional=("path",)),
 ):
     register_check(_e)
 del _e

@@ -21,7 +21,7 @@ from scopecheck.errors import (
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
 from scopecheck.spec.anchors import occurrences
-from scopecheck.spec.check_registry import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS
+from scopecheck.spec.check_registry import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS, CheckEntry
 from scopecheck.spec.params import DECODING_PARAMS, ESTIMATOR_PARAMS, SEED, check_params, check_value
 from scopecheck.spec.registry import COMMON_METHOD_PARAMS, METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.spec.references import MODELS as REFERENCE_MODELS
@@ -870,6 +870,10 @@ def _check_expectations(doc: m.Contract | m.Claim, kind: str | None, errors: lis
         for side in (ex.left, ex.right):
             if isinstance(side, m.Call):
                 _check_call(side, kind, doc, errors)
+        if ex.op is not None and any(isinstance(o, m.Call) and o.name == "snapshot" for o in sides):
+            errors.append(_err("snapshot(...) is judged by its own criteria, not compared", ex.span,
+                               expected='expect snapshot("snapshots/noir.json", top_k = 3, spearman = 0.99, '
+                                        'max_abs = 1e-4)', rule="snapshot"))
         if ex.op is None and isinstance(ex.left, m.Call):
             info = CHECKS.get(ex.left.name)
             if info is None and ex.left.name in MAP_FUNCTIONS:
@@ -906,6 +910,7 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
                            expected=", ".join(n for n, c in CHECKS.items() if kind in c.supports),
                            hint=f"`{name}` supports: {', '.join(info.supports)}", rule="protocol"))
     declared = info.declared()
+    errors += _check_positional(call, info, doc)
     errors += check_params(declared, call.params, f"check `{name}`")
     for prm in call.params:
         v = prm.value.name if isinstance(prm.value, m.Ident) else prm.value.value if isinstance(prm.value, m.Text) \
@@ -945,6 +950,36 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
                     f"perturbing {choice} tests a {owner} contract; under {kind} only "
                     f"{' and '.join(proto.perturb)} may be perturbed", prm.span,
                     expected=f"perturb = {proto.perturb[0]}", rule="protocol"))
+
+
+def _check_positional(call: m.Call, info: CheckEntry, doc: m.Contract | m.Claim) -> list[ContractError]:
+    """A check's positional arguments (``snapshot("snapshots/noir.json")``): at most those its entry
+    names (``CheckEntry.positional``), none also given by name; a snapshot names its file once."""
+    out: list[ContractError] = []
+    pos = info.positional
+    if len(call.args) > len(pos):
+        taken = f"takes at most {len(pos)} ({', '.join(pos)})" if pos else "takes no positional arguments"
+        out.append(_err(f"check `{call.name}` {taken}, got {len(call.args)}", call.span,
+                        expected=f"{call.name}(name = value, ...)" if not pos else f'{call.name}("...", name = value)',
+                        rule="params"))
+    named = {p.key for p in call.params}
+    for key in pos[:len(call.args)]:
+        if key in named:
+            out.append(_err(f"check `{call.name}`: `{key}` given twice (by position and by name)", call.span,
+                            expected=f"one `{key}`", rule="params"))
+    if call.name == "snapshot":
+        given = call.args[0] if call.args else next((p.value for p in call.params if p.key == "path"), None)
+        if not isinstance(given, m.Text) or not given.value:
+            out.append(_err("snapshot(...) names its snapshot file, a text", call.span,
+                            expected='snapshot("snapshots/noir.json", top_k = 3, spearman = 0.99, max_abs = 1e-4)',
+                            rule="snapshot"))
+        if call.fields:
+            out.append(_err("snapshot(...) is judged by its own criteria; state them as its parameters", call.span,
+                            expected='expect snapshot("snapshots/noir.json", spearman = 0.9)', rule="snapshot"))
+        if isinstance(doc, m.Contract) and doc.dataset is not None:
+            out.append(_err("a snapshot pins one map, and a dataset contract has one per example", call.span,
+                            expected="snapshot(...) in a single-prompt contract", rule="snapshot"))
+    return out
 
 
 def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | None]:
