@@ -21,10 +21,11 @@ from scopecheck.checks import snapshot as snap
 from scopecheck.errors import ContractError
 from scopecheck.loader import check_file, check_text
 from scopecheck.orchestration.runner import Runner
+from scopecheck.reference import reference_dir
 from scopecheck.spec.text import format_document
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = Path(snap.__file__).resolve().parent.parent / "engine" / "reference" / "weights" / "translate-ar"
+REFERENCE = reference_dir("translate-ar")
 
 CONTRACT = '''contract "noir" {{
     model    {model}

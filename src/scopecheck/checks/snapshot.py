@@ -108,7 +108,7 @@ def model_identity(contract: m.Contract) -> dict[str, Any]:
     if ref is None:
         return {"ref": None, "weights_sha256": None}
     if ref.kind == "reference":
-        from scopecheck.engine.reference import REFERENCE_MODELS
+        from scopecheck.reference import REFERENCE_MODELS
 
         info = REFERENCE_MODELS.get(ref.name)
         where: Path | None = info.directory if info is not None else None
