@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +28,15 @@ from scopecheck.engine.scoring import causal_lm_problem
 from scopecheck.errors import ContractValidationError, MethodRefused
 
 STORIES = "/work/shared/models/stories260k"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "guide" / "attnlrp.md"
+
+
+def _page_counts(pattern: str) -> list[int]:
+    """The counts the docs page states (``{n}`` marks each), found exactly once."""
+    text = " ".join(PAGE.read_text(encoding="utf-8").split())
+    found = re.findall(pattern.replace("{n}", r"(\d+)"), text)
+    assert len(found) == 1, f"{pattern!r} found {len(found)} times in {PAGE}"
+    return [int(g) for g in found[0]]
 
 
 def _one_layer(attn: str, seed: int = 1):
@@ -307,3 +318,30 @@ def test_ground_truth_rate_on_the_translate_task():
     print(f"causal token ranked first in {hits} of {total} (rates {rates}); random ranking {chance:.3f}")
     assert total == 72
     assert rates["attnlrp"] > 2 * chance
+    # the page's figures are these
+    assert [hits["attnlrp"], total] == _page_counts(r"attnlrp ranks a causal token first in {n}/{n}")
+    assert [hits["gradient_x_input"], total] == _page_counts(r"gradient x input does in {n}/{n}")
+    assert f"about the {chance:.3f} a random ranking gets" in " ".join(PAGE.read_text(encoding="utf-8").split())
+
+
+def test_docs_page_blocks_run_and_pass():
+    """Every contract block of docs/guide/attnlrp.md validates, runs and passes its expectations
+    (as tests/test_readme.py runs the README's)."""
+    from scopecheck.loader import check_text
+    from scopecheck.orchestration.runner import Runner
+    from scopecheck.spec import model as m
+
+    bodies = re.findall(r"```scope\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.S)
+    assert bodies
+    runner = Runner(device="cpu")
+    for i, text in enumerate(bodies):
+        sf = check_text(text, str(PAGE.parent / f"attnlrp-block{i + 1}.scope"))
+        assert not sf.errors, "\n".join(e.render() for e in sf.errors)
+        for doc in sf.documents:
+            assert isinstance(doc, m.Contract)
+            cr = runner.run(doc)
+            assert cr.error is None, cr.error
+            assert doc.expects
+            for e in doc.expects:
+                o = runner.evaluate(cr, e)
+                assert o.passed, o.explanation
