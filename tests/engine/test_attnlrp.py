@@ -39,14 +39,19 @@ def _page_counts(pattern: str) -> list[int]:
     return [int(g) for g in found[0]]
 
 
-def _one_layer(attn: str, seed: int = 1):
+def _one_layer(attn: str, seed: int = 1, layers: int = 1, **extra):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=30, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+    cfg = LlamaConfig(vocab_size=30, hidden_size=16, intermediate_size=24, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32, bos_token_id=BOS,
-                      eos_token_id=2, pad_token_id=None, attn_implementation=attn, initializer_range=0.3)
-    return LlamaForCausalLM(cfg).to(torch.float64).eval()
+                      eos_token_id=2, pad_token_id=None, attn_implementation=attn, initializer_range=0.3, **extra)
+    model = LlamaForCausalLM(cfg).to(torch.float64).eval()
+    with torch.no_grad():
+        for mod in model.modules():                      # non-zero biases, where the config has them
+            if isinstance(mod, torch.nn.Linear) and mod.bias is not None:
+                mod.bias.normal_(0.0, 0.3)
+    return model
 
 
 def _rope(q: torch.Tensor, theta: float) -> torch.Tensor:
@@ -217,6 +222,29 @@ def test_forward_unchanged_on_a_reference_model():
             under = model(input_ids=ids).logits
         after = model(input_ids=ids).logits
     assert torch.equal(before, under) and torch.equal(before, after)
+
+
+def test_biases_absorb_what_the_ledger_states():
+    """Llama with ``attention_bias`` and ``mlp_bias``: the linear biases absorb ``b * grad``; with it
+    and the softmax's share, the relevance over every position is the target logit (float64)."""
+    model = _one_layer("eager", seed=3, layers=2, attention_bias=True, mlp_bias=True)
+    seq = torch.tensor([BOS, 7, 12, 25, 9, 18, 4])
+    pb = causal_lm_problem(model, seq, eligible_mask(7, range(1, 5)), [5, 6], score="logit", pad_id=PAD)
+    with float64_forward(model), torch.no_grad():
+        rel, info = relevance(pb)
+        logits = model(input_ids=seq[None]).logits[0]
+    logit = float(logits[4, 18] + logits[5, 4])                                  # the span's two target logits
+    assert info["conserved"] == pytest.approx(logit, abs=1e-12)
+    assert abs(info["absorbed_bias"]) > 1e-3
+    assert float(rel.sum()) + info["absorbed_softmax"] + info["absorbed_bias"] == pytest.approx(logit, abs=1e-10)
+    assert float(rel.sum()) + info["absorbed_softmax"] != pytest.approx(logit, abs=1e-3)
+
+
+def test_refuses_a_gate_activation_it_does_not_implement():
+    model = _one_layer("eager", hidden_act="gelu")
+    pb = causal_lm_problem(model, torch.tensor([BOS, 5, 6, 7]), eligible_mask(4, [1, 2]), [3], pad_id=PAD)
+    with pytest.raises(MethodRefused, match="for silu, not hidden_act = 'gelu'"):
+        run_method("attnlrp", pb)
 
 
 def test_refuses_an_architecture_it_does_not_implement():

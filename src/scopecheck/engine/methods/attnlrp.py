@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -82,7 +82,8 @@ class _Scale(torch.autograd.Function):
     ``sum(x * grad_in)`` into ``ledger.<slot>`` (``slot`` ``None``: nothing recorded)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, factor: float, ledger: Ledger | None, slot: str | None) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, factor: float, ledger: Ledger | None,  # type: ignore[override]
+                slot: str | None) -> Tensor:
         ctx.factor, ctx.ledger, ctx.slot = factor, ledger, slot
         if slot is not None:
             ctx.save_for_backward(x)
@@ -127,16 +128,16 @@ class _Replace(torch.autograd.Function):
         return (g * ratio).to(g.dtype), None, None
 
 
-def _rms_ratio(mod: torch.nn.Module, x: Tensor) -> Tensor:
+def _rms_ratio(mod: Any, x: Tensor) -> Tensor:
     """``weight * rsqrt(mean(x^2) + eps)`` (the RMSNorm's linear map with its normaliser held),
     computed in float32 or, for float64 input, float64 (as the forward runs) -> ``x``'s shape."""
-    eps = getattr(mod, "variance_epsilon", getattr(mod, "eps", None))
+    eps = float(getattr(mod, "variance_epsilon", getattr(mod, "eps", 0.0)))   # architecture() checked it has one
     h = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     r = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return (mod.weight.detach().to(h.dtype) * r).to(x.dtype).expand_as(x)
 
 
-def _norm_hook(mod: torch.nn.Module, args: tuple, out: Tensor) -> Tensor:
+def _norm_hook(mod: Any, args: tuple, out: Tensor) -> Tensor:
     x = args[0]
     return _Replace.apply(x, out, _rms_ratio(mod, x))
 
@@ -146,7 +147,7 @@ def _silu_hook(_mod: torch.nn.Module, args: tuple, out: Tensor) -> Tensor:
     return _Replace.apply(x, out, torch.sigmoid(x.detach()))
 
 
-def architecture(model: torch.nn.Module) -> list[torch.nn.Module]:
+def architecture(model: Any) -> list[Any]:
     """The model's decoder layers when the rules below cover every module on its path;
     :class:`MethodRefused` naming the supported architectures otherwise."""
     name = type(model).__name__
@@ -169,7 +170,8 @@ def architecture(model: torch.nn.Module) -> list[torch.nn.Module]:
                             ("mlp", ("gate_proj", "up_proj", "down_proj"))) for p in ps]
     acts = [getattr(getattr(b, "mlp", None), "act_fn", None) for b in layers]
     ok = (layers and type(head) is torch.nn.Linear and all(type(m) is torch.nn.Linear for m in lin)
-          and all(n is not None and type(n).__name__.endswith("RMSNorm") and hasattr(n, "weight") for n in norms)
+          and all(n is not None and type(n).__name__.endswith("RMSNorm") and hasattr(n, "weight")
+                  and (hasattr(n, "variance_epsilon") or hasattr(n, "eps")) for n in norms)
           and all(isinstance(a, torch.nn.Module) for a in acts)
           and float(getattr(cfg, "final_logit_softcapping", None) or 0.0) == 0.0)
     if not ok:
@@ -180,7 +182,7 @@ def architecture(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 @contextlib.contextmanager
-def attnlrp_rules(model: torch.nn.Module, ledger: Ledger | None = None) -> Iterator[Ledger]:
+def attnlrp_rules(model: Any, ledger: Ledger | None = None) -> Iterator[Ledger]:
     """The AttnLRP rules on ``model`` while the block lasts (forward hooks; removed on exit, so
     the model is exactly as before). The forward pass is unchanged; the backward of a score is
     the rules' modified gradient. Yields the :class:`Ledger` the backward fills."""
@@ -194,12 +196,13 @@ def attnlrp_rules(model: torch.nn.Module, ledger: Ledger | None = None) -> Itera
     def pre_scale(factor: float, slot: str | None):
         return lambda _m, args: (_Scale.apply(args[0], factor, led, slot), *args[1:])
 
-    def bias_tap(m: torch.nn.Linear):
+    def bias_tap(m: Any):
         return lambda _m, _a, out: _BiasTap.apply(out, m.bias, led)
 
     try:
         inner = model.model
-        for n in (inner.norm, *(getattr(b, a) for b in layers for a in ("input_layernorm", "post_attention_layernorm"))):
+        for n in (inner.norm, *(getattr(b, a) for b in layers
+                                for a in ("input_layernorm", "post_attention_layernorm"))):
             handles.append(n.register_forward_hook(_norm_hook))
         for b in layers:
             att, mlp = b.self_attn, b.mlp
