@@ -30,9 +30,11 @@ from typing import Any, Callable, Iterable, Mapping
 from scopecheck.errors import ContractValidationError, UnknownNameError, did_you_mean
 from scopecheck.spec import vocabulary as vocab
 from scopecheck.spec.registry import (
+    AUTOREGRESSIVE_KINDS,
     CONTRACT_KINDS,
     EXTRA_KINDS,
     PARAM_KINDS,
+    B,
     C,
     F,
     I,
@@ -428,6 +430,14 @@ for _e in (
                {"delta": Field(-INF, INF, "none"), "abs_delta": Field(0.0, INF, "lower")}, "abs_delta",
                {"tolerance": F(0.0, 1e12, default=1e-3, help="largest |delta| that passes")},
                _S + "completeness"),
+    CheckEntry("conservation", "sanity",
+               "relevance over every input position (+ the rules' stated absorption) = the quantity propagated",
+               {"relative_gap": Field(0.0, INF, "lower"), "raw_gap": Field(0.0, INF, "lower"),
+                "gap": Field(-INF, INF, "none")}, "relative_gap",
+               {"tolerance": F(0.0, 1e12, default=1e-4, help="largest relative_gap that passes"),
+                "absorbed": B(True, "count what the rules state they absorb (AttnLRP: the softmax rule's bias, "
+                                    "linear biases) as conserved; false: the relevance alone must sum to it")},
+               "scopecheck.checks.conservation:conservation", supports=AUTOREGRESSIVE_KINDS),
     CheckEntry("eligibility", "sanity", "attribution mass outside E is exactly zero",
                {"outside_mass": Field(0.0, INF, "lower")}, "outside_mass", {}, _S + "eligibility"),
     CheckEntry("ground_truth", "ground_truth", "agreement with causal tokens known by construction",

@@ -462,6 +462,10 @@ for _e in (
                  "stride": I(0, 1_000_000, 0, "window stride, 0 = window // 2"),
                  "layers": I(0, 100_000, 0, "HETA-LS, gate and curvature in the top k layers only, 0 = all")},
                 _M + "heta:heta", differentiable=True),
+    MethodEntry("attnlrp", "gradient",
+                "AttnLRP (Achtibat et al. 2024), scopecheck's own rules for Llama (LXT needs transformers < 5): "
+                "relevance of the target logit(s), one backward; conserved up to the softmax rule's absorption",
+                AUTOREGRESSIVE_KINDS, {}, _M + "attnlrp:attnlrp", differentiable=True),
     MethodEntry("external", "external",
                 "a map computed elsewhere, read from a JSON or CSV file (scopecheck/spec/map.schema.json), aligned "
                 "to the contract's tokens and checked against E; checks that rerun the method are refused",
