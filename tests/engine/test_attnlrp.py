@@ -23,7 +23,7 @@ from scopecheck.checks.registry import run_check
 from scopecheck.engine.methods import run_method
 from scopecheck.engine.methods.attnlrp import attnlrp_rules, relevance
 from scopecheck.engine.precision import float64_forward
-from scopecheck.engine.reference import generate
+from scopecheck.reference import generate
 from scopecheck.engine.scoring import causal_lm_problem
 from scopecheck.errors import ContractValidationError, MethodRefused
 
