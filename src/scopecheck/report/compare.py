@@ -102,6 +102,12 @@ def _float(v: Any) -> float | None:
     return None
 
 
+def _score(v: Any) -> float:
+    """A token's score (the schema's float: a number, ``"inf"``, ``"-inf"`` or ``"nan"``)."""
+    f = _float(v)
+    return math.nan if f is None else f
+
+
 def _close(a: Any, b: Any, tol: float) -> bool:
     """``a`` and ``b`` agree: numbers within ``tol`` (equal infinities, both NaN), lists and
     dicts item by item, anything else exactly."""
@@ -264,13 +270,13 @@ def _map(ra: dict[str, Any], rb: dict[str, Any], tol: float, top_k: int) -> MapC
         return MapComparison(False)
     diffs, best, where = [], 0.0, None
     for x, y in zip(ta, tb):
-        sa, sb = _float(x["score"]), _float(y["score"])
+        sa, sb = _score(x["score"]), _score(y["score"])
         if not _close(sa, sb, tol):
             diffs.append(TokenDiff(x["position"], x["text"], sa, sb))
         d = abs(sa - sb) if math.isfinite(sa) and math.isfinite(sb) else (0.0 if sa == sb else math.inf)
         if where is None or d > best or math.isnan(d):
             best, where = d, x["position"]
-    both = [(_float(x["score"]), _float(y["score"])) for x, y in zip(ta, tb) if x.get("eligible") and y.get("eligible")]
+    both = [(_score(x["score"]), _score(y["score"])) for x, y in zip(ta, tb) if x.get("eligible") and y.get("eligible")]
     rho = spearman([p[0] for p in both], [p[1] for p in both])
     k = min(top_k, sum(bool(t.get("eligible")) for t in ta), sum(bool(t.get("eligible")) for t in tb))
     return MapComparison(True, tuple(diffs), best, where, rho, k, tuple(top_positions(ta, k)),

@@ -6,7 +6,9 @@ operator, the model (with a GGUF checkpoint's quantization), device, dtype and s
 (every token with its score and roles; with ``aggregate = words`` also every word, its tokens'
 positions and its score, the sum of theirs), every check (fields, ranges, direction, configuration,
 raw curves) and every expectation (pass/fail, measured value, threshold) -- seed 002, "Reporting Attribution
-Results". Non-finite floats, which JSON cannot hold, are written as the strings
+Results"), and its provenance (:func:`run_provenance`, :func:`environment_provenance`: the software,
+the model's files and tokenizer, the contract's and dataset's hashes, the seed, the phases' wall
+seconds). Non-finite floats, which JSON cannot hold, are written as the strings
 ``"inf"``, ``"-inf"`` and ``"nan"``.
 
 The schema ships inside the package (``scopecheck/report/results.schema.json``); its
