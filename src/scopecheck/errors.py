@@ -139,6 +139,7 @@ RULES: dict[str, str] = {
     "truth": "a dataset example's truth item that cannot be placed on its tokens",
     "store": "the run store cannot be read or written (another run's store, a corrupt record)",
     "run": "an exception while running the contract, placed on it (an internal error: rerun with --debug)",
+    "results": "`scopecheck compare`: a file that is not a results JSON (not JSON, or not valid against its schema)",
 }
 
 
