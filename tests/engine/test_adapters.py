@@ -109,3 +109,46 @@ def test_captum_refuses_an_embedding_baseline():
     with pytest.raises(ContractErrors) as ei:
         _run("captum.integrated_gradients(baseline = zero)")
     assert "pad | mask | unk" in str(ei.value)
+
+
+# ------------------------------------------------------------------------------------------ inseq
+
+def _inseq():
+    return pytest.importorskip("inseq", reason="inseq is not installed (pip install 'scopecheck[inseq]')")
+
+
+PROB = '    score p(y["noir"] | x, y[<"noir"])\n'
+
+
+@pytest.mark.parametrize("use", ['local_next_token(target = "noir")', 'prompt_conditioned(target = "noir")'])
+@pytest.mark.parametrize("score", [PROB, ""])
+@pytest.mark.parametrize("own, adapter", [
+    ("integrated_gradients(steps = 50, baseline = unk, rule = gauss_legendre)", "inseq.integrated_gradients"),
+    ("occlusion(operator = unk)", "inseq.occlusion"),
+])
+def test_inseq_agrees_with_own_method(use, score, own, adapter):
+    """Inseq's map (its default probability score, or log p) equals scopecheck's own on the same
+    local next-token / prompt-conditioned contract within 1e-6 in float64, zero outside E (the
+    BOS, which Inseq's own baseline would interpolate, held fixed through the baseline ids)."""
+    _inseq()
+    a, b = _run(own, use=use, score=score), _run(adapter, use=use, score=score)
+    assert _max_diff(a, b) <= TOL
+    _zero_outside(b)
+    assert b.info["toolkit"] == f"inseq {metadata.version('inseq')}"
+    assert b.info["call"].startswith(f'inseq.load_model(model, "{adapter.split(".")[1]}", tokenizer=tokenizer)')
+    assert ('attributed_fn="probability"' in b.info["call"]) and (("'logprob': True" in b.info["call"]) == (not score))
+
+
+def test_inseq_refuses_a_span_contract():
+    _inseq()
+    with pytest.raises(ContractErrors) as ei:
+        _run("inseq.integrated_gradients", use="span_prompt")
+    msg = str(ei.value)
+    assert "does not support span_prompt" in msg and "supports local_next_token, prompt_conditioned" in msg
+
+
+def test_inseq_refuses_a_contrastive_score():
+    _inseq()
+    with pytest.raises(ContractValidationError) as ei:
+        _run("inseq.occlusion", score='    score log p(y["noir"] | x, y[<"noir"]) - log p("blanc" | x, y[<"noir"])\n')
+    assert "cannot attribute a contrastive score" in str(ei.value) and "prob, logprob, logit" in str(ei.value)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import metadata
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from scopecheck.spec.registry import C, I, ParamSpec
 from scopecheck.spec.toolkits import TOOLKITS
@@ -114,17 +114,20 @@ ADAPTERS: tuple[Adapter, ...] = (
 BY_NAME: Mapping[str, Adapter] = MappingProxyType({a.name: a for a in ADAPTERS})
 
 
-def register_adapters() -> None:
-    """Register every adapter through the public API (idempotent: an entry already there is kept)."""
-    from scopecheck.spec.registry import METHODS, register_method   # scopecheck.register_method
+def register_adapters(register: Callable[..., Any] | None = None, methods: Mapping[str, Any] | None = None) -> None:
+    """Register every adapter with ``register`` (default :func:`scopecheck.register_method`, the public
+    API) unless ``methods`` (default the registry) already has it. The registry passes its own
+    function and table (``python -m scopecheck.spec.registry`` runs that module as ``__main__``)."""
+    if register is None or methods is None:
+        from scopecheck.spec.registry import METHODS, register_method
 
+        register, methods = register or register_method, METHODS if methods is None else methods
     for a in ADAPTERS:
-        if a.name in METHODS:
+        if a.name in methods:
             continue
-        register_method(a.name, family="toolkit", supports=a.supports, params=a.params, impl=a.impl,
-                        differentiable="gradient" in a.method or a.method == "integrated_gradients",
-                        summary=f"{a.summary}; scores {', '.join(a.scores)}; needs "
-                                f"pip install \"scopecheck[{a.toolkit}]\"")
+        register(a.name, family="toolkit", supports=a.supports, params=a.params, impl=a.impl,
+                 differentiable=a.method in ("integrated_gradients", "gradient_x_input"),
+                 summary=f"{a.summary}; scores {', '.join(a.scores)}; needs pip install \"scopecheck[{a.toolkit}]\"")
 
 
 __all__ = ["ADAPTERS", "Adapter", "BY_NAME", "CAPTUM_KINDS", "INSEQ_KINDS", "TOKEN_BASELINES", "register_adapters",

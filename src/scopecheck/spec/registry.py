@@ -489,7 +489,7 @@ del _e
 # the peer toolkits' adapters (captum.*, inseq.*), registered as an outside package would register its own
 from scopecheck.spec.adapters import register_adapters  # noqa: E402 - after register_method is defined
 
-register_adapters()
+register_adapters(register_method, METHODS)
 
 
 __all__ = ["AUTOREGRESSIVE_KINDS", "B", "C", "COMMON_METHOD_PARAMS", "CONTRACT_KINDS", "DIFFUSION_TOKEN_KINDS",
