@@ -152,3 +152,78 @@ def test_inseq_refuses_a_contrastive_score():
     with pytest.raises(ContractValidationError) as ei:
         _run("inseq.occlusion", score='    score log p(y["noir"] | x, y[<"noir"]) - log p("blanc" | x, y[<"noir"])\n')
     assert "cannot attribute a contrastive score" in str(ei.value) and "prob, logprob, logit" in str(ei.value)
+
+
+# ------------------------------------------------------------------------------ outside registration
+
+PLUGIN = '''
+"""A method package outside scopecheck: leave-one-out with the pad token, written from scratch."""
+import torch
+from scopecheck import MethodEntry, ParamSpec
+
+def loo(problem, params):
+    from scopecheck.engine.problem import MethodOutput
+    pad = problem.operators["pad"]
+    scores = torch.zeros(problem.length, dtype=problem.embeds.dtype)
+    with torch.no_grad():
+        base = problem.objective(problem.embeds.unsqueeze(0))[0]
+        for i in problem.eligible_positions:
+            e = problem.embeds.clone()
+            e[i] = pad[i]
+            scores[i] = base - problem.objective(e.unsqueeze(0))[0]
+    return MethodOutput(scores=scores, info={"plugin": "loo"})
+
+ENTRY = MethodEntry("plugin.loo", "perturbation", "leave one out (pad), from a plugin",
+                    ("prompt_conditioned", "span_prompt"), {}, "scopecheck_dummy_plugin:loo")
+'''
+
+
+def test_methods_register_from_an_installed_distributions_entry_point(tmp_path, monkeypatch):
+    """A distribution on sys.path declaring ``[scopecheck.methods]`` is registered by
+    ``load_entry_points`` and runs like a shipped method (its map is scopecheck's occlusion's)."""
+    from scopecheck.spec import registry
+
+    (tmp_path / "scopecheck_dummy_plugin.py").write_text(PLUGIN, encoding="utf-8")
+    dist = tmp_path / "scopecheck_dummy_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: scopecheck-dummy-plugin\nVersion: 0.1\n",
+                                   encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[scopecheck.methods]\nloo = scopecheck_dummy_plugin:ENTRY\n"
+                                           "broken = scopecheck_dummy_plugin:MISSING\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "plugin.loo" not in registry.METHODS
+    try:
+        loaded = registry.load_entry_points()
+        assert "loo" in loaded and "plugin.loo" in registry.METHODS
+        assert "MISSING" in registry.PLUGIN_ERRORS["broken"]
+        own, plug = _run("occlusion(operator = pad)"), _run("plugin.loo")
+        assert _max_diff(own, plug) <= 1e-12 and plug.info["plugin"] == "loo"
+        with pytest.raises(ContractErrors, match="supports prompt_conditioned, span_prompt"):
+            _run("plugin.loo", use='local_next_token(target = "noir")')
+    finally:
+        registry.PLUGIN_ERRORS.pop("broken", None)
+        if "plugin.loo" in registry.METHODS:
+            registry.unregister_method("plugin.loo")
+
+
+def test_list_shows_the_adapters_and_their_contracts(capsys):
+    from scopecheck.cli import main
+    from scopecheck.spec.adapters import ADAPTERS
+
+    main(["list", "--width", "300"])
+    out = capsys.readouterr().out
+    for a in ADAPTERS:
+        row = next(ln for ln in out.splitlines() if f" {a.name} " in ln)
+        assert "toolkit" in row and row.count("yes") == len(a.supports)
+
+
+def test_terminal_report_states_the_toolkit_and_call():
+    from rich.console import Console
+
+    from scopecheck.report.terminal import header
+
+    r = _run("captum.occlusion")
+    con = Console(width=400, record=True)
+    con.print(header(r, color=False))
+    text = con.export_text()
+    assert f"captum {metadata.version('captum')}: captum.attr.LLMAttribution(FeatureAblation(model)" in text
