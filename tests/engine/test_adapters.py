@@ -227,3 +227,30 @@ def test_terminal_report_states_the_toolkit_and_call():
     con.print(header(r, color=False))
     text = con.export_text()
     assert f"captum {metadata.version('captum')}: captum.attr.LLMAttribution(FeatureAblation(model)" in text
+
+
+# ------------------------------------------------------------------------------------------ audit
+
+def _toolkit_claim(toolkit: str) -> str:
+    return (f'claim "{toolkit} IG" {{\n    question prompt_level\n    model reference:translate-ar\n'
+            f"    prompt {json.dumps(PROMPT)}\n    output {json.dumps(OUTPUT)}\n"
+            f"    computed {{\n        toolkit {toolkit}\n        method integrated_gradients(steps = 16)\n"
+            '        explain y["noir"]\n    }\n}\n')
+
+
+def test_audit_dynamic_runs_a_toolkit_claim_with_the_toolkit(monkeypatch):
+    """``toolkit captum``: the own contract (span_prompt, Captum's sequence score) is computed by
+    ``captum.integrated_gradients`` with the claim's steps; without captum it falls back, saying so."""
+    from scopecheck.audit import audit_dynamic
+    from scopecheck.loader import load_text
+    from scopecheck.spec import adapters
+
+    (claim,) = load_text(_toolkit_claim("captum"))
+    d = audit_dynamic(claim, device="cpu", checks=())
+    assert d.errors == (), d.errors
+    assert d.own.method == "captum.integrated_gradients" and d.own.method_params["steps"] == 16
+    assert any(f"computed by captum {metadata.version('captum')} itself" in n for n in d.notes)
+    monkeypatch.setattr(adapters, "toolkit_version", lambda name: None)
+    d = audit_dynamic(claim, device="cpu", checks=())
+    assert d.own.method == "integrated_gradients"
+    assert any("captum is not installed, so scopecheck's own `integrated_gradients`" in n for n in d.notes)
