@@ -128,13 +128,21 @@ def frame(problem: AttributionProblem, method: str) -> Frame:
 
 def token_id(problem: AttributionProblem, name: str, method: str) -> int:
     """The vocabulary id whose embedding the operator ``name`` substitutes (pad/unk/mask)."""
-    from scopecheck.engine.compile import _operator_token
-
-    tid = _operator_token(problem, name)
+    tid = _row_token(problem, name)
     if tid is None:
         raise Unavailable(f"{method}: the model has no `{name}` token", expected="a token the model has: "
-                          + ", ".join(n for n in ("pad", "unk", "mask") if _operator_token(problem, n) is not None))
+                          + ", ".join(n for n in ("pad", "unk", "mask") if _row_token(problem, n) is not None))
     return tid
+
+
+def _row_token(problem: AttributionProblem, name: str) -> int | None:
+    """The first vocabulary id whose embedding row is the operator's replacement row, ``None`` when
+    the operator is absent or substitutes no token's row."""
+    rows, vocab = problem.operators.get(name), problem.vocab_embeds
+    if rows is None or vocab is None:
+        return None
+    hit = torch.nonzero((vocab == rows[0].unsqueeze(0)).all(dim=-1)).flatten()
+    return int(hit[0]) if len(hit) else None
 
 
 def finish(problem: AttributionProblem, f: Frame, values: Tensor, version: str, call: str,
