@@ -31,6 +31,7 @@ COMPUTED_KEYWORDS = ("use", "score", "fixed", "explain", "process", "eligible", 
 _TERMINAL_WORDS = {
     "NAME": "a name",
     "MODEL_NAME": "a model name",
+    "METHOD_NAME": "a method name",
     "STRING": 'a "quoted string"',
     "INT": "an integer",
     "SIGNED_NUMBER": "a number",
@@ -524,7 +525,7 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> ContractSyntaxE
         tok = exc.token
         found = f"`{tok}`"
         span = _tok_span(tok, path)
-        if tok.type in ("NAME", "MODEL_NAME"):
+        if tok.type in ("NAME", "MODEL_NAME", "METHOD_NAME"):
             names = set(exc.expected)
             if exc.interactive_parser is not None:
                 try:

@@ -44,7 +44,7 @@ EXTRA_KINDS: tuple[str, ...] = ("custom",)
 
 #: Method families, as ``scopecheck list`` groups them.
 FAMILIES: tuple[str, ...] = ("gradient", "perturbation", "surrogate", "attention", "probabilistic", "stage",
-                             "external")
+                             "external", "toolkit")
 
 PARAM_KINDS: tuple[str, ...] = ("int", "float", "bool", "choice", "count_or_fraction", "selector", "any")
 
@@ -244,10 +244,16 @@ def _bad_param(name: str, key: str, why: str) -> RegistryError:
                          expected="a ParamSpec with a default that fits it", rule="registry")
 
 
+def valid_method_name(name: str) -> bool:
+    """An identifier, or two joined by a dot (``captum.integrated_gradients``: a toolkit's method)."""
+    parts = name.split(".")
+    return len(parts) <= 2 and all(p.isidentifier() for p in parts)
+
+
 def _check_entry(e: MethodEntry) -> None:
-    if not e.name.isidentifier():
-        raise RegistryError(f"method name {e.name!r} is not an identifier", expected="a name like `my_method`",
-                            rule="registry")
+    if not valid_method_name(e.name):
+        raise RegistryError(f"method name {e.name!r} is not an identifier", expected="a name like `my_method` or, "
+                            "for a toolkit's method, `toolkit.method`", rule="registry")
     kinds = (*CONTRACT_KINDS, *EXTRA_KINDS)
     bad = [k for k in e.supports if k not in kinds]
     if bad or not e.supports:
@@ -484,12 +490,52 @@ for _e in (
     register_method(_e)
 del _e
 
+# the peer toolkits' adapters (captum.*, inseq.*), registered as an outside package would register its own
+from scopecheck.spec.adapters import register_adapters  # noqa: E402 - after register_method is defined
 
-__all__ = ["AUTOREGRESSIVE_KINDS", "B", "C", "COMMON_METHOD_PARAMS", "CONTRACT_KINDS", "DIFFUSION_TOKEN_KINDS",
+register_adapters(register_method, METHODS)
+
+#: The entry-point group a distribution declares its methods in (``[project.entry-points."scopecheck.methods"]``):
+#: each entry point names a :class:`MethodEntry` or a function that registers methods when called.
+ENTRY_POINT_GROUP = "scopecheck.methods"
+#: Entry points that failed to load, ``name -> reason`` (``scopecheck list`` shows none of their methods).
+PLUGIN_ERRORS: dict[str, str] = {}
+
+
+def load_entry_points(register: Callable[..., MethodEntry] = register_method) -> list[str]:
+    """Register the methods of every installed distribution's ``scopecheck.methods`` entry points
+    (read when the registry is first imported; the implementations stay lazy ``module:attr``
+    references). An entry point that cannot be loaded or registered is recorded in
+    :data:`PLUGIN_ERRORS` and skipped, so one broken package does not break scopecheck.
+    Returns the names of the entry points loaded."""
+    from importlib.metadata import entry_points
+
+    done = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if isinstance(obj, MethodEntry) or type(obj).__name__ == "MethodEntry":
+                if obj.name not in METHODS:
+                    register(obj)
+            elif callable(obj):
+                obj()
+            else:
+                raise RegistryError(f"entry point {ep.value} is neither a MethodEntry nor a function",
+                                    rule="registry")
+            done.append(ep.name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
+            PLUGIN_ERRORS[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
+    return done
+
+
+load_entry_points(register_method)
+
+
+__all__ = ["AUTOREGRESSIVE_KINDS", "ENTRY_POINT_GROUP", "PLUGIN_ERRORS", "load_entry_points", "B", "C", "COMMON_METHOD_PARAMS", "CONTRACT_KINDS", "DIFFUSION_TOKEN_KINDS",
            "EXTRA_KINDS", "F", "FAMILIES", "I", "METHODS", "METHOD_ALIASES", "MethodEntry", "PARAM_KINDS", "ParamSpec",
            "RegistryError", "TOKEN_KINDS", "UnknownMethodError", "batch", "canonical_name", "fits", "get_method",
            "method_table", "plain_message", "register_method", "resolve_impl", "show_value", "supported_methods",
-           "unregister_method"]
+           "unregister_method", "valid_method_name"]
 
 
 if __name__ == "__main__":  # python -m scopecheck.spec.registry: the README's method table
