@@ -247,7 +247,8 @@ def standard_table() -> str:
         sc = std.build({k: m.Param(k, m.Ident("t")) for k in std.params if k in ("target", "step")}, m.NOSPAN)
         args = ", ".join(std.params)
         prm = "; ".join(f"`{k}`: {v}" for k, v in std.params.items())
-        rows.append(f"| `{std.name}({args})` | {cell(fmt_score(sc.score))} | {cell(fmt_features(sc.fixed) or 'nothing')} "
+        fixed = fmt_features(sc.fixed) or "nothing"
+        rows.append(f"| `{std.name}({args})` | {cell(fmt_score(sc.score))} | {cell(fixed)} "
                     f"| {cell(fmt_selector(sc.explain))} | {cell(sc.process.kind + fmt_params(sc.process.params))} "
                     f"| {cell(fmt_features(sc.eligible))} | {cell(prm)} |")
     return "\n".join(rows) + "\n"
