@@ -11,7 +11,7 @@ Every error carries a source position and renders as::
 Nothing here asserts on user input; nothing prints a traceback.
 
 Every rule id an error carries is an entry of :data:`RULES` (id -> what it is about), the one
-list the validator's docstring, the README's rule list (``python -m scopecheck.errors`` prints
+list the validator's docstring, the documentation's rule list (``python -m scopecheck.errors`` prints
 it) and the tests read.
 
 Two errors are about the engine rather than the text: :class:`MethodRefused` is a method saying,
@@ -144,7 +144,8 @@ RULES: dict[str, str] = {
 
 
 def rule_list() -> str:
-    """The README's list of rule ids (``python -m scopecheck.errors`` prints it), from :data:`RULES`."""
+    """The documentation's list of rule ids (``python -m scopecheck.errors`` prints it; ``python
+    docs/gen.py`` writes it into docs/reference/rules.md), from :data:`RULES`."""
     return "".join(f"- `{rid}`: {text}\n" for rid, text in RULES.items())
 
 
@@ -407,5 +408,5 @@ __all__ = ["ContractError", "ContractErrors", "ContractSyntaxError", "ContractVa
            "reraise_interrupt", "rule_list", "source_lines", "unknown_name", "visible"]
 
 
-if __name__ == "__main__":  # python -m scopecheck.errors: the README's list of rule ids
+if __name__ == "__main__":  # python -m scopecheck.errors: the documentation's list of rule ids
     print(rule_list(), end="")

@@ -12,12 +12,14 @@ import pytest
 import scopecheck
 from scopecheck.engine.catalog import AUTOREGRESSIVE_KINDS, METHODS
 from scopecheck.reference import generate
+from tests._docs import text as docs_text
 
 
 def _readme_counts(pattern: str) -> list[int]:
-    """The counts a README passage states (``{n}`` marks each), so the engine's ground-truth
-    rates below are the README's (tests/test_readme_numbers.py recomputes them in plain torch)."""
-    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    """The counts a documentation passage states (``{n}`` marks each; docs/reference/reference-models.md),
+    so the engine's ground-truth rates below are the documentation's (tests/test_readme_numbers.py
+    recomputes them in plain torch)."""
+    text = docs_text()
     (m,) = re.findall(pattern.replace("{n}", r"(\d+)"), text)
     return [int(g) for g in m]
 

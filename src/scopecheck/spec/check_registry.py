@@ -6,7 +6,7 @@ The sibling of :mod:`scopecheck.spec.registry` (methods), built the same way: an
 (kind, range or allowed values, default, help), and each field with its range and the direction
 that is better; the validator (``scopecheck.spec.validate``), the checks' parameter resolution
 (``scopecheck.checks.faithfulness.check_params``), ``scopecheck list``, the static audit and the
-README's check table all read the entry. The implementation is a lazy ``"module:attr"``
+documentation's check table all read the entry. The implementation is a lazy ``"module:attr"``
 reference, a function ``(result, params, *, ranking=None, seed=0) -> CheckResult`` imported on
 first use (:meth:`CheckEntry.load`), so this module and everything that only validates stays
 torch-free.
@@ -330,7 +330,7 @@ def _contracts(e: CheckEntry) -> str:
 
 
 def check_table() -> str:
-    """The README's check table (Markdown), generated from the registry: one row per check with
+    """The documentation's check table (Markdown), generated from the registry: one row per check with
     its family, the contracts it supports, its fields (range, better; the default field first,
     in bold) and its own parameters with their defaults."""
     rows = ["| check | family | contracts | fields [range] better | parameters (default) |", "|---|---|---|---|---|"]
@@ -482,5 +482,5 @@ __all__ = ["CHECKS", "CHECK_FAMILIES", "COMMON_CHECK_PARAMS", "CheckEntry", "Che
            "get_check", "register_check", "supported_checks", "unknown_params", "unregister_check"]
 
 
-if __name__ == "__main__":  # python -m scopecheck.spec.check_registry: the README's check table
+if __name__ == "__main__":  # python -m scopecheck.spec.check_registry: the documentation's check table
     print(check_table(), end="")

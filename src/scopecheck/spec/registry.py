@@ -4,7 +4,7 @@ family, supported contracts, parameters and implementation.
 An entry (:class:`MethodEntry`) declares each parameter once, as a :class:`ParamSpec` (kind,
 range or allowed values, default, help); the validator (``scopecheck.spec.validate``), the
 engine's parameter resolution (``scopecheck.engine.methods``), ``scopecheck list``, the
-static audit and the README's method table all read the entry. The implementation is a
+static audit and the documentation's method table all read the entry. The implementation is a
 lazy ``"module:attr"`` reference, imported on first use (:meth:`MethodEntry.load`), so this
 module and everything that only validates stays torch-free.
 
@@ -380,7 +380,8 @@ def supported_methods(kind: str) -> list[str]:
 
 
 def method_table() -> str:
-    """The README's method table (Markdown), generated from the registry: one row per method
+    """The documentation's method table (Markdown; ``python docs/gen.py`` writes it into
+    docs/reference/methods.md), generated from the registry: one row per method
     with its family, the contracts it supports and its parameters with their defaults."""
     rows = ["| method | family | contracts | parameters (default) |", "|---|---|---|---|"]
     for e in METHODS.values():
@@ -538,5 +539,5 @@ __all__ = ["AUTOREGRESSIVE_KINDS", "ENTRY_POINT_GROUP", "PLUGIN_ERRORS", "load_e
            "unregister_method", "valid_method_name"]
 
 
-if __name__ == "__main__":  # python -m scopecheck.spec.registry: the README's method table
+if __name__ == "__main__":  # python -m scopecheck.spec.registry: the documentation's method table
     print(method_table(), end="")

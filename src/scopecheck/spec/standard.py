@@ -230,3 +230,29 @@ def merge(stated: m.Scope, filled: m.Scope) -> tuple[m.Scope, dict[str, str]]:
         elif getattr(filled, e) is not None:
             out[e], origin[e] = getattr(filled, e), "use"
     return m.Scope(**out), origin  # type: ignore[arg-type]
+
+
+def standard_table() -> str:
+    """The documentation's table of standard contracts (Markdown), generated from
+    :data:`STANDARD`: each contract's SCOPE with its symbolic target (``t``) or step, and its
+    parameters, as ``scopecheck list`` shows them."""
+    from scopecheck.spec.text import fmt_features, fmt_params, fmt_score, fmt_selector
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = ["| name | S score | C held fixed | O output | P process | E eligible | parameters |",
+            "|---|---|---|---|---|---|---|"]
+    for std in STANDARD.values():
+        sc = std.build({k: m.Param(k, m.Ident("t")) for k in std.params if k in ("target", "step")}, m.NOSPAN)
+        args = ", ".join(std.params)
+        prm = "; ".join(f"`{k}`: {v}" for k, v in std.params.items())
+        fixed = fmt_features(sc.fixed) or "nothing"
+        rows.append(f"| `{std.name}({args})` | {cell(fmt_score(sc.score))} | {cell(fixed)} "
+                    f"| {cell(fmt_selector(sc.explain))} | {cell(sc.process.kind + fmt_params(sc.process.params))} "
+                    f"| {cell(fmt_features(sc.eligible))} | {cell(prm)} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m scopecheck.spec.standard: the documentation's table
+    print(standard_table(), end="")
