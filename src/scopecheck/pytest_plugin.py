@@ -77,7 +77,7 @@ def check_destinations(config: pytest.Config) -> None:
     """Refuse (a usage error, before collection: nothing is computed) an output option naming a
     destination that would not be written: ``--scope-json`` must be a regular file or a new one in an
     existing folder, ``--scope-report``/``--scope-store`` a folder or a new one in an existing folder."""
-    from scopecheck.report._io import DestinationError, check_file, check_folder
+    from scopecheck.runtime.files import DestinationError, check_file, check_folder
 
     problems = []
     for option, check, kw in (("--scope-json", check_file, {}), ("--scope-report", check_folder,

@@ -222,7 +222,7 @@ def read_snapshot(path: Path, span: Span) -> dict[str, Any]:
 def write_snapshot(path: Path, doc: Mapping[str, Any]) -> Path:
     """Write ``doc`` to ``path`` atomically (a temporary file beside it, then ``os.replace``, signals
     held back): an interrupted write leaves the old file, or none, and no temporary file."""
-    from scopecheck.report._io import atomic_write_text
+    from scopecheck.runtime.files import atomic_write_text
 
     return atomic_write_text(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n", make_parents=True)
 

@@ -126,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         out.print(work_table(runs))
     # both documents are rendered (and the JSON validated) before either file is replaced
-    from scopecheck.report._io import DestinationError, atomic_write_many
+    from scopecheck.runtime.files import DestinationError, atomic_write_many
     from scopecheck.report.jsonout import dumps, results_json, validate_results
 
     outputs: list[tuple[str, str]] = []

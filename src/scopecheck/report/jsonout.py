@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from scopecheck.report._io import atomic_write_many, atomic_write_text  # noqa: F401 - re-exported
+from scopecheck.runtime.files import atomic_write_many, atomic_write_text  # noqa: F401 - re-exported
 from scopecheck.version import __version__
 
 if TYPE_CHECKING:
@@ -429,7 +429,7 @@ def write_json(runs: Iterable[Any], path: str | os.PathLike[str], *, validate: b
     Everything is computed before the file is opened, so a failure (a bad value, a schema
     violation) leaves any existing file untouched and no temporary file behind. Missing folders
     are created; a destination that is not a regular file (a symbolic link, a FIFO, a device) is
-    refused with :class:`~scopecheck.report._io.DestinationError`."""
+    refused with :class:`~scopecheck.runtime.files.DestinationError`."""
     doc = results_json(runs)
     if validate:
         validate_results(doc)

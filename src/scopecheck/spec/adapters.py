@@ -28,7 +28,7 @@ from importlib import metadata
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from scopecheck.spec.registry import C, I, ParamSpec
+from scopecheck.spec.paramspec import C, I, ParamSpec
 from scopecheck.spec.toolkits import TOOLKITS
 from scopecheck.spec import vocabulary as vocab
 
@@ -114,14 +114,12 @@ ADAPTERS: tuple[Adapter, ...] = (
 BY_NAME: Mapping[str, Adapter] = MappingProxyType({a.name: a for a in ADAPTERS})
 
 
-def register_adapters(register: Callable[..., Any] | None = None, methods: Mapping[str, Any] | None = None) -> None:
-    """Register every adapter with ``register`` (default :func:`scopecheck.register_method`, the public
-    API) unless ``methods`` (default the registry) already has it. The registry passes its own
-    function and table (``python -m scopecheck.spec.registry`` runs that module as ``__main__``)."""
-    if register is None or methods is None:
-        from scopecheck.spec.registry import METHODS, register_method
-
-        register, methods = register or register_method, METHODS if methods is None else methods
+def register_adapters(register: Callable[..., Any], methods: Mapping[str, Any]) -> None:
+    """Register every adapter with ``register`` (the registry's :func:`~scopecheck.spec.registry.
+    register_method`, which ``scopecheck.register_method`` exports) unless ``methods`` (the
+    registry's table) already has it. The registry calls this with its own function and table
+    (so this module never imports the registry; ``python -m scopecheck.spec.registry`` runs that
+    module as ``__main__`` with a table of its own)."""
     for a in ADAPTERS:
         if a.name in methods:
             continue

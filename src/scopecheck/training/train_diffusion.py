@@ -72,7 +72,7 @@ DIFFUSION_RECIPES: dict[str, DiffusionRecipe] = {
 def correct(e: Example, toks: tuple[str, ...]) -> bool:
     """Exact match; for the open capitals question any consistent ``City, Country.`` pair."""
     if e.task == "capitals" and "name" in e.prompt_tokens:
-        from .tasks import CAPITALS
+        from scopecheck.reference.tasks import CAPITALS
 
         return len(toks) == 4 and toks[1] == "," and toks[3] == "." and (toks[2], toks[0]) in CAPITALS
     return toks == e.output_tokens
