@@ -866,10 +866,6 @@ def _check_expectations(doc: m.Contract | m.Claim, kind: str | None, errors: lis
         if ex.op in ("<", "<=", ">", ">=") and (_is_list_or_text(ex.left) or _is_list_or_text(ex.right)):
             errors.append(_err(f"`{ex.op}` orders numbers; token lists and texts compare with == != in", ex.span,
                                expected='expect top(1) == "black", or a number on both sides', rule="expect"))
-        if isinstance(ex.left, m.Call) and ex.left.name == "top" and ex.left.args and not (
-                isinstance(ex.left.args[0], int) and not isinstance(ex.left.args[0], bool) and ex.left.args[0] >= 1):
-            errors.append(_err("top(k) takes a count k >= 1", ex.left.span, expected='top(1) == "black"',
-                               rule="expect"))
         for side in (ex.left, ex.right):
             if isinstance(side, m.Call):
                 _check_call(side, kind, doc, errors)
@@ -899,6 +895,10 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
     if name in MAP_FUNCTIONS:
         if call.fields:
             errors.append(_err(f"`{name}(...)` has no fields", call.span, rule="expect"))
+        if name == "top" and call.args and not (   # on either side, and in a rate(...) comparison
+                isinstance(call.args[0], int) and not isinstance(call.args[0], bool) and call.args[0] >= 1):
+            errors.append(_err("top(k) takes a count k >= 1", call.span, expected='top(1) == "black"',
+                               rule="expect"))
         return
     info = CHECKS.get(name)
     if info is None:
