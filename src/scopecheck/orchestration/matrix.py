@@ -118,7 +118,7 @@ def _run_pairs(pairs: list[tuple[str, str]], n_examples: int, device: str, datas
             bar.label = f"{meth} under {kind}"
         try:
             (doc,) = load_text(pair_contract(meth, kind, n_examples, dataset), path)
-            assert isinstance(doc, m.Contract)
+            assert isinstance(doc, m.Contract)              # pair_contract writes a contract
             cr = runner.run(doc)
             ok = [e for e in cr.examples if e.error is None]
             if cr.error is not None or not ok:
