@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from scopecheck.errors import ContractError, Span
+from scopecheck.errors import ContractError, ContractValidationError, Span
 from scopecheck.orchestration import stats
 from scopecheck.orchestration.examples import argument_key, canonical_text, inner_items, plain_key
 from scopecheck.orchestration.executors import source_text
@@ -53,6 +54,7 @@ def _reusable(store: Any, ex_id: str, method: str, seed: int, keys: set[str]) ->
 
 def _notice(runner: Driver, cr: ContractRun, bar: Any, msg: str) -> None:
     """A line for the user, through the run's log channel (and above the progress bar)."""
+    assert cr.dataset is not None  # _run_examples sets it before its first notice
     cr.dataset.setdefault("notices", []).append(msg)
     if bar is not None:
         bar.write(f"scopecheck: {msg}")
@@ -76,6 +78,7 @@ def run_dataset(runner: Driver, contract: m.Contract) -> ContractRun:
     from scopecheck.dsl.format import fmt_model, format_document
     from scopecheck.engine.compile import contract_dir
 
+    assert contract.dataset is not None  # the runner sends only dataset contracts here
     cr = ContractRun(contract)
     t0 = time.perf_counter()
     try:
@@ -191,7 +194,8 @@ def _run_examples(runner: Driver, contract: m.Contract, loaded: Loaded, store: S
             if runner.settings.fail_fast and (er.error or cr.row_errors):
                 break
     finally:
-        stream.close()
+        if isinstance(stream, Generator):             # stops its work; a plain iterator has no close()
+            stream.close()
         if bar is not None:
             bar.close()
     if executor.name != "serial":                     # a serial run's record is as it always was
@@ -221,7 +225,11 @@ def aggregate(cr: ContractRun, agg: m.Aggregate, ex: m.Expectation, seed: int) -
         a, b = (column(x) for x in agg.args[:2])
         return stats.paired(a, b, test=str(prm.get("test", "wilcoxon")),
                             alternative=str(prm.get("alternative", "two_sided")).replace("_", "-"), seed=seed)
-    return stats.aggregate(agg.func, column(agg.args[0]), q=float(prm.get("q", 0.5)), seed=seed)
+    q = prm.get("q", 0.5)
+    if not isinstance(q, (int, float)):               # validate refuses it: a contract run unvalidated
+        raise ContractValidationError(f"`q = {q}` is not a number", agg.span, expected="q = a number in [0, 1]",
+                                      rule="params")
+    return stats.aggregate(agg.func, column(agg.args[0]), q=float(q), seed=seed)
 
 
 def _describe(res: Any, fld: str) -> str:

@@ -127,8 +127,8 @@ def _position_set(runner: Driver, sub: ContractRun, o: Any, truth: list[int] | N
             raise ContractError("this example has no ground truth", c.span, rule="dataset")
         return set(truth)
     if isinstance(o, m.Call) and o.name == "top":
-        k = int(o.args[0]) if o.args else 1
-        return {t.position for t in sub.result.ranking()[:k]}
+        assert sub.result is not None   # example_values runs only on an example that computed
+        return {t.position for t in sub.result.ranking()[:expect.top_count(o)]}
     raise ContractValidationError("`truth` compares with top(k)", c.span,
                                   expected="top(3) in truth, truth in top(2)", rule="expect")
 

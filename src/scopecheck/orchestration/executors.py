@@ -160,7 +160,6 @@ class RayExecutor:
         gpus = 1 if torch.cuda.is_available() else 0
         retries = self.retries
 
-        @ray.remote(num_cpus=1, num_gpus=gpus)
         class Worker:
             def __init__(self, job: Job, compute: Callable[[Job, list[Any], Any], list[Done]]) -> None:
                 import torch
@@ -172,7 +171,9 @@ class RayExecutor:
             def run(self, shard: list[Any]) -> list[Done]:
                 return self.compute(self.job, shard, self.runner)
 
-        actors = [Worker.remote(job, self.compute) for _ in range(self.parallelism)]
+        # an actor class; applied by call, not as a decorator, since mypy keeps a decorated class's type
+        remote_worker = ray.remote(num_cpus=1, num_gpus=gpus)(Worker)
+        actors = [remote_worker.remote(job, self.compute) for _ in range(self.parallelism)]
         shards = [list(examples[i:i + self.shard_size]) for i in range(0, len(examples), self.shard_size)]
         pending: dict[Any, tuple[int, int, int]] = {}        # ref -> (shard index, actor index, attempt)
         queue = list(range(len(shards)))
@@ -194,7 +195,7 @@ class RayExecutor:
             except Exception as exc:  # noqa: BLE001 - a worker's failure is its shard's, retried
                 attempts[s] += 1
                 if attempts[s] <= retries:
-                    actors[a] = Worker.remote(job, self.compute)       # a fresh actor for the retry
+                    actors[a] = remote_worker.remote(job, self.compute)  # a fresh actor for the retry
                     queue.insert(0, s)
                 else:
                     msg = f"shard failed {attempts[s]} time(s) on Ray: {type(exc).__name__}: {exc}"

@@ -12,11 +12,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scopecheck.errors import ContractError, ContractValidationError, Span
+from scopecheck.errors import ContractError, ContractValidationError, InternalError, Span
 from scopecheck.orchestration.records import ContractRun, ExpectationOutcome, contract_failure
 from scopecheck.spec import model as m
+
+if TYPE_CHECKING:
+    from scopecheck.engine.result import AttributionResult
 
 
 def call_key(call: m.Call) -> str:
@@ -133,7 +136,7 @@ def snapshot_outcome(cr: ContractRun, ex: m.Expectation, text: str, *, update: b
     res = cr.checks.get(key)
     if res is None:
         t0 = time.perf_counter()
-        res = compare_snapshot(cr.contract, cr.result, call_params(call), span=call.span, update=update,
+        res = compare_snapshot(cr.contract, _attribution(cr), call_params(call), span=call.span, update=update,
                                allow_outside=allow_outside)
         cr.checks[key] = res
         cr.seconds += time.perf_counter() - t0
@@ -160,9 +163,9 @@ def check(cr: ContractRun, call: m.Call, random: bool = False, *, progress: bool
         t0 = time.perf_counter()
         fields = asked_fields(cr.contract, key, cr.asks)
         if random:
-            cr.checks[key] = random_baseline(call.name, cr.result, params, progress=progress, fields=fields)
+            cr.checks[key] = random_baseline(call.name, _attribution(cr), params, progress=progress, fields=fields)
         else:
-            cr.checks[key] = run_check(call.name, cr.result, params, seed=seed, progress=progress,
+            cr.checks[key] = run_check(call.name, _attribution(cr), params, seed=seed, progress=progress,
                                        fields=fields)
         cr.seconds += time.perf_counter() - t0
     return cr.checks[key]
@@ -170,17 +173,17 @@ def check(cr: ContractRun, call: m.Call, random: bool = False, *, progress: bool
 
 def value(cr: ContractRun, op: m.Operand, other: m.Operand | None, *, progress: bool = False) -> Any:
     """What one side ``op`` of an expectation measures on ``cr`` (``other`` is the other side)."""
-    r = cr.result
     if isinstance(op, bool) or isinstance(op, (int, float)):
         return op
     if isinstance(op, m.Text):
         return op.value
+    assert not isinstance(op, m.Aggregate), op   # aggregates are a dataset run's (dataset.aggregate)
+    r = _attribution(cr)
     if isinstance(op, m.Selector):
         return ("tokens", [r.tokens[p].text.strip() for p in r.positions(op)])
     name = op.name
     if name == "top":
-        k = int(op.args[0]) if op.args else 1
-        return ("top", r.top(k))
+        return ("top", r.top(top_count(op)))
     if name in ("mass", "rank", "attribution"):
         if len(op.args) != 1 or not isinstance(op.args[0], m.Selector):
             raise ContractValidationError(f"{name}(...) takes one selector", op.span,
@@ -199,6 +202,23 @@ def value(cr: ContractRun, op: m.Operand, other: m.Operand | None, *, progress: 
 
     fld = op.fields[0] if op.fields else CHECKS[name].default_field
     return res.fields[fld]
+
+
+def _attribution(cr: ContractRun) -> AttributionResult:
+    """``cr``'s attribution: evaluation reaches a clause only on a run that has one."""
+    if cr.result is None:
+        raise InternalError("evaluate", RuntimeError(f"contract `{cr.contract.name}` has no attribution"))
+    return cr.result
+
+
+def top_count(call: m.Call) -> int:
+    """The ``k`` of ``top(k)`` (1 when omitted); validation refuses anything but a count >= 1, and
+    so does this for a contract run unvalidated."""
+    k = call.args[0] if call.args else 1
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ContractValidationError("top(k) takes a count k >= 1", call.span, expected='top(1) == "black"',
+                                      rule="expect")
+    return k
 
 
 def evaluate(cr: ContractRun, ex: m.Expectation, *, debug: bool = False, progress: bool = False,
@@ -230,6 +250,7 @@ def evaluate(cr: ContractRun, ex: m.Expectation, *, debug: bool = False, progres
             desc = _describe_check(left)
             return ExpectationOutcome(text, ex.span.line, passed, desc, None,
                                       f"{text}: {'holds' if passed else 'FAILED'} ({desc})")
+        assert ex.right is not None    # the grammar gives a comparator its right operand
         right = value(cr, ex.right, ex.left, progress=progress)
         passed = compare(left, ex.op, right)
     except ContractError as exc:
@@ -310,9 +331,9 @@ def compare(left: Any, op: str, right: Any) -> bool:
         raise ContractValidationError(f"cannot order token lists with {op}", rule="expect")
     if isinstance(left, str) or isinstance(right, str):
         if op == "==":
-            return left == right
+            return bool(left == right)
         if op == "!=":
-            return left != right
+            return bool(left != right)
         raise ContractValidationError(f"cannot order texts with {op}", rule="expect")
     a, b = float(left), float(right)
     if not (math.isfinite(a) and math.isfinite(b)):
@@ -321,4 +342,4 @@ def compare(left: Any, op: str, right: Any) -> bool:
 
 
 __all__ = ["asked_fields", "call_key", "call_params", "check", "compare", "evaluate", "param_value", "partner_of",
-           "snapshot_outcome", "value"]
+           "snapshot_outcome", "top_count", "value"]

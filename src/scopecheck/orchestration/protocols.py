@@ -55,7 +55,10 @@ class Driver(Protocol):
 class Executor(Protocol):
     """Computes examples of one contract and yields their records as they finish (any order)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """What the run's record calls it (``serial``, ``ray``)."""
+        ...
 
     @property
     def parallelism(self) -> int:

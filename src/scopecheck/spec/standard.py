@@ -197,10 +197,12 @@ def standard_scope(use: m.Use) -> m.Scope:
                 f"`{use.name}` has no parameter `{key}`", p.span,
                 expected=", ".join(std.params) or "no parameters",
                 hint=did_you_mean(key, list(std.params)), rule="use-params")
-    return _respan(std.build(params, use.span), use.span)
+    scope = _respan(std.build(params, use.span), use.span)
+    assert isinstance(scope, m.Scope), scope  # _respan keeps every node's type
+    return scope
 
 
-def _respan(obj, span: Span):
+def _respan(obj: object, span: Span) -> object:
     """Give every node the standard contract filled the span of its `use` statement."""
     import dataclasses
 
@@ -208,7 +210,7 @@ def _respan(obj, span: Span):
         return tuple(_respan(o, span) for o in obj)
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         return obj
-    changes = {}
+    changes: dict[str, object] = {}
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
         if f.name == "span":

@@ -260,7 +260,8 @@ class _Sweep:
         return k if hi > q.lo else None
 
 
-def _overlaps(E, C, ivs: dict[int, Interval | None], anchors: Anchors):
+def _overlaps(E: tuple[m.Selector, ...], C: tuple[m.Selector, ...], ivs: dict[int, Interval | None],
+              anchors: Anchors) -> list[tuple[m.Selector, m.Selector, m.Selector]]:
     """``(e, c, at)`` for overlapping eligible and fixed selectors of one space: for each fixed
     selector its overlap (reported at it), then for each eligible selector not yet named one
     (reported at it). Intervals are clipped to their space; a whole-space interval (domain None)
@@ -310,9 +311,9 @@ def _overlaps(E, C, ivs: dict[int, Interval | None], anchors: Anchors):
         for iv, ke in items:
             if ke in named_e:
                 continue
-            kc = partner(0, space, iv)
-            if kc is not None:
-                found.append((len(C) + ke, E[ke], C[kc], E[ke]))
+            hit = partner(0, space, iv)
+            if hit is not None:
+                found.append((len(C) + ke, E[ke], C[hit], E[ke]))
     return [(e, c, at) for _, e, c, at in sorted(found, key=lambda f: f[0])]
 
 
@@ -413,7 +414,7 @@ def chain_size(p: m.Process, doc: m.Contract) -> tuple[int | None, int | None]:
     return steps, length
 
 
-def _selectors(node, out: list[m.Selector]) -> None:
+def _selectors(node: object, out: list[m.Selector]) -> None:
     """Every selector in ``node`` (a scope element, an expectation, nested calls), in order."""
     if isinstance(node, m.Selector):
         out.append(node)
@@ -454,7 +455,7 @@ def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[Contr
     use = doc.use
     est = sc.score.estimator if sc.score is not None else None
     if est is not None and est.name in ESTIMATORS and est.name != "chain" and (
-            sc.score.kind == "stage_delta" or res.kind == "denoising_stage"):
+            (sc.score is not None and sc.score.kind == "stage_delta") or res.kind == "denoising_stage"):
         at = next((q.span for q in use.params if q.key == "estimator"), est.span) \
             if use is not None and est.span == use.span else est.span
         errors.append(_err(f"estimator `{est.name}` scores y without reading the chain, so perturbing a stage "
@@ -470,10 +471,10 @@ def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[Contr
     stages = res.kind == "denoising_stage"
     fixed = {id(s) for s in sc.fixed or ()}
     scored = {id(s) for s in (*stated, *((sc.explain,) if sc.explain else ()))}   # y and x: not features
-    seen: set[tuple] = set()
+    seen: set[tuple[Span, str]] = set()
     for sel in named:
         # a selector a standard contract filled carries the `use` span: point at the parameter instead
-        span = step_param.span if step_param is not None and sel.span == use.span else sel.span
+        span = step_param.span if step_param is not None and use is not None and sel.span == use.span else sel.span
         if sel.space == "stage" and (not stages or id(sel) in fixed):
             key = (span, "stage-feature")
             if key not in seen:
@@ -531,7 +532,7 @@ def _check_strings(doc: m.Document) -> list[ContractError]:
     errors: list[ContractError] = []
     seen: set[str] = set()
 
-    def walk(node, span: Span) -> None:
+    def walk(node: object, span: Span) -> None:
         if isinstance(node, str):
             if node.isascii() or node in seen:
                 return
@@ -551,6 +552,7 @@ def _check_strings(doc: m.Document) -> list[ContractError]:
         elif type(node) in _FIELDS or (dataclasses.is_dataclass(node) and not isinstance(node, (type, Span))):
             names = _FIELDS.get(type(node))
             if names is None:
+                assert dataclasses.is_dataclass(node)  # not in _FIELDS: the condition's dataclass
                 names = _FIELDS[type(node)] = tuple(f.name for f in dataclasses.fields(node)
                                                     if f.name not in ("span", "spans"))
             here = getattr(node, "span", None)
@@ -612,9 +614,10 @@ def _check_score(sc: m.Scope, anchors: Anchors, errors: list[ContractError], whe
                     errors.append(_err(f"estimator `{e.name}` has no parameter `{k}`", q.span,
                                        expected=", ".join(allowed) or "no parameters", rule="params"))
             if e.name == "elbo":
-                q = keys.get("samples")
-                if q is None or isinstance(q.value, bool) or not isinstance(q.value, int) or q.value < 1:
-                    errors.append(_err("the ELBO estimator needs a Monte Carlo sample count", (q or e).span,
+                samples = keys.get("samples")
+                if samples is None or isinstance(samples.value, bool) or not isinstance(samples.value, int) \
+                        or samples.value < 1:
+                    errors.append(_err("the ELBO estimator needs a Monte Carlo sample count", (samples or e).span,
                                        expected="via elbo(samples = 8)", rule="params"))
                 else:
                     errors += check_params(ESTIMATOR_PARAMS, e.params, "estimator `elbo`")
@@ -622,7 +625,7 @@ def _check_score(sc: m.Scope, anchors: Anchors, errors: list[ContractError], whe
     if s.kind == "logit" or p is None:
         return
     given = {(g.space, g.op, g.a, g.b, g.segment) for g in s.given}
-    expected: set[tuple] = set()
+    expected: set[tuple[str, str, m.Ref | None, m.Ref | None, str | None]] = set()
     text = ""
     if p.kind == "autoregressive" and t.space == "y":
         start = t.a if t.op in ("at", "range") else None
@@ -703,18 +706,17 @@ def _check_features(sc: m.Scope, kind: str | None, anchors: Anchors, errors: lis
         _coverage(E, C, O, ivs, o_iv, anchors, errors)
 
 
-def _coverage(E, C, O, ivs, o_iv, anchors: Anchors, errors: list[ContractError]) -> None:
+def _coverage(E: tuple[m.Selector, ...], C: tuple[m.Selector, ...], O: m.Selector, ivs: dict[int, Interval | None],
+              o_iv: Interval | None, anchors: Anchors, errors: list[ContractError]) -> None:
     sels = [*E, *C]
     for space in ("x", "y"):
         mine = [s for s in sels if s.space == space]
         if space == "x":
             need = Interval(None, -INF, INF)
         else:
-            if o_iv is None or O.space != "y":
+            if o_iv is None or O.space != "y" or o_iv.domain is None:
                 continue
-            need = Interval(o_iv.domain, -INF, o_iv.lo) if o_iv.domain is not None else None
-            if need is None:
-                continue
+            need = Interval(o_iv.domain, -INF, o_iv.lo)
         if any(s.op == "all" and s.segment is None for s in mine):
             continue
         text = anchors.texts.get(space)
@@ -727,6 +729,7 @@ def _coverage(E, C, O, ivs, o_iv, anchors: Anchors, errors: list[ContractError])
         hi = len(text) if need.hi == INF else 0 if need.hi == -INF else int(need.hi)
         depth = [0] * (len(text) + 1)   # a difference array: O(len(text) + selectors), not their product
         for iv in ivals:
+            assert iv is not None  # checked above
             a, b = int(max(iv.lo, 0)), int(min(iv.hi, len(text)))
             if a < b:
                 depth[a] += 1
@@ -863,10 +866,6 @@ def _check_expectations(doc: m.Contract | m.Claim, kind: str | None, errors: lis
         if ex.op in ("<", "<=", ">", ">=") and (_is_list_or_text(ex.left) or _is_list_or_text(ex.right)):
             errors.append(_err(f"`{ex.op}` orders numbers; token lists and texts compare with == != in", ex.span,
                                expected='expect top(1) == "black", or a number on both sides', rule="expect"))
-        if isinstance(ex.left, m.Call) and ex.left.name == "top" and ex.left.args and not (
-                isinstance(ex.left.args[0], int) and not isinstance(ex.left.args[0], bool) and ex.left.args[0] >= 1):
-            errors.append(_err("top(k) takes a count k >= 1", ex.left.span, expected='top(1) == "black"',
-                               rule="expect"))
         for side in (ex.left, ex.right):
             if isinstance(side, m.Call):
                 _check_call(side, kind, doc, errors)
@@ -896,6 +895,10 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
     if name in MAP_FUNCTIONS:
         if call.fields:
             errors.append(_err(f"`{name}(...)` has no fields", call.span, rule="expect"))
+        if name == "top" and call.args and not (   # on either side, and in a rate(...) comparison
+                isinstance(call.args[0], int) and not isinstance(call.args[0], bool) and call.args[0] >= 1):
+            errors.append(_err("top(k) takes a count k >= 1", call.span, expected='top(1) == "black"',
+                               rule="expect"))
         return
     info = CHECKS.get(name)
     if info is None:
@@ -925,12 +928,12 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
                                expected=", ".join(declared), hint=did_you_mean(prm.key, list(declared)),
                                rule="params"))
             continue
-        v = prm.value
+        value = prm.value
         if kind is None or kind not in PROTOCOLS:
             continue
         proto = PROTOCOLS[kind]
         if prm.key == "protocol":
-            choice = v.name if isinstance(v, m.Ident) else None
+            choice = value.name if isinstance(value, m.Ident) else None
             if choice not in PROTOCOL_OWNER:
                 errors.append(_err("unknown protocol", prm.span, expected=" | ".join(PROTOCOL_OWNER), rule="params"))
             elif choice != proto.then:
@@ -940,7 +943,7 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
                     expected=f"protocol = {proto.then} ({proto.measure})",
                     hint=f"to test {owner}, state that contract", rule="protocol"))
         if prm.key == "perturb":
-            choice = v.name if isinstance(v, m.Ident) else None
+            choice = value.name if isinstance(value, m.Ident) else None
             if choice not in PERTURB_OWNER:
                 errors.append(_err("unknown perturbation group", prm.span,
                                    expected=" | ".join(PERTURB_OWNER), rule="params"))
