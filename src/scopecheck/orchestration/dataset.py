@@ -131,10 +131,12 @@ def _run_examples(runner: Driver, contract: m.Contract, loaded: Loaded, store: S
                   method: str, seed: int, key: str, cr: ContractRun) -> None:
     """The examples of ``loaded`` into ``cr.examples`` in dataset order: a stored record where the
     store has a usable one, else the executor's record (appended to the store as it arrives)."""
-    limit = next((m.py_value(p.value) for p in contract.dataset.params if p.key == "limit"), None)
+    params = contract.dataset.params if contract.dataset is not None else ()
+    limit = next((m.py_value(p.value) for p in params if p.key == "limit"), None)
+    requested = int(limit) if isinstance(limit, (int, float)) else len(loaded.examples) + len(loaded.errors)
     cr.dataset = {"source": loaded.source, "examples": len(loaded.examples), "row_errors": len(loaded.errors),
                   "fingerprint": loaded.fingerprint,
-                  "requested": int(limit) if limit is not None else len(loaded.examples) + len(loaded.errors),
+                  "requested": requested,
                   "store": str(store.path) if store else None, "key": key, "resumed": 0,
                   "truncated_record_redone": bool(store and store.truncated),
                   "store_problems": [str(p) for p in store.problems] if store else [],

@@ -29,22 +29,15 @@ from typing import Any, Callable, Iterable, Mapping
 
 from scopecheck.errors import ContractValidationError, UnknownNameError, did_you_mean
 from scopecheck.spec import vocabulary as vocab
+from scopecheck.spec.paramspec import PARAM_KINDS, B, C, F, I, ParamSpec, batch, samples
 from scopecheck.spec.registry import (
     AUTOREGRESSIVE_KINDS,
     CONTRACT_KINDS,
     EXTRA_KINDS,
-    PARAM_KINDS,
-    B,
-    C,
-    F,
-    I,
-    ParamSpec,
     RegistryError,
-    batch,
     fits,
     plain_message,
     resolve_impl,
-    samples,
 )
 
 INF = math.inf

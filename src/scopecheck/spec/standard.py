@@ -247,6 +247,9 @@ def standard_table() -> str:
             "|---|---|---|---|---|---|---|"]
     for std in STANDARD.values():
         sc = std.build({k: m.Param(k, m.Ident("t")) for k in std.params if k in ("target", "step")}, m.NOSPAN)
+        # a standard contract states every element (tests/spec: each builds a complete SCOPE)
+        assert sc.score is not None and sc.explain is not None and sc.process is not None
+        assert sc.fixed is not None and sc.eligible is not None
         args = ", ".join(std.params)
         prm = "; ".join(f"`{k}`: {v}" for k, v in std.params.items())
         fixed = fmt_features(sc.fixed) or "nothing"
