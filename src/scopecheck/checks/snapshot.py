@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from scopecheck.checks.params import as_float, as_int, check_params
 from scopecheck.checks.result import CheckResult
 from scopecheck.errors import ContractValidationError, Span
+from scopecheck.runtime.provenance import file_sha256, weight_files
 
 if TYPE_CHECKING:
     from scopecheck.engine.result import AttributionResult
@@ -52,51 +53,21 @@ SNAPSHOT_VERSION = 1
 SNAPSHOT_SCHEMA_FILE = "snapshot.schema.json"
 #: the folder next to the contracts whose files :func:`unused_snapshots` accounts for
 SNAPSHOT_DIR = "snapshots"
-#: weight files whose bytes are a model's revision (a directory's other files are not hashed)
-WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt")
 STATUSES = ("pass", "fail", "stale", "missing", "written")
 
 
 # ------------------------------------------------------------------------------ identity
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file's bytes (hex), read in 1 MiB blocks.
-
-    The one place snapshots hash a file; ``engine/provenance.py`` (another branch) declares the
-    same function, which may replace this one."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def _cached_sha(p: Path) -> str:
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = file_sha256(p)
-    return _SHA_CACHE[key]
-
-
 def weights_sha256(where: str | os.PathLike[str]) -> str | None:
     """The revision of a local model: the sha256 of its one weight file, or of the lines
     ``name<TAB>sha256`` of each (sorted by name) when there are several; ``None`` when ``where``
     is not a local file or directory (a hub id)."""
-    p = Path(where)
-    if p.is_file():
-        return _cached_sha(p)
-    if not p.is_dir():
-        return None
-    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in WEIGHT_SUFFIXES)
+    files = weight_files(where)
     if not files:
         return None
     if len(files) == 1:
-        return _cached_sha(files[0])
-    return hashlib.sha256("".join(f"{f.name}\t{_cached_sha(f)}\n" for f in files).encode()).hexdigest()
+        return file_sha256(files[0])
+    return hashlib.sha256("".join(f"{f.name}\t{file_sha256(f)}\n" for f in files).encode()).hexdigest()
 
 
 def model_identity(contract: m.Contract) -> dict[str, Any]:

@@ -383,9 +383,8 @@ def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
     return [d for d in docs if isinstance(d, m.Contract)]
 
 
-def run(source: m.Contract | str | Path, *, name: str | None = None, device: str = "auto", dtype: str = "float32",
-        allow_pickle: bool = False, trust_remote_code: bool = False, progress: bool = False) -> AttributionResult:
-    """Run one contract: a spec, contract text, or a ``.scope`` path (``name`` picks one of several)."""
+def _one_contract(source: m.Contract | str | Path, name: str | None) -> m.Contract:
+    """The one contract of ``source`` (named ``name`` when given), or the positioned error."""
     contracts = _contracts(source)
     if name is not None:
         contracts = [c for c in contracts if c.name == name]
@@ -398,8 +397,14 @@ def run(source: m.Contract | str | Path, *, name: str | None = None, device: str
             f"expected exactly one contract{f' named {name!r}' if name else ''}; found: "
             f"{', '.join(map(repr, found)) or 'none'}", where, rule="unknown-name",
             hint="pass name=... to pick one" if len(found) > 1 else None)
+    return contracts[0]
+
+
+def run(source: m.Contract | str | Path, *, name: str | None = None, device: str = "auto", dtype: str = "float32",
+        allow_pickle: bool = False, trust_remote_code: bool = False, progress: bool = False) -> AttributionResult:
+    """Run one contract: a spec, contract text, or a ``.scope`` path (``name`` picks one of several)."""
     opts = LoadOptions(device, dtype, allow_pickle, trust_remote_code)
-    return execute(contracts[0], opts, progress)
+    return execute(_one_contract(source, name), opts, progress)
 
 
 def check_map(source: m.Contract | str | Path, scores: Any, *, name: str | None = None, device: str = "auto",
@@ -411,19 +416,7 @@ def check_map(source: m.Contract | str | Path, scores: Any, *, name: str | None 
     result is a run's :class:`AttributionResult`, for every check and expectation."""
     from dataclasses import replace
 
-    contracts = _contracts(source)
-    if name is not None:
-        contracts = [c for c in contracts if c.name == name]
-    if len(contracts) != 1:
-        found = [c.name for c in _contracts(source)]
-        where = Span(str(source)) if _is_path(source) else None
-        if name is not None and not contracts:
-            raise unknown_name("contract", name, found, where)
-        raise ContractValidationError(
-            f"expected exactly one contract{f' named {name!r}' if name else ''}; found: "
-            f"{', '.join(map(repr, found)) or 'none'}", where, rule="unknown-name",
-            hint="pass name=... to pick one" if len(found) > 1 else None)
-    c = contracts[0]
+    c = _one_contract(source, name)
     span = c.method.span if c.method is not None else c.span
     c = replace(c, method=m.Method("external", (m.Param("map", m.Text("check_map"), span),), span))
     return execute(c, LoadOptions(device, dtype, allow_pickle, trust_remote_code), scores=scores)

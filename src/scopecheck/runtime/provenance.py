@@ -28,7 +28,7 @@ from typing import Any
 from scopecheck.version import __version__
 
 #: the files of a model directory that hold its weights
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt")
 #: the tokenizer attributes recorded as its special tokens (those it sets)
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
