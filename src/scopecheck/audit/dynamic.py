@@ -41,6 +41,7 @@ from scopecheck.audit.static import (
 )
 from scopecheck.dsl.format import format_document
 from scopecheck.errors import ContractError
+from scopecheck.orchestration.stats import spearman
 from scopecheck.spec import model as m
 from scopecheck.spec.standard import merge
 
@@ -106,34 +107,6 @@ class DynamicAudit:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman's rho with average ranks; None when undefined (fewer than 2 points, a constant side)."""
-    if len(a) != len(b) or len(a) < 2:
-        return None
-
-    def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2 + 1
-            i = j + 1
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    va = sum((x - ma) ** 2 for x in ra)
-    vb = sum((y - mb) ** 2 for y in rb)
-    if va == 0 or vb == 0:
-        return None
-    return cov / math.sqrt(va * vb)
 
 
 def _resolve_ref(r: m.Ref | None) -> m.Ref | None:

@@ -8,6 +8,8 @@
   ``alternative`` two-sided by default), fields ``p``, ``statistic``, ``n`` (pairs with both
   values), ``median_diff`` (median of ``a - b``, with its bootstrap interval); ``test = bootstrap``
   gives a bootstrap p-value for the mean difference instead.
+* :func:`spearman`: Spearman's rank correlation of two score lists (ties share their average
+  rank), the one the report comparison and the dynamic audit use.
 
 Per-example values that are missing (the example failed) or not finite are left out and counted.
 """
@@ -117,5 +119,18 @@ def paired(a: Sequence[Any], b: Sequence[Any], *, test: str = "wilcoxon", altern
                                                 "low": ci[0], "high": ci[1]}, dropped, how)
 
 
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (``scipy.stats.spearmanr``: Pearson's correlation of the ranks,
+    tied values sharing their average rank); None when it is undefined: the lengths differ, fewer
+    than two values, a value is not finite, or one side is constant."""
+    a, b = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return None
+    if np.all(a == a[0]) or np.all(b == b[0]):
+        return None
+    from scipy import stats  # lazy: scipy, kept out of loading the report and audit modules
 
-__all__ = ["AGG_FIELDS", "AggregateResult", "PAIRED_FIELDS", "aggregate", "bootstrap_ci", "paired"]
+    return float(stats.spearmanr(a, b).statistic)
+
+
+__all__ = ["AGG_FIELDS", "AggregateResult", "PAIRED_FIELDS", "aggregate", "bootstrap_ci", "paired", "spearman"]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from scopecheck.errors import ContractError, Span
+from scopecheck.orchestration.stats import spearman
 
 #: the default absolute tolerance for numbers (map scores, check fields, measured values)
 TOLERANCE = 1e-6
@@ -123,35 +124,6 @@ def _close(a: Any, b: Any, tol: float) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
     return a == b
-
-
-def _ranks(xs: list[float]) -> list[float]:
-    """1-based ranks, ties given their average rank."""
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    ranks = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman's rank correlation (Pearson's of the average ranks); None when it is undefined
-    (fewer than two values, a constant side, a non-finite value)."""
-    if len(xs) != len(ys) or len(xs) < 2 or not all(math.isfinite(v) for v in xs + ys):
-        return None
-    rx, ry = _ranks(xs), _ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)
 
 
 def top_positions(tokens: list[dict[str, Any]], k: int) -> list[int]:
