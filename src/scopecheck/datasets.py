@@ -24,6 +24,7 @@ from typing import Any
 from scopecheck.errors import ContractValidationError, Span
 from scopecheck.spec import model as m
 from scopecheck.spec.anchors import anchor
+from scopecheck.spec.paths import contract_file
 from scopecheck.spec.references import MAX_LIMIT, PATH_PARAMS, REFERENCE_PARAMS, dataset_errors  # noqa: F401
 
 
@@ -61,27 +62,12 @@ def _params(ds: m.Dataset) -> dict[str, Any]:
 
 
 def resolve_path(ds: m.Dataset, base_dir: Path | None, allow_outside: bool = False) -> Path:
-    """The data file, relative to the contract file's folder and inside its tree.
-
-    The folder rule holds for every spelling of the path: relative (``../``), absolute
-    (``/etc/passwd``), home-relative (``~/.bashrc``) and through symlinks, it is the resolved file
-    that must lie inside the contract's folder. ``allow_outside`` lifts the rule; it is the
-    caller's (a command-line flag), never a contract statement's, since contract files are data."""
-    p = Path(ds.name).expanduser()
-    base = (base_dir or Path(".")).resolve()
-    full = (p if p.is_absolute() else base / p).resolve()
-    if not allow_outside and base not in full.parents:
-        spelled = "an absolute path" if Path(ds.name).is_absolute() else \
-            "a home-relative path" if ds.name.startswith("~") else "a path"
-        raise ContractValidationError(f"dataset {ds.name!r} is {spelled} outside the contract's folder ({full})",
-                                      ds.span, expected=f"a file inside {str(base)!r}, the folder of the contract file",
-                                      hint="copy or link the data next to the contract; a run may lift the rule with "
-                                           "--allow-outside-data (a command-line choice, never a contract's)",
-                                      rule="dataset")
-    if not full.is_file():
-        raise ContractValidationError(f"dataset file {str(full)!r} does not exist", ds.span,
-                                      expected="a .jsonl or .csv file", rule="dataset")
-    return full
+    """The data file, relative to the contract file's folder and inside its tree (the folder
+    rule of :func:`scopecheck.spec.paths.contract_file`: every spelling, symlinks resolved).
+    ``allow_outside`` lifts the rule; it is the caller's (a command-line flag), never a contract
+    statement's, since contract files are data."""
+    return contract_file(ds.name, base_dir, ds.span, what="dataset file", rule="dataset",
+                         expected="a .jsonl or .csv file", allow_outside=allow_outside)
 
 
 def _truth_item(v: Any, prompt: str) -> m.TextRef | int:

@@ -43,6 +43,7 @@ from scopecheck.checks.params import as_float, as_int, check_params
 from scopecheck.checks.result import CheckResult
 from scopecheck.errors import ContractValidationError, Span
 from scopecheck.runtime.provenance import file_sha256, weight_files
+from scopecheck.spec.paths import contract_file
 
 if TYPE_CHECKING:
     from scopecheck.engine.result import AttributionResult
@@ -139,22 +140,11 @@ def snapshot_document(contract: m.Contract, result: AttributionResult) -> dict[s
 # ------------------------------------------------------------------------------ files
 
 def resolve_snapshot_path(spelled: str, base_dir: Path | None, span: Span, allow_outside: bool = False) -> Path:
-    """The snapshot file, relative to the contract file's folder and inside its tree (the dataset
-    files' rule, :func:`scopecheck.datasets.resolve_path`: every spelling, symlinks resolved); it
+    """The snapshot file, relative to the contract file's folder and inside its tree (the rule
+    of :func:`scopecheck.spec.paths.contract_file`: every spelling, symlinks resolved); it
     need not exist yet. ``allow_outside`` is the caller's (``--allow-outside-data``)."""
-    p = Path(spelled).expanduser()
-    base = (base_dir or Path(".")).resolve()
-    full = (p if p.is_absolute() else base / p).resolve()
-    if not allow_outside and base not in full.parents:
-        raise ContractValidationError(f"snapshot file {spelled!r} is outside the contract's folder ({full})", span,
-                                      expected=f"a file inside {str(base)!r}, the folder of the contract file",
-                                      hint="keep snapshots next to the contract (snapshots/<name>.json); a run may "
-                                           "lift the rule with --allow-outside-data (a command-line choice, never "
-                                           "a contract's)", rule="snapshot")
-    if full.exists() and not full.is_file():
-        raise ContractValidationError(f"snapshot path {str(full)!r} is not a regular file", span,
-                                      expected="a .json snapshot file", rule="snapshot")
-    return full
+    return contract_file(spelled, base_dir, span, what="snapshot file", rule="snapshot",
+                         expected="a .json snapshot file", must_exist=False, allow_outside=allow_outside)
 
 
 def snapshot_schema() -> dict[str, Any]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from scopecheck.errors import ContractError, ContractValidationError, MethodRefused, SchemaError, Span
+from scopecheck.spec.paths import contract_file
 
 if TYPE_CHECKING:
     import torch
@@ -139,22 +140,11 @@ def _parse_csv(text: str, path: str) -> list[MapEntry]:
 
 
 def resolve_map_path(spelled: str, base_dir: Path | None, span: Span, allow_outside: bool = False) -> Path:
-    """The map file, relative to the contract file's folder and inside its tree (the dataset
-    files' rule, :func:`scopecheck.datasets.resolve_path`: every spelling, symlinks resolved);
+    """The map file, relative to the contract file's folder and inside its tree (the rule
+    of :func:`scopecheck.spec.paths.contract_file`: every spelling, symlinks resolved);
     ``allow_outside`` is the caller's (``--allow-outside-data``), never a contract's."""
-    p = Path(spelled).expanduser()
-    base = (base_dir or Path(".")).resolve()
-    full = (p if p.is_absolute() else base / p).resolve()
-    if not allow_outside and base not in full.parents:
-        raise ContractValidationError(f"map file {spelled!r} is outside the contract's folder ({full})", span,
-                                      expected=f"a file inside {str(base)!r}, the folder of the contract file",
-                                      hint="copy or link the map next to the contract; a run may lift the rule with "
-                                           "--allow-outside-data (a command-line choice, never a contract's)",
-                                      rule="map")
-    if not full.is_file():
-        raise ContractValidationError(f"map file {str(full)!r} does not exist", span,
-                                      expected="a .json or .csv map file", rule="map")
-    return full
+    return contract_file(spelled, base_dir, span, what="map file", rule="map", expected="a .json or .csv map file",
+                         allow_outside=allow_outside)
 
 
 def read_map(spelled: str, base_dir: Path | None, span: Span, allow_outside: bool = False) -> list[MapEntry]:
