@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._modgraph import components, graph, modules
+
 pytest.importorskip("importlinter", reason="import-linter is in the `test` extra")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,84 +91,14 @@ def test_an_upward_import_breaks_the_contract(tmp_path, module, target):
 
 def module_graph(src: Path) -> dict[str, set[str]]:
     """Every import of a project module by a project module under ``src``: module level,
-    function level and ``TYPE_CHECKING`` blocks alike (``import a.b`` and ``from a import b``
-    resolved to the deepest module that exists)."""
-    import ast
-
-    root = src / "scopecheck"
-    mods: dict[str, Path] = {}
-    for p in root.rglob("*.py"):
-        parts = ("scopecheck",) + p.relative_to(root).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        mods[name] = p
-
-    def resolve(target: str) -> str | None:
-        while target and target not in mods:
-            target = target.rpartition(".")[0]
-        return target or None
-
-    graph: dict[str, set[str]] = {name: set() for name in mods}
-    for name, p in mods.items():
-        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
-                continue
-            for t in targets:
-                r = resolve(t) if t.startswith("scopecheck") else None
-                if r is not None and r != name:
-                    graph[name].add(r)
-    return graph
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on: set[str] = set()
-    out: list[list[str]] = []
-    for start in graph:
-        if start in index:
-            continue
-        work = [(start, iter(sorted(graph[start])))]
-        index[start] = low[start] = len(index)
-        stack.append(start)
-        on.add(start)
-        while work:
-            v, it = work[-1]
-            for w in it:
-                if w not in index:
-                    index[w] = low[w] = len(index)
-                    stack.append(w)
-                    on.add(w)
-                    work.append((w, iter(sorted(graph[w]))))
-                    break
-                if w in on:
-                    low[v] = min(low[v], index[w])
-            else:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
-                if low[v] == index[v]:
-                    comp = []
-                    while True:
-                        w = stack.pop()
-                        on.discard(w)
-                        comp.append(w)
-                        if w == v:
-                            break
-                    if len(comp) > 1:
-                        out.append(sorted(comp))
-    return out
+    function level and ``TYPE_CHECKING`` blocks alike."""
+    return graph(modules(src / "scopecheck"), type_checking=True)
 
 
 def test_the_module_graph_has_no_cycle():
     """No two project modules import each other, directly or through others, counting
     function-level and ``TYPE_CHECKING`` imports (issue 24: no strongly connected component)."""
-    assert cycles(module_graph(SRC)) == []
+    assert components(module_graph(SRC)) == []
 
 
 def test_the_cycle_finder_finds_a_planted_cycle(tmp_path):
@@ -178,6 +110,32 @@ def test_the_cycle_finder_finds_a_planted_cycle(tmp_path):
     store.write_text(store.read_text(encoding="utf-8")
                      + "\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                        "    from scopecheck.orchestration.runner import Runner\n", encoding="utf-8")
-    found = cycles(module_graph(copy))
+    found = components(module_graph(copy))
     assert len(found) == 1
     assert {"scopecheck.orchestration.store", "scopecheck.orchestration.runner"} <= set(found[0])
+
+
+def test_the_component_finder_finds_components():
+    assert components({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert components({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+    assert components({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"e"}, "e": {"c"}}) == [["c", "d", "e"], ["a", "b"]]
+
+
+def test_the_graph_reads_every_form_of_import(tmp_path):
+    """``import a.b``, ``from a import b`` (a module or a name), relative imports, imports in
+    functions, and ``TYPE_CHECKING`` blocks only when asked for."""
+    pkg = tmp_path / "scopecheck"
+    (pkg / "sub").mkdir(parents=True)
+    for f in ("__init__.py", "a.py", "sub/__init__.py", "sub/b.py", "sub/c.py"):
+        (pkg / f).write_text("")
+    (pkg / "sub" / "b.py").write_text("from . import c\nfrom ..a import thing\n")
+    (pkg / "sub" / "c.py").write_text("import scopecheck.a\ndef f():\n    from scopecheck.sub import b as _b\n")
+    (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                              "    from scopecheck.sub.c import f\n")
+    mods = modules(pkg)
+    g = graph(mods)
+    assert g["scopecheck.sub.b"] == {"scopecheck.sub.c", "scopecheck.a"}
+    assert g["scopecheck.sub.c"] == {"scopecheck.a", "scopecheck.sub.b"}
+    assert g["scopecheck.a"] == set() and graph(mods, type_checking=True)["scopecheck.a"] == {"scopecheck.sub.c"}
+    assert graph(mods, top_only=True)["scopecheck.sub.c"] == {"scopecheck.a"}
+    assert components(g) == [["scopecheck.sub.b", "scopecheck.sub.c"]]

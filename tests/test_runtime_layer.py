@@ -11,19 +11,16 @@ import sys
 from pathlib import Path
 
 import scopecheck
+from tests._modgraph import imports, modules
 
 PACKAGE = Path(scopecheck.__file__).resolve().parent
 
 
 def _imports(path: Path) -> set[str]:
     """Every ``scopecheck`` module ``path`` imports, at module level or inside a function."""
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "scopecheck":
-            out.add(node.module)
-        elif isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.split(".")[0] == "scopecheck"}
-    return out
+    mods = modules(PACKAGE)
+    (name,) = (n for n, p in mods.items() if p == path)
+    return {t for t, _ in imports(name, path, mods, type_checking=True)}
 
 
 def _top_level_defs(path: Path) -> set[str]:

@@ -2,112 +2,21 @@
 (function-level imports included), import no private name of another module, and loading them
 imports no torch.
 
-Run as a script (``python tests/orchestration/test_run_imports.py [src/scopecheck]``) it prints
-the strongly connected components of the whole package's module graph, module-level imports only
-and all imports, for the record of a refactoring.
+Run as a script (``python -m tests.orchestration.test_run_imports [src/scopecheck]``, from the
+repository root) it prints the strongly connected components of the whole package's module graph,
+module-level imports only and all imports, for the record of a refactoring.
 """
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
+from tests._modgraph import components, graph, imports, modules
+
 SRC = Path(__file__).resolve().parents[2] / "src" / "scopecheck"
 RUN = "scopecheck.orchestration"
-
-
-def modules(root: Path = SRC) -> dict[str, Path]:
-    """Every module of the package under ``root``: dotted name -> file."""
-    out = {}
-    for p in sorted(root.rglob("*.py")):
-        parts = ("scopecheck",) + p.relative_to(root).with_suffix("").parts
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        out[".".join(parts)] = p
-    return out
-
-
-def imports(name: str, path: Path, mods: dict[str, Path], *, top_only: bool = False) -> list[tuple[str, str]]:
-    """``(module, imported name or "")`` for each import of a project module in ``name``'s text (at
-    module level only with ``top_only``; ``if TYPE_CHECKING:`` blocks are never imports at run time)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    is_pkg = path.stem == "__init__"
-    if top_only:
-        nodes = []
-        stack = list(tree.body)
-        while stack:                                   # module level: into if/try blocks, not defs
-            n = stack.pop()
-            if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
-                continue
-            if isinstance(n, (ast.If, ast.Try)):
-                stack += n.body + n.orelse + getattr(n, "finalbody", []) + \
-                    [s for h in getattr(n, "handlers", []) for s in h.body]
-            else:
-                nodes.append(n)
-    else:
-        skip = {id(s) for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
-                for s in ast.walk(n)}
-        nodes = [n for n in ast.walk(tree) if id(n) not in skip]
-    found = []
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            found += [(a.name, "") for a in node.names if a.name in mods]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = name.split(".") if is_pkg else name.split(".")[:-1]
-                parts = parts[:len(parts) - node.level + 1]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            for a in node.names:
-                sub = f"{base}.{a.name}"
-                if sub in mods:
-                    found.append((sub, ""))
-                elif base in mods:
-                    found.append((base, a.name))
-    return [(t, n) for t, n in found if t != name]
-
-
-def graph(mods: dict[str, Path], *, top_only: bool = False) -> dict[str, set[str]]:
-    return {n: {t for t, _ in imports(n, p, mods, top_only=top_only)} for n, p in mods.items()}
-
-
-def components(g: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components with more than one module (Tarjan), largest first."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on: set[str] = set()
-    out: list[list[str]] = []
-    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on.add(v)
-        for w in sorted(g.get(v, ())):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    for v in sorted(g):
-        if v not in index:
-            visit(v)
-    return sorted(out, key=lambda c: (-len(c), c))
 
 
 def _run_modules() -> dict[str, Path]:
@@ -130,11 +39,6 @@ def test_no_module_imports_a_private_name_of_a_run_module():
     crossings = [f"{n} imports {t}.{a}" for n, p in mods.items() for t, a in imports(n, p, mods)
                  if t.startswith(RUN) and a.startswith("_") and not a.startswith("__")]
     assert crossings == []
-
-
-def test_the_component_finder_finds_components():
-    assert components({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert components({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
 
 
 def test_loading_the_run_modules_imports_no_torch_and_shadows_no_public_name():
