@@ -58,7 +58,7 @@ __all__ = [
 def run(contract: Any, **kwargs: Any) -> Any:
     """Run a contract (a :class:`~scopecheck.spec.Contract`, contract text or a path); see
     :func:`scopecheck.engine.run.run`."""
-    from scopecheck.engine.run import run as _run
+    from scopecheck.engine.run import run as _run  # lazy: imports torch
 
     return _run(contract, **kwargs)
 
@@ -66,13 +66,13 @@ def run(contract: Any, **kwargs: Any) -> Any:
 def check_map(contract: Any, scores: Any, **kwargs: Any) -> Any:
     """Check a map computed elsewhere (a list, NumPy array or torch tensor: one score per sequence
     position, or per eligible token) under a contract; see :func:`scopecheck.engine.run.check_map`."""
-    from scopecheck.engine.run import check_map as _check_map
+    from scopecheck.engine.run import check_map as _check_map  # lazy: imports torch
 
     return _check_map(contract, scores, **kwargs)
 
 
 def attribute(**kwargs: Any) -> Any:
     """Build a contract from keyword arguments and run it; see :func:`scopecheck.engine.run.attribute`."""
-    from scopecheck.engine.run import attribute as _attribute
+    from scopecheck.engine.run import attribute as _attribute  # lazy: imports torch
 
     return _attribute(**kwargs)

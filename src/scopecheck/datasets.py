@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scopecheck.errors import ContractValidationError, Span
+from scopecheck.reference.tasks import generate
 from scopecheck.spec import model as m
 from scopecheck.spec.anchors import anchor
 from scopecheck.spec.paths import contract_file
@@ -187,8 +188,6 @@ def _has_surrogate(s: str) -> bool:
 def load_examples(ds: m.Dataset, base_dir: Path | None, *, allow_outside: bool = False) -> Loaded:
     prm = _params(ds)
     if ds.kind == "reference":
-        from scopecheck.reference.tasks import generate
-
         task, _, split = ds.name.partition("/")
         n, seed = int(prm.get("limit", 100)), int(prm.get("seed", 0))
         exs = generate(task, n, split=split, seed=seed)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from scopecheck.errors import ScopeWarning
 from scopecheck.orchestration.records import ExpectationOutcome
 from scopecheck.orchestration.runner import Runner
 from scopecheck.orchestration.settings import RunSettings
+from scopecheck.report.terminal import heatmap_text
 from scopecheck.spec import model as m
 
 
@@ -31,15 +33,11 @@ def evaluate_expectation(config: Any, key: Any, doc: m.Contract, expect: m.Expec
             warned.add(id(unit))
             import warnings
 
-            from scopecheck.errors import ScopeWarning
-
             for w in unit.result.warnings:
                 warnings.warn(ScopeWarning(f"{unit.contract.span}: {unit.contract.name}: {w}"), stacklevel=1)
     outcome = runner.evaluate(cr, expect)
     cr.outcomes = [o for o in cr.outcomes if o.line != outcome.line] + [outcome]
     if not outcome.passed and cr.result is not None:
-        from scopecheck.report.terminal import heatmap_text
-
         outcome = ExpectationOutcome(outcome.text, outcome.line, False, outcome.left, outcome.right,
                                      outcome.explanation + "\n\n" + heatmap_text(cr.result))
     return outcome

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from scopecheck.errors import ContractError
+from scopecheck import testing
+from scopecheck.checks.snapshot import unused_note
+from scopecheck.dsl.format import fmt_expectation
+from scopecheck.engine import threads
+from scopecheck.errors import ContractError, source_lines, visible
+from scopecheck.loader import check_file as check_scope_file
+from scopecheck.report.html import write_report
+from scopecheck.report.jsonout import write_json
+from scopecheck.runtime.files import DestinationError, check_file, check_folder
 from scopecheck.spec import model as m
 
 if TYPE_CHECKING:                       # the runner imports torch: only its type is needed here
@@ -63,9 +71,6 @@ def pytest_configure(config: pytest.Config) -> None:
     check_destinations(config)
     import os
 
-    from scopecheck.engine import threads      # torch-free at import
-    from scopecheck.errors import ContractError
-
     value = config.getoption("scope_threads") or os.environ.get("SCOPECHECK_THREADS") or "auto"
     try:
         threads.set_policy(value)
@@ -77,8 +82,6 @@ def check_destinations(config: pytest.Config) -> None:
     """Refuse (a usage error, before collection: nothing is computed) an output option naming a
     destination that would not be written: ``--scope-json`` must be a regular file or a new one in an
     existing folder, ``--scope-report``/``--scope-store`` a folder or a new one in an existing folder."""
-    from scopecheck.runtime.files import DestinationError, check_file, check_folder
-
     problems = []
     for option, check, kw in (("--scope-json", check_file, {}), ("--scope-report", check_folder,
                               {"files": ("index.html",)}), ("--scope-store", check_folder, {})):
@@ -102,8 +105,6 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def numbered(text: str, first: int, last: int, mark: int | None = None) -> str:
-    from scopecheck.errors import source_lines, visible
-
     lines = [visible(ln) for ln in source_lines(text.removeprefix("\ufeff"))]
     width = len(str(last))
     out = []
@@ -115,9 +116,7 @@ def numbered(text: str, first: int, last: int, mark: int | None = None) -> str:
 
 class ScopeFile(pytest.File):
     def collect(self):
-        from scopecheck.loader import check_file
-
-        sf = check_file(self.path)
+        sf = check_scope_file(self.path)
         if not sf.documents:  # unreadable or a syntax error: one failing item for the file
             yield FileErrorItem.from_parent(self, name=self.path.name, errors=sf.errors)
             return
@@ -195,7 +194,7 @@ class AuditItem(ScopeItem):
         self.doc, self.source = doc, source
 
     def runtest(self) -> None:
-        from scopecheck.audit import audit_claim, render_text
+        from scopecheck.audit import audit_claim, render_text  # lazy: imports numpy
 
         report = audit_claim(self.doc, path=str(self.path))
         if not report.passed:
@@ -216,7 +215,7 @@ class ExpectItem(ScopeItem):
         self.doc, self.expect, self.source = doc, expect, source
 
     def runtest(self) -> None:
-        from scopecheck.plugin_runtime import evaluate_expectation
+        from scopecheck.plugin_runtime import evaluate_expectation  # lazy: imports numpy
 
         outcome = evaluate_expectation(self.config, STATE, self.doc, self.expect)
         if not outcome.passed:
@@ -226,8 +225,6 @@ class ExpectItem(ScopeItem):
         return numbered(self.source, self.doc.span.line, self.doc.span.end_line, self.expect.span.line)
 
     def reportinfo(self):
-        from scopecheck.dsl.format import fmt_expectation
-
         return self.path, self.expect.span.line - 1, f"{self.doc.name}: {fmt_expectation(self.expect)}"
 
 
@@ -237,7 +234,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = config.stash.get(STATE, None)
     if state is None or not state.scope_files:
         return
-    from scopecheck.checks.snapshot import unused_note
 
     note = unused_note(state.scope_files)
     if note:
@@ -254,13 +250,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     runs = [u for cr in runner.runs.values() for u in cr.units()]
     if report:
-        from scopecheck.report.html import write_report
-
         path = write_report(runs, Path(report))
         session.config.get_terminal_writer().line(f"scopecheck HTML report: {path}")
     if out_json:
-        from scopecheck.report.jsonout import write_json
-
         write_json(runs, Path(out_json))
         session.config.get_terminal_writer().line(f"scopecheck JSON results: {out_json}")
 
@@ -268,14 +260,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture
 def scope_run(request: pytest.FixtureRequest):
     """Run a contract given as keywords (see :mod:`scopecheck.testing`)."""
-    from scopecheck.testing import scope_run as body
-
-    return body(request)
+    return testing.scope_run(request)
 
 
 @pytest.fixture
 def scope_check(request: pytest.FixtureRequest):
     """Run a named check on a result (see :mod:`scopecheck.testing`)."""
-    from scopecheck.testing import scope_check as body
-
-    return body(request)
+    return testing.scope_check(request)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from scopecheck.dsl.format import format_documents
+from scopecheck.reference import generate
 from scopecheck.spec import model as m
 
 __all__ = ["contract_texts", "documents", "reference_examples", "selectors", "specs", "values"]
@@ -128,13 +130,9 @@ def documents() -> st.SearchStrategy[list[m.Document]]:
 
 def contract_texts() -> st.SearchStrategy[str]:
     """Source text of arbitrary documents, in canonical form."""
-    from scopecheck.dsl.format import format_documents
-
     return documents().map(format_documents)
 
 
 def reference_examples(task: str = "translate", split: str = "heldout"):
     """Examples of an embedded reference task (with causal tokens known by construction)."""
-    from scopecheck.reference import generate
-
     return st.integers(0, 2**16).map(lambda seed: generate(task, 1, split=split, seed=seed)[0])

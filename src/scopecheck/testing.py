@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from scopecheck.checks.catalog import CHECKS
+from scopecheck.report.terminal import heatmap_text
+
 if TYPE_CHECKING:
     from scopecheck.engine.result import AttributionResult
 
@@ -29,8 +32,6 @@ class AttributionAssertionError(AssertionError):
 
 
 def _fail(result: AttributionResult, message: str) -> None:
-    from scopecheck.report.terminal import heatmap_text
-
     raise AttributionAssertionError(f"{message}\n\n{heatmap_text(result, color=False)}")
 
 
@@ -60,8 +61,7 @@ def assert_zero_outside_eligible(result: AttributionResult) -> None:
 def assert_check(result: AttributionResult, name: str, field: str | None = None, *, above: float | None = None,
                  below: float | None = None, **params: Any) -> Any:
     """Run check ``name`` (e.g. ``deletion``) and bound one of its fields; returns the CheckResult."""
-    from scopecheck.checks.catalog import CHECKS
-    from scopecheck.checks.registry import run_check
+    from scopecheck.checks.registry import run_check  # lazy: imports torch
 
     res = run_check(name, result, params, seed=result.seed)
     fld = field or CHECKS[name].default_field
@@ -81,7 +81,7 @@ def assert_complete(result: AttributionResult, tolerance: float = 1e-3) -> None:
 
 def assert_better_than_random(result: AttributionResult, name: str = "deletion", field: str = "aopc", **params: Any) -> None:
     """The map's ranking beats the mean of random rankings on a ranking check."""
-    from scopecheck.checks.registry import random_baseline, run_check
+    from scopecheck.checks.registry import random_baseline, run_check  # lazy: imports torch
 
     mine = run_check(name, result, params, seed=result.seed).fields[field]
     rnd = random_baseline(name, result, params).fields[field]
@@ -91,7 +91,7 @@ def assert_better_than_random(result: AttributionResult, name: str = "deletion",
 
 def scope_run(request: Any) -> Callable[..., Any]:
     """Fixture body: ``scope_run(**contract)`` runs :func:`scopecheck.attribute` on the session's device."""
-    from scopecheck.engine.run import attribute
+    from scopecheck.engine.run import attribute  # lazy: imports torch
 
     device = request.config.getoption("scope_device", default="auto")
 
@@ -104,7 +104,7 @@ def scope_run(request: Any) -> Callable[..., Any]:
 
 def scope_check(request: Any) -> Callable[..., Any]:
     """Fixture body: ``scope_check(result, name, **params)`` runs a check."""
-    from scopecheck.checks.registry import run_check
+    from scopecheck.checks.registry import run_check  # lazy: imports torch
 
     def _check(result: AttributionResult, name: str, **params: Any) -> Any:
         return run_check(name, result, params, seed=result.seed)

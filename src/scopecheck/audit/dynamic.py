@@ -39,10 +39,12 @@ from scopecheck.audit.static import (
     pick_method,
     standard_for,
 )
-from scopecheck.dsl.format import format_document
+from scopecheck.dsl.format import fmt_model, format_document
 from scopecheck.errors import ContractError
 from scopecheck.orchestration.stats import spearman
+from scopecheck.spec import adapters
 from scopecheck.spec import model as m
+from scopecheck.spec.registry import METHOD_ALIASES
 from scopecheck.spec.standard import merge
 
 DEFAULT_CHECKS = ("deletion",)
@@ -144,9 +146,8 @@ def runnable(claim: m.Claim, name: str, scope: m.Scope, method: str, notes: list
     if output is None:
         output = m.Output(rule="greedy")
         notes.append("the claim gives no output; the re-run freezes a greedy generation")
-    from scopecheck.spec.adapters import BY_NAME
 
-    adapter = BY_NAME.get(method)
+    adapter = adapters.BY_NAME.get(method)
     own = adapter.method if adapter is not None else method          # an adapter keeps the claim's parameters
     params = claim.computed.method.params if (claim.computed.method is not None and
                                               _canon(claim.computed.method.name) == own) else ()
@@ -160,19 +161,17 @@ def toolkit_method(toolkit: str | None, method: str, kind: str) -> tuple[str, st
     """The method a ``toolkit X`` claim's own computation runs with: X's adapter of ``method``
     (``captum.integrated_gradients``) when X has one for ``kind`` and X is installed, else
     ``method`` itself (scopecheck's own implementation), with a note saying which and why."""
-    from scopecheck.spec.adapters import BY_NAME, toolkit_version
-
     if toolkit is None:
         return method, None
     name = f"{toolkit}.{method}"
-    adapter = BY_NAME.get(name)
+    adapter = adapters.BY_NAME.get(name)
     if adapter is None:
         return method, (f"{toolkit} has no adapter for `{method}`; scopecheck's own `{method}` computes the map "
                         "(the toolkit's implementation choices are not reproduced)")
     if kind not in adapter.supports:
         return method, (f"`{name}` cannot express {kind} contracts (it can: {', '.join(adapter.supports)}); "
                         f"scopecheck's own `{method}` computes the map")
-    version = toolkit_version(toolkit)
+    version = adapters.toolkit_version(toolkit)
     if version is None:
         return method, (f"{toolkit} is not installed, so scopecheck's own `{method}` computes the map instead of "
                         f"`{name}` (pip install \"scopecheck[{toolkit}]\" to run the toolkit itself)")
@@ -180,8 +179,6 @@ def toolkit_method(toolkit: str | None, method: str, kind: str) -> tuple[str, st
 
 
 def _canon(name: str) -> str:
-    from scopecheck.spec.registry import METHOD_ALIASES
-
     return METHOD_ALIASES.get(name, name)
 
 
@@ -197,8 +194,8 @@ def _view(label: str, res: Any) -> MapView:
 
 
 def _run(contract: m.Contract, device: str) -> Any:
-    from scopecheck.engine.models import LoadOptions
-    from scopecheck.engine.run import execute
+    from scopecheck.engine.models import LoadOptions  # lazy: imports torch
+    from scopecheck.engine.run import execute  # lazy: imports torch
 
     return execute(contract, LoadOptions(device=device))
 
@@ -242,7 +239,7 @@ def _protocol(config: dict[str, Any]) -> str:
 def _faithfulness(results: dict[str, Any], checks: tuple[str, ...], notes: list[str],
                   protocols: dict[str, dict[str, str]]):
     try:
-        from scopecheck.checks.registry import run_check
+        from scopecheck.checks.registry import run_check  # lazy: imports torch
     except ModuleNotFoundError as exc:
         if (exc.name or "").startswith("scopecheck.checks"):
             notes.append("faithfulness skipped: scopecheck.checks.registry is not available")
@@ -295,7 +292,6 @@ def audit_dynamic(claim: m.Claim, device: str = "auto", *, checks: tuple[str, ..
         return DynamicAudit(None, None, None, None, False, None, None, None, None,
                             (f"no re-run: the claim names no {missing}" if missing else "no re-run",))
     audit = static or audit_static(claim)
-    from scopecheck.dsl.format import fmt_model
 
     model_text = fmt_model(model)
     sc, _, _, _, _, _ = fill(claim)

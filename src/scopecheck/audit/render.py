@@ -33,6 +33,7 @@ from typing import Any, Iterable
 from scopecheck.audit.dynamic import DynamicAudit, MapView, TokenView, audit_dynamic
 from scopecheck.audit.static import ELEMENTS, QUESTION_TEXT, StaticAudit, audit_static, scope_text
 from scopecheck.audit.verdict import ExpectOutcome, Verdict, evaluate_expectations, has_verdict_expectation, judge
+from scopecheck.loader import check_file, collect
 from scopecheck.spec import model as m
 from scopecheck.spec.standard import STANDARD
 
@@ -92,8 +93,6 @@ def audit_claim(claim: m.Claim, *, dynamic: bool = False, device: str = "auto", 
 
 def audit_paths(paths: Iterable[str | Path], *, dynamic: bool = False, device: str = "auto") -> list[AuditReport]:
     """Audit every claim under ``paths`` (module doc)."""
-    from scopecheck.loader import check_file, collect
-
     files, errors = collect([str(p) for p in paths])
     reports = [AuditReport(e.span.path, "", 0, None, None, None, errors=(e.render(),)) for e in errors]
     for f in files:

@@ -71,12 +71,14 @@ import math
 from dataclasses import dataclass, replace
 
 from scopecheck.checks.catalog import CHECKS, METRIC_RANGES
-from scopecheck.dsl.format import fmt_features, fmt_selector, fmt_value, format_document
+from scopecheck.dsl.format import fmt_features, fmt_selector, fmt_value, format_document, scope_lines
+from scopecheck.reference import REFERENCE_MODELS
 from scopecheck.spec.registry import METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.errors import ContractError
 from scopecheck.spec import model as m
 from scopecheck.spec.standard import STANDARD, merge, standard_scope
 from scopecheck.spec.toolkits import TOOLKITS
+from scopecheck.spec.validate import contract_kind
 
 ELEMENTS = m.Scope.ELEMENTS
 
@@ -218,8 +220,6 @@ def _num(v: float) -> str:
 
 def scope_text(sc: m.Scope, indent: str = "") -> str:
     """The stated elements of a SCOPE as canonical statements, one a line, S C O P E order."""
-    from scopecheck.dsl.format import scope_lines
-
     return "\n".join(scope_lines(sc, indent))
 
 
@@ -297,8 +297,6 @@ def process_hint(sc: m.Scope, claim: m.Claim) -> tuple[str | None, str]:
         return "masked_diffusion", "the score's diffusion estimator implies a diffusion process"
     model = claim_model(claim)
     if model is not None and model.kind == "reference":
-        from scopecheck.reference import REFERENCE_MODELS
-
         info = REFERENCE_MODELS.get(model.name)
         if info is not None:
             return info.family, f"the model reference:{model.name} is {info.family}"
@@ -307,8 +305,6 @@ def process_hint(sc: m.Scope, claim: m.Claim) -> tuple[str | None, str]:
 
 def classify(sc: m.Scope) -> str | None:
     """The Table-1 contract kind of a (possibly partial) computed SCOPE."""
-    from scopecheck.spec.validate import contract_kind
-
     kind = contract_kind(sc)
     if kind is not None:
         return kind

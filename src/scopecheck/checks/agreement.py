@@ -29,6 +29,12 @@ from scopecheck.checks.context import setup
 from scopecheck.checks.params import as_int, plain
 from scopecheck.checks.result import CheckResult
 from scopecheck.checks.sanity import rank_correlations
+from scopecheck.engine.methods import resolve_method, run_method
+from scopecheck.engine.models import LoadOptions
+from scopecheck.engine.run import execute, method_params
+from scopecheck.spec import model as m
+from scopecheck.spec.registry import METHODS
+from scopecheck.spec.standard import STANDARD
 
 if TYPE_CHECKING:
     from scopecheck.engine.result import AttributionResult
@@ -127,11 +133,6 @@ def dsa(result: AttributionResult, params: Mapping[str, object] | None = None, *
 
 
 def _other_method(result: AttributionResult, name: str) -> tuple[torch.Tensor, dict[str, Any], str | None, str]:
-    from scopecheck.spec.registry import METHODS
-    from scopecheck.engine.methods import resolve_method, run_method
-    from scopecheck.engine.run import method_params
-    from scopecheck.spec import model as m
-
     canonical = resolve_method(name)
     info = METHODS[canonical]
     if result.kind not in info.supports and result.kind != "custom":
@@ -143,11 +144,6 @@ def _other_method(result: AttributionResult, name: str) -> tuple[torch.Tensor, d
 
 
 def _other_contract(result: AttributionResult, name: str) -> tuple[Any, str]:
-    from scopecheck.engine.models import LoadOptions
-    from scopecheck.engine.run import execute
-    from scopecheck.spec import model as m
-    from scopecheck.spec.standard import STANDARD
-
     if name not in STANDARD:
         raise KeyError(f"agreement: unknown standard contract {name!r}; known: {', '.join(STANDARD)}")
     c = result.compiled.contract

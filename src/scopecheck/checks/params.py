@@ -6,13 +6,12 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from scopecheck.spec import model as m
 from scopecheck.spec.check_registry import get_check, unknown_params
 
 
 def plain(v: Any) -> Any:
     """A DSL value (Ident, Text, tuples of them) as a plain Python value; selectors stay."""
-    from scopecheck.spec import model as m
-
     if isinstance(v, m.Ident):
         return v.name
     if isinstance(v, m.Text):

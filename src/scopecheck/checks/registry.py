@@ -28,6 +28,8 @@ from scopecheck.checks.params import check_params
 from scopecheck.checks.plan import plan, score_plan
 from scopecheck.checks.rowcache import Work, counting
 from scopecheck.checks.result import CheckResult
+from scopecheck.engine.methods.external import refuse_check
+from scopecheck.engine.precision import float64_forward
 from scopecheck.runtime.progress import phase
 from scopecheck.spec.check_registry import CHECKS, get_check
 
@@ -72,7 +74,6 @@ def _precision(result: AttributionResult) -> Any:
     model = getattr(objective, "model", None)     # a causal-LM objective's model (objectives are duck-typed)
     if model is None:                             # a diffusion objective: its denoiser runs as loaded
         return contextlib.nullcontext()
-    from scopecheck.engine.precision import float64_forward
 
     return float64_forward(model)
 
@@ -105,7 +106,6 @@ def run_check(name: str, result: AttributionResult, params: Mapping[str, object]
     ``fields``: the fields something will read (``None``: all); a field nothing asks for and that
     costs extra work (a curve's ``naopc``) is then left out of the result."""
     fn = _impl(name)
-    from scopecheck.engine.methods.external import refuse_check
 
     refuse_check(name, result)
     check_params(name, params)

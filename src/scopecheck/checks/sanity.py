@@ -33,6 +33,7 @@ import torch
 from scopecheck.checks.context import setup
 from scopecheck.checks.params import as_float, as_int
 from scopecheck.checks.result import CheckResult
+from scopecheck.engine.methods import run_method
 from scopecheck.errors import ContractError
 
 if TYPE_CHECKING:
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 
 
 def _rerun(result: AttributionResult, problem: Any) -> torch.Tensor:
-    from scopecheck.engine.methods import run_method
-
     out = run_method(result.method, problem, dict(result.method_params), seed=result.seed)
     return out.scores.detach().to("cpu", torch.float64)
 

@@ -41,13 +41,20 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from scopecheck.checks.params import as_float, as_int, check_params
 from scopecheck.checks.result import CheckResult
+from scopecheck.dsl.parser import parse_text
 from scopecheck.errors import ContractValidationError, Span
+from scopecheck.loader import check_file
+from scopecheck.reference import REFERENCE_MODELS
+from scopecheck.runtime.files import atomic_write_text
 from scopecheck.runtime.provenance import file_sha256, weight_files
+from scopecheck.spec import model as m
+from scopecheck.spec.check_registry import get_check
 from scopecheck.spec.paths import contract_file
+from scopecheck.spec.text import fmt_model, format_document
+from scopecheck.version import __version__
 
 if TYPE_CHECKING:
     from scopecheck.engine.result import AttributionResult
-    from scopecheck.spec import model as m
 
 SNAPSHOT_FORMAT = "scopecheck-snapshot"
 SNAPSHOT_VERSION = 1
@@ -73,15 +80,12 @@ def weights_sha256(where: str | os.PathLike[str]) -> str | None:
 
 def model_identity(contract: m.Contract) -> dict[str, Any]:
     """``{"ref": <the model statement's canonical text>, "weights_sha256": <revision or None>}``."""
-    from scopecheck.engine.compile import contract_dir
-    from scopecheck.spec.text import fmt_model
+    from scopecheck.engine.compile import contract_dir  # lazy: imports torch
 
     ref = contract.model
     if ref is None:
         return {"ref": None, "weights_sha256": None}
     if ref.kind == "reference":
-        from scopecheck.reference import REFERENCE_MODELS
-
         info = REFERENCE_MODELS.get(ref.name)
         where: Path | None = info.directory if info is not None else None
     elif ref.kind == "path":
@@ -95,8 +99,6 @@ def model_identity(contract: m.Contract) -> dict[str, Any]:
 
 def hashed_text(contract: m.Contract) -> str:
     """What a snapshot's contract hash covers: the canonical text without the ``expect`` clauses."""
-    from scopecheck.spec.text import format_document
-
     return format_document(dataclasses.replace(contract, expects=()))
 
 
@@ -122,8 +124,6 @@ def method_record(result: AttributionResult) -> dict[str, Any]:
 
 def snapshot_document(contract: m.Contract, result: AttributionResult) -> dict[str, Any]:
     """The snapshot of ``result`` (the run of ``contract``) as a JSON-ready document."""
-    from scopecheck.version import __version__
-
     text = hashed_text(contract)
     return {
         "format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "scopecheck": __version__,
@@ -183,8 +183,6 @@ def read_snapshot(path: Path, span: Span) -> dict[str, Any]:
 def write_snapshot(path: Path, doc: Mapping[str, Any]) -> Path:
     """Write ``doc`` to ``path`` atomically (a temporary file beside it, then ``os.replace``, signals
     held back): an interrupted write leaves the old file, or none, and no temporary file."""
-    from scopecheck.runtime.files import atomic_write_text
-
     return atomic_write_text(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n", make_parents=True)
 
 
@@ -266,8 +264,6 @@ def compare_maps(old: Sequence[float], new: Sequence[float], eligible: Sequence[
 
 def _make(fields: Mapping[str, float], config: dict[str, Any], passed: bool, note: str,
           extra: dict[str, Any]) -> CheckResult:
-    from scopecheck.spec.check_registry import get_check
-
     e = get_check("snapshot")
     return CheckResult(name="snapshot", fields=dict(fields),
                        ranges={k: (f.low, f.high) for k, f in e.fields.items()},
@@ -287,7 +283,7 @@ def compare_snapshot(contract: m.Contract, result: AttributionResult, params: Ma
     ``params`` (``path``, ``top_k``, ``spearman``, ``max_abs``; defaults from the registry entry),
     writing it when ``update`` and it is missing, stale or failing. ``extra["status"]`` is one of
     :data:`STATUSES`; ``extra["reason"]`` says why; ``passed`` is True for ``pass`` and ``written``."""
-    from scopecheck.engine.compile import contract_dir
+    from scopecheck.engine.compile import contract_dir  # lazy: imports torch
 
     span = span or contract.span
     prm = check_params("snapshot", params)
@@ -356,8 +352,6 @@ def snapshot(result: AttributionResult, params: Mapping[str, object] | None = No
              ranking: Sequence[int] | None = None, seed: int = 0) -> CheckResult:
     """The registry's implementation (``run_check("snapshot", result, {"path": ...})``): compare,
     never write, the folder rule enforced, the contract read back from ``result.contract_text``."""
-    from scopecheck.dsl.parser import parse_text
-
     docs = parse_text(result.contract_text, result.path)
     contract = next(d for d in docs if getattr(d, "name", None) == result.name)
     return compare_snapshot(contract, result, params)
@@ -367,16 +361,12 @@ def snapshot(result: AttributionResult, params: Mapping[str, object] | None = No
 
 def snapshot_calls(contract: m.Contract) -> list[m.Call]:
     """The ``snapshot(...)`` calls of a contract's expectations."""
-    from scopecheck.spec import model as m
-
     return [side for ex in contract.expects for side in (ex.left, ex.right)
             if isinstance(side, m.Call) and side.name == "snapshot"]
 
 
 def spelled_path(call: m.Call) -> str | None:
     """The snapshot file a call names (its first positional argument, or ``path = ...``)."""
-    from scopecheck.spec import model as m
-
     for p in call.params:
         if p.key == "path" and isinstance(p.value, m.Text):
             return p.value.value
@@ -387,9 +377,6 @@ def spelled_path(call: m.Call) -> str | None:
 
 def referenced_snapshots(paths: Iterable[str | os.PathLike[str]]) -> set[Path]:
     """The resolved snapshot files the contracts of these ``.scope`` files name."""
-    from scopecheck.loader import check_file
-    from scopecheck.spec import model as m
-
     out: set[Path] = set()
     for f in paths:
         sf = check_file(f)

@@ -24,6 +24,7 @@ from typing import Callable  # noqa: E402
 
 from scopecheck.cli import audit, check, compare, run  # noqa: E402
 from scopecheck.cli._common import print_errors  # noqa: E402
+from scopecheck.engine import threads  # noqa: E402
 from scopecheck.errors import ContractError  # noqa: E402
 
 __all__ = ["main"]
@@ -74,8 +75,6 @@ def _dispatch(argv: list[str] | None) -> int:
         ap = build_parser()
         args = ap.parse_args(argv)
         try:
-            from scopecheck.engine import threads
-
             threads.set_policy(args.threads or os.environ.get("SCOPECHECK_THREADS") or "auto")
             code = COMMANDS[args.command](args)
         except ContractError as exc:

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from scopecheck.runtime.files import DestinationError, atomic_write_text, check_file, check_folder
+
 
 def print_errors(errors) -> None:
     err = sys.stderr
@@ -17,8 +19,6 @@ def print_errors(errors) -> None:
 def atomic_write(path: Path, text: str) -> None:
     """Replace the file at ``path`` atomically (:func:`scopecheck.runtime.files.atomic_write_text`); a
     symbolic link keeps pointing where it did and its target is what is replaced."""
-    from scopecheck.runtime.files import atomic_write_text
-
     atomic_write_text(os.path.realpath(path), text)
 
 
@@ -26,8 +26,6 @@ def destination_problems(files: dict[str, str | None], folders: dict[str, str | 
                           report_files: tuple[str, ...] = ()) -> list[str]:
     """One line per output destination scopecheck will not write (option -> path; None or '-': none),
     checked before any computation (:mod:`scopecheck.runtime.files`)."""
-    from scopecheck.runtime.files import DestinationError, check_file, check_folder
-
     problems = []
     for option, path in files.items():
         if path not in (None, "-"):

@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Callable
 
 from scopecheck.cli._common import destination_problems, refuse
+from scopecheck.orchestration import matrix
+from scopecheck.report.jsonout import jsonable
+from scopecheck.runtime.files import atomic_write_many, atomic_write_text
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     bad_outputs = destination_problems({"--out": args.out}, {})
     if bad_outputs:
         return refuse(bad_outputs)
+    # lazy: imports numpy
     from scopecheck.audit import audit_paths, exit_code, render_html, render_markdown, render_text, to_json
 
     reports = audit_paths(args.paths, dynamic=args.dynamic, device=args.device)
@@ -27,8 +31,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         text = render_text(reports, stream=sys.stdout)
     if args.out:
-        from scopecheck.runtime.files import atomic_write_text
-
         atomic_write_text(args.out, text)
         print(f"audit written to {args.out}", file=sys.stderr)
     else:
@@ -42,26 +44,21 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         return refuse(bad_outputs)
     from rich.console import Console
 
-    from scopecheck.orchestration.matrix import matrix_html, matrix_table, run_matrix
-
     store = None if args.store == "-" else args.store
-    cells = run_matrix(args.examples, args.methods or None, args.device, dataset=args.dataset, store=store,
+    cells = matrix.run_matrix(args.examples, args.methods or None, args.device, dataset=args.dataset, store=store,
                        resume=args.resume, path=str(Path.cwd() / "matrix.scope"))
     Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160).print(
-        matrix_table(cells, args.dataset))
-    from scopecheck.runtime.files import atomic_write_many
+        matrix.matrix_table(cells, args.dataset))
 
     outputs = []                # rendered first, then replaced together
     if args.json:
         from dataclasses import asdict
 
-        from scopecheck.report.jsonout import jsonable
-
         # strict JSON: a cell that did not run has NaN fields, written as "nan" (never a bare NaN)
         outputs.append((args.json, json.dumps(jsonable([asdict(c) for c in cells]), indent=2,
                                               allow_nan=False) + "\n"))
     if args.html:
-        outputs.append((args.html, matrix_html(cells, args.dataset)))
+        outputs.append((args.html, matrix.matrix_html(cells, args.dataset)))
     try:
         atomic_write_many(outputs)
     except OSError as exc:      # a DestinationError: the destination changed while the matrix ran

@@ -9,7 +9,18 @@ from pathlib import Path
 from typing import Callable
 
 from scopecheck.cli._common import atomic_write, print_errors
+from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selector, format_document, format_text
+from scopecheck.dsl.parser import parse_text
+from scopecheck.engine.preflight import preflight
 from scopecheck.errors import ContractError, error_count
+from scopecheck.loader import check_file, collect
+from scopecheck.spec import model as m
+from scopecheck.spec.check_registry import CHECKS, COMMON_CHECK_PARAMS, PROTOCOLS, PROTOCOL_PARAMS
+from scopecheck.spec.jsonio import check_output, to_json
+from scopecheck.spec.registry import CONTRACT_KINDS, METHODS
+from scopecheck.spec.standard import STANDARD
+from scopecheck.spec.text import resolved_scope_lines
+from scopecheck.spec.validate import resolve
 
 
 #: the width of tables printed to something that is not a terminal (a pipe, a file, CI logs)
@@ -31,10 +42,6 @@ def _console(stderr: bool = False, width: int | None = None):
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from scopecheck.dsl.format import format_document
-    from scopecheck.loader import check_file, collect
-    from scopecheck.spec.jsonio import check_output, to_json
-
     files, errors = collect(args.paths)
     docs_json = []
     n_docs = 0
@@ -43,8 +50,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         errors += list(sf.errors)
         if sf.errors:
             continue
-        from scopecheck.engine.preflight import preflight
-        from scopecheck.spec import model as m
 
         for d in sf.documents:
             n_docs += 1
@@ -57,9 +62,6 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"# {d.span}")
                 print(format_document(d))
                 if isinstance(d, m.Contract):
-                    from scopecheck.spec.text import resolved_scope_lines
-                    from scopecheck.spec.validate import resolve
-
                     res = resolve(d)
                     print("\n".join(resolved_scope_lines(d, res.scope, res.origin)))
                     print()
@@ -78,10 +80,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
-    from scopecheck.dsl.format import format_text
-    from scopecheck.dsl.parser import parse_text
-    from scopecheck.loader import collect
-
     files, errors = collect(args.paths)
     changed = []
     outputs: dict[Path, str] = {}
@@ -130,12 +128,6 @@ NAMES = ("name", "method", "check", "contract", "parameter")
 
 def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
-
-    from scopecheck.spec.check_registry import CHECKS, COMMON_CHECK_PARAMS, PROTOCOL_PARAMS, PROTOCOLS
-    from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selector
-    from scopecheck.spec import model as m
-    from scopecheck.spec.registry import CONTRACT_KINDS, METHODS
-    from scopecheck.spec.standard import STANDARD
 
     con = _console(width=getattr(args, "width", None))
     t = Table(title="Standard contracts (seed 000, Table 1)", show_lines=True)

@@ -32,7 +32,7 @@ def _non_negative(kind: type) -> Callable[[str], float | int]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from scopecheck.report.compare import compare, comparison_json, read_results, render
+    from scopecheck.report.compare import compare, comparison_json, read_results, render  # lazy: imports numpy
 
     try:
         a, b = read_results(args.a), read_results(args.b)
@@ -49,7 +49,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    from scopecheck.report.compare import TOLERANCE, TOP_K
+    from scopecheck.report.compare import TOLERANCE, TOP_K  # lazy: imports numpy
 
     p = sub.add_parser("compare", help="two JSON results side by side: provenance, map differences, changed "
                                        "outcomes (exit 0 equal, 1 different, 2 bad input)",

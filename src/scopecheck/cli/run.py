@@ -7,7 +7,20 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from scopecheck.checks.snapshot import unused_note
 from scopecheck.cli._common import destination_problems, print_errors, refuse
+from scopecheck.engine.preflight import preflight
+from scopecheck.errors import visible
+from scopecheck.loader import check_file, collect
+from scopecheck.orchestration.records import ContractRun
+from scopecheck.orchestration.settings import RunSettings
+from scopecheck.report.html import render_report
+from scopecheck.report.jsonout import dumps, results_json, validate_results
+from scopecheck.report.summary import print_summary, work_table
+from scopecheck.report.terminal import heatmap_text
+from scopecheck.runtime.files import DestinationError, atomic_write_many
+from scopecheck.runtime.progress import progress_enabled
+from scopecheck.spec import model as m
 
 DEFAULT_REPORT_DIR = "scopecheck-report"
 DEFAULT_STORE = "scopecheck-store"
@@ -38,15 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return refuse(bad_outputs)
     from rich.console import Console
 
-    from scopecheck.errors import visible
-    from scopecheck.engine.models import LoadOptions
-    from scopecheck.engine.preflight import preflight
-    from scopecheck.loader import check_file, collect
-    from scopecheck.report.terminal import heatmap_text
-    from scopecheck.orchestration.records import ContractRun
-    from scopecheck.orchestration.runner import Runner
-    from scopecheck.orchestration.settings import RunSettings
-    from scopecheck.spec import model as m
+    from scopecheck.engine.models import LoadOptions  # lazy: imports torch
+    from scopecheck.orchestration.runner import Runner  # lazy: imports numpy
 
     files, errors = collect(args.paths)
     # every contract in file order: (contract, None) runs; (contract, why) is invalid and is reported
@@ -79,7 +85,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     to_err = args.json == "-"
     out = Console(highlight=False, markup=False, stderr=to_err,
                   width=None if (sys.stderr if to_err else sys.stdout).isatty() else 160)
-    from scopecheck.runtime.progress import progress_enabled
 
     runner = Runner(RunSettings(
         device=args.device, dtype=args.dtype, progress=progress_enabled(None),
@@ -113,26 +118,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                                  "  PASS  " if o.passed else "  FAIL  ")
                 out.print(visible(mark + f"line {o.line}: {o.explanation}"))
             out.print()
-    from scopecheck.report.summary import print_summary
 
     totals = print_summary(runs, out, len(loose))
-    from scopecheck.checks.snapshot import unused_note
 
     note = unused_note(files)
     if note:
         out.print(visible(note))
     if args.verbose:
-        from scopecheck.report.summary import work_table
-
         out.print(work_table(runs))
     # both documents are rendered (and the JSON validated) before either file is replaced
-    from scopecheck.runtime.files import DestinationError, atomic_write_many
-    from scopecheck.report.jsonout import dumps, results_json, validate_results
-
     outputs: list[tuple[str, str]] = []
     if report_dir != "-":
-        from scopecheck.report.html import render_report
-
         page = render_report(runs, problems=[e.render() for e in loose])
         outputs.append((str(Path(report_dir) / "index.html"), page))
     if args.json:

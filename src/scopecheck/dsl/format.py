@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from lark import Token, Tree
 
+from scopecheck.dsl.parser import ToSpec, parse_layout
 from scopecheck.spec import model as m
 from scopecheck.spec.text import (  # noqa: F401  (re-exported: the canonical text of spec nodes)
     fmt_expectation, fmt_features, fmt_model, fmt_number, fmt_operand, fmt_params, fmt_ref, fmt_score, fmt_selector,
@@ -87,8 +88,6 @@ def _end(node: Tree[Token]) -> tuple[int, int]:
 
 class _Printer:
     def __init__(self, layout: Layout, path: str) -> None:
-        from scopecheck.dsl.parser import ToSpec
-
         self.spec = ToSpec(path)
         self.braces = [(_line(t), _column(t)) for t in layout.lbraces]
         self.lines: list[_Line] = []
@@ -181,8 +180,6 @@ def format_text(text: str, path: str = "<string>") -> str:
 
     Raises :class:`~scopecheck.errors.ContractSyntaxError` where :func:`parse_text` does.
     """
-    from scopecheck.dsl.parser import parse_layout
-
     layout = parse_layout(text, path)
     pr = _Printer(layout, path)
     for doc in _subtrees(layout.tree):

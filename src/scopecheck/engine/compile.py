@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from scopecheck.engine.align import Alignment, align, positions
-from scopecheck.engine.models import LoadedModel, check_context
+from scopecheck.dsl.format import fmt_selector
+from scopecheck.engine.align import Alignment, align, join_warning, positions, prompt_ids as read_prompt
+from scopecheck.engine.models import LoadedModel, check_context, context_window
 from scopecheck.engine.problem import AttributionProblem
+from scopecheck.engine.scoring import causal_lm_problem
 from scopecheck.errors import ContractValidationError
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import Resolved
@@ -69,8 +71,6 @@ class Compiled:
     def with_model(self, model: torch.nn.Module) -> AttributionProblem:
         """The same problem (ids, E, targets, score, operator tokens) on another model, e.g. a
         re-initialised copy for the randomization check."""
-        from scopecheck.engine.scoring import causal_lm_problem  # torch-heavy scoring stays out of import time
-
         pb = self.problem
         obj = pb.objective
         score = getattr(obj, "score", None) or SCORE_KINDS.get(self.score_kind, "logprob")
@@ -97,7 +97,6 @@ def freeze_output(contract: m.Contract, lm: LoadedModel, prompt_ids: list[int]) 
         return out.text, None
     params = {p.key: m.py_value(p.value) for p in out.params}
     max_new = int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
-    from scopecheck.engine.models import context_window
 
     limit = context_window(lm)
     if limit is not None:
@@ -224,7 +223,6 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, 
         raise ContractValidationError(f"{lm.identity} is not a causal LM; autoregressive contracts need one",
                                       contract.model.span if contract.model else contract.span, rule="model")
     assert contract.prompt is not None and sc.score is not None and sc.explain is not None
-    from scopecheck.engine.align import prompt_ids as read_prompt
 
     tok = lm.tokenizer
     prompt_ids = read_prompt(tok, contract.prompt)
@@ -236,8 +234,6 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, 
                         'model reads its prompts inside that template; write `prompt chat { user: "..." }` to have it '
                         "rendered (its tokens are then held fixed and listed)")
     if out_ids is None and not contract.prompt.chat:
-        from scopecheck.engine.align import join_warning
-
         joined = join_warning(tok, contract.prompt.text, out_text)
         if joined and strict:
             raise ContractValidationError(joined, contract.output.span if contract.output else contract.span,
@@ -268,7 +264,6 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, 
     if sc.score.kind not in SCORE_KINDS:
         raise ContractValidationError(f"score kind {sc.score.kind!r} needs a diffusion process", sc.score.span,
                                       rule="score-output")
-    from scopecheck.engine.scoring import causal_lm_problem
 
     ids = torch.tensor(al.ids, dtype=torch.long)
     eligible = torch.zeros(L, dtype=torch.bool)
@@ -281,8 +276,6 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, 
 
 
 def _fmt(sel: m.Selector) -> str:
-    from scopecheck.dsl.format import fmt_selector
-
     return fmt_selector(sel)
 
 

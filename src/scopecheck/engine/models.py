@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-from scopecheck.errors import ContractError, ContractValidationError, Span, reraise_interrupt
+from scopecheck.engine import gguf, threads
+from scopecheck.errors import ContractError, ContractValidationError, Span, reraise_interrupt, unknown_name
+from scopecheck.reference import REFERENCE_MODELS
 from scopecheck.spec import model as m
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -76,12 +78,8 @@ def resolve_device(device: str) -> str:
 def model_location(ref: m.ModelRef, base_dir: Path | None) -> tuple[str, str]:
     """(what to pass to from_pretrained, identity for reports)."""
     if ref.kind == "reference":
-        from scopecheck.reference import REFERENCE_MODELS
-
         info = REFERENCE_MODELS.get(ref.name)
         if info is None:
-            from scopecheck.errors import unknown_name
-
             raise unknown_name("reference model", ref.name, list(REFERENCE_MODELS), ref.span)
         return str(info.directory), f"reference:{ref.name}"
     if ref.kind == "path":
@@ -124,8 +122,6 @@ def load(ref: m.ModelRef, options: LoadOptions = LoadOptions(), base_dir: Path |
         exc.span = ref.span
         raise
     if device == "cpu":
-        from scopecheck.engine import threads
-
         threads.on_model(lm.model)        # the thread policy (engine/threads.py): tiny models single-threaded
     return lm
 
@@ -134,8 +130,6 @@ def check_model_files(where: str, identity: str, allow_pickle: bool) -> Any:
     """Positioned errors for a local model directory or ``.gguf`` file whose files cannot be what
     they claim. Returns the GGUF header (:class:`scopecheck.engine.gguf.GgufHeader`) for a GGUF
     checkpoint, None for a Hugging Face directory."""
-    from scopecheck.engine import gguf
-
     d = Path(where)
     span = Span()
     target = gguf.gguf_target(d)
@@ -195,8 +189,6 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
     if not local:  # a hub id: honour HF_HUB_OFFLINE as set now (huggingface_hub reads it at import)
         kw["local_files_only"] = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if header is not None:  # GGUF: config, tokenizer and weights all come out of the one file
-        from scopecheck.engine import gguf
-
         gguf.require_packages(identity)
         where = str(header.path.parent)
         kw["gguf_file"] = header.path.name

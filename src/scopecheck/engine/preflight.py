@@ -35,9 +35,13 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from scopecheck.engine import gguf
+from scopecheck.engine.align import align, positions
 from scopecheck.errors import ContractError, ContractValidationError, Span, reraise_interrupt
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
+from scopecheck.spec.standard import family_param
+from scopecheck.spec.validate import resolve
 
 #: operators every model has (``engine.embeddings.embedding_operators``), and the token-backed ones
 ALWAYS = ("zero", "mean", "delete", "noop")
@@ -83,7 +87,6 @@ def _read(where: str, identity: str, trust_remote_code: bool = False) -> tuple[A
     d = Path(where)
     if not d.is_dir():
         return None
-    from scopecheck.engine import gguf
 
     try:
         if gguf.gguf_target(d) is not None:
@@ -117,7 +120,7 @@ def _read(where: str, identity: str, trust_remote_code: bool = False) -> tuple[A
 
 def _process_refusal(identity: str, config: Any, diffusion: bool) -> tuple[str, str, str] | None:
     """(message, expected, hint) when the config cannot serve the contract's process."""
-    from scopecheck.engine.models import model_family
+    from scopecheck.engine.models import model_family  # lazy: imports torch
 
     archs = ", ".join(getattr(config, "architectures", None) or []) or f"model_type {config.model_type}"
     auto_map = getattr(config, "auto_map", None) or {}
@@ -172,11 +175,8 @@ def preflight(contract: m.Contract, *, trust_remote_code: bool = False) -> list[
 
     ``trust_remote_code`` is the command line's ``--trust-remote-code`` (never a contract's):
     without it a model folder's own code is refused, and never imported."""
-    from scopecheck.engine.align import align, positions
-    from scopecheck.engine.compile import contract_dir, token_sets
-    from scopecheck.engine.models import model_location
-    from scopecheck.spec.standard import family_param
-    from scopecheck.spec.validate import resolve
+    from scopecheck.engine.compile import contract_dir, token_sets  # lazy: imports torch
+    from scopecheck.engine.models import model_location  # lazy: imports torch
 
     if contract.model is None:
         return []

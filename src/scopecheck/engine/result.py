@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from scopecheck.dsl.parser import parse_text
+from scopecheck.spec import model as m
+
 if TYPE_CHECKING:
     from scopecheck.engine.compiled import CompiledContract
 
@@ -120,11 +123,8 @@ class AttributionResult:
 
 
 def _selector(sel: Any):
-    from scopecheck.spec import model as m
-
     if isinstance(sel, m.Selector):
         return sel
-    from scopecheck.dsl.parser import parse_text
 
     doc = parse_text(f'contract "s" {{ explain {sel} }}')[0]
     return doc.scope.explain

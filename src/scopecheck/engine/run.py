@@ -12,7 +12,13 @@ import torch
 from scopecheck.dsl.format import fmt_features, fmt_params, fmt_score, fmt_selector, fmt_value, format_document
 from scopecheck.engine.compile import compile_contract, contract_dir
 from scopecheck.engine.compiled import CompiledContract
+from scopecheck.engine.cost import check_budget
+from scopecheck.engine.diffusion.compile import compile_diffusion
+from scopecheck.engine.family import run_family
+from scopecheck.engine import methods
+from scopecheck.engine.methods import external
 from scopecheck.engine.models import LoadedModel, LoadOptions, load
+from scopecheck.engine.precision import float64_forward
 from scopecheck.engine.result import AttributionResult, TokenScore
 from scopecheck.engine.scoring import fast_path_notes
 from scopecheck.engine.words import AGGREGATIONS, DEFAULT_AGGREGATION, TEXT_ROLES, alignment_inputs, word_map
@@ -20,7 +26,12 @@ from scopecheck.errors import (
     ContractError, ContractErrors, ContractValidationError, InternalError, MethodRefused, Span, reraise_interrupt,
     unknown_name,
 )
+from scopecheck.loader import load_file, load_text
+from scopecheck.runtime.batching import BatchSizeError
+from scopecheck.runtime.devices import is_out_of_memory
+from scopecheck.runtime.provenance import model_facts
 from scopecheck.spec import model as m
+from scopecheck.spec.standard import family_param, member_use
 from scopecheck.spec.validate import Resolved, resolve, validate
 
 from scopecheck.spec.registry import get_method
@@ -74,8 +85,6 @@ def method_params(compiled: CompiledContract, method: m.Method) -> tuple[str, di
 
 def _budget(name: str, params: dict[str, Any], compiled: CompiledContract, contract: m.Contract,
             max_evaluations: int | None) -> None:
-    from scopecheck.engine.cost import check_budget
-
     pb = compiled.problem
     V = int(pb.vocab_embeds.shape[0]) if getattr(pb, "vocab_embeds", None) is not None else 1
     chain = compiled.chain
@@ -103,9 +112,6 @@ def _method_call(name: str, contract: m.Contract, call: Callable[[], T]) -> T:
     :mod:`scopecheck.runtime.batching`) is reported as it came; anything else is a bug in
     the method and says so (:class:`InternalError`, the original chained), never relabelled as a
     refusal."""
-    from scopecheck.runtime.batching import BatchSizeError
-    from scopecheck.runtime.devices import is_out_of_memory
-
     try:
         return call()
     except MethodRefused as exc:
@@ -176,8 +182,6 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
 
     ``method external(map = ...)`` reads its map from a file (``allow_outside_data`` lifts the
     folder rule) instead of computing one; ``scores`` (:func:`check_map`) gives that map directly."""
-    from scopecheck.spec.standard import family_param
-
     if family_param(contract.use) is not None:
         raise ContractValidationError("a map family (target = each) runs with execute_family", contract.span,
                                       rule="engine")
@@ -190,8 +194,6 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
     process = resolved.scope.process
     t0 = time.perf_counter()
     if process is not None and process.kind == "masked_diffusion":
-        from scopecheck.engine.diffusion.compile import compile_diffusion
-
         lm = load(contract.model, options, contract_dir(contract), family="masked_diffusion")
         t1 = time.perf_counter()
         compiled: CompiledContract = compile_diffusion(contract, resolved, lm)
@@ -203,8 +205,6 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
     phases = {"load": t1 - t0, "compile": t2 - t1}
     name, params, operator = method_params(compiled, contract.method)
     if name == "external":
-        from scopecheck.engine.methods import external
-
         seed = contract.seed if contract.seed is not None else 0
         if scores is None:
             out = external.external_output(contract, compiled, allow_outside_data)
@@ -216,14 +216,12 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
         return build_result(contract, resolved, lm, compiled, name, params, None, aggregate, out, seed,
                             "as given by the map", phases)
     _budget(name, params, compiled, contract, max_evaluations)
-    from scopecheck.engine.methods import run_method
-    from scopecheck.engine.precision import float64_forward
 
     seed = contract.seed if contract.seed is not None else 0
     torch.manual_seed(seed)
     t3 = time.perf_counter()
     with float64_forward(lm.model) as precision:
-        out = _method_call(name, contract, lambda: run_method(name, compiled.problem, params, seed=seed,
+        out = _method_call(name, contract, lambda: methods.run_method(name, compiled.problem, params, seed=seed,
                                                               progress=progress))
     phases["attribution"] = time.perf_counter() - t3
     return build_result(contract, resolved, lm, compiled, name, params, operator, aggregate, out, seed,
@@ -237,10 +235,6 @@ def execute_family(contract: m.Contract, options: LoadOptions = LoadOptions(), p
     generated token ``y[k]`` (``target = k``), each compiled as its own single-target contract
     on one frozen output, computed together where the work can be shared
     (:mod:`scopecheck.engine.family`). Returns the member contracts and their results."""
-    from scopecheck.engine.family import run_family
-    from scopecheck.engine.precision import float64_forward
-    from scopecheck.spec.standard import family_param, member_use
-
     if family_param(contract.use) is None:
         raise ContractValidationError("not a map family: state `target = each`", contract.span, rule="engine")
     errs = validate(contract)
@@ -354,8 +348,6 @@ def build_result(contract: m.Contract, resolved: Resolved, lm: LoadedModel, comp
 
 def _model_facts(lm: LoadedModel) -> dict[str, Any] | None:
     """The model's provenance; None (never a failed run) when its files cannot be read."""
-    from scopecheck.runtime.provenance import model_facts
-
     try:
         return model_facts(lm)
     except OSError:
@@ -372,8 +364,6 @@ def _is_path(source: object) -> bool:
 
 
 def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
-    from scopecheck.loader import load_file, load_text
-
     if isinstance(source, m.Contract):
         return [source]
     if _is_path(source):

@@ -16,6 +16,8 @@ import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+from scopecheck.datasets import example_contract, load_examples
+from scopecheck.dsl.format import fmt_expectation, fmt_model, fmt_params, format_document
 from scopecheck.errors import ContractError, ContractValidationError, Span
 from scopecheck.orchestration import stats
 from scopecheck.orchestration.examples import argument_key, canonical_text, inner_items, plain_key
@@ -74,9 +76,7 @@ def _positioned(exc: ContractError, contract: m.Contract, span: Span) -> Contrac
 
 def run_dataset(runner: Driver, contract: m.Contract) -> ContractRun:
     """Run every example of a dataset contract (its failure isolated, as a single run's)."""
-    from scopecheck.datasets import example_contract, load_examples
-    from scopecheck.dsl.format import fmt_model, format_document
-    from scopecheck.engine.compile import contract_dir
+    from scopecheck.engine.compile import contract_dir  # lazy: imports torch
 
     assert contract.dataset is not None  # the runner sends only dataset contracts here
     cr = ContractRun(contract)
@@ -96,7 +96,6 @@ def run_dataset(runner: Driver, contract: m.Contract) -> ContractRun:
     items = inner_items(contract)
     keys = {it.key for it in items}
     seed = contract.seed or 0
-    from scopecheck.dsl.format import fmt_params
 
     method = contract.method.name + fmt_params(contract.method.params) if contract.method is not None else ""
     key = contract_key(format_document(contract), loaded.fingerprint, fmt_model(contract.model) if contract.model
@@ -262,8 +261,6 @@ def _worst(cr: ContractRun, agg: m.Aggregate, ex: m.Expectation, high_is_good: b
 def evaluate_dataset(cr: ContractRun, ex: m.Expectation) -> ExpectationOutcome:
     """An expectation of a dataset contract: an aggregate with its n and interval, or a plain
     expectation that must hold on every example."""
-    from scopecheck.dsl.format import fmt_expectation
-
     text = fmt_expectation(ex)
     if cr.error is not None:
         return ExpectationOutcome(text, ex.span.line, False, None, None, cr.error)

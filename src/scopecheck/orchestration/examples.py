@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from scopecheck.datasets import example_contract
+from scopecheck.dsl.format import fmt_expectation, fmt_operand
 from scopecheck.errors import ContractError, ContractValidationError
 from scopecheck.orchestration import expect
 from scopecheck.orchestration.records import ContractRun
@@ -46,8 +48,6 @@ class Inner:
 
 def canonical_text(o: Any) -> str:
     """A clause or an operand in canonical form (what value keys are made of)."""
-    from scopecheck.dsl.format import fmt_expectation, fmt_operand
-
     return fmt_expectation(o) if isinstance(o, m.Expectation) else fmt_operand(o)
 
 
@@ -208,8 +208,6 @@ def compute_example(runner: Driver, contract: m.Contract, ex: Example,
                     items: list[Inner]) -> tuple[ContractRun, dict[str, Any], float, str | None]:
     """Run one example as its own contract: ``(its ContractRun, its values, seconds, its error)``;
     the error is the run's, or the row's when its truth names no prompt token."""
-    from scopecheck.datasets import example_contract
-
     t0 = time.perf_counter()
     sub = runner.execute(example_contract(contract, ex))
     sub.asks = tuple(contract.expects)        # its checks serve the dataset's aggregates

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol, Sequence
 
+from scopecheck.dsl.format import format_document
+from scopecheck.loader import load_text
 from scopecheck.orchestration.examples import compute_example, inner_items
 from scopecheck.orchestration.protocols import Done, Driver, Executor
 from scopecheck.orchestration.records import ContractRun
@@ -63,8 +65,6 @@ class Job:
 
 
 def _contract(job: Job) -> m.Contract:
-    from scopecheck.loader import load_text
-
     docs = [d for d in load_text(job.text, job.path) if isinstance(d, m.Contract) and d.name == job.name]
     same_line = [d for d in docs if d.span.line == job.line]
     return (same_line or docs)[0]
@@ -94,9 +94,6 @@ def source_text(contract: m.Contract) -> str | None:
 def job_text(contract: m.Contract) -> str:
     """The text a worker parses: the contract's own file when it still holds this very contract
     (so every position, and every error message, is the serial run's), else its canonical form."""
-    from scopecheck.dsl.format import format_document
-    from scopecheck.loader import load_text
-
     text = source_text(contract)
     if text is not None:
         try:

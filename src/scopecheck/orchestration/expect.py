@@ -14,6 +14,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from scopecheck.checks.catalog import CHECKS
+from scopecheck.checks.snapshot import compare_snapshot
+from scopecheck.dsl.format import fmt_expectation, fmt_operand, fmt_selector
 from scopecheck.errors import ContractError, ContractValidationError, InternalError, Span
 from scopecheck.orchestration.records import ContractRun, ExpectationOutcome, contract_failure
 from scopecheck.spec import model as m
@@ -24,8 +27,6 @@ if TYPE_CHECKING:
 
 def call_key(call: m.Call) -> str:
     """The canonical text of a check call without its fields: the key of its cached result."""
-    from scopecheck.dsl.format import fmt_operand
-
     return fmt_operand(m.Call(call.name, call.args, call.params, (), True))
 
 
@@ -73,8 +74,6 @@ def asked_fields(contract: m.Contract, key: str,
     bare call compared with something or aggregated, every field (``None``) when the whole result
     is asked for (``expect completeness``) or the call is not among them. A check computes only
     what is asked when asking more costs work (a curve's NAOPC bound search)."""
-    from scopecheck.checks.catalog import CHECKS
-
     found: set[str] = set()
     hit = False
     for ex in (getattr(contract, "expects", ()) or ()) if expects is None else expects:
@@ -105,8 +104,6 @@ def asked_fields(contract: m.Contract, key: str,
 def param_value(v: m.Value) -> Any:
     """Check parameters as plain values; selectors as their canonical text."""
     if isinstance(v, m.Selector):
-        from scopecheck.dsl.format import fmt_selector
-
         return fmt_selector(v)
     return m.py_value(v)
 
@@ -114,8 +111,6 @@ def param_value(v: m.Value) -> Any:
 def call_params(call: m.Call) -> dict[str, Any]:
     """A check call's parameters as plain values: those given by position (as its registry entry's
     ``positional`` names them, ``snapshot("snapshots/noir.json")``), then those given by name."""
-    from scopecheck.spec.check_registry import CHECKS
-
     entry = CHECKS.get(call.name)
     names = entry.positional if entry is not None else ()
     out = {k: param_value(v) for k, v in zip(names, call.args)}
@@ -128,8 +123,6 @@ def snapshot_outcome(cr: ContractRun, ex: m.Expectation, text: str, *, update: b
     """``expect snapshot(...)``: the run against its stored snapshot (:mod:`scopecheck.checks.snapshot`),
     written when ``update``. The outcome's ``status`` is the snapshot's: pass, fail, stale, missing
     or written; stale and missing fail, and say why and how to re-record."""
-    from scopecheck.checks.snapshot import compare_snapshot
-
     call = ex.left
     assert isinstance(call, m.Call)
     key = call_key(call)
@@ -154,7 +147,7 @@ def snapshot_outcome(cr: ContractRun, ex: m.Expectation, text: str, *, update: b
 def check(cr: ContractRun, call: m.Call, random: bool = False, *, progress: bool = False) -> Any:
     """The result of check ``call`` on ``cr``'s attribution (its random baseline with ``random``),
     computed once per run."""
-    from scopecheck.checks.registry import random_baseline, run_check
+    from scopecheck.checks.registry import random_baseline, run_check  # lazy: imports torch
 
     key = ("random:" if random else "") + call_key(call)
     if key not in cr.checks:
@@ -198,7 +191,6 @@ def value(cr: ContractRun, op: m.Operand, other: m.Operand | None, *, progress: 
     res = check(cr, op, progress=progress)
     if not op.fields and (other is None):
         return res
-    from scopecheck.checks.catalog import CHECKS
 
     fld = op.fields[0] if op.fields else CHECKS[name].default_field
     return res.fields[fld]
@@ -227,8 +219,6 @@ def evaluate(cr: ContractRun, ex: m.Expectation, *, debug: bool = False, progres
     clause's: an exception while evaluating it becomes its positioned error (``debug``: re-raised).
     ``update_snapshots`` writes a missing, stale or failing ``snapshot(...)``'s file;
     ``allow_outside`` lifts the folder rule for it (``--allow-outside-data``)."""
-    from scopecheck.dsl.format import fmt_expectation
-
     text = fmt_expectation(ex)
     snap = ex.op is None and isinstance(ex.left, m.Call) and ex.left.name == "snapshot"
     if snap and cr.members:

@@ -20,6 +20,9 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from scopecheck.loader import load_text
+from scopecheck.orchestration.settings import RunSettings
+from scopecheck.runtime.progress import Progress, progress_enabled
 from scopecheck.spec import model as m
 from scopecheck.spec.registry import AUTOREGRESSIVE_KINDS, METHODS
 
@@ -89,8 +92,6 @@ def run_matrix(n_examples: int = 3, methods: list[str] | None = None, device: st
                path: str = "matrix.scope", progress: bool | None = None, stream: Any = None) -> list[Cell]:
     """Every method under every autoregressive contract it supports; ``progress`` as for a run
     (``None``: ``$SCOPECHECK_PROGRESS``, else on outside pytest), written to ``stream`` (stderr)."""
-    from scopecheck.runtime.progress import Progress, progress_enabled
-
     names = methods or [m for m, i in METHODS.items() if set(i.supports) & set(AUTOREGRESSIVE_KINDS)]
     pairs = [(meth, kind) for meth in names for kind in AUTOREGRESSIVE_KINDS if kind in METHODS[meth].supports]
     first = f"{pairs[0][0]} under {pairs[0][1]}" if pairs else ""
@@ -105,10 +106,8 @@ def run_matrix(n_examples: int = 3, methods: list[str] | None = None, device: st
 
 def _run_pairs(pairs: list[tuple[str, str]], n_examples: int, device: str, dataset: str, store: str | None,
                resume: bool, path: str, bar: Any) -> list[Cell]:
-    from scopecheck.loader import load_text
-    from scopecheck.orchestration.dataset import aggregate
-    from scopecheck.orchestration.runner import Runner
-    from scopecheck.orchestration.settings import RunSettings
+    from scopecheck.orchestration.dataset import aggregate  # lazy: imports numpy
+    from scopecheck.orchestration.runner import Runner  # lazy: imports numpy
 
     # the dataset path comes from the command line, not a contract: outside data is allowed
     runner = Runner(RunSettings(device=device, store_dir=store, resume=resume, allow_outside_data=True))

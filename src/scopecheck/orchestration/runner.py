@@ -20,6 +20,7 @@ from scopecheck.orchestration.protocols import Executor
 from scopecheck.orchestration.records import ContractRun, ExpectationOutcome, contract_failure
 from scopecheck.orchestration.settings import RunSettings
 from scopecheck.spec import model as m
+from scopecheck.spec.standard import family_param
 
 if TYPE_CHECKING:                      # engine.models imports torch: only the type is needed here
     from scopecheck.engine.models import LoadOptions
@@ -50,15 +51,13 @@ class Runner:
         """How models load: the settings' options, else ``LoadOptions(device, dtype)``."""
         if self.settings.options is not None:
             return self.settings.options
-        from scopecheck.engine.models import LoadOptions
+        from scopecheck.engine.models import LoadOptions  # lazy: imports torch
 
         return LoadOptions(self.settings.device, self.settings.dtype)
 
     def run(self, contract: m.Contract) -> ContractRun:
         key = (contract.span.path, contract.span.line, contract.name)
         if key not in self.runs:
-            from scopecheck.spec.standard import family_param
-
             if contract.dataset is not None:
                 self.runs[key] = run_dataset(self, contract)
             elif family_param(contract.use) is not None:
@@ -69,7 +68,7 @@ class Runner:
 
     def execute(self, contract: m.Contract) -> ContractRun:
         """Run one (single-prompt) contract, uncached, its failure isolated."""
-        from scopecheck.engine.run import execute
+        from scopecheck.engine.run import execute  # lazy: imports torch
 
         s = self.settings
         cr = ContractRun(contract)
@@ -88,7 +87,7 @@ class Runner:
 
     def execute_family(self, contract: m.Contract) -> ContractRun:
         """Run a map family: the family's run holds one complete run per member (y[1] .. y[T])."""
-        from scopecheck.engine.run import execute_family
+        from scopecheck.engine.run import execute_family  # lazy: imports torch
 
         s = self.settings
         cr = ContractRun(contract)

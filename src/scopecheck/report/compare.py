@@ -39,6 +39,7 @@ from typing import Any
 
 from scopecheck.errors import ContractError, Span
 from scopecheck.orchestration.stats import spearman
+from scopecheck.report.jsonout import ResultsSchemaError, validate_results
 
 #: the default absolute tolerance for numbers (map scores, check fields, measured values)
 TOLERANCE = 1e-6
@@ -59,8 +60,6 @@ def _fail(path: str, message: str, span: Span | None = None, source: str | None 
 
 def read_results(path: str | Path) -> dict[str, Any]:
     """The results document at ``path``; a :class:`ContractError` naming the file when it is not one."""
-    from scopecheck.report.jsonout import ResultsSchemaError, validate_results
-
     p = str(path)
     try:
         text = Path(p).read_text(encoding="utf-8")

@@ -23,9 +23,13 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from scopecheck.dsl.format import fmt_expectation
+from scopecheck.orchestration.examples import argument_key, canonical_text, inner_items
 from scopecheck.runtime.files import atomic_write_text
 from scopecheck.report.jsonout import as_run, results_json
 from scopecheck.report.summary import config_items, config_text, fmt_number, fmt_operand, fmt_range, method_text, summary_line
+from scopecheck.spec import model as m
+from scopecheck.spec.text import format_document
 
 POS_RGB = (220, 38, 38)      # positive attribution: red
 NEG_RGB = (37, 99, 235)      # negative attribution: blue
@@ -313,10 +317,7 @@ def _finite(vals: Iterable[Any]) -> list[float]:
 def _aggregate_rows(run: Any, rec: dict[str, Any]) -> list[dict[str, Any]]:
     """Each expectation of the dataset contract: every aggregate side with its measured value, n and
     95% interval (recomputed from the examples, as the expectation was), the verdict, the explanation."""
-    from scopecheck.dsl.format import fmt_expectation
-    from scopecheck.orchestration.dataset import aggregate
-    from scopecheck.orchestration.examples import canonical_text
-    from scopecheck.spec import model as m
+    from scopecheck.orchestration.dataset import aggregate  # lazy: imports numpy
 
     contract = run.contract
     outcomes = {(e["line"], e["text"]): e for e in rec["expectations"]}
@@ -350,10 +351,6 @@ def _aggregate_rows(run: Any, rec: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _dataset_view(run: Any, rec: dict[str, Any]) -> dict[str, Any]:
     """What a dataset contract's section shows beyond one example's map (see the module docstring)."""
-    from scopecheck.orchestration.examples import argument_key, inner_items
-    from scopecheck.spec import model as m
-    from scopecheck.spec.text import format_document
-
     contract = run.contract
     ds = rec["dataset"]
     items = inner_items(contract)

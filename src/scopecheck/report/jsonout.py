@@ -29,13 +29,28 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from scopecheck.dsl.format import (
+    fmt_expectation,
+    fmt_features,
+    fmt_model,
+    fmt_operand,
+    fmt_score,
+    fmt_selector,
+    fmt_value,
+    format_document,
+)
+from scopecheck.loader import load_text
+from scopecheck.orchestration.records import ContractRun
 from scopecheck.runtime.files import atomic_write_many, atomic_write_text  # noqa: F401 - re-exported
+from scopecheck.runtime.provenance import environment, sha256_text
+from scopecheck.spec import model as m
+from scopecheck.spec.validate import resolve
 from scopecheck.version import __version__
 
 if TYPE_CHECKING:
     from scopecheck.checks.result import CheckResult
     from scopecheck.engine.result import AttributionResult
-    from scopecheck.orchestration.records import ContractRun, ExpectationOutcome
+    from scopecheck.orchestration.records import ExpectationOutcome
 
 SCHEMA_FILE = "results.schema.json"
 SCHEMA_ID = "https://scopecheck.dev/schema/results.schema.json"
@@ -130,11 +145,7 @@ def jsonable(v: Any) -> Any:
 
 
 def _spec_text(v: Any) -> str | None:
-    from scopecheck.spec import model as m
-
     try:
-        from scopecheck.dsl.format import fmt_operand, fmt_selector
-
         if isinstance(v, m.Selector):
             return fmt_selector(v)
         if isinstance(v, m.Call):
@@ -156,12 +167,8 @@ def as_run(obj: Any) -> Any:
     if hasattr(obj, "outcomes") and hasattr(obj, "contract"):
         return obj
     if hasattr(obj, "tokens") and hasattr(obj, "contract_text"):
-        from scopecheck.orchestration.records import ContractRun
-
         contract = None
         try:
-            from scopecheck.loader import load_text
-
             docs = load_text(obj.contract_text)
             contract = docs[0] if docs else None
         except Exception:
@@ -172,14 +179,10 @@ def as_run(obj: Any) -> Any:
 
 def _spec_facts(contract: Any) -> dict[str, Any]:
     """What the contract spec alone says (for runs that failed before producing a result)."""
-    from scopecheck.dsl.format import fmt_features, fmt_model, fmt_score, fmt_selector, fmt_value, format_document
-
     facts: dict[str, Any] = {"name": contract.name, "path": contract.span.path, "line": contract.span.line,
                              "contract": format_document(contract), "kind": None,
                              "scope": {e: None for e in ELEMENTS}, "origin": {e: None for e in ELEMENTS}}
     try:
-        from scopecheck.spec.validate import resolve
-
         res = resolve(contract)
         sc, facts["kind"] = res.scope, res.kind
         facts["origin"].update({k: v for k, v in res.origin.items() if k in ELEMENTS})
@@ -218,8 +221,6 @@ def _op_of(run: ContractRun, outcome: ExpectationOutcome) -> str | None:
     contract = getattr(run, "contract", None)
     for ex in getattr(contract, "expects", ()) or ():
         if ex.span.line == outcome.line:
-            from scopecheck.dsl.format import fmt_expectation
-
             if fmt_expectation(ex) == outcome.text:
                 return ex.op
     for op in COMPARATORS:  # fall back to the canonical text
@@ -353,8 +354,6 @@ def run_provenance(run: ContractRun, rec: dict[str, Any]) -> dict[str, Any]:
     (:func:`scopecheck.runtime.provenance.model_facts`), the sha256 of the contract's canonical
     text (the contract as written: a dataset contract's, not its examples'), a dataset's
     fingerprint with n requested and n effective, the seed, and the wall seconds of each phase."""
-    from scopecheck.runtime.provenance import sha256_text
-
     r = run.result
     facts = getattr(r, "model_facts", None) if r is not None else None
     model = jsonable(dict(facts)) if facts else _null_model(rec["model"])
@@ -362,8 +361,6 @@ def run_provenance(run: ContractRun, rec: dict[str, Any]) -> dict[str, Any]:
         model["quantization"] = rec.get("quantization")
     text = rec["contract"]
     if getattr(run, "contract", None) is not None:
-        from scopecheck.dsl.format import format_document
-
         text = format_document(run.contract)
     ds = getattr(run, "dataset", None)
     dataset = None
@@ -388,8 +385,6 @@ def run_provenance(run: ContractRun, rec: dict[str, Any]) -> dict[str, Any]:
 def environment_provenance(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The top-level provenance: the software (:func:`scopecheck.runtime.provenance.environment`)
     and the devices and dtypes the runs used."""
-    from scopecheck.runtime.provenance import environment
-
     return {**environment(),
             "devices": sorted({rec["device"] for rec in records if rec.get("device")}),
             "dtypes": sorted({rec["dtype"] for rec in records if rec.get("dtype")})}

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from scopecheck.checks.catalog import CHECKS
 from scopecheck.errors import visible
 from scopecheck.report.jsonout import run_record
 
@@ -75,8 +76,6 @@ def fmt_operand(v: Any) -> str:
 
 def _default_field(c: dict[str, Any]) -> str | None:
     try:
-        from scopecheck.checks.catalog import CHECKS
-
         info = CHECKS.get(c["name"])
         if info is not None and info.default_field in c["fields"]:
             return info.default_field

@@ -15,6 +15,8 @@ from typing import Any
 from scopecheck.errors import ContractError, SchemaError, Span, cap_errors
 from scopecheck.spec import model as m
 from scopecheck.spec.text import fmt_expectation, fmt_score, fmt_selector
+from scopecheck.spec.validate import resolve
+from scopecheck.version import __version__
 
 SCHEMA_FILE = "contract.schema.json"
 Path_ = tuple[Any, ...]
@@ -39,8 +41,6 @@ def check_schema() -> dict[str, Any]:
 
 def check_output(documents: list[dict[str, Any]]) -> dict[str, Any]:
     """The one JSON document ``scopecheck check --json`` prints."""
-    from scopecheck.version import __version__
-
     return {"scopecheck": __version__, "documents": documents}
 
 
@@ -190,8 +190,6 @@ def to_json(doc: m.Document) -> tuple[dict[str, Any], dict[Path_, Span]]:
     w.mark(("name",), doc.spans.get("name"))
     src = {"path": doc.span.path, "line": doc.span.line, "column": doc.span.column}
     if isinstance(doc, m.Contract):
-        from scopecheck.spec.validate import resolve
-
         res = resolve(doc)
         out = {
             "kind": "contract", "name": doc.name, "source": src,

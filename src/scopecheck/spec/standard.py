@@ -11,6 +11,7 @@ from typing import Callable
 
 from scopecheck.errors import ContractValidationError, Span, did_you_mean, unknown_name
 from scopecheck.spec import model as m
+from scopecheck.spec.text import fmt_features, fmt_params, fmt_score, fmt_selector
 
 T = m.Symbol("T")
 
@@ -238,8 +239,6 @@ def standard_table() -> str:
     """The documentation's table of standard contracts (Markdown), generated from
     :data:`STANDARD`: each contract's SCOPE with its symbolic target (``t``) or step, and its
     parameters, as ``scopecheck list`` shows them."""
-    from scopecheck.spec.text import fmt_features, fmt_params, fmt_score, fmt_selector
-
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 

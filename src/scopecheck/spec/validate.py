@@ -26,8 +26,9 @@ from scopecheck.spec.params import DECODING_PARAMS, ESTIMATOR_PARAMS, SEED, chec
 from scopecheck.spec.registry import COMMON_METHOD_PARAMS, METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.spec.references import MODELS as REFERENCE_MODELS
 from scopecheck.spec.references import dataset_errors
-from scopecheck.spec.standard import STANDARD, merge, standard_scope
+from scopecheck.spec.standard import STANDARD, family_errors, merge, standard_scope
 from scopecheck.spec.text import fmt_selector
+from scopecheck.spec.toolkits import TOOLKITS
 
 __doc__ = f"{__doc__ or ''}\n{rule_list()}"   # the rule ids, from the registry (never a second list)
 
@@ -1000,8 +1001,6 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
                            head, expected="score, fixed, explain, process and eligible all stated", hint=hint,
                            rule="missing"))
     if doc.use is not None:
-        from scopecheck.spec.standard import family_errors
-
         errors += family_errors(doc.use, doc)
     if doc.dataset is not None:
         errors += dataset_errors(doc.dataset)
@@ -1046,7 +1045,6 @@ def validate_claim(doc: m.Claim) -> list[ContractError]:
             errors.append(unknown_name("method", c.method.name, list(METHODS), c.method.span))
     if c.scope.process is not None and c.scope.process.kind not in PROCESSES:
         errors.append(unknown_name("process", c.scope.process.kind, list(PROCESSES), c.scope.process.span))
-    from scopecheck.spec.toolkits import TOOLKITS
 
     if c.toolkit is not None and c.toolkit not in TOOLKITS:
         errors.append(unknown_name("toolkit", c.toolkit, list(TOOLKITS), c.spans.get("toolkit")))

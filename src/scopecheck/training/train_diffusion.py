@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scopecheck.reference.tasks import TASKS, Example, generate
+from scopecheck.reference.tasks import CAPITALS, Example, TASKS, generate
 from scopecheck.training.loop import BOS, EOS, MASK, PAD, RECIPES_MAXPOS, WEIGHTS_DIR, save_tokenizer, start
 
 
@@ -72,8 +72,6 @@ DIFFUSION_RECIPES: dict[str, DiffusionRecipe] = {
 def correct(e: Example, toks: tuple[str, ...]) -> bool:
     """Exact match; for the open capitals question any consistent ``City, Country.`` pair."""
     if e.task == "capitals" and "name" in e.prompt_tokens:
-        from scopecheck.reference.tasks import CAPITALS
-
         return len(toks) == 4 and toks[1] == "," and toks[3] == "." and (toks[2], toks[0]) in CAPITALS
     return toks == e.output_tokens
 
@@ -122,8 +120,8 @@ def exact_match(model_dir_or_model, tokenizer, examples: list[Example], *, lengt
     """Sample each prompt with the scopecheck sampler (greedy); exact match of the tokens before the first <eos>."""
     import torch
 
-    from scopecheck.engine.diffusion.chain import SamplerSettings, run_chains
-    from scopecheck.engine.diffusion.denoiser import Denoiser
+    from scopecheck.engine.diffusion.chain import SamplerSettings, run_chains  # lazy: imports torch
+    from scopecheck.engine.diffusion.denoiser import Denoiser  # lazy: imports torch
 
     model = model_dir_or_model
     den = Denoiser(model, MASK, "plain", EOS, PAD, token_types=True)

@@ -38,6 +38,7 @@ from scopecheck.engine.problem import AttributionProblem
 from scopecheck.engine.diffusion.estimators import (
     Reads, chain_reads, elbo_reads, pll_reads, score_reads, score_row_reads,
 )
+from scopecheck.runtime.batching import map_batches
 
 Tensor = torch.Tensor
 
@@ -227,8 +228,6 @@ def score_chains(objective: Any, embeds: Tensor, keep: Tensor | None = None, *, 
     ``objective.changed`` gets one flag per input row, in order, as if each row had been
     evaluated. Equal to ``objective(embeds, keep)`` and to the rows run one at a time.
     """
-    from scopecheck.runtime.batching import map_batches
-
     N = int(embeds.shape[0])
     if N == 0:
         return torch.zeros(0, dtype=torch.float64)

@@ -32,16 +32,19 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from scopecheck.engine.compile import contract_dir
+from scopecheck.engine.methods._common import score_input
+from scopecheck.engine.problem import MethodOutput
 from scopecheck.errors import ContractError, ContractValidationError, MethodRefused, SchemaError, Span
+from scopecheck.spec import model as m
 from scopecheck.spec.paths import contract_file
 
 if TYPE_CHECKING:
     import torch
 
     from scopecheck.engine.compiled import CompiledContract
-    from scopecheck.engine.problem import AttributionProblem, MethodOutput
+    from scopecheck.engine.problem import AttributionProblem
     from scopecheck.engine.result import AttributionResult
-    from scopecheck.spec import model as m
 
 MAP_SCHEMA_FILE = "map.schema.json"
 CSV_HEADER = ("position", "text", "score")
@@ -243,9 +246,6 @@ def output(scores: Sequence[float], compiled: CompiledContract, source: str) -> 
     """A :class:`MethodOutput` of aligned, E-checked scores (float64, the problem's device)."""
     import torch
 
-    from scopecheck.engine.methods._common import score_input
-    from scopecheck.engine.problem import MethodOutput
-
     problem = compiled.problem
     t = torch.tensor(list(scores), dtype=torch.float64).to(problem.embeds.device)
     return MethodOutput(scores=t, info={"map": source, "score_input": score_input(problem)})
@@ -253,8 +253,6 @@ def output(scores: Sequence[float], compiled: CompiledContract, source: str) -> 
 
 def map_param(method: m.Method) -> tuple[str, Span]:
     """The ``map = "..."`` of an ``external`` method statement and its position."""
-    from scopecheck.spec import model as m
-
     for p in method.params:
         if p.key == "map":
             if isinstance(p.value, (m.Text, m.Ident)):
@@ -267,8 +265,6 @@ def map_param(method: m.Method) -> tuple[str, Span]:
 
 def external_output(contract: m.Contract, compiled: CompiledContract, allow_outside: bool = False) -> MethodOutput:
     """The ``external`` method of ``contract``: its map file read, aligned and checked against E."""
-    from scopecheck.engine.compile import contract_dir
-
     assert contract.method is not None
     spelled, span = map_param(contract.method)
     entries = read_map(spelled, contract_dir(contract), span, allow_outside)
