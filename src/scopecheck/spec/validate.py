@@ -20,6 +20,7 @@ from scopecheck.errors import (
 )
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
+from scopecheck.spec.blocks import layout_error, n_causal_blocks
 from scopecheck.spec.anchors import occurrences
 from scopecheck.spec.check_registry import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS, CheckEntry
 from scopecheck.spec.params import DECODING_PARAMS, ESTIMATOR_PARAMS, SEED, check_params, check_value
@@ -37,6 +38,8 @@ PROCESSES: dict[str, dict[str, str]] = {
     "masked_diffusion": {"sampler": f"{vocab.choices(vocab.SAMPLERS)} (default {vocab.DEFAULT_SAMPLER})",
                          "steps": "number of denoising stages K (default: one slot per stage)",
                          "blocks": "semi-autoregressive blocks (default 1; steps a multiple of blocks)",
+                         "block": "block-causal denoiser: slots per block, attention bidirectional within a block "
+                                  "and causal across blocks (BD3-LM); steps the length or a multiple of the blocks",
                          "length": "response slots R (default: the model's generation length)",
                          "adapter": f"{vocab.choices(vocab.ADAPTERS)} (default: shift for Dream, plain otherwise)"},
 }
@@ -352,7 +355,7 @@ def _check_process(sc: m.Scope, doc: m.Contract, errors: list[ContractError]) ->
                                hint=did_you_mean(prm.key, list(allowed)), rule="params"))
         elif prm.key == "sampler" and not (isinstance(prm.value, m.Ident) and prm.value.name in SAMPLERS):
             errors.append(_err("unknown sampler", prm.span, expected=" | ".join(SAMPLERS), rule="params"))
-        elif prm.key in ("steps", "blocks", "length") and not (
+        elif prm.key in ("steps", "blocks", "block", "length") and not (
                 isinstance(prm.value, int) and not isinstance(prm.value, bool) and 1 <= prm.value <= 4096):
             errors.append(_err(f"`{prm.key}` must be a positive integer (at most 4096)", prm.span,
                                expected=f"{prm.key} = 8", rule="params"))
@@ -427,6 +430,35 @@ def _selectors(node: object, out: list[m.Selector]) -> None:
                 _selectors(getattr(node, f.name), out)
 
 
+def _check_block(S: int, K: int | None, R: int | None, params: dict[str, m.Param],
+                 errors: list[ContractError]) -> None:
+    """``block = S`` (a block-causal denoiser): never with ``blocks``, never with the shift
+    adapter, and a schedule the blocks can share (:mod:`scopecheck.spec.blocks`)."""
+    at = params["block"].span
+    if "blocks" in params:
+        errors.append(_err("`block` and `blocks` cannot both be given", at,
+                           expected=f"block = {S} (a block-causal denoiser, {S} slots per block) or blocks = "
+                                    "B (semi-autoregressive blocks over bidirectional attention)",
+                           hint="drop `blocks`: with block = S the blocks are ceil(length / S)", rule="params"))
+        return
+    adapter = params.get("adapter")
+    if adapter is not None and isinstance(adapter.value, m.Ident) and adapter.value.name == "shift":
+        errors.append(_err("a block-causal denoiser needs the plain adapter", adapter.span, expected="adapter = plain",
+                           hint="with `shift` a block's first slot is predicted from the previous block, which "
+                                "cannot see it", rule="params"))
+    if K is None or R is None:
+        return
+    err = layout_error(R, K, block=S)
+    if err is not None:
+        n = n_causal_blocks(R, S)
+        ok = sorted((d for d in range(1, R) if K % n_causal_blocks(R, d) == 0), key=lambda d: (abs(d - S), d))
+        errors.append(_err(f"{K} denoising stages cannot be shared by the {n} blocks of {S} slots of a "
+                           f"{R}-slot response", at,
+                           expected=f"steps = {R} (one slot per stage) or a multiple of {n}",
+                           hint=f"or block = {ok[0]}: {n_causal_blocks(R, ok[0])} blocks, {K // n_causal_blocks(R, ok[0])} "
+                                f"stage{'s' if K // n_causal_blocks(R, ok[0]) != 1 else ''} each" if ok else None, rule="params"))
+
+
 def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[ContractError]) -> None:
     """What the diffusion engine refuses at run time that the contract already decides: a
     schedule that cannot be split into blocks, and states or stages beyond the chain."""
@@ -436,7 +468,10 @@ def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[Contr
     K, R = chain_size(p, doc)
     params = {q.key: q for q in p.params}
     B = _count(params.get("blocks"))
-    if B is not None and K is not None:
+    S = _count(params.get("block"))
+    if S is not None:
+        _check_block(S, K, R, params, errors)
+    elif B is not None and K is not None:
         steps_is = f"steps = {K}" if "steps" in params else f"steps (by default the length, {K})"
         divisors = [d for d in range(1, K + 1) if K % d == 0]
         shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
