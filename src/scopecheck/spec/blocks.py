@@ -10,7 +10,8 @@ Two block structures, never together:
 * ``block = S`` -- a *block-causal* denoiser (BD3-LM, Arriola et al. 2025; Steerling): blocks of
   ``S`` slots (the last one shorter when ``S`` does not divide ``R``), generated one after the
   other; attention is bidirectional within a block and causal across blocks (a slot of block
-  ``b`` attends to the prompt and blocks ``<= b``; the prompt attends to itself). Stages: with
+  ``b`` attends to the prompt and blocks ``<= b``; the prompt belongs to block 0, so with one
+  block the denoiser is the bidirectional one exactly). Stages: with
   ``K = R`` one slot per stage (block ``b`` gets as many stages as it has slots); otherwise
   ``K / n`` stages per block, ``K`` a multiple of the ``n = ceil(R / S)`` blocks.
 

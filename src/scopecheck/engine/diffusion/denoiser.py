@@ -14,10 +14,13 @@ get type 1 on the response region (the reference denoiser is trained that way), 
 on the prompt.
 
 A *block-causal* denoiser (``block = S``; BD3-LM, Steerling) is the same network called with
-a block-causal attention mask (:meth:`Denoiser.attention`): the prompt is block ``-1``, response
-slot ``i`` is in block ``i // S``, and position ``q`` attends to position ``k`` iff
-``block(k) <= block(q)`` -- bidirectional within a block (and within the prompt), causal across
-blocks, so nothing of a later block reaches an earlier block's (or the prompt's) hidden states.
+a block-causal attention mask (:meth:`Denoiser.attention`): response slot ``i`` is in block
+``i // S``, and position ``q`` attends to position ``k`` iff ``block(k) <= block(q)`` --
+bidirectional within a block, causal across blocks, so nothing of a later block reaches an
+earlier block's hidden states. The prompt belongs to block 0: it and the first block attend
+to each other (as a prompt's tail and the first generated tokens share a block in Steerling's
+and BD3-LM's position-aligned blocks), every later block attends to both, and with one block
+(``S >= R``) the mask allows everything: the bidirectional denoiser, exactly.
 It is passed as a 4D additive mask ``(B, 1, L, L)`` (``0`` allowed, the dtype's minimum
 refused; deleted positions refused as columns too), which transformers' attention takes as
 given (eager and SDPA). :meth:`Denoiser.check_block_causal` verifies on the model itself that
@@ -102,11 +105,11 @@ class Denoiser:
 
     def attention(self, n_prompt: int, length: int, device: Any = None) -> Tensor | None:
         """``(L, L)`` bool, ``[q, k]`` true where position ``q`` may attend to ``k``: block-causal
-        (the prompt is block -1, slot ``i`` block ``i // block``); ``None`` when bidirectional."""
+        (slot ``i`` in block ``i // block``, the prompt in block 0); ``None`` when bidirectional."""
         if self.block is None:
             return None
         R = length - n_prompt
-        blk = torch.cat([torch.full((n_prompt,), -1, dtype=torch.long),
+        blk = torch.cat([torch.zeros(n_prompt, dtype=torch.long),
                          torch.arange(R, dtype=torch.long) // self.block]).to(device)
         return blk.unsqueeze(0) <= blk.unsqueeze(1)
 
