@@ -269,6 +269,18 @@ def test_block_elbo_and_chain_over_orders_by_enumeration(tiny):
     assert len(orders) == 2 * 2 * 1
     assert sum(chains) / len(chains) == pytest.approx(exact, abs=1e-9)
     assert abs(float(mc[0]) - exact) <= 3 * float(se[0]), (float(mc[0]), exact, float(se[0]))
+    # every read is one block of one draw: that block masked as drawn, the earlier blocks clean
+    # (visible), the later ones masked; weight (R_b + 1) / (k |M_jb|)
+    reads, old = elbo_reads(Rs, 64, 0, block=Ss), elbo_reads(Rs, 64, 0)
+    assert reads.visible.shape[0] == 64 * len(blocks)
+    for i in range(reads.visible.shape[0]):
+        j, (a, z) = divmod(i, len(blocks))[0], blocks[i % len(blocks)]
+        drawn = old.scored[j]                                          # the draw's mask pattern, all slots
+        assert int(reads.groups[i]) == j
+        assert reads.scored[i].tolist() == [bool(drawn[p]) and a <= p < z for p in range(Rs)]
+        assert reads.visible[i].tolist() == [p < a or (a <= p < z and not bool(drawn[p])) for p in range(Rs)]
+        m = int(reads.scored[i].sum())
+        assert float(reads.weight[i]) == pytest.approx((z - a + 1) / (64 * m) if m else 0.0, abs=1e-15)
     # one block: the reads are today's ELBO reads, read for read
     one, old = elbo_reads(Rs, 16, 0, block=Rs), elbo_reads(Rs, 16, 0)
     assert all(torch.equal(getattr(one, f), getattr(old, f)) for f in ("visible", "scored", "weight", "groups"))

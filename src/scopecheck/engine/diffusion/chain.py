@@ -38,7 +38,9 @@ the random streams are keyed by ``(seed, stage)``, so every row is the chain it 
 (:func:`run_chains_alone`, tested exactly). A stage's forward runs only on the distinct rows
 that commit in it: chains perturbed at a later stage share the unperturbed trunk before it.
 The reference denoisers attend bidirectionally (the prompt's hidden states depend on every
-response slot), so no prefix key/value state can be reused across stages or rows.
+response slot), so no prefix key/value state can be reused across stages or rows. A
+block-causal denoiser's committed blocks could be cached; they are not (every stage runs the
+full forward, which gives the same numbers).
 """
 
 from __future__ import annotations
