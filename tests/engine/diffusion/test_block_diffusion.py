@@ -93,6 +93,7 @@ def _direct_logp(model, ids: list[int], P: int, block: int | None) -> torch.Tens
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@torch.no_grad()
 def test_attention_is_exactly_block_causal_by_brute_force(attn):
     """Perturbing any response token never changes a prediction of an earlier block (brute force over
     every slot and two replacement tokens, on random states); it does change its own block's, and a
