@@ -99,6 +99,7 @@ RULES: dict[str, str] = {
     "chat": "chat prompt messages not named by a role",
     "duplicate": "a name, parameter or statement given twice",
     "string": "a string literal with a lone surrogate (`\\ud800`)",
+    "source": "a claim's `source { ... }` block or `states` line that cannot be read (a field missing or unknown, a year that is not 4 digits)",
     "fmt": "`scopecheck fmt`: the canonical form cannot express this file exactly",
     "schema": "the normalized spec does not satisfy the published JSON Schema",
     # validating a contract (DESIGN section 2)

@@ -334,12 +334,45 @@ class Computed:
 
 QUESTIONS = ("prompt_level", "next_token", "span", "state", "stage", "output")
 
+#: the fields of a claim's `source { ... }` block, in canonical order, and those it must state
+SOURCE_FIELDS = ("authors", "title", "venue", "year", "locator", "url")
+SOURCE_REQUIRED = ("authors", "title", "year", "locator")
+#: how a claim gives what its source says: the source's words, or a paraphrase marked as one
+STATEMENT_KINDS = ("quote", "paraphrase")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A published source, as a claim's `source { ... }` block cites it."""
+
+    authors: str
+    title: str
+    year: int
+    locator: str                 # where in the source: "Section 4, Figure 3"
+    venue: str | None = None
+    url: str | None = None
+    span: Span = _span()
+
+    def citation(self) -> str:
+        """The short citation: "Authors (year), title, locator"."""
+        return f"{self.authors} ({self.year}), {self.title}, {self.locator}"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """What the source states: its exact words (``quote``) or a faithful ``paraphrase``."""
+
+    kind: str                    # one of STATEMENT_KINDS
+    text: str
+    span: Span = _span()
+
 
 @dataclass(frozen=True)
 class Claim:
     name: str
     question: str | None = None
-    source: str | None = None
+    #: a free-text citation (`source "..."`) or a structured one (`source { ... }`)
+    source: str | Source | None = None
     model: ModelRef | None = None
     prompt: Prompt | None = None
     output: Output | None = None
@@ -348,6 +381,7 @@ class Claim:
     expects: tuple[Expectation, ...] = ()
     span: Span = _span()
     spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False, hash=False)
+    states: Statement | None = None
 
 
 Document = Union[Contract, Claim]

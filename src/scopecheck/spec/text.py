@@ -177,6 +177,26 @@ def resolved_scope_lines(doc: m.Contract, scope: m.Scope, origin: dict[str, str]
     return out
 
 
+def source_field_line(name: str, value: str | int) -> str:
+    """One field of a `source { ... }` block: `title   "..."` (names padded to one column)."""
+    return f"{name:<8}{value if isinstance(value, int) else quote(value)}"
+
+
+def source_lines(src: str | m.Source | None, ind: str) -> list[str]:
+    """A claim's `source` statement: one line for a text citation, a block for a structured one."""
+    if src is None:
+        return []
+    if isinstance(src, str):
+        return [f"{ind}source   {quote(src)}"]
+    inner = [f"{ind * 2}{source_field_line(k, v)}" for k in m.SOURCE_FIELDS
+             if (v := getattr(src, k)) is not None]
+    return [f"{ind}source {{", *inner, f"{ind}}}"]
+
+
+def states_line(st: m.Statement) -> str:
+    return f"states {st.kind} {quote(st.text)}"
+
+
 def _common(doc: m.Contract | m.Claim, ind: str) -> list[str]:
     out = []
     if doc.model is not None:
@@ -213,8 +233,9 @@ def format_document(doc: m.Document) -> str:
             lines += [""] + [ind + fmt_expectation(e) for e in doc.expects]
         return "\n".join(lines + ["}"]) + "\n"
     lines = [f"claim {quote(doc.name)} {{"]
-    if doc.source is not None:
-        lines.append(f"{ind}source   {quote(doc.source)}")
+    lines += source_lines(doc.source, ind)
+    if doc.states is not None:
+        lines.append(f"{ind}{states_line(doc.states)}")
     if doc.question is not None:
         lines.append(f"{ind}question {doc.question}")
     lines += _common(doc, ind)
@@ -246,4 +267,4 @@ def format_documents(docs: list[m.Document]) -> str:
 
 __all__ = ["fmt_expectation", "fmt_features", "fmt_model", "fmt_number", "fmt_operand", "fmt_params", "fmt_ref",
            "fmt_score", "fmt_selector", "fmt_value", "format_document", "format_documents", "output_line",
-           "prompt_lines", "quote", "scope_lines"]
+           "prompt_lines", "quote", "scope_lines", "source_field_line", "source_lines", "states_line"]

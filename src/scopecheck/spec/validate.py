@@ -1050,6 +1050,11 @@ def validate_claim(doc: m.Claim) -> list[ContractError]:
 
     if c.toolkit is not None and c.toolkit not in TOOLKITS:
         errors.append(unknown_name("toolkit", c.toolkit, list(TOOLKITS), c.spans.get("toolkit")))
+    src = doc.source
+    if isinstance(src, m.Source) and src.url is not None and not src.url.startswith(("https://", "http://")):
+        errors.append(_err(f"the source url {src.url!r} is not a web address", src.span,
+                           expected='url "https://..."', hint="a DOI is written https://doi.org/<doi>",
+                           rule="source"))
     _check_output(doc, errors)
     _check_expectations(doc, None, errors)
     return errors
