@@ -184,7 +184,7 @@ def test_markdown_is_one_table_row_per_claim_and_the_summary(corpus: Path) -> No
     n_cols = lines[head].count(" | ") + 1
     for row in body:                               # escaped pipes do not split a cell
         assert len(re.split(r"(?<!\\)\|", row)) - 2 == n_cols
-    assert "[link](<https://example.org/paper>)" in body[0]
+    assert "[link](https://example.org/paper)" in body[0]
     assert "self-attribution" in body[0] and "dsa = 4.8 (outside \\[-1, 1\\])" in body[0]
     assert "commit the self-attribution fallacy: 2" in md and "state every SCOPE element: 1 of 4" in md
     linked = render_table_markdown(t, link_base="https://github.com/o/r/blob/main/")

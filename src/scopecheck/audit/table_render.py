@@ -34,6 +34,11 @@ def _web(url: str | None) -> str | None:
     return url if url is not None and url.startswith(("https://", "http://")) else None
 
 
+def _md_url(url: str) -> str:
+    """A link destination Markdown cannot misread: spaces, brackets, pipes and quotes percent-encoded."""
+    return quote(url, safe=":/?#@!$&'*+,;=%-._~")
+
+
 def _num(v: float) -> str:
     return "inf" if v == float("inf") else "-inf" if v == float("-inf") else f"{v:g}"
 
@@ -106,7 +111,7 @@ def render_table_markdown(table: AuditTable, *, link_base: str | None = None,
         src = md_cell(r.citation) if r.citation else "not stated"
         url = _web(r.url)
         if url is not None:
-            src += f" [link](<{url.replace('>', '%3E').replace('<', '%3C').replace(' ', '%20')}>)"
+            src += f" [link]({_md_url(url)})"
         if r.states is not None:
             src += f" — {r.states.kind}: “{md_cell(r.states.text)}”"
         verdict = f"**{r.verdict}**" if r.verdict else "does not load: " + md_cell(
