@@ -399,3 +399,12 @@ def test_on_a_later_token_the_prompt_conditioned_map_does_not_answer_a_next_toke
     a = audit_static(computed("next_token", FIRST.format(t=3, fixed="y[<3]")))
     assert a.kind == "prompt_conditioned" and a.answers is False
     assert judge(a).status == "unsupported"
+
+
+def test_a_computation_of_the_questions_own_answering_kind_answers_it():
+    """Under a diffusion process a span question is answered by prompt_to_output (answering_kind);
+    a claim computing exactly that contract answers it (it was called a mismatch while the audit
+    named that very contract as the answer)."""
+    a = audit_static(computed("span", " toolkit context_cite"))
+    assert a.kind == "prompt_to_output" and a.answers is True, a
+    assert judge(a).status != "unsupported"

@@ -562,7 +562,9 @@ def audit_static(claim: m.Claim) -> StaticAudit:
                     f"{fmt_selector(sc.explain) if sc.explain else 'the output'}; the question is {question} "
                     f"({QUESTION_TEXT[question]}), and prefix attribution does not answer it (seed 000, 4.1)")
     elif ans_kind is not None and kind is not None:
-        answers = kind in QUESTION_ACCEPTS[question]
+        # the contract the question's own answering kind names answers it, whatever the process
+        # (a span question under a diffusion process is answered by prompt_to_output)
+        answers = kind in QUESTION_ACCEPTS[question] or kind == ans_kind
         if not answers and {kind, ans_kind} <= _FIRST_TOKEN_SAME and _explains_first_token(sc):
             # y[1] has no generated prefix: holding y[<1] fixed and making it eligible are the same
             # (empty) choice, so the two contracts are one computation (DESIGN, the AR contracts)
