@@ -21,8 +21,8 @@ from lark import Token, Tree
 
 from scopecheck.spec import model as m
 from scopecheck.spec.text import (  # noqa: F401  (re-exported: the canonical text of spec nodes)
-    fmt_expectation, fmt_features, fmt_model, fmt_number, fmt_operand, fmt_params, fmt_ref, fmt_score, fmt_selector,
-    fmt_value, format_document, format_documents, output_line, prompt_lines, quote, scope_lines)
+    fmt_dataset, fmt_expectation, fmt_features, fmt_model, fmt_number, fmt_operand, fmt_params, fmt_ref, fmt_score,
+    fmt_selector, fmt_value, format_document, format_documents, output_line, prompt_lines, quote, scope_lines)
 
 # --------------------------------------------------------------------------- file formatter
 
@@ -114,8 +114,7 @@ class _Printer:
         if key == "output":
             return output_line(v, "")
         if key == "dataset":
-            ref = f"reference:{v.name}" if v.kind == "reference" else quote(v.name)
-            return f"dataset  {ref}{fmt_params(v.params)}"
+            return f"dataset  {fmt_dataset(v)}"
         if key in ("use", "method"):
             pad = "method   " if key == "method" and in_computed else f"{key} "
             return f"{pad}{v.name}{fmt_params(v.params)}"

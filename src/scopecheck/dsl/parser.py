@@ -317,6 +317,9 @@ class ToSpec(Transformer):
     def segment(self, meta, ch):
         return m.Segment(str(ch[0]), self._str(ch[1]), self._s(meta))
 
+    def segment_field(self, meta, ch):
+        return m.Segment(str(ch[0]), "", self._s(meta), field=self._str(ch[1]))
+
     def prompt_text(self, meta, ch):
         seg = m.Segment(None, self._str(ch[0]), _tok_span(ch[0], self.path))
         return _Stmt("prompt", m.Prompt((seg,), self._s(meta)), self._s(meta))
@@ -407,8 +410,17 @@ class ToSpec(Transformer):
     def dataset_path(self, meta, ch):
         return ("path", self._str(ch[0]))
 
+    def dataset_hf(self, meta, ch):
+        return ("hf", self._str(ch[0]), self.params(meta, ch[1:]))
+
     def dataset_stmt(self, meta, ch):
-        (kind, name), params = ch[0], ch[1] or ()
+        kind, name, *inner = ch[0]
+        params = ch[1] or ()
+        if kind == "hf":
+            if params:
+                raise ContractSyntaxError("the parameters of a Hugging Face dataset go inside hf(...)", params[0].span,
+                                          expected=f'dataset hf("{name}", {params[0].key} = ...)', rule="dataset")
+            params = inner[0]
         return _Stmt("dataset", m.Dataset(kind, name, params, self._s(meta)), self._s(meta))
 
     def expect_stmt(self, meta, ch):
