@@ -242,15 +242,17 @@ def test_local_paths_follow_the_folder_rule(tmp_path):
     assert values(r.run(doc)).keys() == {"t00", "t01", "t02"}
 
 
-def test_a_hub_id_offline_is_refused_quickly_on_the_statement(tmp_path, monkeypatch):
+@pytest.mark.parametrize("var", ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"])
+def test_a_hub_id_offline_is_refused_quickly_on_the_statement(tmp_path, monkeypatch, var):
     d = build(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv(var, "1")
     t0 = time.perf_counter()
     _, _, cr = run(d, contract('hf("someone/some-dataset", split = "test")'))
-    assert cr.error is not None and "c.scope:3:5:" in cr.error and "HF_HUB_OFFLINE is set" in cr.error
+    assert cr.error is not None and "c.scope:3:5:" in cr.error and f"{var} is set" in cr.error
     # no offline variable, and an endpoint that does not answer: refused by the probe, not a timeout
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv(var)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     _, _, cr = run(d, contract('hf("squad")'))
     assert cr.error is not None and "127.0.0.1:9 cannot be reached" in cr.error
@@ -276,3 +278,70 @@ def test_import_scopecheck_does_not_import_datasets():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
     assert out.stdout.strip() == "False"
+
+
+def test_chat_segments_are_filled_too(tmp_path):
+    from scopecheck.datasets import example_contract
+
+    d = build(tmp_path)
+    text = contract('hf("disk", id = "id")', '    prompt chat {\n        system: "You translate."\n'
+                                              '        user: field("sentence")\n    }\n', SEG_FIXED)
+    (doc,) = check_text(text, str(d / "c.scope")).documents
+    loaded = load_examples(doc.dataset, d, prompt=doc.prompt)
+    sub = example_contract(doc, loaded.examples[1])
+    assert sub.prompt.chat and [(s.name, s.text) for s in sub.prompt.segments] == [
+        ("system", "You translate."), ("user", rows()[1]["sentence"])]
+
+
+def test_a_file_the_library_cannot_read_is_an_error_on_the_statement(tmp_path):
+    d = build(tmp_path)
+    (d / "broken.parquet").write_bytes(b"PAR1 not really parquet")
+    _, _, cr = run(d, contract('hf("broken.parquet")'))
+    assert cr.error is not None and "c.scope:3:5:" in cr.error and "cannot read 'broken.parquet' as parquet" \
+        in cr.error
+    # types that disagree across lines (datasets 5 reads them as a Json column): that row's error
+    (d / "mixed.jsonl").write_text('{"prompt": "Translate to French: The cow is heavy."}\n{"prompt": {"x": 1}}\n',
+                                   encoding="utf-8")
+    loaded = load_examples(m.Dataset("hf", "mixed.jsonl"), d)
+    assert [e.id for e in loaded.examples] == ["row1"]
+    assert [(e.row, e.message) for e in loaded.errors] == [(2, 'the prompt is not text: dict {"x": 1}')]
+    _, _, cr = run(d, contract('hf("rows.parquet", split = "test")'))
+    assert "one split, `train`" in cr.error
+    _, _, cr = run(d, contract('hf("disk", config = "en")'))
+    assert "`config` names a configuration of a hub dataset" in cr.error
+
+
+def test_a_stored_run_resumes_and_edited_rows_are_redone(tmp_path):
+    d = build(tmp_path)
+    text = contract('hf("disk", id = "id")', SEGMENTS, SEG_FIXED)
+    (d / "c.scope").write_text(text, encoding="utf-8")
+    (doc,) = check_text(text, str(d / "c.scope")).documents
+    first = Runner(device="cpu", store_dir=str(tmp_path / "store")).run(doc)
+    again = Runner(device="cpu", store_dir=str(tmp_path / "store"), resume=True).run(doc)
+    assert again.dataset["resumed"] == 3 and values(again) == values(first)
+    rs = rows()
+    rs[0]["sentence"] = "The cow is heavy."
+    import shutil
+
+    shutil.rmtree(d / "disk")
+    datasets.Dataset.from_dict(columns(rs)).save_to_disk(str(d / "disk"))
+    edited = Runner(device="cpu", store_dir=str(tmp_path / "store"), resume=True).run(doc)
+    assert edited.dataset["key"] != first.dataset["key"] and edited.dataset["resumed"] == 0
+
+
+def test_the_guide_pages_contracts_run_and_pass():
+    """docs/guide/hf-datasets.md, read like the README: its contracts as files in contracts/."""
+    import re
+
+    page = ROOT / "docs" / "guide" / "hf-datasets.md"
+    blocks = [b for b in re.findall(r"```[a-z]*\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+              if re.match(r'\s*(contract|claim) "', b)]
+    assert blocks
+    for i, body in enumerate(blocks):
+        sf = check_text(body, str(ROOT / "contracts" / f"hf-datasets-block{i + 1}.scope"))
+        assert not sf.errors, [e.render() for e in sf.errors]
+        r = Runner(device="cpu")
+        for doc in sf.documents:
+            cr = r.run(doc)
+            assert cr.error is None and doc.dataset.kind == "hf", cr.error
+            assert all(r.evaluate(cr, e).passed for e in doc.expects)
