@@ -208,7 +208,7 @@ def test_dataset_statements_are_validated_where_written(tmp_path):
 
 
 def test_the_canonical_text_and_json_keep_hf_and_fields(tmp_path):
-    from scopecheck.dsl.format import format_document
+    from scopecheck.dsl.format import format_document, format_text
     from scopecheck.spec.jsonio import schema_errors, to_json
 
     d = build(tmp_path)
@@ -218,6 +218,12 @@ def test_the_canonical_text_and_json_keep_hf_and_fields(tmp_path):
     assert 'dataset  hf("disk", split = "train", id = "id")' in canon and 'source: field("sentence")' in canon
     (again,) = check_text(canon, str(d / "c.scope")).documents
     assert format_document(again) == canon
+    # the file formatter (scopecheck fmt) keeps them too, and its output reads back as the same contract
+    written = format_text(text.replace('hf("disk", split = "train", id = "id")', 'hf( "disk",split="train" ,id="id")'))
+    assert 'dataset  hf("disk", split = "train", id = "id")' in written
+    assert 'instruction: field("instr")' in written and 'source:      field("sentence")' in written
+    (back,) = check_text(written, str(d / "c.scope")).documents
+    assert format_document(back) == canon
     data, _ = to_json(doc)
     assert data["dataset"]["kind"] == "hf" and data["prompt"]["segments"][1] == {"name": "source", "text": "",
                                                                                 "field": "sentence"}

@@ -180,7 +180,8 @@ def _read(ds: m.Dataset, base_dir: Path | None, allow_outside: bool) -> tuple[An
         return got, str(path)
     why = hub_unreachable()
     if why is not None:
-        raise _err(ds, f"dataset hf({ds.name!r}) is a hub id and the hub cannot be reached: {why}",
+        raise _err(ds, f"dataset hf({ds.name!r}) is a hub id (no file or folder of that name is next to the "
+                       f"contract) and the hub cannot be reached: {why}",
                    expected="a local dataset folder or file next to the contract, or a reachable hub",
                    hint="where a hub is reachable, save the split once (load_dataset(...).save_to_disk(\"data/x\")) "
                         "and name the folder: dataset hf(\"data/x\")")

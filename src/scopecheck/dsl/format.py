@@ -89,7 +89,8 @@ class _Printer:
             width = max(len(str(seg.children[0])) for seg in node.children) + 1
             for seg in node.children:
                 s = self.spec.transform(seg)
-                self.lines.append(_Line(f"{s.name + ':':<{width}} {quote(s.text)}", depth + 1, _start(seg), _end(seg)))
+                value = f"field({quote(s.field)})" if s.field is not None else quote(s.text)
+                self.lines.append(_Line(f"{s.name + ':':<{width}} {value}", depth + 1, _start(seg), _end(seg)))
         else:
             for child in node.children:
                 self.statement(child, depth + 1, in_computed=node.data == "computed_stmt")
