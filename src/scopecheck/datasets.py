@@ -11,8 +11,9 @@ fields (defaults ``prompt``, ``output``, ``truth``, the row number); ``limit`` k
 N examples (after ``shuffle = <seed>``). ``hf("...")`` rows follow the same rules (and take
 ``split`` / ``config``). Where the contract writes ``prompt { context: field("document") ... }``
 the prompt is those segments, each filled from its field of the row (text segments kept as
-written), so that selectors and anchors name the segments of every example. For ``dataset reference:<task>/<split>(limit = N, seed
-= s)`` the examples are ``generate(task, N, split=split, seed=s)`` with their causal ground truth.
+written), so that selectors and anchors name the segments of every example. For ``dataset
+reference:<task>/<split>(limit = N, seed = s)`` the examples are ``generate(task, N, split=split,
+seed=s)`` with their causal ground truth.
 """
 
 from __future__ import annotations
@@ -288,7 +289,8 @@ def _examples(rows: list[tuple[int, Any]], prm: dict[str, Any], segments: tuple[
                         filled.append((seg.name, seg.text))
                         continue
                     if seg.field not in row:
-                        raise ValueError(f"no field {seg.field!r} (segment {seg.name}); fields: {', '.join(map(str, row))}")
+                        raise ValueError(f"no field {seg.field!r} (segment {seg.name}); "
+                                         f"fields: {', '.join(map(str, row))}")
                     filled.append((seg.name, _text(row, seg.field, f"field {seg.field!r} (segment {seg.name})")))
                 prompt = " ".join(t for _, t in filled)
             else:

@@ -81,9 +81,9 @@ def dataset_errors(ds: m.Dataset) -> list[ContractValidationError]:
             errs.append(ContractValidationError(f"`{p.key}` names a field, as a string", p.span,
                                                 expected=f'{p.key} = "{p.key}"', rule="params"))
         elif p.key in ("split", "config") and not (isinstance(p.value, m.Text) and p.value.value):
+            example = "train" if p.key == "split" else "..."
             errs.append(ContractValidationError(f"`{p.key}` names the dataset's {p.key}, as a non-empty string",
-                                                p.span, expected=f'{p.key} = "{"train" if p.key == "split" else "..."}"',
-                                                rule="params"))
+                                                p.span, expected=f'{p.key} = "{example}"', rule="params"))
         elif p.key in ("limit", "shuffle", "seed"):
             v = p.value
             lo = 1 if p.key == "limit" else 0
@@ -101,5 +101,5 @@ def dataset_errors(ds: m.Dataset) -> list[ContractValidationError]:
     return errs
 
 
-__all__ = ["HF_PARAMS", "MAX_LIMIT", "MODELS", "PATH_PARAMS", "REFERENCE_PARAMS", "ReferenceModel", "SPLITS", "TASK_NAMES",
-           "dataset_errors"]
+__all__ = ["HF_PARAMS", "MAX_LIMIT", "MODELS", "PATH_PARAMS", "REFERENCE_PARAMS", "ReferenceModel", "SPLITS",
+           "TASK_NAMES", "dataset_errors"]
