@@ -313,18 +313,21 @@ def _single(cr: ContractRun) -> ContractResult:
                           seconds=float(cr.seconds), run=cr)
 
 
-def _aggregates(cr: ContractRun, contract: m.Contract) -> tuple[AggregateRecord, ...]:
+def _aggregates(cr: ContractRun, contract: m.Contract,
+                lines: Sequence[int] | None = None) -> tuple[AggregateRecord, ...]:
     """Every aggregate of ``contract``'s expectations over ``cr.examples``, by the dataset runner's
-    own :func:`~scopecheck.orchestration.dataset.aggregate` (same seed, same numbers)."""
+    own :func:`~scopecheck.orchestration.dataset.aggregate` (same seed, same numbers). ``lines``:
+    each expectation's line in its source file (a contract read from its canonical text has others)."""
     from scopecheck.orchestration.dataset import aggregate
     from scopecheck.orchestration.examples import canonical_text
 
     seed = contract.seed or 0
     out = []
-    for ex in contract.expects:
+    for i, ex in enumerate(contract.expects):
+        line = lines[i] if lines is not None and i < len(lines) else ex.span.line
         for side, s in (("left", ex.left), ("right", ex.right)):
             if isinstance(s, m.Aggregate):
-                out.append(AggregateRecord(canonical_text(ex), ex.span.line, side, canonical_text(s),
+                out.append(AggregateRecord(canonical_text(ex), line, side, canonical_text(s),
                                            aggregate(cr, s, ex, seed)))
     return tuple(out)
 
@@ -628,14 +631,17 @@ def _loaded_single(d: _Doc, rec: Any, where: str) -> ContractResult:
 def _loaded_dataset(d: _Doc, rec: Any, where: str) -> DatasetResult:
     from scopecheck.loader import load_text
 
-    text = d.get(rec, "contract", where, str)
+    ds = d.get(rec, "dataset", where, dict)
+    if "contract" not in ds:
+        raise d.fail(f"{where}.dataset.contract", "is missing (written before scopecheck recorded a dataset "
+                                                  "contract's own text): rerun it to read its aggregates back")
+    text = d.get(ds, "contract", f"{where}.dataset", str)
     source = d.get(rec, "source", where, dict)
     path, line = d.get(source, "path", f"{where}.source", str), d.get(source, "line", f"{where}.source", int)
     try:
         (contract,) = [c for c in load_text(text, path) if isinstance(c, m.Contract)]
     except (ContractError, ValueError) as exc:
-        raise d.fail(f"{where}.contract", f"is not one contract: {exc}") from None
-    ds = d.get(rec, "dataset", where, dict)
+        raise d.fail(f"{where}.dataset.contract", f"is not one contract: {exc}") from None
     examples = []
     for i, e in enumerate(d.get(ds, "per_example", f"{where}.dataset", list)):
         w = f"{where}.dataset.per_example[{i}]"
@@ -647,12 +653,13 @@ def _loaded_dataset(d: _Doc, rec: Any, where: str) -> DatasetResult:
     cr = ContractRun(contract, examples=[ExampleRun(e.id, dict(e.values), e.error, e.seconds, e.stored)
                                          for e in examples])
     first = _loaded_single(d, rec, where) if rec.get("tokens") else None
-    facts = {k: v for k, v in ds.items() if k not in ("per_example", "row_errors")}
+    outcomes = _outcomes(d, rec, where)
+    facts = {k: v for k, v in ds.items() if k not in ("per_example", "row_errors", "name", "contract")}
     return DatasetResult(
-        name=d.get(rec, "name", where, str), path=path, line=line, contract_text=text, seed=contract.seed or 0,
+        name=contract.name, path=path, line=line, contract_text=text, seed=contract.seed or 0,
         source=ds.get("source"), examples=tuple(examples),
-        aggregates=_aggregates(cr, contract) if error is None else (),
-        expectations=_outcomes(d, rec, where),
+        aggregates=_aggregates(cr, contract, [o.line for o in outcomes]) if error is None else (),
+        expectations=outcomes,
         first=dataclasses.replace(first, expectations=()) if first is not None else None,
         row_errors=tuple(dict(e) for e in ds.get("row_errors", ())), facts=facts, error=error,
         seconds=d.number(rec, "seconds", where))
