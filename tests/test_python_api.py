@@ -296,3 +296,10 @@ def test_to_pandas_without_pandas_names_the_extra(single, monkeypatch):
         single.to_pandas()
     assert isinstance(info.value, ImportError)
     assert "scopecheck[pandas]" in info.value.render() and "to_pandas() needs pandas" in info.value.render()
+
+
+def test_the_api_module_is_mypy_strict_clean():
+    pytest.importorskip("mypy", reason="mypy is not installed")
+    out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "src/scopecheck/api.py"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr

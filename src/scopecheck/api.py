@@ -382,13 +382,18 @@ def settings(*, device: str = "auto", dtype: str = "float32", allow_pickle: bool
                        options=LoadOptions(device, dtype, allow_pickle, trust_remote_code))
 
 
+def _is_path(source: object) -> bool:
+    """A ``.scope`` file to read (a ``Path``, or one line of text ending in ``.scope``), not contract text."""
+    return isinstance(source, Path) or (isinstance(source, str) and source.endswith(".scope") and "\n" not in source)
+
+
 def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
     """The contracts of a spec, contract text or a ``.scope`` path (a bad file raises its errors)."""
     from scopecheck.loader import load_file, load_text
 
     if isinstance(source, m.Contract):
         return [source]
-    if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".scope") and "\n" not in source):
+    if _is_path(source):
         docs = load_file(source)
     else:
         docs = load_text(str(source))
@@ -403,7 +408,7 @@ def _pick(source: m.Contract | str | Path, name: str | None) -> m.Contract:
     if len(picked) == 1:
         return picked[0]
     names = [c.name for c in found]
-    where = Span(str(source)) if isinstance(source, (str, Path)) and "\n" not in str(source) else None
+    where = Span(str(source)) if _is_path(source) else None
     if name is not None:
         raise unknown_name("contract", name, names, where)
     raise ContractValidationError(
