@@ -402,7 +402,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from scopecheck.engine.reference import reference_dir
+    from scopecheck.reference import reference_dir
 
     tmp = Path(tempfile.mkdtemp())
     figures: dict[str, Any] = {}

@@ -25,8 +25,8 @@ import time
 import torch
 
 from scopecheck.engine.diffusion.estimators import elbo_with_error, order_reads, score_reads
-from scopecheck.engine.reference import generate
-from scopecheck.engine.reference.tasks import ADJECTIVES, NOUNS
+from scopecheck.reference import generate
+from scopecheck.reference.tasks import ADJECTIVES, NOUNS
 from scopecheck.engine.run import run
 
 TEMPLATE = '''contract "m" {{

@@ -576,7 +576,7 @@ def build_model(kind: str = "gpt2-4l", seed: int = 0, dtype: torch.dtype = torch
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
     if kind.startswith("ref:"):
-        from scopecheck.engine.reference import REFERENCE_MODELS
+        from scopecheck.reference import REFERENCE_MODELS
 
         model = AutoModelForCausalLM.from_pretrained(str(REFERENCE_MODELS[kind[4:]].directory), dtype=dtype,
                                                      attn_implementation="eager").eval()

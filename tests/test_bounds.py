@@ -1,6 +1,6 @@
-"""The declared version bounds: README's "Supported versions" table states, for every direct
+"""The declared version bounds: the "Supported versions" table (docs/reference/dependencies.md) states, for every direct
 dependency, the lower end that ``.ci/bounds`` tests; this checks that each of them is the ``>=``
-bound pyproject.toml declares (so raising a bound without its README row, or the reverse, fails),
+bound pyproject.toml declares (so raising a bound without its table row, or the reverse, fails),
 and that the environment the suite runs in satisfies the declared range of what it imports."""
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from tests._docs import page_with
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def declared() -> dict[str, Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     reqs = list(project["dependencies"])
-    for extra in ("test", "ray"):
+    for extra in ("test", "ray", "docs"):
         reqs += project["optional-dependencies"][extra]
     return {Requirement(r).name.lower(): Requirement(r) for r in reqs}
 
@@ -31,27 +33,27 @@ def lower(req: Requirement) -> Version:
 
 
 def table_lower_ends() -> dict[str, Version]:
-    """{package: lower end} from the README table's first two columns (rows list several
-    packages as ``a, b`` or ``a / b`` with their versions in the same order)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("### Supported versions", 1)[1].split("\n#", 1)[0]
+    """{package: lower end} from the table's first two columns (rows list several packages as
+    ``a, b`` or ``a / b`` with their versions in the same order)."""
+    text = page_with("## Supported versions").read_text(encoding="utf-8")
+    section = text.split("## Supported versions", 1)[1].split("\n#", 1)[0]
     out: dict[str, Version] = {}
     for row in re.findall(r"^\|(.+)\|$", section, flags=re.M):
         cells = [c.strip() for c in row.split("|")]
         if cells[0] in ("package", "Python") or set(cells[0]) <= set("-"):
             continue
-        names = [n.strip() for n in re.split(r"[,/]", cells[0].removeprefix("extras:"))]
+        names = [n.strip() for n in re.split(r"[,/]", re.sub(r"^(extras|docs extra):", "", cells[0]))]
         versions = [v.strip() for v in re.split(r"[,/]", cells[1].replace("(tested)", ""))]
         assert len(names) == len(versions), row
         out.update((n.lower(), Version(v)) for n, v in zip(names, versions))
     return out
 
 
-def test_readme_table_states_every_declared_lower_bound():
+def test_versions_table_states_every_declared_lower_bound():
     table, decl = table_lower_ends(), declared()
     assert set(table) == set(decl), (sorted(set(table) ^ set(decl)))
     wrong = {n: (str(table[n]), str(lower(decl[n]))) for n in decl if table[n] != lower(decl[n])}
-    assert not wrong, f"README lower end != pyproject >= bound: {wrong}"
+    assert not wrong, f"table lower end != pyproject >= bound: {wrong}"
 
 
 @pytest.mark.parametrize("name", sorted(declared()))

@@ -216,7 +216,7 @@ def test_nan_weights_never_pass(tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from scopecheck.engine.reference import reference_dir
+    from scopecheck.reference import reference_dir
 
     d = tmp_path / "nan-model"
     shutil.copytree(reference_dir("translate-ar"), d)
@@ -240,7 +240,7 @@ def test_nan_weights_never_pass(tmp_path):
 def test_empty_and_corrupt_weights_are_model_errors(tmp_path):
     import shutil
 
-    from scopecheck.engine.reference import reference_dir
+    from scopecheck.reference import reference_dir
     from scopecheck.loader import load_text
 
     runner = Runner(device="cpu")

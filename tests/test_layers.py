@@ -53,42 +53,25 @@ def test_the_layers_contract_is_kept():
 
 def test_the_contract_names_every_module_below_the_root():
     """Every top-level module and every engine module is in some layer (an unnamed module is
-    unconstrained); the engine is named module by module because its ``reference`` package is
-    split between the data layer (``tasks``) and the engine (the training scripts)."""
+    unconstrained); the engine is named module by module (its modules are one layer that may
+    import each other, and naming them keeps a new one from escaping the contract unseen)."""
     import scopecheck
     import scopecheck.engine
-    import scopecheck.engine.reference
 
     have = named()
     want = {f"scopecheck.{i.name}" for i in pkgutil.iter_modules(scopecheck.__path__) if i.name != "engine"}
-    want |= {f"scopecheck.engine.{i.name}" for i in pkgutil.iter_modules(scopecheck.engine.__path__)
-             if i.name != "reference"}
-    reference = scopecheck.engine.reference.__path__
-    want |= {f"scopecheck.engine.reference.{i.name}" for i in pkgutil.iter_modules(reference)}
+    want |= {f"scopecheck.engine.{i.name}" for i in pkgutil.iter_modules(scopecheck.engine.__path__)}
     assert want - have == set(), sorted(want - have)
     assert have - want == set(), sorted(have - want)      # no stale name either
-
-
-def test_the_reference_package_itself_imports_only_data_and_below():
-    """``scopecheck.engine.reference`` (its ``__init__``) cannot be a layer of its own (it contains
-    the training scripts of the engine layer), so its imports are checked here: data or lower."""
-    import grimp
-
-    graph = grimp.build_graph("scopecheck", cache_dir=None)
-    ls = layers()
-    data = next(i for i, layer in enumerate(ls) if "scopecheck.engine.reference.tasks" in layer)
-    allowed = [m for layer in ls[data:] for m in layer]
-    imported = graph.find_modules_directly_imported_by("scopecheck.engine.reference")
-    assert imported, "the reference package imports its task generators"
-    bad = {m for m in imported if not any(m == a or m.startswith(a + ".") for a in allowed)}
-    assert not bad, sorted(bad)
 
 
 @pytest.mark.parametrize("module, target", [
     ("spec/validate.py", "scopecheck.orchestration.stats"),      # spec -> run (the old AGG_FIELDS import)
     ("spec/model.py", "scopecheck.dsl.format"),                  # spec -> dsl
     ("datasets.py", "scopecheck.engine.align"),                  # data -> engine (the old _anchor import)
-    ("engine/reference/tasks.py", "scopecheck.engine.diffusion.chain"),   # data -> engine, inside engine/
+    ("reference/tasks.py", "scopecheck.engine.diffusion.chain"),   # data -> engine
+    ("reference/__init__.py", "scopecheck.training.train"),       # data -> the scripts that trained it
+    ("training/loop.py", "scopecheck.checks.registry"),         # training -> checks
     ("engine/scoring.py", "scopecheck.checks.registry"),         # engine -> checks
     ("report/jsonout.py", "scopecheck.cli"),                     # report -> cli
 ])
@@ -100,5 +83,101 @@ def test_an_upward_import_breaks_the_contract(tmp_path, module, target):
     path.write_text(text + f"\n\ndef _planted():\n    import {target}  # noqa: F401\n", encoding="utf-8")
     r = lint(src)
     assert r.returncode != 0, r.stdout
-    importer = "scopecheck." + module.removesuffix(".py").replace("/", ".")
+    importer = ("scopecheck." + module.removesuffix(".py").replace("/", ".")).removesuffix(".__init__")
     assert f"{importer} -> {target}" in r.stdout, r.stdout
+
+
+def module_graph(src: Path) -> dict[str, set[str]]:
+    """Every import of a project module by a project module under ``src``: module level,
+    function level and ``TYPE_CHECKING`` blocks alike (``import a.b`` and ``from a import b``
+    resolved to the deepest module that exists)."""
+    import ast
+
+    root = src / "scopecheck"
+    mods: dict[str, Path] = {}
+    for p in root.rglob("*.py"):
+        parts = ("scopecheck",) + p.relative_to(root).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mods[name] = p
+
+    def resolve(target: str) -> str | None:
+        while target and target not in mods:
+            target = target.rpartition(".")[0]
+        return target or None
+
+    graph: dict[str, set[str]] = {name: set() for name in mods}
+    for name, p in mods.items():
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for t in targets:
+                r = resolve(t) if t.startswith("scopecheck") else None
+                if r is not None and r != name:
+                    graph[name].add(r)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on.add(start)
+        while work:
+            v, it = work[-1]
+            for w in it:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        out.append(sorted(comp))
+    return out
+
+
+def test_the_module_graph_has_no_cycle():
+    """No two project modules import each other, directly or through others, counting
+    function-level and ``TYPE_CHECKING`` imports (issue 24: no strongly connected component)."""
+    assert cycles(module_graph(SRC)) == []
+
+
+def test_the_cycle_finder_finds_a_planted_cycle(tmp_path):
+    """Not vacuous: an import of the runner planted into the module the runner imports (a
+    ``TYPE_CHECKING``-only one, as the old cycle was) is found, with every module on the loop."""
+    copy = tmp_path / "src"
+    shutil.copytree(SRC / "scopecheck", copy / "scopecheck", ignore=shutil.ignore_patterns("__pycache__", "weights"))
+    store = copy / "scopecheck" / "orchestration" / "store.py"
+    store.write_text(store.read_text(encoding="utf-8")
+                     + "\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                       "    from scopecheck.orchestration.runner import Runner\n", encoding="utf-8")
+    found = cycles(module_graph(copy))
+    assert len(found) == 1
+    assert {"scopecheck.orchestration.store", "scopecheck.orchestration.runner"} <= set(found[0])

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 import torch
 
-from scopecheck.engine.reference import REFERENCE_MODELS, generate, reference_dir
-from scopecheck.engine.reference.tasks import CAPITALS
+from scopecheck.reference import REFERENCE_MODELS, generate, reference_dir
+from scopecheck.reference.tasks import CAPITALS
+from tests._docs import text as docs_text
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
 NUM = r"(−?[\d,]*\d(?:\.\d+)?(?:e[−-]?\d+)?)"
 
 
@@ -36,7 +36,7 @@ NUM = r"(−?[\d,]*\d(?:\.\d+)?(?:e[−-]?\d+)?)"
 
 @lru_cache(maxsize=1)
 def _readme() -> str:
-    return " ".join(README.read_text(encoding="utf-8").split())      # line breaks do not matter
+    return docs_text()      # README.md and docs/**/*.md, line breaks do not matter
 
 
 def readme_numbers(pattern: str) -> list[float]:
@@ -44,7 +44,7 @@ def readme_numbers(pattern: str) -> list[float]:
     stands) must match exactly once; returns the numbers in order (``1,000`` is 1000, ``1e-3`` 0.001)."""
     rx = pattern.replace("{n}", NUM)
     found = re.findall(rx, _readme())
-    assert len(found) == 1, f"README passage {pattern!r} found {len(found)} times (the README moved?)"
+    assert len(found) == 1, f"documentation passage {pattern!r} found {len(found)} times (the passage moved?)"
     groups = found[0] if isinstance(found[0], tuple) else (found[0],)
     return [float(g.replace(",", "").replace("−", "-")) for g in groups]
 

@@ -227,11 +227,14 @@ def test_the_opt_in_still_loads_and_runs_the_folders_code(trap):
     assert [e.rule for e in refused] == ["model"] and REFUSAL in refused[0].message and not marker.exists()
     assert preflight(contract, trust_remote_code=True) == []
     assert marker.exists()
-    res = run(tmp / "c.scope", device="cpu", trust_remote_code=True)
-    plain = run(CONTRACT.format(m=STORIES), device="cpu")           # the same weights, read as plain Llama
+    # float64: in float32 the two runs' scores were seen to differ by up to 4.4e-4 when the loading
+    # tests ran first in the same process (alone they agree to 1e-5; cause not pinned down, see the
+    # closing note of 2026-12-03); in float64 they agree to rounding either way
+    res = run(tmp / "c.scope", device="cpu", dtype="float64", trust_remote_code=True)
+    plain = run(CONTRACT.format(m=STORIES), device="cpu", dtype="float64")   # the same weights, as plain Llama
     assert [t.text for t in res.tokens] == [t.text for t in plain.tokens]
-    assert res.score_input == pytest.approx(plain.score_input, abs=1e-5)
-    assert [t.score for t in res.tokens] == pytest.approx([t.score for t in plain.tokens], abs=1e-5)
+    assert res.score_input == pytest.approx(plain.score_input, abs=1e-9)
+    assert [t.score for t in res.tokens] == pytest.approx([t.score for t in plain.tokens], abs=1e-9)
 
 
 def test_run_with_trust_remote_code_on_the_command_line_runs_the_folder(trap, capsys):

@@ -219,7 +219,7 @@ def load_examples(ds: m.Dataset, base_dir: Path | None, *, allow_outside: bool =
     the ``prompt`` field)."""
     prm = _params(ds)
     if ds.kind == "reference":
-        from scopecheck.engine.reference.tasks import generate
+        from scopecheck.reference.tasks import generate
 
         task, _, split = ds.name.partition("/")
         n, seed = int(prm.get("limit", 100)), int(prm.get("seed", 0))

@@ -11,7 +11,7 @@ Every error carries a source position and renders as::
 Nothing here asserts on user input; nothing prints a traceback.
 
 Every rule id an error carries is an entry of :data:`RULES` (id -> what it is about), the one
-list the validator's docstring, the README's rule list (``python -m scopecheck.errors`` prints
+list the validator's docstring, the documentation's rule list (``python -m scopecheck.errors`` prints
 it) and the tests read.
 
 Two errors are about the engine rather than the text: :class:`MethodRefused` is a method saying,
@@ -130,6 +130,7 @@ RULES: dict[str, str] = {
     "operator": "a perturbation operator the model has no token for",
     "diffusion": "a diffusion contract the chain cannot realise (schedule, adapter, estimator, sampling)",
     "map": "an external map file that cannot be used (its path, its tokens, scores outside E)",
+    "snapshot": "an attribution snapshot that cannot be used (its file, its path, how it is stated)",
     "budget": "the method's estimated work exceeds --max-evaluations",
     "method": "the method refuses this contract (MethodRefused): too many features, no attention, ...",
     "non-finite": "an attribution map, score or check value that is NaN or infinite",
@@ -138,11 +139,15 @@ RULES: dict[str, str] = {
     "truth": "a dataset example's truth item that cannot be placed on its tokens",
     "store": "the run store cannot be read or written (another run's store, a corrupt record)",
     "run": "an exception while running the contract, placed on it (an internal error: rerun with --debug)",
+    "results": "a file that is not a results JSON, or cannot be read back (`scopecheck compare`, `scopecheck.load_results`): not JSON, not valid against its schema, a key missing or mistyped",
+    # the Python API
+    "extra": "a feature whose optional dependency is not installed (`pip install 'scopecheck[NAME]'`)",
 }
 
 
 def rule_list() -> str:
-    """The README's list of rule ids (``python -m scopecheck.errors`` prints it), from :data:`RULES`."""
+    """The documentation's list of rule ids (``python -m scopecheck.errors`` prints it; ``python
+    docs/gen.py`` writes it into docs/reference/rules.md), from :data:`RULES`."""
     return "".join(f"- `{rid}`: {text}\n" for rid, text in RULES.items())
 
 
@@ -312,6 +317,32 @@ class InvalidSettings(ContractValidationError, ValueError):
         return _render_unplaced(self) or super().render()
 
 
+class ResultsError(ContractError, ValueError):
+    """A results document (``scopecheck run --json``) that :func:`scopecheck.load_results` cannot
+    read: its file, its JSON position, or the JSON path of a key that is missing or mistyped."""
+
+    kind = "results error"
+
+    def __init__(self, message: str, span: Span | None = None, *, source: str | None = None,
+                 expected: str | None = None, hint: str | None = None, rule: str = "results") -> None:
+        super().__init__(message, span, source=source, expected=expected, hint=hint, rule=rule)
+
+
+class MissingExtra(ContractError, ImportError):
+    """A feature of the Python API whose optional dependency is not installed (``to_pandas()``
+    without pandas): names the package and the extra that installs it. An ``ImportError`` too."""
+
+    kind = "missing extra"
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(f"{feature} needs {package}, which is not installed", rule="extra",
+                         hint=f"pip install 'scopecheck[{extra}]'")
+        self.feature, self.package, self.extra = feature, package, extra
+
+    def render(self) -> str:
+        return _render_unplaced(self) or super().render()
+
+
 class InternalError(RuntimeError):
     """A method raised something other than a refusal: a bug in scopecheck or in a registered
     method, never the contract's fault and never relabelled as a refusal. Deliberately not a
@@ -400,10 +431,11 @@ class ScopeWarning(UserWarning):
 
 
 __all__ = ["ContractError", "ContractErrors", "ContractSyntaxError", "ContractValidationError", "ERROR_LIMIT",
-           "InternalError", "InvalidSettings", "LINE_WINDOW", "MethodRefused", "MoreErrors", "RULES", "SchemaError",
+           "InternalError", "InvalidSettings", "LINE_WINDOW", "MethodRefused", "MissingExtra", "MoreErrors", "RULES",
+           "ResultsError", "SchemaError",
            "ScopeWarning", "Span", "Unavailable", "UnknownNameError", "cap_errors", "did_you_mean", "error_count",
            "reraise_interrupt", "rule_list", "source_lines", "unknown_name", "visible"]
 
 
-if __name__ == "__main__":  # python -m scopecheck.errors: the README's list of rule ids
+if __name__ == "__main__":  # python -m scopecheck.errors: the documentation's list of rule ids
     print(rule_list(), end="")

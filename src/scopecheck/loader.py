@@ -47,6 +47,8 @@ def check_text(text: str, path: str = "<string>") -> SourceFile:
 
 
 def check_file(path: str | Path) -> SourceFile:
+    """Read a ``.scope`` file and check it as :func:`check_text` does; a file that cannot be read
+    or is not UTF-8 text is a positioned error (``io``, ``encoding``) in the result, not an exception."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -68,6 +70,7 @@ def load_text(text: str, path: str = "<string>") -> list[m.Document]:
 
 
 def load_file(path: str | Path) -> list[m.Document]:
+    """Read, parse and validate a ``.scope`` file; raise :class:`ContractErrors` listing every problem."""
     sf = check_file(path)
     if sf.errors:
         raise ContractErrors(list(sf.errors))

@@ -17,7 +17,8 @@ def runner_for(config: Any, key: Any) -> Runner:
                                           max_evaluations=config.getoption("scope_max_evaluations"),
                                           strict=bool(config.getoption("scope_strict")),
                                           store_dir=config.getoption("scope_store"),
-                                          resume=bool(config.getoption("scope_resume"))))
+                                          resume=bool(config.getoption("scope_resume")),
+                                          update_snapshots=bool(config.getoption("scope_snapshot_update"))))
     return state.runner
 
 

@@ -29,6 +29,7 @@ class PluginState:
 
     runner: Runner | None = None        # built when the first expectation runs, shared by all items
     warned: set[int] = field(default_factory=set)   # runs whose result warnings were raised
+    scope_files: list[Path] = field(default_factory=list)   # collected *.scope files (unused snapshots)
 
 
 STATE = pytest.StashKey[PluginState]()
@@ -52,6 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="CPU threads while a contract's model runs: auto (default; models under 10M parameters "
                      "single-threaded, OMP_NUM_THREADS/MKL_NUM_THREADS respected), torch, or a number; "
                      "also SCOPECHECK_THREADS")
+    g.addoption("--scope-snapshot-update", action="store_true",
+                help="expect snapshot(...): write each missing, stale or failing snapshot file (atomically) from "
+                     "this session's map")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,7 +77,7 @@ def check_destinations(config: pytest.Config) -> None:
     """Refuse (a usage error, before collection: nothing is computed) an output option naming a
     destination that would not be written: ``--scope-json`` must be a regular file or a new one in an
     existing folder, ``--scope-report``/``--scope-store`` a folder or a new one in an existing folder."""
-    from scopecheck.report._io import DestinationError, check_file, check_folder
+    from scopecheck.runtime.files import DestinationError, check_file, check_folder
 
     problems = []
     for option, check, kw in (("--scope-json", check_file, {}), ("--scope-report", check_folder,
@@ -90,6 +94,9 @@ def check_destinations(config: pytest.Config) -> None:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.suffix == ".scope":
+        state = parent.config.stash.get(STATE, None)
+        if state is not None:
+            state.scope_files.append(file_path)
         return ScopeFile.from_parent(parent, path=file_path)
     return None
 
@@ -222,6 +229,19 @@ class ExpectItem(ScopeItem):
         from scopecheck.dsl.format import fmt_expectation
 
         return self.path, self.expect.span.line - 1, f"{self.doc.name}: {fmt_expectation(self.expect)}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """One line naming the snapshot files in ``snapshots/`` folders next to the collected
+    contracts that no contract names (:func:`scopecheck.checks.snapshot.unused_snapshots`)."""
+    state = config.stash.get(STATE, None)
+    if state is None or not state.scope_files:
+        return
+    from scopecheck.checks.snapshot import unused_note
+
+    note = unused_note(state.scope_files)
+    if note:
+        terminalreporter.write_line(f"scopecheck: {note}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

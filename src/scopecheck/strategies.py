@@ -135,6 +135,6 @@ def contract_texts() -> st.SearchStrategy[str]:
 
 def reference_examples(task: str = "translate", split: str = "heldout"):
     """Examples of an embedded reference task (with causal tokens known by construction)."""
-    from scopecheck.engine.reference import generate
+    from scopecheck.reference import generate
 
     return st.integers(0, 2**16).map(lambda seed: generate(task, 1, split=split, seed=seed)[0])

@@ -18,7 +18,7 @@ import torch
 
 from scopecheck.audit import audit_claim, audit_dynamic, audit_paths, exit_code, render_text, spearman  # noqa: E402
 from scopecheck.audit.dynamic import resolve_symbols  # noqa: E402
-from scopecheck.engine.reference import REFERENCE_MODELS  # noqa: E402
+from scopecheck.reference import REFERENCE_MODELS  # noqa: E402
 from scopecheck.loader import load_text  # noqa: E402
 from scopecheck.spec import model as m  # noqa: E402
 
@@ -38,7 +38,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     """A 1-layer Llama over the translate vocabulary, weights scaled so that context matters."""
-    from scopecheck.engine.reference.train import Recipe, build_tokenizer, make_model, save_tokenizer
+    from scopecheck.training.train import Recipe, build_tokenizer, make_model, save_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-translate")
     tok = build_tokenizer("translate")

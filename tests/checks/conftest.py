@@ -29,7 +29,7 @@ def _one_thread():
 def tiny_dir(tmp_path_factory):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from scopecheck.engine.reference.train import BOS, EOS, build_tokenizer, save_tokenizer
+    from scopecheck.training.train import BOS, EOS, build_tokenizer, save_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-translate")
     tok = build_tokenizer("translate")
@@ -88,7 +88,7 @@ def occ_short(run_tiny):
 
 
 def reference_available(name: str = "translate-ar") -> bool:
-    from scopecheck.engine.reference import reference_dir
+    from scopecheck.reference import reference_dir
 
     d = reference_dir(name)
     return (d / "model.safetensors").is_file() and (d / "config.json").is_file()
@@ -100,7 +100,7 @@ def reference_results():
     target = the French adjective (caused by the English adjective by construction).
     The weights ship with the package, so their absence is a failure."""
     assert reference_available(), "reference weights for translate-ar are missing from the package"
-    from scopecheck.engine.reference.tasks import figure1_example, translate_example
+    from scopecheck.reference.tasks import figure1_example, translate_example
 
     out = []
     for ex in (figure1_example(), translate_example("cat", "white"), translate_example("horse", "green")):

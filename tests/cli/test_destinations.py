@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from scopecheck.cli import main
-from scopecheck.report import _io
+from scopecheck.runtime import files as _io
 
 ROOT = Path(__file__).parents[2]
 CONTRACT = str(ROOT / "contracts" / "standard" / "prompt_conditioned.scope")

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from scopecheck.engine.reference import reference_dir
+from scopecheck.reference import reference_dir
 from scopecheck.engine.run import run
 
 TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"

@@ -18,8 +18,8 @@ from scopecheck.engine.diffusion.chain import SamplerSettings, sample_chain
 from scopecheck.engine.diffusion.compile import state_score
 from scopecheck.engine.diffusion.denoiser import Denoiser, default_adapter
 from scopecheck.engine.diffusion.estimators import elbo_with_error, order_reads, score_reads
-from scopecheck.engine.reference import REFERENCE_MODELS, generate, reference_dir
-from scopecheck.engine.reference.tasks import ADJECTIVES, NOUNS, TASKS
+from scopecheck.reference import REFERENCE_MODELS, generate, reference_dir
+from scopecheck.reference.tasks import ADJECTIVES, NOUNS, TASKS
 from scopecheck.engine.run import run
 
 FIG1 = ("Translate to French: The dog is black.", "Le chien est noir.")
@@ -57,7 +57,7 @@ def test_reference_denoiser_files_and_accuracy():
     """Shipped as safetensors with a model card; >= 99% held-out exact match with the default sampler."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from scopecheck.engine.reference.train_diffusion import exact_match
+    from scopecheck.training.train_diffusion import exact_match
 
     for name in ("translate-mdlm", "capitals-mdlm"):
         d = reference_dir(name)
@@ -65,7 +65,7 @@ def test_reference_denoiser_files_and_accuracy():
         for f in ("config.json", "model.safetensors", "tokenizer.json", "MODEL_CARD.md"):
             assert (d / f).is_file(), (name, f)
         card = (d / "MODEL_CARD.md").read_text()
-        assert f"python -m scopecheck.engine.reference.train --model {name}" in card
+        assert f"python -m scopecheck.training.train --model {name}" in card
         model = AutoModelForMaskedLM.from_pretrained(str(d)).eval()
         assert type(model).__name__ == "BertForMaskedLM"
         tok = AutoTokenizer.from_pretrained(str(d))
@@ -131,7 +131,7 @@ def test_chain_over_random_orders_agrees_with_elbo(den):
     the masked-diffusion ELBO in expectation; agreement within the combined standard error."""
     from transformers import AutoTokenizer
 
-    from scopecheck.engine.reference.train import EOS
+    from scopecheck.training.train import EOS
 
     tok = AutoTokenizer.from_pretrained(str(reference_dir("translate-mdlm")))
     prompt = _prompt_ids()
@@ -349,7 +349,7 @@ def test_capitals_the_deciding_stage_matters():
 def _tiny_masked_lm(tmp_path, name: str):
     from transformers import BertConfig, BertForMaskedLM
 
-    from scopecheck.engine.reference.train import build_tokenizer, save_tokenizer
+    from scopecheck.training.train import build_tokenizer, save_tokenizer
 
     tok = build_tokenizer("translate")
     torch.manual_seed(0)

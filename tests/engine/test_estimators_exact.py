@@ -44,12 +44,12 @@ from scopecheck.engine.diffusion.denoiser import Denoiser
 from scopecheck.engine.diffusion.estimators import (
     Reads, chain_reads, elbo_estimate, elbo_reads, elbo_with_error, order_reads, pll_reads, score_reads,
 )
-from scopecheck.engine.reference import reference_dir
-from scopecheck.engine.reference.train import EOS, MASK
+from scopecheck.reference import reference_dir
+from scopecheck.training.train import EOS, MASK
+from tests._docs import text as docs_text
 
 FIG1 = ("Translate to French: The dog is black.", "Le chien est noir.")
 OPEN = "Question: name a capital and its country. Answer:"
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 ISSUE_CONTRACT = '''contract "e" {{
  model {model}
@@ -455,13 +455,13 @@ def test_readme_elbo_figures_are_the_exact_ones(fig1, capitals):
     quotes are what the contracts report (4 decimals)."""
     import scopecheck
 
-    text = " ".join(README.read_text(encoding="utf-8").split())
+    text = docs_text()                        # docs/tutorials/diffusion.md, Estimators
     num_ = r"(−?\d+\.\d+)"
     m = re.search(r"exact ELBO by enumerating its 2\^8 = 256 mask patterns is " + num_ + r"; "
                   r"`elbo\(samples = 256\)` reports " + num_ + " ± " + num_ + r", `elbo\(samples = 1024\)` "
                   + num_ + " ± " + num_ + r".*?open question \(`\"Paris, France.\"`, R = 5\) the exact ELBO is "
                   + num_ + r" and `elbo\(samples = 256\)` reports " + num_ + " ± " + num_, text)
-    assert m, "the README's ELBO passage moved"
+    assert m, "the documentation's ELBO passage moved"
     num = [float(g.replace("−", "-")) for g in m.groups()]
     assert num[0] == round(fig1.exact_elbo(), 4)
     assert num[5] == round(capitals.exact_elbo(), 4)

@@ -1,4 +1,4 @@
-"""The README's HETA table on translate-ar (Figure 1, 12 tokens), pinned against an independent
+"""The HETA table on translate-ar (docs/performance.md) (Figure 1, 12 tokens), pinned against an independent
 exact computation (issue 23: every number the README states about a shipped model).
 
 The reference below never touches scopecheck's HETA, scoring or precision code: the 2-layer
@@ -46,10 +46,10 @@ import torch
 from scipy.stats import spearmanr
 
 import scopecheck
-from scopecheck.engine.reference import reference_dir
+from scopecheck.reference import reference_dir
+from tests._docs import page_with, text as docs_text
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
 PROMPT, OUTPUT, TARGET = "Translate to French: The dog is black.", "Le chien est noir", "noir"
 CASE = "translate-ar, Figure 1 (12 tokens)"
 
@@ -74,9 +74,9 @@ def readme_rows(case: str) -> dict[str, list[str]]:
     """The HETA table's rows of ``case`` (the row naming it and the rows below it with an empty
     case cell): variant label -> the cells after it (s, HVPs, speed-up, max rel. error, Spearman,
     same top-1)."""
-    text = README.read_text(encoding="utf-8")
     head = "| case | variant | s | HVPs | speed-up | max rel. error of S_i | Spearman with full | same top-1 |"
-    assert text.count(head) == 1, "the README's HETA table header moved"
+    text = page_with(head).read_text(encoding="utf-8")          # docs/performance.md
+    assert text.count(head) == 1, "the HETA table header moved"
     lines = text[text.index(head):].splitlines()[2:]
     rows: dict[str, list[str]] = {}
     inside = False
@@ -334,7 +334,7 @@ def test_readme_heta_row_against_the_exact_reference(reference, label):
         # the table counts the range finder's products; the error bound's check adds its
         # "N exact Hessian-vector products per token and window" (README) on top
         check = int(re.search(r"(\d+) exact Hessian-vector products per token and window",
-                              " ".join(README.read_text(encoding="utf-8").split())).group(1))
+                              docs_text()).group(1))
         hvps += check * _token_windows(len(pos), params)
     want = {"hvps": hvps, "rho": f"{rho:.3f}", "top": top}
     have = {"hvps": got["hvps"], "rho": f"{got['rho']:.3f}", "top": got["top"]}

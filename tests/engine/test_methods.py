@@ -172,7 +172,11 @@ class _Spy:
         return self.fn.at_rows(embeds, keep, rows)
 
 
-@pytest.mark.parametrize("method", sorted(set(METHOD_IMPLS) - {"stage_perturbation", "external"}))  # stages: test_diffusion; external: test_external
+# stages: test_diffusion; external: test_external; attnlrp reads the causal-LM objective the spy hides:
+# test_attnlrp; toolkit adapters (captum.*, inseq.*) run the model through the toolkit, not through a
+# spied objective: test_adapters
+@pytest.mark.parametrize("method", sorted(set(METHOD_IMPLS) - {"stage_perturbation", "external", "attnlrp"}
+                                          - {n for n, e in registry.METHODS.items() if e.family == "toolkit"}))
 def test_zero_outside_eligible_and_fixed_positions_untouched(problems, method):
     pb = problems["prompt_conditioned"]                    # BOS and the prefix y1 y2 held fixed
     seen: list[int] = []

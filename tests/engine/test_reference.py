@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from scopecheck.engine.reference import (
+from scopecheck.reference import (
     REFERENCE_MODELS,
     TASKS,
     Example,
     generate,
     reference_dir,
 )
-from scopecheck.engine.reference.tasks import figure1_example, split_of, vocabulary
+from scopecheck.reference.tasks import figure1_example, split_of, vocabulary
 
 import torch
 import transformers
@@ -104,7 +104,7 @@ def test_model_files(name, loaded):
     with safe_open(str(d / "model.safetensors"), framework="pt") as fh:
         assert all(fh.get_tensor(k).dtype == torch.float32 for k in fh.keys())
     card = (d / "MODEL_CARD.md").read_text()
-    assert f"python -m scopecheck.engine.reference.train --model {name}" in card
+    assert f"python -m scopecheck.training.train --model {name}" in card
     assert "held-out exact match" in card
     model, tok = loaded(name)
     assert type(model).__name__ == "LlamaForCausalLM"
@@ -159,13 +159,13 @@ def test_figure1_causal_truth():
     assert words == [{"dog", "is"}, {"dog", "is"}, {"is", "dog"}, {"black", "dog", "is"}, {"."}]
     assert ex.prompt_tokens[slice(*ex.segments["instruction"])] == ("Translate", "to", "French", ":")
     assert split_of(ex) == "train"
-    from scopecheck.engine.reference.tasks import _translate_keys
+    from scopecheck.reference.tasks import _translate_keys
 
     assert ("dog", False, False, "black", None) in _translate_keys()["train"]["single"]
 
 
 def test_translate_agreement_examples():
-    from scopecheck.engine.reference.tasks import translate_example
+    from scopecheck.reference.tasks import translate_example
 
     assert translate_example("dog", "black", plural=True).output == "Les chiens sont noirs."
     assert translate_example("house", "black").output == "La maison est noire."
@@ -240,7 +240,7 @@ def test_train_heldout_disjoint(task):
 def test_capitals_task():
     """Specific questions: city and country caused by the prompt's country; the open question:
     no prompt token causes which of the eight pairs (the chain chooses), and the pair agrees."""
-    from scopecheck.engine.reference.tasks import CAPITALS
+    from scopecheck.reference.tasks import CAPITALS
 
     pairs = {(k, c) for c, k in CAPITALS}
     seen_open = seen_specific = 0
@@ -269,7 +269,7 @@ def test_unknown_names():
 
 
 def test_reference_modules_torch_free():
-    import scopecheck.engine.reference as ref
+    import scopecheck.reference as ref
 
     root = Path(ref.__file__).parent
     for f in ("__init__.py", "tasks.py"):

@@ -47,6 +47,17 @@ class Reversed:
             self.closed = True
 
 
+class Listed:
+    """An executor whose ``run`` returns a plain iterator, as the protocol's ``Iterator[Done]``
+    allows: it has no ``close()`` (only a generator's stream is closed)."""
+
+    name = "listed"
+    parallelism = 1
+
+    def run(self, runner, contract, examples):
+        return iter(list(SerialExecutor().run(runner, contract, examples)))
+
+
 @pytest.fixture
 def doc(tmp_path):
     d = tmp_path / "c"
@@ -104,3 +115,9 @@ def test_fail_fast_stops_at_the_first_bad_example_in_dataset_order_for_any_execu
     ex = Reversed()
     cr = Runner(device="cpu", fail_fast=True, executor=ex).run(doc)
     assert _rows(cr) == _rows(serial) and ex.closed
+
+
+def test_an_executor_may_return_a_plain_iterator(doc):
+    serial = Runner(device="cpu").run(doc)
+    cr = Runner(device="cpu", executor=Listed()).run(doc)     # was: AttributeError: no close()
+    assert _rows(cr) == _rows(serial) and cr.dataset["executor"] == "listed"

@@ -15,7 +15,7 @@ from scopecheck.spec.anchors import anchor, occurrences
 
 
 def test_reference_task_names_are_the_generators_keys_in_order():
-    from scopecheck.engine.reference import tasks
+    from scopecheck.reference import tasks
 
     assert references.TASK_NAMES == tuple(tasks.TASKS)
     assert tasks.SPLITS == references.SPLITS
@@ -25,7 +25,7 @@ def test_reference_task_names_are_the_generators_keys_in_order():
 
 
 def test_reference_models_have_weights_and_a_known_task():
-    from scopecheck.engine.reference import REFERENCE_MODELS
+    from scopecheck.reference import REFERENCE_MODELS
 
     assert list(REFERENCE_MODELS) == list(references.MODELS)
     for name, info in REFERENCE_MODELS.items():

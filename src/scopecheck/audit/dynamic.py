@@ -171,10 +171,39 @@ def runnable(claim: m.Claim, name: str, scope: m.Scope, method: str, notes: list
     if output is None:
         output = m.Output(rule="greedy")
         notes.append("the claim gives no output; the re-run freezes a greedy generation")
+    from scopecheck.spec.adapters import BY_NAME
+
+    adapter = BY_NAME.get(method)
+    own = adapter.method if adapter is not None else method          # an adapter keeps the claim's parameters
     params = claim.computed.method.params if (claim.computed.method is not None and
-                                              _canon(claim.computed.method.name) == method) else ()
+                                              _canon(claim.computed.method.name) == own) else ()
+    if adapter is not None:
+        params = tuple(p for p in params if p.key in adapter.params)
     return m.Contract(name, claim_model(claim), claim.prompt, output, None, scope, m.Method(method, params),
                       seed=0, span=claim.span)
+
+
+def toolkit_method(toolkit: str | None, method: str, kind: str) -> tuple[str, str | None]:
+    """The method a ``toolkit X`` claim's own computation runs with: X's adapter of ``method``
+    (``captum.integrated_gradients``) when X has one for ``kind`` and X is installed, else
+    ``method`` itself (scopecheck's own implementation), with a note saying which and why."""
+    from scopecheck.spec.adapters import BY_NAME, toolkit_version
+
+    if toolkit is None:
+        return method, None
+    name = f"{toolkit}.{method}"
+    adapter = BY_NAME.get(name)
+    if adapter is None:
+        return method, (f"{toolkit} has no adapter for `{method}`; scopecheck's own `{method}` computes the map "
+                        "(the toolkit's implementation choices are not reproduced)")
+    if kind not in adapter.supports:
+        return method, (f"`{name}` cannot express {kind} contracts (it can: {', '.join(adapter.supports)}); "
+                        f"scopecheck's own `{method}` computes the map")
+    version = toolkit_version(toolkit)
+    if version is None:
+        return method, (f"{toolkit} is not installed, so scopecheck's own `{method}` computes the map instead of "
+                        f"`{name}` (pip install \"scopecheck[{toolkit}]\" to run the toolkit itself)")
+    return name, f"computed by {toolkit} {version} itself (`{name}`)"
 
 
 def _canon(name: str) -> str:
@@ -319,6 +348,9 @@ def audit_dynamic(claim: m.Claim, device: str = "auto", *, checks: tuple[str, ..
         if why:
             notes.append(f"own contract: {why}")
         if meth is not None:
+            meth, how = toolkit_method(claim.computed.toolkit, meth, kind)
+            if how:
+                notes.append(f"own contract: {how}")
             own_contract = runnable(claim, f"{claim.name} [as computed: {kind}]", full, meth, notes)
 
     # the contract that answers the question

@@ -297,7 +297,7 @@ def process_hint(sc: m.Scope, claim: m.Claim) -> tuple[str | None, str]:
         return "masked_diffusion", "the score's diffusion estimator implies a diffusion process"
     model = claim_model(claim)
     if model is not None and model.kind == "reference":
-        from scopecheck.engine.reference import REFERENCE_MODELS
+        from scopecheck.reference import REFERENCE_MODELS
 
         info = REFERENCE_MODELS.get(model.name)
         if info is not None:

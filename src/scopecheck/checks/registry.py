@@ -156,10 +156,10 @@ def random_baseline(name: str, result: AttributionResult, params: Mapping[str, o
                 runs.append(fn(result, params, ranking=perm, seed=s, **kw))
     first = runs[0]
     per_seed = {f: [r.fields[f] for r in runs] for f in first.fields}
-    fields = {}
+    means: dict[str, float] = {}      # (not `fields`: that is the fields asked for)
     for f, vals in per_seed.items():
         arr = np.asarray(vals, dtype=float)
-        fields[f] = float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
+        means[f] = float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
     curves = [r.curve for r in runs]
     curve: tuple[float, ...] = ()
     if curves and all(len(c) == len(curves[0]) for c in curves):
@@ -167,7 +167,7 @@ def random_baseline(name: str, result: AttributionResult, params: Mapping[str, o
     config = dict(first.config)
     config.update(baseline="random", seeds=seeds, seed=None, ranking="random")
     notes = sorted({r.note for r in runs if r.note})
-    return CheckResult(name=name, fields=fields, ranges=dict(first.ranges), better=dict(first.better), config=config,
+    return CheckResult(name=name, fields=means, ranges=dict(first.ranges), better=dict(first.better), config=config,
                        curve=curve, passed=None, note="; ".join(notes),
                        extra={"per_seed": per_seed, "rankings": rankings, "seeds": seeds, "work": work.as_dict()})
 

@@ -1,10 +1,10 @@
-"""The ``scopecheck`` command line: check, fmt, list, run, audit, matrix.
+"""The ``scopecheck`` command line: check, fmt, list, run, audit, matrix, compare.
 
 No traceback reaches a user: contract errors print positioned messages (exit 1);
 anything unexpected prints one line (exit 2) unless ``--debug`` is given.
 
 Modules: this one builds the parser and runs a command; ``check`` (check, fmt, list), ``run`` (run)
-and ``audit`` (audit, matrix) each add their commands; ``_common`` holds what they share and
+``audit`` (audit, matrix) and ``compare`` (compare) each add their commands; ``_common`` holds what they share and
 imports none of them; ``_signals`` makes SIGINT and SIGTERM end a command with 130 / 143 and one line,
 ``interrupted``, at any moment (its handlers are installed before this package imports anything else
 when the process is the ``scopecheck`` command).
@@ -22,7 +22,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from typing import Callable  # noqa: E402
 
-from scopecheck.cli import audit, check, run  # noqa: E402
+from scopecheck.cli import audit, check, compare, run  # noqa: E402
 from scopecheck.cli._common import print_errors  # noqa: E402
 from scopecheck.errors import ContractError  # noqa: E402
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_commands(sub, COMMANDS)
     run.add_commands(sub, COMMANDS)
     audit.add_commands(sub, COMMANDS)
+    compare.add_commands(sub, COMMANDS)
     return ap
 
 

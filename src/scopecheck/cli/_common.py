@@ -15,9 +15,9 @@ def print_errors(errors) -> None:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Replace the file at ``path`` atomically (:func:`scopecheck.report._io.atomic_write_text`); a
+    """Replace the file at ``path`` atomically (:func:`scopecheck.runtime.files.atomic_write_text`); a
     symbolic link keeps pointing where it did and its target is what is replaced."""
-    from scopecheck.report._io import atomic_write_text
+    from scopecheck.runtime.files import atomic_write_text
 
     atomic_write_text(os.path.realpath(path), text)
 
@@ -25,8 +25,8 @@ def atomic_write(path: Path, text: str) -> None:
 def destination_problems(files: dict[str, str | None], folders: dict[str, str | None],
                           report_files: tuple[str, ...] = ()) -> list[str]:
     """One line per output destination scopecheck will not write (option -> path; None or '-': none),
-    checked before any computation (:mod:`scopecheck.report._io`)."""
-    from scopecheck.report._io import DestinationError, check_file, check_folder
+    checked before any computation (:mod:`scopecheck.runtime.files`)."""
+    from scopecheck.runtime.files import DestinationError, check_file, check_folder
 
     problems = []
     for option, path in files.items():

@@ -27,7 +27,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         text = render_text(reports, stream=sys.stdout)
     if args.out:
-        from scopecheck.report._io import atomic_write_text
+        from scopecheck.runtime.files import atomic_write_text
 
         atomic_write_text(args.out, text)
         print(f"audit written to {args.out}", file=sys.stderr)
@@ -49,7 +49,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                        resume=args.resume, path=str(Path.cwd() / "matrix.scope"))
     Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160).print(
         matrix_table(cells, args.dataset))
-    from scopecheck.report._io import atomic_write_many
+    from scopecheck.runtime.files import atomic_write_many
 
     outputs = []                # rendered first, then replaced together
     if args.json:

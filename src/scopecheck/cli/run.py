@@ -86,7 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         debug=bool(getattr(args, "debug", False)), max_evaluations=args.max_evaluations,
         strict=bool(getattr(args, "strict", False)),
         store_dir=None if store == "-" else store, resume=bool(args.resume), fail_fast=bool(args.fail_fast),
-        allow_outside_data=bool(args.allow_outside_data), executor=args.executor, ray_address=args.address,
+        allow_outside_data=bool(args.allow_outside_data), update_snapshots=bool(args.update_snapshots),
+        executor=args.executor, ray_address=args.address,
         workers=max(1, args.workers),
         options=LoadOptions(args.device, args.dtype, args.allow_pickle, args.trust_remote_code)))
     runs = []
@@ -108,17 +109,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 out.print(visible(f"{c.span}: {c.name}: did not run\n{unit.error}"))
             for o in unit.outcomes:
-                out.print(visible(("  PASS  " if o.passed else "  FAIL  ") + f"line {o.line}: {o.explanation}"))
+                mark = {"stale": "  STALE ", "written": "  WROTE "}.get(o.status,
+                                                                 "  PASS  " if o.passed else "  FAIL  ")
+                out.print(visible(mark + f"line {o.line}: {o.explanation}"))
             out.print()
     from scopecheck.report.summary import print_summary
 
     totals = print_summary(runs, out, len(loose))
+    from scopecheck.checks.snapshot import unused_note
+
+    note = unused_note(files)
+    if note:
+        out.print(visible(note))
     if args.verbose:
         from scopecheck.report.summary import work_table
 
         out.print(work_table(runs))
     # both documents are rendered (and the JSON validated) before either file is replaced
-    from scopecheck.report._io import DestinationError, atomic_write_many
+    from scopecheck.runtime.files import DestinationError, atomic_write_many
     from scopecheck.report.jsonout import dumps, results_json, validate_results
 
     outputs: list[tuple[str, str]] = []
@@ -180,4 +188,7 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
     p.add_argument("--allow-outside-data", action="store_true",
                    help="dataset files may lie outside the contract's folder (absolute, ~ and ../ paths; "
                         "refused by default: a contract file is data and names no file of yours)")
+    p.add_argument("--update-snapshots", action="store_true",
+                   help="expect snapshot(...): write each missing, stale or failing snapshot file (atomically) "
+                        "from this run's map")
     commands["run"] = cmd_run

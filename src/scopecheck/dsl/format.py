@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lark import Token, Tree
 
@@ -23,6 +24,9 @@ from scopecheck.spec import model as m
 from scopecheck.spec.text import (  # noqa: F401  (re-exported: the canonical text of spec nodes)
     fmt_dataset, fmt_expectation, fmt_features, fmt_model, fmt_number, fmt_operand, fmt_params, fmt_ref, fmt_score,
     fmt_selector, fmt_value, format_document, format_documents, output_line, prompt_lines, quote, scope_lines)
+
+if TYPE_CHECKING:
+    from scopecheck.dsl.parser import Layout
 
 # --------------------------------------------------------------------------- file formatter
 
@@ -52,57 +56,78 @@ def _comment(tok: Token) -> str:
     return str(tok).rstrip(_WS)
 
 
-def _start(node: Tree) -> tuple[int, int]:
+def _line(tok: Token) -> int:
+    assert tok.line is not None  # the lexer positions every token it emits
+    return tok.line
+
+
+def _column(tok: Token) -> int:
+    assert tok.column is not None
+    return tok.column
+
+
+def _tree(node: Token | Tree[Token] | None) -> Tree[Token]:
+    assert isinstance(node, Tree), node   # where the grammar has a rule, not a terminal
+    return node
+
+
+def _subtrees(node: Tree[Token], skip: int = 0) -> list[Tree[Token]]:
+    """``node``'s children from ``skip`` on, placeholders (None) dropped: the grammar gives the
+    nodes the formatter walks (the file, a document after its name, a block, a map) only rules."""
+    return [_tree(c) for c in node.children[skip:] if c is not None]
+
+
+def _start(node: Tree[Token]) -> tuple[int, int]:
     return (node.meta.line, node.meta.column)
 
 
-def _end(node: Tree) -> tuple[int, int]:
+def _end(node: Tree[Token]) -> tuple[int, int]:
     return (node.meta.end_line, node.meta.end_column)
 
 
 class _Printer:
-    def __init__(self, layout, path: str) -> None:
+    def __init__(self, layout: Layout, path: str) -> None:
         from scopecheck.dsl.parser import ToSpec
 
         self.spec = ToSpec(path)
-        self.braces = [(t.line, t.column) for t in layout.lbraces]
+        self.braces = [(_line(t), _column(t)) for t in layout.lbraces]
         self.lines: list[_Line] = []
 
-    def _open_end(self, node: Tree) -> tuple[int, int]:
+    def _open_end(self, node: Tree[Token]) -> tuple[int, int]:
         """Just past the first `{` of a document or block (only keywords and comments precede it)."""
         line, col = self.braces[bisect.bisect_left(self.braces, _start(node))]
         return (line, col + 1)
 
-    def document(self, doc: Tree) -> None:
+    def document(self, doc: Tree[Token]) -> None:
         name = json.loads(str(doc.children[0]))
         self.lines.append(_Line(f"{doc.data} {quote(name)} {{", 0, _start(doc), self._open_end(doc), "open", True))
-        for st in doc.children[1:]:
+        for st in _subtrees(doc, 1):
             self.statement(st, 1, in_computed=False)
         self.lines.append(_Line("}", 0, (_end(doc)[0], _end(doc)[1] - 1), _end(doc), "close"))
 
-    def statement(self, node: Tree, depth: int, in_computed: bool) -> None:
+    def statement(self, node: Tree[Token], depth: int, in_computed: bool) -> None:
         if node.data not in _BLOCKS:
             self.lines.append(_Line(self.stmt_text(node, in_computed), depth, _start(node), _end(node)))
             return
         self.lines.append(_Line(_BLOCKS[node.data], depth, _start(node), self._open_end(node), "open"))
         if node.data.startswith("prompt"):   # a prompt's texts line up after the longest segment name
-            width = max(len(str(seg.children[0])) for seg in node.children) + 1
-            for seg in node.children:
+            width = max(len(str(seg.children[0])) for seg in _subtrees(node)) + 1
+            for seg in _subtrees(node):
                 s = self.spec.transform(seg)
                 value = f"field({quote(s.field)})" if s.field is not None else quote(s.text)
                 self.lines.append(_Line(f"{s.name + ':':<{width}} {value}", depth + 1, _start(seg), _end(seg)))
         else:
-            for child in node.children:
+            for child in _subtrees(node):
                 self.statement(child, depth + 1, in_computed=node.data == "computed_stmt")
         self.lines.append(_Line("}", depth, (_end(node)[0], _end(node)[1] - 1), _end(node), "close"))
 
-    def stmt_text(self, node: Tree, in_computed: bool) -> str:
+    def stmt_text(self, node: Tree[Token], in_computed: bool) -> str:
         if node.data == "metric_stmt":
             p = self.spec.transform(node)
             return f"metric {p.key} = {fmt_value(p.value)}"
         if node.data == "map_stmt":   # each number as written (an integer stays one; it reads back as a float)
-            entries = [f"{quote(json.loads(str(e.children[0])))}: {fmt_number(self.spec.transform(e.children[1]))}"
-                       for e in node.children if e is not None]
+            entries = [f"{quote(json.loads(str(e.children[0])))}: "
+                       f"{fmt_number(self.spec.transform(_tree(e.children[1])))}" for e in _subtrees(node)]
             return "map { " + ", ".join(entries) + " }" if entries else "map {}"
         st = self.spec.transform(node)
         key, v = st.key, st.value
@@ -160,7 +185,7 @@ def format_text(text: str, path: str = "<string>") -> str:
 
     layout = parse_layout(text, path)
     pr = _Printer(layout, path)
-    for doc in layout.tree.children:
+    for doc in _subtrees(layout.tree):
         pr.document(doc)
     lines = pr.lines
     tail = _attach(lines, layout.comments)
@@ -183,10 +208,10 @@ def format_text(text: str, path: str = "<string>") -> str:
         cind = _INDENT * (ln.depth + 1) if ln.kind == "close" else ind   # comments before `}` are inside
         n_whole = len(ln.leading) - ln.hoisted
         for k, c in enumerate(ln.leading):
-            put(cind + _comment(c), c.line if k < n_whole else ln.start[0], c.line if k < n_whole else ln.start[0])
+            put(cind + _comment(c), _line(c) if k < n_whole else ln.start[0], _line(c) if k < n_whole else ln.start[0])
         body = ind + ln.text
         if ln.trailing is not None:
-            col = ln.trailing.column - 1                     # the comment keeps its column where it fits
+            col = _column(ln.trailing) - 1                   # the comment keeps its column where it fits
             body = (body.ljust(col) if len(body) + 2 <= col else body + "  ") + _comment(ln.trailing)
         put(body, ln.start[0], ln.end[0], blank_ok=ln.kind != "close")
         if ln.doc_open and gap_at is not None:               # documents are set apart by a blank line
@@ -196,5 +221,10 @@ def format_text(text: str, path: str = "<string>") -> str:
         if ln.kind == "close" and ln.depth == 0:
             gap_at = len(out)
     for c in tail:
-        put(_comment(c), c.line, c.line)
+        put(_comment(c), _line(c), _line(c))
     return "\n".join(out) + "\n" if out else ""
+
+
+__all__ = ["fmt_expectation", "fmt_features", "fmt_model", "fmt_number", "fmt_operand", "fmt_params", "fmt_ref",
+           "fmt_score", "fmt_selector", "fmt_value", "format_document", "format_documents", "format_text",
+           "output_line", "prompt_lines", "quote", "scope_lines"]

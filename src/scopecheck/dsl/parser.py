@@ -7,6 +7,7 @@ errors found later, in validation or in the engine, still point at the right col
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark.tree import Meta
 
 from scopecheck.errors import ContractError, ContractSyntaxError, Span, did_you_mean
 from scopecheck.spec import model as m
@@ -31,6 +33,7 @@ COMPUTED_KEYWORDS = ("use", "score", "fixed", "explain", "process", "eligible", 
 _TERMINAL_WORDS = {
     "NAME": "a name",
     "MODEL_NAME": "a model name",
+    "METHOD_NAME": "a method name",
     "STRING": 'a "quoted string"',
     "INT": "an integer",
     "SIGNED_NUMBER": "a number",
@@ -130,7 +133,7 @@ class _Stmt:
 
 
 @v_args(meta=True)
-class ToSpec(Transformer):
+class ToSpec(Transformer[Token, Any]):
     """Lark tree -> spec dataclasses. Raises ContractError with positions."""
 
     def __init__(self, path: str) -> None:
@@ -145,35 +148,35 @@ class ToSpec(Transformer):
         return _unquote(tok, self.path)
 
     # ---- values
-    def number(self, meta, ch):
+    def number(self, meta: Meta, ch: list[Token]) -> int | float:
         return _number(ch[0], self.path)
 
-    def v_number(self, meta, ch):
+    def v_number(self, meta: Meta, ch: list[int | float]) -> int | float:
         return ch[0]
 
-    def v_text(self, meta, ch):
+    def v_text(self, meta: Meta, ch: list[Token]) -> m.Text:
         return m.Text(self._str(ch[0]), self._s(meta))
 
-    def v_text_at(self, meta, ch):
+    def v_text_at(self, meta: Meta, ch: list[Token]) -> m.Selector:
         # `target = "Lily"@2`: the second occurrence of the text, an output position
         return m.Selector("y", "at", m.TextRef(self._str(ch[0]), _int(ch[1], self.path)), None, None, self._s(meta))
 
-    def bool(self, meta, ch):
+    def bool(self, meta: Meta, ch: list[Token]) -> builtins.bool:
         return str(ch[0]) == "true"
 
-    def v_bool(self, meta, ch):
+    def v_bool(self, meta: Meta, ch: list[builtins.bool]) -> builtins.bool:
         return ch[0]
 
-    def v_selector(self, meta, ch):
+    def v_selector(self, meta: Meta, ch: list[m.Selector]) -> m.Selector:
         return ch[0]
 
-    def v_ident(self, meta, ch):
+    def v_ident(self, meta: Meta, ch: list[Token]) -> m.Ident:
         return m.Ident(str(ch[0]), self._s(meta))
 
-    def param(self, meta, ch):
+    def param(self, meta: Meta, ch: list[Any]) -> m.Param:
         return m.Param(str(ch[0]), ch[1], self._s(meta))
 
-    def params(self, meta, ch):
+    def params(self, meta: Meta, ch: list[m.Param | None]) -> m.Params:
         ps = tuple(c for c in ch if c is not None)
         seen: dict[str, m.Param] = {}
         for p in ps:
@@ -184,32 +187,32 @@ class ToSpec(Transformer):
         return ps
 
     # ---- selectors
-    def space(self, meta, ch):
+    def space(self, meta: Meta, ch: list[Token]) -> str:
         return str(ch[0])
 
-    def rel(self, meta, ch):
+    def rel(self, meta: Meta, ch: list[Token]) -> str:
         return str(ch[0])
 
-    def ref_int(self, meta, ch):
+    def ref_int(self, meta: Meta, ch: list[Token]) -> int:
         return _int(ch[0], self.path)
 
-    def ref_text(self, meta, ch):
+    def ref_text(self, meta: Meta, ch: list[Any]) -> m.TextRef:
         occ = _int(ch[1], self.path) if ch[1] is not None else None
         return m.TextRef(self._str(ch[0]), occ)
 
-    def ref_symbol(self, meta, ch):
+    def ref_symbol(self, meta: Meta, ch: list[Token]) -> m.Symbol:
         return m.Symbol(str(ch[0]))
 
-    def sel_at(self, meta, ch):
+    def sel_at(self, meta: Meta, ch: list[m.Ref]) -> tuple[str, m.Ref, None]:
         return ("at", ch[0], None)
 
-    def sel_range(self, meta, ch):
+    def sel_range(self, meta: Meta, ch: list[m.Ref]) -> tuple[str, m.Ref, m.Ref]:
         return ("range", ch[0], ch[1])
 
-    def sel_rel(self, meta, ch):
+    def sel_rel(self, meta: Meta, ch: list[Any]) -> tuple[str, m.Ref, None]:
         return (m.REL_OPS[ch[0]], ch[1], None)
 
-    def selector(self, meta, ch):
+    def selector(self, meta: Meta, ch: list[Any]) -> m.Selector:
         space, seg, body = ch
         op, a, b = body if body is not None else ("all", None, None)
         segment = str(seg) if seg is not None else None
@@ -220,38 +223,38 @@ class ToSpec(Transformer):
         return m.Selector(space, op, a, b, segment, self._s(meta))
 
     # ---- SCOPE elements
-    def score_target(self, meta, ch):
+    def score_target(self, meta: Meta, ch: list[Token | m.Selector]) -> m.Text | m.Selector:
         tok = ch[0]
         return m.Text(self._str(tok), _tok_span(tok, self.path)) if isinstance(tok, Token) else tok
 
-    def perturbation(self, meta, ch):
+    def perturbation(self, meta: Meta, ch: list[m.Selector]) -> m.Selector:
         return ch[0]
 
-    def condition(self, meta, ch):
+    def condition(self, meta: Meta, ch: list[Any]) -> tuple[tuple[m.Selector, ...], m.Selector | None]:
         pert = ch[-1]
         return (tuple(ch[:-1]), pert)
 
-    def _term(self, kind, meta, ch):
+    def _term(self, kind: str, meta: Meta, ch: list[Any]) -> dict[str, Any]:
         target = ch[0]
         given, pert = ch[1] if len(ch) > 1 and ch[1] is not None else ((), None)
         return {"kind": kind, "target": target, "given": given, "pert": pert, "span": self._s(meta)}
 
-    def logp(self, meta, ch):
+    def logp(self, meta: Meta, ch: list[Any]) -> dict[str, Any]:
         return self._term("logprob", meta, ch)
 
-    def prob(self, meta, ch):
+    def prob(self, meta: Meta, ch: list[Any]) -> dict[str, Any]:
         return self._term("prob", meta, ch)
 
-    def logit(self, meta, ch):
+    def logit(self, meta: Meta, ch: list[Any]) -> dict[str, Any]:
         return self._term("logit", meta, ch)
 
-    def minus_term(self, meta, ch):
+    def minus_term(self, meta: Meta, ch: list[dict[str, Any]]) -> dict[str, Any]:
         return ch[0]
 
-    def estimator(self, meta, ch):
+    def estimator(self, meta: Meta, ch: list[Any]) -> m.Estimator:
         return m.Estimator(str(ch[0]), ch[1] or (), self._s(meta))
 
-    def score_expr(self, meta, ch):
+    def score_expr(self, meta: Meta, ch: list[Any]) -> m.Score:
         first, second, est = ch
         span = self._s(meta)
 
@@ -280,52 +283,52 @@ class ToSpec(Transformer):
                       "the same `| ...` list in both terms")
         return m.Score("contrast", first["target"], first["given"], alt.value, None, est, span)
 
-    def score_stmt(self, meta, ch):
+    def score_stmt(self, meta: Meta, ch: list[m.Score]) -> _Stmt:
         return _Stmt("score", ch[0], self._s(meta))
 
-    def fixed_stmt(self, meta, ch):
+    def fixed_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
         return _Stmt("fixed", self._features(ch), self._s(meta))
 
-    def eligible_stmt(self, meta, ch):
+    def eligible_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
         return _Stmt("eligible", self._features(ch), self._s(meta))
 
     @staticmethod
-    def _features(ch) -> tuple[m.Selector, ...]:
+    def _features(ch: list[Any]) -> tuple[m.Selector, ...]:
         if len(ch) == 1 and isinstance(ch[0], Token):
             return ()
         return tuple(ch)
 
-    def explain_stmt(self, meta, ch):
+    def explain_stmt(self, meta: Meta, ch: list[m.Selector]) -> _Stmt:
         return _Stmt("explain", ch[0], self._s(meta))
 
-    def process_stmt(self, meta, ch):
+    def process_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
         return _Stmt("process", m.Process(str(ch[0]), ch[1] or (), self._s(meta)), self._s(meta))
 
     # ---- common statements
-    def model_reference(self, meta, ch):
+    def model_reference(self, meta: Meta, ch: list[Token]) -> m.ModelRef:
         return m.ModelRef("reference", str(ch[0]), self._s(meta))
 
-    def model_hub(self, meta, ch):
+    def model_hub(self, meta: Meta, ch: list[Token]) -> m.ModelRef:
         return m.ModelRef("hub", self._str(ch[0]), self._s(meta))
 
-    def model_path(self, meta, ch):
+    def model_path(self, meta: Meta, ch: list[Token]) -> m.ModelRef:
         return m.ModelRef("path", self._str(ch[0]), self._s(meta))
 
-    def model_stmt(self, meta, ch):
+    def model_stmt(self, meta: Meta, ch: list[m.ModelRef]) -> _Stmt:
         return _Stmt("model", ch[0], self._s(meta))
 
-    def segment(self, meta, ch):
+    def segment(self, meta: Meta, ch: list[Token]) -> m.Segment:
         return m.Segment(str(ch[0]), self._str(ch[1]), self._s(meta))
 
-    def segment_field(self, meta, ch):
+    def segment_field(self, meta: Meta, ch: list[Token]) -> m.Segment:
         return m.Segment(str(ch[0]), "", self._s(meta), field=self._str(ch[1]))
 
-    def prompt_text(self, meta, ch):
+    def prompt_text(self, meta: Meta, ch: list[Token]) -> _Stmt:
         seg = m.Segment(None, self._str(ch[0]), _tok_span(ch[0], self.path))
         return _Stmt("prompt", m.Prompt((seg,), self._s(meta)), self._s(meta))
 
-    def prompt_segments(self, meta, ch):
-        names: set[str] = set()
+    def prompt_segments(self, meta: Meta, ch: list[m.Segment]) -> _Stmt:
+        names: set[str | None] = set()
         for seg in ch:
             if seg.name in names:
                 raise ContractSyntaxError(f"prompt segment `{seg.name}` defined twice", seg.span,
@@ -333,7 +336,7 @@ class ToSpec(Transformer):
             names.add(seg.name)
         return _Stmt("prompt", m.Prompt(tuple(ch), self._s(meta)), self._s(meta))
 
-    def prompt_chat(self, meta, ch):
+    def prompt_chat(self, meta: Meta, ch: list[m.Segment]) -> _Stmt:
         roles = ("system", "user", "assistant")
         for seg in ch:
             if seg.name not in roles:
@@ -341,31 +344,31 @@ class ToSpec(Transformer):
                                           expected=" | ".join(roles), rule="chat")
         return _Stmt("prompt", m.Prompt(tuple(ch), self._s(meta), chat=True), self._s(meta))
 
-    def output_text(self, meta, ch):
+    def output_text(self, meta: Meta, ch: list[Token]) -> _Stmt:
         return _Stmt("output", m.Output(text=self._str(ch[0]), span=self._s(meta)), self._s(meta))
 
-    def output_generate(self, meta, ch):
+    def output_generate(self, meta: Meta, ch: list[Any]) -> _Stmt:
         rule, *params = ch
         ps = self.params(meta, params)
         return _Stmt("output", m.Output(rule=str(rule), params=ps, span=self._s(meta)), self._s(meta))
 
-    def use_stmt(self, meta, ch):
+    def use_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
         return _Stmt("use", m.Use(str(ch[0]), ch[1] or (), self._s(meta)), self._s(meta))
 
-    def method_stmt(self, meta, ch):
+    def method_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
         return _Stmt("method", m.Method(str(ch[0]), ch[1] or (), self._s(meta)), self._s(meta))
 
-    def seed_stmt(self, meta, ch):
+    def seed_stmt(self, meta: Meta, ch: list[Token]) -> _Stmt:
         return _Stmt("seed", _int(ch[0], self.path), self._s(meta))
 
     # ---- expectations
-    def comparator(self, meta, ch):
+    def comparator(self, meta: Meta, ch: list[Token]) -> str:
         return str(ch[0])
 
-    def call_args(self, meta, ch):
+    def call_args(self, meta: Meta, ch: list[m.Value | m.Param | None]) -> tuple[m.Value | m.Param, ...]:
         return tuple(c for c in ch if c is not None)
 
-    def call(self, meta, ch):
+    def call(self, meta: Meta, ch: list[Any]) -> m.Call:
         name = str(ch[0])
         raw = ch[1]
         fields = tuple(str(t) for t in ch[2:])
@@ -373,28 +376,30 @@ class ToSpec(Transformer):
         params = self.params(meta, [a for a in (raw or ()) if isinstance(a, m.Param)])
         return m.Call(name, args, params, fields, raw is not None, self._s(meta))
 
-    def op_number(self, meta, ch):
+    def op_number(self, meta: Meta, ch: list[int | float]) -> int | float:
         return ch[0]
 
-    def op_text(self, meta, ch):
+    def op_text(self, meta: Meta, ch: list[Token]) -> m.Text:
         return m.Text(self._str(ch[0]), self._s(meta))
 
-    def op_selector(self, meta, ch):
+    def op_selector(self, meta: Meta, ch: list[m.Selector]) -> m.Selector:
         return ch[0]
 
-    def op_call(self, meta, ch):
+    def op_call(self, meta: Meta, ch: list[m.Call]) -> m.Call:
         return ch[0]
 
-    def op_aggregate(self, meta, ch):
+    def op_aggregate(self, meta: Meta, ch: list[m.Aggregate]) -> m.Aggregate:
         return ch[0]
 
-    def agg_compare(self, meta, ch):
+    def agg_compare(self, meta: Meta, ch: list[Any]) -> m.Comparison:
         left, op, right = ch
         return m.Comparison(left, op, right, self._s(meta))
 
-    def aggregate(self, meta, ch):
+    def aggregate(self, meta: Meta, ch: list[Any]) -> m.Aggregate:
         func = str(ch[0])
-        args, params, fields = [], [], []
+        args: list[m.Call | m.Comparison] = []
+        params: list[m.Param | None] = []
+        fields: list[str] = []
         for c in ch[1:]:
             if isinstance(c, m.Param):
                 params.append(c)
@@ -404,16 +409,16 @@ class ToSpec(Transformer):
                 args.append(c)
         return m.Aggregate(func, tuple(args), self.params(meta, params), tuple(fields), self._s(meta))
 
-    def dataset_reference(self, meta, ch):
+    def dataset_reference(self, meta: Meta, ch: list[Token]) -> tuple[str, str]:
         return ("reference", f"{ch[0]}/{ch[1]}")
 
-    def dataset_path(self, meta, ch):
+    def dataset_path(self, meta: Meta, ch: list[Token]) -> tuple[str, str]:
         return ("path", self._str(ch[0]))
 
-    def dataset_hf(self, meta, ch):
+    def dataset_hf(self, meta: Meta, ch: list[Any]) -> tuple[str, str, tuple[m.Param, ...]]:
         return ("hf", self._str(ch[0]), self.params(meta, ch[1:]))
 
-    def dataset_stmt(self, meta, ch):
+    def dataset_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
         kind, name, *inner = ch[0]
         params = ch[1] or ()
         if kind == "hf":
@@ -423,32 +428,32 @@ class ToSpec(Transformer):
             params = inner[0]
         return _Stmt("dataset", m.Dataset(kind, name, params, self._s(meta)), self._s(meta))
 
-    def expect_stmt(self, meta, ch):
+    def expect_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
         left, op, right = ch
         return _Stmt("expect", m.Expectation(left, op, right, self._s(meta)), self._s(meta))
 
     # ---- claims
-    def question_stmt(self, meta, ch):
+    def question_stmt(self, meta: Meta, ch: list[Token]) -> _Stmt:
         return _Stmt("question", str(ch[0]), self._s(meta))
 
-    def source_stmt(self, meta, ch):
+    def source_stmt(self, meta: Meta, ch: list[Token]) -> _Stmt:
         return _Stmt("source", self._str(ch[0]), self._s(meta))
 
-    def toolkit_stmt(self, meta, ch):
+    def toolkit_stmt(self, meta: Meta, ch: list[Token]) -> _Stmt:
         return _Stmt("toolkit", str(ch[0]), self._s(meta))
 
-    def metric_stmt(self, meta, ch):
+    def metric_stmt(self, meta: Meta, ch: list[Any]) -> m.Param:
         return m.Param(str(ch[0]), ch[1], self._s(meta))
 
-    def map_entry(self, meta, ch):
+    def map_entry(self, meta: Meta, ch: list[Any]) -> tuple[str, float]:
         return (self._str(ch[0]), float(ch[1]))
 
-    def map_stmt(self, meta, ch):
+    def map_stmt(self, meta: Meta, ch: list[Any]) -> tuple[str, tuple[tuple[str, float], ...], Span]:
         return ("map", tuple(c for c in ch if c is not None), self._s(meta))
 
-    def reported_stmt(self, meta, ch):
+    def reported_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
         metrics: list[m.Param] = []
-        the_map = None
+        the_map: tuple[tuple[str, float], ...] | None = None
         for item in ch:
             if isinstance(item, m.Param):
                 if any(p.key == item.key for p in metrics):
@@ -462,27 +467,27 @@ class ToSpec(Transformer):
                 the_map = item[1]
         return _Stmt("reported", m.Reported(tuple(metrics), the_map, self._s(meta)), self._s(meta))
 
-    def computed_stmt(self, meta, ch):
+    def computed_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
         fields, spans = _collect(ch, COMPUTED_KEYWORDS, "computed")
         scope = m.Scope(**{k: fields.pop(k) for k in m.Scope.ELEMENTS if k in fields})
         comp = m.Computed(scope=scope, span=self._s(meta), spans=spans, **fields)
         return _Stmt("computed", comp, self._s(meta))
 
     # ---- documents
-    def contract(self, meta, ch):
+    def contract(self, meta: Meta, ch: list[Any]) -> m.Contract:
         name_tok, *stmts = ch
         fields, spans = _collect(stmts, CONTRACT_KEYWORDS, "contract")
         scope = m.Scope(**{k: fields.pop(k) for k in m.Scope.ELEMENTS if k in fields})
         spans["name"] = _tok_span(name_tok, self.path)
         return m.Contract(name=self._str(name_tok), scope=scope, span=self._s(meta), spans=spans, **fields)
 
-    def claim(self, meta, ch):
+    def claim(self, meta: Meta, ch: list[Any]) -> m.Claim:
         name_tok, *stmts = ch
         fields, spans = _collect(stmts, CLAIM_KEYWORDS, "claim")
         spans["name"] = _tok_span(name_tok, self.path)
         return m.Claim(name=self._str(name_tok), span=self._s(meta), spans=spans, **fields)
 
-    def start(self, meta, ch):
+    def start(self, meta: Meta, ch: list[m.Document]) -> list[m.Document]:
         return list(ch)
 
 
@@ -536,7 +541,7 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> ContractSyntaxE
         tok = exc.token
         found = f"`{tok}`"
         span = _tok_span(tok, path)
-        if tok.type in ("NAME", "MODEL_NAME"):
+        if tok.type in ("NAME", "MODEL_NAME", "METHOD_NAME"):
             names = set(exc.expected)
             if exc.interactive_parser is not None:
                 try:
@@ -546,7 +551,8 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> ContractSyntaxE
             words = {w.strip("`") for w in _describe_terminals(names) if w.startswith("`")}
             hint = did_you_mean(str(tok), sorted(w for w in words if w.isidentifier()))
     elif isinstance(exc, UnexpectedCharacters):
-        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        # lark infers pos_in_stream as None (its class default); UnexpectedCharacters sets the int position
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""  # type: ignore[index,operator]
         found = f"character {ch!r}"
         span = Span(path, line, col, line, col + 1)
         if ch == "'":
@@ -589,7 +595,7 @@ class Layout:
 
     __slots__ = ("docs", "tree", "comments", "lbraces", "text")
 
-    def __init__(self, docs: list[m.Document], tree: Tree, comments: list[Token], lbraces: list[Token],
+    def __init__(self, docs: list[m.Document], tree: Tree[Token], comments: list[Token], lbraces: list[Token],
                  text: str) -> None:
         self.docs, self.tree, self.comments, self.lbraces, self.text = docs, tree, comments, lbraces, text
 
@@ -597,16 +603,18 @@ class Layout:
 def parse_layout(text: str, path: str = "<string>") -> Layout:
     """Parse like :func:`parse_text`, keeping the tree, the comments and the `{` tokens."""
     text = text.removeprefix("\ufeff")
-    _layout_sink.tokens = tokens = []
+    tokens: list[Token] = []
+    _layout_sink.tokens = tokens
     try:
         tree = _layout_parser().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, path) from None
     finally:
         _layout_sink.tokens = None
-    seen: set[int] = set()
+    seen: set[int | None] = set()
     unique = []
-    for t in sorted(tokens, key=lambda t: t.start_pos):   # one entry per position, in source order
+    # one entry per position, in source order (a lexer token always has its start_pos)
+    for t in sorted(tokens, key=lambda t: t.start_pos or 0):
         if t.start_pos not in seen:
             seen.add(t.start_pos)
             unique.append(t)
@@ -614,9 +622,9 @@ def parse_layout(text: str, path: str = "<string>") -> Layout:
                   [t for t in unique if t.type == "LBRACE"], text)
 
 
-def _to_docs(tree: Tree, text: str, path: str) -> list[m.Document]:
+def _to_docs(tree: Tree[Token], text: str, path: str) -> list[m.Document]:
     try:
-        docs = ToSpec(path).transform(tree)
+        docs: list[m.Document] = ToSpec(path).transform(tree)
     except VisitError as exc:
         orig = exc.orig_exc
         if isinstance(orig, ContractError):

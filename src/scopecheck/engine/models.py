@@ -76,7 +76,7 @@ def resolve_device(device: str) -> str:
 def model_location(ref: m.ModelRef, base_dir: Path | None) -> tuple[str, str]:
     """(what to pass to from_pretrained, identity for reports)."""
     if ref.kind == "reference":
-        from scopecheck.engine.reference import REFERENCE_MODELS
+        from scopecheck.reference import REFERENCE_MODELS
 
         info = REFERENCE_MODELS.get(ref.name)
         if info is None:

@@ -59,6 +59,12 @@ class AttributionResult:
     precision: str | None = None
     #: a quantized checkpoint's quantization (``Q4_1``, ``Q8_0``, ``F32`` for a .gguf), dequantized to ``dtype``
     quantization: str | None = None
+    #: the model's identity (:func:`scopecheck.runtime.provenance.model_facts`: location, revision,
+    #: weights' sha256, tokenizer special tokens, chat template's sha256)
+    model_facts: dict[str, Any] | None = field(default=None, compare=False)
+    #: wall seconds of the phases that produced this result: ``load`` (the model; ~0 when cached),
+    #: ``compile`` (the contract on its tokens) and ``attribution`` (the method; a family's shared run)
+    phases: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def scores(self) -> list[float]:

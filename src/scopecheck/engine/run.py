@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -187,14 +188,19 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
     assert contract.model is not None and contract.method is not None
     aggregate = aggregation(contract.method)  # before the model loads: a bad value fails fast
     process = resolved.scope.process
+    t0 = time.perf_counter()
     if process is not None and process.kind == "masked_diffusion":
         from scopecheck.engine.diffusion.compile import compile_diffusion
 
         lm = load(contract.model, options, contract_dir(contract), family="masked_diffusion")
+        t1 = time.perf_counter()
         compiled: CompiledContract = compile_diffusion(contract, resolved, lm)
     else:
         lm = load(contract.model, options, contract_dir(contract))
+        t1 = time.perf_counter()
         compiled = compile_contract(contract, resolved, lm, strict=strict)
+    t2 = time.perf_counter()
+    phases = {"load": t1 - t0, "compile": t2 - t1}
     name, params, operator = method_params(compiled, contract.method)
     if name == "external":
         from scopecheck.engine.methods import external
@@ -206,19 +212,22 @@ def execute(contract: m.Contract, options: LoadOptions = LoadOptions(), progress
             vec = external.scores_vector(scores, compiled, contract.method.span)
             external.check_eligible(vec, compiled, contract.method.span, "given to check_map")
             out = external.output(vec, compiled, "check_map")
+        phases["attribution"] = time.perf_counter() - t2
         return build_result(contract, resolved, lm, compiled, name, params, None, aggregate, out, seed,
-                            "as given by the map")
+                            "as given by the map", phases)
     _budget(name, params, compiled, contract, max_evaluations)
     from scopecheck.engine.methods import run_method
     from scopecheck.engine.precision import float64_forward
 
     seed = contract.seed if contract.seed is not None else 0
     torch.manual_seed(seed)
+    t3 = time.perf_counter()
     with float64_forward(lm.model) as precision:
         out = _method_call(name, contract, lambda: run_method(name, compiled.problem, params, seed=seed,
                                                               progress=progress))
+    phases["attribution"] = time.perf_counter() - t3
     return build_result(contract, resolved, lm, compiled, name, params, operator, aggregate, out, seed,
-                        precision.text())
+                        precision.text(), phases)
 
 
 def execute_family(contract: m.Contract, options: LoadOptions = LoadOptions(), progress: bool = False,
@@ -239,7 +248,9 @@ def execute_family(contract: m.Contract, options: LoadOptions = LoadOptions(), p
         raise ContractErrors(errs)
     assert contract.model is not None and contract.method is not None and contract.use is not None
     aggregate = aggregation(contract.method)
+    t0 = time.perf_counter()
     lm = load(contract.model, options, contract_dir(contract))
+    t1 = time.perf_counter()
 
     def member(k: int | str) -> m.Contract:
         from dataclasses import replace
@@ -265,21 +276,25 @@ def execute_family(contract: m.Contract, options: LoadOptions = LoadOptions(), p
     for mc, c in zip(members, compiled):
         _budget(name, params, c, mc, max_evaluations)
     seed = contract.seed if contract.seed is not None else 0
+    t2 = time.perf_counter()
     with float64_forward(lm.model) as precision:
         outs, shared = _method_call(name, contract, lambda: run_family(
             name, [c.problem for c in compiled], params, seed=seed, progress=progress))
+    phases = {"load": t1 - t0, "compile": t2 - t1, "attribution": time.perf_counter() - t2}  # the family's
     results = []
     for k, (mc, c, out) in enumerate(zip(members, compiled, outs), 1):
         out.info["family"] = f"y[{k}] of {len(members)}, " + ("forwards shared with the family" if shared
                                                              else "computed on its own")
         results.append(build_result(mc, c.resolved, lm, c, name, params, operator, aggregate, out, seed,
-                                    precision.text()))
+                                    precision.text(), phases))
     return members, results
 
 
 def build_result(contract: m.Contract, resolved: Resolved, lm: LoadedModel, compiled: CompiledContract, name: str, params: dict[str, Any],
-                 operator: str | None, aggregate: str, out: Any, seed: int, precision: str) -> AttributionResult:
-    """The checked, reportable result of one method output on one compiled contract."""
+                 operator: str | None, aggregate: str, out: Any, seed: int, precision: str,
+                 phases: dict[str, float] | None = None) -> AttributionResult:
+    """The checked, reportable result of one method output on one compiled contract (``phases``:
+    the wall seconds of loading, compiling and the method, as measured by the caller)."""
     assert contract.method is not None
     scores = out.scores.detach().to("cpu", torch.float64)
     bad = torch.nonzero(~torch.isfinite(scores)).flatten().tolist()
@@ -333,7 +348,18 @@ def build_result(contract: m.Contract, resolved: Resolved, lm: LoadedModel, comp
         model=lm.identity, device=lm.device, dtype=lm.dtype, seed=seed,
         special=tuple(compiled.alignment.tokens[p].text for p in compiled.special), compiled=compiled,
         diffusion=diffusion, aggregate=aggregate, words=words, warnings=tuple(notes), precision=precision,
-        quantization=getattr(lm, "quantization", None))
+        quantization=getattr(lm, "quantization", None), model_facts=_model_facts(lm),
+        phases=dict(phases or {}))
+
+
+def _model_facts(lm: LoadedModel) -> dict[str, Any] | None:
+    """The model's provenance; None (never a failed run) when its files cannot be read."""
+    from scopecheck.runtime.provenance import model_facts
+
+    try:
+        return model_facts(lm)
+    except OSError:
+        return None
 
 
 def _f(v: Any) -> float | None:
@@ -357,9 +383,8 @@ def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
     return [d for d in docs if isinstance(d, m.Contract)]
 
 
-def run(source: m.Contract | str | Path, *, name: str | None = None, device: str = "auto", dtype: str = "float32",
-        allow_pickle: bool = False, trust_remote_code: bool = False, progress: bool = False) -> AttributionResult:
-    """Run one contract: a spec, contract text, or a ``.scope`` path (``name`` picks one of several)."""
+def _one_contract(source: m.Contract | str | Path, name: str | None) -> m.Contract:
+    """The one contract of ``source`` (named ``name`` when given), or the positioned error."""
     contracts = _contracts(source)
     if name is not None:
         contracts = [c for c in contracts if c.name == name]
@@ -372,8 +397,14 @@ def run(source: m.Contract | str | Path, *, name: str | None = None, device: str
             f"expected exactly one contract{f' named {name!r}' if name else ''}; found: "
             f"{', '.join(map(repr, found)) or 'none'}", where, rule="unknown-name",
             hint="pass name=... to pick one" if len(found) > 1 else None)
+    return contracts[0]
+
+
+def run(source: m.Contract | str | Path, *, name: str | None = None, device: str = "auto", dtype: str = "float32",
+        allow_pickle: bool = False, trust_remote_code: bool = False, progress: bool = False) -> AttributionResult:
+    """Run one contract: a spec, contract text, or a ``.scope`` path (``name`` picks one of several)."""
     opts = LoadOptions(device, dtype, allow_pickle, trust_remote_code)
-    return execute(contracts[0], opts, progress)
+    return execute(_one_contract(source, name), opts, progress)
 
 
 def check_map(source: m.Contract | str | Path, scores: Any, *, name: str | None = None, device: str = "auto",
@@ -385,19 +416,7 @@ def check_map(source: m.Contract | str | Path, scores: Any, *, name: str | None 
     result is a run's :class:`AttributionResult`, for every check and expectation."""
     from dataclasses import replace
 
-    contracts = _contracts(source)
-    if name is not None:
-        contracts = [c for c in contracts if c.name == name]
-    if len(contracts) != 1:
-        found = [c.name for c in _contracts(source)]
-        where = Span(str(source)) if _is_path(source) else None
-        if name is not None and not contracts:
-            raise unknown_name("contract", name, found, where)
-        raise ContractValidationError(
-            f"expected exactly one contract{f' named {name!r}' if name else ''}; found: "
-            f"{', '.join(map(repr, found)) or 'none'}", where, rule="unknown-name",
-            hint="pass name=... to pick one" if len(found) > 1 else None)
-    c = contracts[0]
+    c = _one_contract(source, name)
     span = c.method.span if c.method is not None else c.span
     c = replace(c, method=m.Method("external", (m.Param("map", m.Text("check_map"), span),), span))
     return execute(c, LoadOptions(device, dtype, allow_pickle, trust_remote_code), scores=scores)

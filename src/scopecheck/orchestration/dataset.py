@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from scopecheck.errors import ContractError, Span
+from scopecheck.errors import ContractError, ContractValidationError, Span
 from scopecheck.orchestration import stats
 from scopecheck.orchestration.examples import argument_key, canonical_text, inner_items, plain_key
 from scopecheck.orchestration.executors import source_text
@@ -26,7 +27,7 @@ from scopecheck.spec import model as m
 
 if TYPE_CHECKING:
     from scopecheck.datasets import Loaded
-    from scopecheck.orchestration.runner import Runner
+    from scopecheck.orchestration.protocols import Driver
 
 WORST = 3
 #: a data file with more usable rows than this and no ``limit`` gets a notice with its size before
@@ -51,8 +52,9 @@ def _reusable(store: Any, ex_id: str, method: str, seed: int, keys: set[str]) ->
     return er
 
 
-def _notice(runner: Runner, cr: ContractRun, bar: Any, msg: str) -> None:
+def _notice(runner: Driver, cr: ContractRun, bar: Any, msg: str) -> None:
     """A line for the user, through the run's log channel (and above the progress bar)."""
+    assert cr.dataset is not None  # _run_examples sets it before its first notice
     cr.dataset.setdefault("notices", []).append(msg)
     if bar is not None:
         bar.write(f"scopecheck: {msg}")
@@ -70,12 +72,13 @@ def _positioned(exc: ContractError, contract: m.Contract, span: Span) -> Contrac
     return exc
 
 
-def run_dataset(runner: Runner, contract: m.Contract) -> ContractRun:
+def run_dataset(runner: Driver, contract: m.Contract) -> ContractRun:
     """Run every example of a dataset contract (its failure isolated, as a single run's)."""
     from scopecheck.datasets import example_contract, load_examples
     from scopecheck.dsl.format import fmt_model, format_document
     from scopecheck.engine.compile import contract_dir
 
+    assert contract.dataset is not None  # the runner sends only dataset contracts here
     cr = ContractRun(contract)
     t0 = time.perf_counter()
     try:
@@ -124,11 +127,16 @@ def run_dataset(runner: Runner, contract: m.Contract) -> ContractRun:
     return cr
 
 
-def _run_examples(runner: Runner, contract: m.Contract, loaded: Loaded, store: Store | None, keys: set[str],
+def _run_examples(runner: Driver, contract: m.Contract, loaded: Loaded, store: Store | None, keys: set[str],
                   method: str, seed: int, key: str, cr: ContractRun) -> None:
     """The examples of ``loaded`` into ``cr.examples`` in dataset order: a stored record where the
     store has a usable one, else the executor's record (appended to the store as it arrives)."""
+    params = contract.dataset.params if contract.dataset is not None else ()
+    limit = next((m.py_value(p.value) for p in params if p.key == "limit"), None)
+    requested = int(limit) if isinstance(limit, (int, float)) else len(loaded.examples) + len(loaded.errors)
     cr.dataset = {"source": loaded.source, "examples": len(loaded.examples), "row_errors": len(loaded.errors),
+                  "fingerprint": loaded.fingerprint,
+                  "requested": requested,
                   "store": str(store.path) if store else None, "key": key, "resumed": 0,
                   "truncated_record_redone": bool(store and store.truncated),
                   "store_problems": [str(p) for p in store.problems] if store else [],
@@ -188,7 +196,8 @@ def _run_examples(runner: Runner, contract: m.Contract, loaded: Loaded, store: S
             if runner.settings.fail_fast and (er.error or cr.row_errors):
                 break
     finally:
-        stream.close()
+        if isinstance(stream, Generator):             # stops its work; a plain iterator has no close()
+            stream.close()
         if bar is not None:
             bar.close()
     if executor.name != "serial":                     # a serial run's record is as it always was
@@ -218,7 +227,11 @@ def aggregate(cr: ContractRun, agg: m.Aggregate, ex: m.Expectation, seed: int) -
         a, b = (column(x) for x in agg.args[:2])
         return stats.paired(a, b, test=str(prm.get("test", "wilcoxon")),
                             alternative=str(prm.get("alternative", "two_sided")).replace("_", "-"), seed=seed)
-    return stats.aggregate(agg.func, column(agg.args[0]), q=float(prm.get("q", 0.5)), seed=seed)
+    q = prm.get("q", 0.5)
+    if not isinstance(q, (int, float)):               # validate refuses it: a contract run unvalidated
+        raise ContractValidationError(f"`q = {q}` is not a number", agg.span, expected="q = a number in [0, 1]",
+                                      rule="params")
+    return stats.aggregate(agg.func, column(agg.args[0]), q=float(q), seed=seed)
 
 
 def _describe(res: Any, fld: str) -> str:

@@ -33,7 +33,7 @@ from scopecheck.spec import model as m
 
 if TYPE_CHECKING:
     from scopecheck.datasets import Example
-    from scopecheck.orchestration.runner import Runner
+    from scopecheck.orchestration.protocols import Driver
 
 
 @dataclass(frozen=True)
@@ -121,19 +121,19 @@ def truth_positions(sub: Any, ex: Any) -> list[int] | None:
     return sorted(out)
 
 
-def _position_set(runner: Runner, sub: ContractRun, o: Any, truth: list[int] | None, c: m.Comparison) -> set[int]:
+def _position_set(runner: Driver, sub: ContractRun, o: Any, truth: list[int] | None, c: m.Comparison) -> set[int]:
     if _uses_truth(o):
         if truth is None:
             raise ContractError("this example has no ground truth", c.span, rule="dataset")
         return set(truth)
     if isinstance(o, m.Call) and o.name == "top":
-        k = int(o.args[0]) if o.args else 1
-        return {t.position for t in sub.result.ranking()[:k]}
+        assert sub.result is not None   # example_values runs only on an example that computed
+        return {t.position for t in sub.result.ranking()[:expect.top_count(o)]}
     raise ContractValidationError("`truth` compares with top(k)", c.span,
                                   expected="top(3) in truth, truth in top(2)", rule="expect")
 
 
-def compare_truth(runner: Runner, sub: ContractRun, c: m.Comparison, truth: list[int] | None) -> bool:
+def compare_truth(runner: Driver, sub: ContractRun, c: m.Comparison, truth: list[int] | None) -> bool:
     """A comparison with ``truth`` on token sets (see the module docstring)."""
     left = _position_set(runner, sub, c.left, truth, c)
     right = _position_set(runner, sub, c.right, truth, c)
@@ -158,7 +158,7 @@ def _plain(v: Any) -> Any:
     return None
 
 
-def example_values(runner: Runner, sub: ContractRun, ex: Example, items: list[Inner]) -> dict[str, Any]:
+def example_values(runner: Driver, sub: ContractRun, ex: Example, items: list[Inner]) -> dict[str, Any]:
     """The example's value of every item (None where it could not be computed): a plain
     expectation's outcome, a check field, a comparison."""
     s = runner.settings
@@ -204,7 +204,7 @@ def _truth_error(sub: Any, ex: Any, items: list[Inner]) -> str | None:
     return None
 
 
-def compute_example(runner: Runner, contract: m.Contract, ex: Example,
+def compute_example(runner: Driver, contract: m.Contract, ex: Example,
                     items: list[Inner]) -> tuple[ContractRun, dict[str, Any], float, str | None]:
     """Run one example as its own contract: ``(its ContractRun, its values, seconds, its error)``;
     the error is the run's, or the row's when its truth names no prompt token."""

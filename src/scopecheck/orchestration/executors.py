@@ -26,38 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol, Sequence
 
 from scopecheck.orchestration.examples import compute_example, inner_items
+from scopecheck.orchestration.protocols import Done, Driver, Executor
 from scopecheck.orchestration.records import ContractRun
 from scopecheck.orchestration.settings import EXECUTORS, RunSettings
 from scopecheck.spec import model as m
 
 if TYPE_CHECKING:
     from scopecheck.datasets import Example
-    from scopecheck.orchestration.runner import Runner
-
-
-@dataclass(frozen=True)
-class Done:
-    id: str
-    values: dict[str, Any]
-    error: str | None
-    seconds: float
-    #: the example's run when it was computed in this process (the driver shows the first map);
-    #: None from a worker
-    run: ContractRun | None = field(default=None, compare=False, repr=False)
-
-
-class Executor(Protocol):
-    """Computes examples of one contract and yields their records as they finish (any order)."""
-
-    name: str
-
-    @property
-    def parallelism(self) -> int:
-        """How many examples it computes at once (the run's estimate divides by it)."""
-        ...
-
-    def run(self, runner: Runner, contract: m.Contract, examples: Sequence[Example]) -> Iterator[Done]:
-        ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +42,7 @@ class SerialExecutor:
     name: ClassVar[str] = "serial"
     parallelism: ClassVar[int] = 1
 
-    def run(self, runner: Runner, contract: m.Contract, examples: Sequence[Example]) -> Iterator[Done]:
+    def run(self, runner: Driver, contract: m.Contract, examples: Sequence[Example]) -> Iterator[Done]:
         items = inner_items(contract)
         for ex in examples:
             sub, values, secs, error = compute_example(runner, contract, ex, items)
@@ -95,7 +70,7 @@ def _contract(job: Job) -> m.Contract:
     return (same_line or docs)[0]
 
 
-def compute(job: Job, examples: Sequence[Example], runner: Runner | None = None) -> list[Done]:
+def compute(job: Job, examples: Sequence[Example], runner: Driver | None = None) -> list[Done]:
     """Compute ``examples`` of ``job``'s contract in this process (a fresh runner unless given):
     what a Ray worker runs on a shard."""
     contract = _contract(job)
@@ -157,7 +132,7 @@ class RayExecutor:
     def parallelism(self) -> int:
         return max(1, self.workers)
 
-    def run(self, runner: Runner, contract: m.Contract, examples: Sequence[Example]) -> Iterator[Done]:
+    def run(self, runner: Driver, contract: m.Contract, examples: Sequence[Example]) -> Iterator[Done]:
         try:
             import ray
         except ImportError:
@@ -185,7 +160,6 @@ class RayExecutor:
         gpus = 1 if torch.cuda.is_available() else 0
         retries = self.retries
 
-        @ray.remote(num_cpus=1, num_gpus=gpus)
         class Worker:
             def __init__(self, job: Job, compute: Callable[[Job, list[Any], Any], list[Done]]) -> None:
                 import torch
@@ -197,7 +171,9 @@ class RayExecutor:
             def run(self, shard: list[Any]) -> list[Done]:
                 return self.compute(self.job, shard, self.runner)
 
-        actors = [Worker.remote(job, self.compute) for _ in range(self.parallelism)]
+        # an actor class; applied by call, not as a decorator, since mypy keeps a decorated class's type
+        remote_worker = ray.remote(num_cpus=1, num_gpus=gpus)(Worker)
+        actors = [remote_worker.remote(job, self.compute) for _ in range(self.parallelism)]
         shards = [list(examples[i:i + self.shard_size]) for i in range(0, len(examples), self.shard_size)]
         pending: dict[Any, tuple[int, int, int]] = {}        # ref -> (shard index, actor index, attempt)
         queue = list(range(len(shards)))
@@ -219,7 +195,7 @@ class RayExecutor:
             except Exception as exc:  # noqa: BLE001 - a worker's failure is its shard's, retried
                 attempts[s] += 1
                 if attempts[s] <= retries:
-                    actors[a] = Worker.remote(job, self.compute)       # a fresh actor for the retry
+                    actors[a] = remote_worker.remote(job, self.compute)  # a fresh actor for the retry
                     queue.insert(0, s)
                 else:
                     msg = f"shard failed {attempts[s]} time(s) on Ray: {type(exc).__name__}: {exc}"

@@ -12,11 +12,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scopecheck.errors import ContractError, ContractValidationError, Span
+from scopecheck.errors import ContractError, ContractValidationError, InternalError, Span
 from scopecheck.orchestration.records import ContractRun, ExpectationOutcome, contract_failure
 from scopecheck.spec import model as m
+
+if TYPE_CHECKING:
+    from scopecheck.engine.result import AttributionResult
 
 
 def call_key(call: m.Call) -> str:
@@ -108,6 +111,46 @@ def param_value(v: m.Value) -> Any:
     return m.py_value(v)
 
 
+def call_params(call: m.Call) -> dict[str, Any]:
+    """A check call's parameters as plain values: those given by position (as its registry entry's
+    ``positional`` names them, ``snapshot("snapshots/noir.json")``), then those given by name."""
+    from scopecheck.spec.check_registry import CHECKS
+
+    entry = CHECKS.get(call.name)
+    names = entry.positional if entry is not None else ()
+    out = {k: param_value(v) for k, v in zip(names, call.args)}
+    out.update({p.key: param_value(p.value) for p in call.params})
+    return out
+
+
+def snapshot_outcome(cr: ContractRun, ex: m.Expectation, text: str, *, update: bool = False,
+                     allow_outside: bool = False) -> ExpectationOutcome:
+    """``expect snapshot(...)``: the run against its stored snapshot (:mod:`scopecheck.checks.snapshot`),
+    written when ``update``. The outcome's ``status`` is the snapshot's: pass, fail, stale, missing
+    or written; stale and missing fail, and say why and how to re-record."""
+    from scopecheck.checks.snapshot import compare_snapshot
+
+    call = ex.left
+    assert isinstance(call, m.Call)
+    key = call_key(call)
+    res = cr.checks.get(key)
+    if res is None:
+        t0 = time.perf_counter()
+        res = compare_snapshot(cr.contract, _attribution(cr), call_params(call), span=call.span, update=update,
+                               allow_outside=allow_outside)
+        cr.checks[key] = res
+        cr.seconds += time.perf_counter() - t0
+    status = res.extra["status"]
+    verdict = {"pass": "holds", "written": "written", "stale": "STALE", "missing": "FAILED (no snapshot)"}.get(
+        status, "FAILED")
+    if status in ("pass", "fail"):
+        shown = f"{status}: " + ", ".join(f"{k} = {v:.6g}" for k, v in res.fields.items())
+    else:                                   # stale, missing, written: what happened, first clause
+        shown = f"{status}: {res.extra['reason'].split('; ')[0]}"
+    return ExpectationOutcome(text, ex.span.line, bool(res.passed), shown, None, f"{text}: {verdict}: {res.note}",
+                              status=status)
+
+
 def check(cr: ContractRun, call: m.Call, random: bool = False, *, progress: bool = False) -> Any:
     """The result of check ``call`` on ``cr``'s attribution (its random baseline with ``random``),
     computed once per run."""
@@ -115,14 +158,14 @@ def check(cr: ContractRun, call: m.Call, random: bool = False, *, progress: bool
 
     key = ("random:" if random else "") + call_key(call)
     if key not in cr.checks:
-        params = {p.key: param_value(p.value) for p in call.params}
+        params = call_params(call)
         seed = cr.contract.seed or 0
         t0 = time.perf_counter()
         fields = asked_fields(cr.contract, key, cr.asks)
         if random:
-            cr.checks[key] = random_baseline(call.name, cr.result, params, progress=progress, fields=fields)
+            cr.checks[key] = random_baseline(call.name, _attribution(cr), params, progress=progress, fields=fields)
         else:
-            cr.checks[key] = run_check(call.name, cr.result, params, seed=seed, progress=progress,
+            cr.checks[key] = run_check(call.name, _attribution(cr), params, seed=seed, progress=progress,
                                        fields=fields)
         cr.seconds += time.perf_counter() - t0
     return cr.checks[key]
@@ -130,17 +173,17 @@ def check(cr: ContractRun, call: m.Call, random: bool = False, *, progress: bool
 
 def value(cr: ContractRun, op: m.Operand, other: m.Operand | None, *, progress: bool = False) -> Any:
     """What one side ``op`` of an expectation measures on ``cr`` (``other`` is the other side)."""
-    r = cr.result
     if isinstance(op, bool) or isinstance(op, (int, float)):
         return op
     if isinstance(op, m.Text):
         return op.value
+    assert not isinstance(op, m.Aggregate), op   # aggregates are a dataset run's (dataset.aggregate)
+    r = _attribution(cr)
     if isinstance(op, m.Selector):
         return ("tokens", [r.tokens[p].text.strip() for p in r.positions(op)])
     name = op.name
     if name == "top":
-        k = int(op.args[0]) if op.args else 1
-        return ("top", r.top(k))
+        return ("top", r.top(top_count(op)))
     if name in ("mass", "rank", "attribution"):
         if len(op.args) != 1 or not isinstance(op.args[0], m.Selector):
             raise ContractValidationError(f"{name}(...) takes one selector", op.span,
@@ -161,23 +204,53 @@ def value(cr: ContractRun, op: m.Operand, other: m.Operand | None, *, progress: 
     return res.fields[fld]
 
 
-def evaluate(cr: ContractRun, ex: m.Expectation, *, debug: bool = False, progress: bool = False) -> ExpectationOutcome:
+def _attribution(cr: ContractRun) -> AttributionResult:
+    """``cr``'s attribution: evaluation reaches a clause only on a run that has one."""
+    if cr.result is None:
+        raise InternalError("evaluate", RuntimeError(f"contract `{cr.contract.name}` has no attribution"))
+    return cr.result
+
+
+def top_count(call: m.Call) -> int:
+    """The ``k`` of ``top(k)`` (1 when omitted); validation refuses anything but a count >= 1, and
+    so does this for a contract run unvalidated."""
+    k = call.args[0] if call.args else 1
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ContractValidationError("top(k) takes a count k >= 1", call.span, expected='top(1) == "black"',
+                                      rule="expect")
+    return k
+
+
+def evaluate(cr: ContractRun, ex: m.Expectation, *, debug: bool = False, progress: bool = False,
+             update_snapshots: bool = False, allow_outside: bool = False) -> ExpectationOutcome:
     """The outcome of clause ``ex`` on a single run or a map family. One clause's failure is that
-    clause's: an exception while evaluating it becomes its positioned error (``debug``: re-raised)."""
+    clause's: an exception while evaluating it becomes its positioned error (``debug``: re-raised).
+    ``update_snapshots`` writes a missing, stale or failing ``snapshot(...)``'s file;
+    ``allow_outside`` lifts the folder rule for it (``--allow-outside-data``)."""
     from scopecheck.dsl.format import fmt_expectation
 
     text = fmt_expectation(ex)
+    snap = ex.op is None and isinstance(ex.left, m.Call) and ex.left.name == "snapshot"
+    if snap and cr.members:
+        err = ContractValidationError("a map family has one map per member, and a snapshot pins one map",
+                                      ex.span, expected="snapshot(...) in a single-map contract",
+                                      hint="snapshot a member: a contract with use ...(target = y[t])",
+                                      rule="snapshot")
+        return ExpectationOutcome(text, ex.span.line, False, None, None, err.render())
     if cr.members:
         return _evaluate_family(cr, ex, text, debug=debug, progress=progress)
     if cr.result is None:
         return ExpectationOutcome(text, ex.span.line, False, None, None, cr.error or "the contract did not run")
     try:
+        if snap:
+            return snapshot_outcome(cr, ex, text, update=update_snapshots, allow_outside=allow_outside)
         left = value(cr, ex.left, ex.right, progress=progress)
         if ex.op is None:
             passed = bool(getattr(left, "passed", False))
             desc = _describe_check(left)
             return ExpectationOutcome(text, ex.span.line, passed, desc, None,
                                       f"{text}: {'holds' if passed else 'FAILED'} ({desc})")
+        assert ex.right is not None    # the grammar gives a comparator its right operand
         right = value(cr, ex.right, ex.left, progress=progress)
         passed = compare(left, ex.op, right)
     except ContractError as exc:
@@ -258,9 +331,9 @@ def compare(left: Any, op: str, right: Any) -> bool:
         raise ContractValidationError(f"cannot order token lists with {op}", rule="expect")
     if isinstance(left, str) or isinstance(right, str):
         if op == "==":
-            return left == right
+            return bool(left == right)
         if op == "!=":
-            return left != right
+            return bool(left != right)
         raise ContractValidationError(f"cannot order texts with {op}", rule="expect")
     a, b = float(left), float(right)
     if not (math.isfinite(a) and math.isfinite(b)):
@@ -268,4 +341,5 @@ def compare(left: Any, op: str, right: Any) -> bool:
     return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
 
 
-__all__ = ["asked_fields", "call_key", "check", "compare", "evaluate", "param_value", "partner_of", "value"]
+__all__ = ["asked_fields", "call_key", "call_params", "check", "compare", "evaluate", "param_value", "partner_of",
+           "snapshot_outcome", "top_count", "value"]

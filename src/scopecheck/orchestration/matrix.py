@@ -18,9 +18,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from scopecheck.spec import model as m
 from scopecheck.spec.registry import AUTOREGRESSIVE_KINDS, METHODS
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from scopecheck.orchestration.stats import AggregateResult
 
 #: cheaper settings so the matrix runs in minutes on a CPU
 FAST_PARAMS = {"integrated_gradients": "(steps = 64, baseline = zero)", "occlusion": "(operator = zero)",
@@ -112,6 +118,7 @@ def _run_pairs(pairs: list[tuple[str, str]], n_examples: int, device: str, datas
             bar.label = f"{meth} under {kind}"
         try:
             (doc,) = load_text(pair_contract(meth, kind, n_examples, dataset), path)
+            assert isinstance(doc, m.Contract)              # pair_contract writes a contract
             cr = runner.run(doc)
             ok = [e for e in cr.examples if e.error is None]
             if cr.error is not None or not ok:
@@ -121,10 +128,15 @@ def _run_pairs(pairs: list[tuple[str, str]], n_examples: int, device: str, datas
                                   nan, (err or "").splitlines()[0]))
                 continue
             ex = doc.expects
-            aopc, rnd = aggregate(cr, ex[0].left, ex[0], 0), aggregate(cr, ex[0].right, ex[0], 0)
-            p = aggregate(cr, ex[1].left, ex[1], 0)
-            snc, sns = aggregate(cr, ex[2].left, ex[2], 0), aggregate(cr, ex[3].left, ex[3], 0)
-            gt = aggregate(cr, ex[4].left, ex[4], 0)
+
+            def agg(side: m.Operand | None, e: m.Expectation) -> AggregateResult:
+                assert isinstance(side, m.Aggregate), side   # EXPECTS: every side an aggregate
+                return aggregate(cr, side, e, 0)
+
+            aopc, rnd = agg(ex[0].left, ex[0]), agg(ex[0].right, ex[0])
+            p = agg(ex[1].left, ex[1])
+            snc, sns = agg(ex[2].left, ex[2]), agg(ex[3].left, ex[3])
+            gt = agg(ex[4].left, ex[4])
             secs = sum(e.seconds for e in cr.examples) / max(1, len(cr.examples))
             cells.append(Cell(meth, kind, aopc.n, aopc.value, aopc.ci, rnd.value, rnd.ci, p.value, snc.value,
                               sns.value, gt.value, gt.ci, secs, None,
@@ -136,7 +148,7 @@ def _run_pairs(pairs: list[tuple[str, str]], n_examples: int, device: str, datas
     return cells
 
 
-def matrix_table(cells: list[Cell], dataset: str = DEFAULT_DATASET):
+def matrix_table(cells: list[Cell], dataset: str = DEFAULT_DATASET) -> Table:
     from rich.table import Table
 
     t = Table(title=f"Method x contract ({dataset} on reference:translate-ar; deletion with the zero-embedding "

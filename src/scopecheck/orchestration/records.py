@@ -26,6 +26,8 @@ class ExpectationOutcome:
     left: Any                 # measured value(s)
     right: Any
     explanation: str
+    #: "" for most clauses; a snapshot's: pass | fail | stale | missing | written
+    status: str = ""
 
 
 @dataclass

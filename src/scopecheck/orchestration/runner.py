@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from scopecheck.errors import ContractError
 from scopecheck.orchestration import expect
 from scopecheck.orchestration.dataset import evaluate_dataset, run_dataset
-from scopecheck.orchestration.executors import Executor, executor_for
+from scopecheck.orchestration.executors import executor_for
+from scopecheck.orchestration.protocols import Executor
 from scopecheck.orchestration.records import ContractRun, ExpectationOutcome, contract_failure
 from scopecheck.orchestration.settings import RunSettings
 from scopecheck.spec import model as m
@@ -111,7 +112,9 @@ class Runner:
     def evaluate(self, cr: ContractRun, ex: m.Expectation) -> ExpectationOutcome:
         if cr.contract.dataset is not None:
             return evaluate_dataset(cr, ex)
-        return expect.evaluate(cr, ex, debug=self.settings.debug, progress=self.settings.progress)
+        s = self.settings
+        return expect.evaluate(cr, ex, debug=s.debug, progress=s.progress, update_snapshots=s.update_snapshots,
+                               allow_outside=s.allow_outside_data)
 
 
 __all__ = ["Runner"]

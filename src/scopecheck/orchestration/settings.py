@@ -32,6 +32,8 @@ class RunSettings:
     #: unless the caller lifts the rule (``--allow-outside-data``; never a contract statement)
     allow_outside_data: bool = False
     fail_fast: bool = False             # a dataset contract stops at its first bad row or example
+    #: ``expect snapshot(...)`` writes a missing, stale or failing snapshot (``--update-snapshots``)
+    update_snapshots: bool = False
     executor: str = "serial"            # one of EXECUTORS
     ray_address: str | None = None      # the Ray cluster (None: Ray starts locally)
     workers: int = 2                    # Ray actors, each loading the model once

@@ -184,9 +184,9 @@ class Store:
                 why = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid UTF-8"
                 self.problems.append(StoreProblem(str(path), i, f"not JSON ({why})"))
                 continue
-            why = _record_problem(rec)
-            if why is not None:
-                self.problems.append(StoreProblem(str(path), i, why))
+            problem = _record_problem(rec)
+            if problem is not None:
+                self.problems.append(StoreProblem(str(path), i, problem))
                 continue
             k = rec["key"]
             ident = (k["example"], k["method"], int(k["seed"]))

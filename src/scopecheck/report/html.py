@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from scopecheck.report._io import atomic_write_text
+from scopecheck.runtime.files import atomic_write_text
 from scopecheck.report.jsonout import as_run, results_json
 from scopecheck.report.summary import config_items, config_text, fmt_number, fmt_operand, fmt_range, method_text, summary_line
 
@@ -456,6 +456,6 @@ def write_report(runs: Iterable[Any], directory: str | os.PathLike[str], *, titl
     The page is rendered completely before anything touches the disk, so a failure leaves
     neither a partial ``index.html`` nor a temporary file (an existing report stays as it was).
     Missing folders are created; an ``index.html`` that is not a regular file (a symbolic link, a
-    FIFO, a device) is refused with :class:`~scopecheck.report._io.DestinationError`."""
+    FIFO, a device) is refused with :class:`~scopecheck.runtime.files.DestinationError`."""
     html = render_report(list(runs), title=title)
     return atomic_write_text(Path(directory) / filename, html, make_parents=True)

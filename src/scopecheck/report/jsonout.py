@@ -6,7 +6,9 @@ operator, the model (with a GGUF checkpoint's quantization), device, dtype and s
 (every token with its score and roles; with ``aggregate = words`` also every word, its tokens'
 positions and its score, the sum of theirs), every check (fields, ranges, direction, configuration,
 raw curves) and every expectation (pass/fail, measured value, threshold) -- seed 002, "Reporting Attribution
-Results". Non-finite floats, which JSON cannot hold, are written as the strings
+Results"), and its provenance (:func:`run_provenance`, :func:`environment_provenance`: the software,
+the model's files and tokenizer, the contract's and dataset's hashes, the seed, the phases' wall
+seconds). Non-finite floats, which JSON cannot hold, are written as the strings
 ``"inf"``, ``"-inf"`` and ``"nan"``.
 
 The schema ships inside the package (``scopecheck/report/results.schema.json``); its
@@ -27,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from scopecheck.report._io import atomic_write_many, atomic_write_text  # noqa: F401 - re-exported
+from scopecheck.runtime.files import atomic_write_many, atomic_write_text  # noqa: F401 - re-exported
 from scopecheck.version import __version__
 
 if TYPE_CHECKING:
@@ -312,8 +314,12 @@ def run_record(run: ContractRun | AttributionResult) -> dict[str, Any]:
             "info": {}, "tokens": [],
         }
     if getattr(run, "dataset", None) is not None:
+        from scopecheck.spec.text import format_document
+
         rec["dataset"] = jsonable({
             **run.dataset,
+            # the dataset contract itself (the run's name and contract are its first example's)
+            "name": run.contract.name, "contract": format_document(run.contract),
             "row_errors": [{"row": e.row, "id": e.id, "message": e.message} for e in run.row_errors],
             "per_example": [{"id": e.id, "error": e.error, "seconds": e.seconds, "stored": e.stored,
                              "values": e.values} for e in run.examples],
@@ -336,7 +342,61 @@ def run_record(run: ContractRun | AttributionResult) -> dict[str, Any]:
     else:
         status = "ran"
     rec["status"] = status
+    rec["provenance"] = run_provenance(run, rec)
     return rec
+
+
+def _null_model(identity: str | None) -> dict[str, Any]:
+    """A model identity when no model was loaded (the run failed before): its name only."""
+    return {"identity": identity, "location": None, "revision": None, "weights": [], "quantization": None,
+            "tokenizer": None}
+
+
+def run_provenance(run: ContractRun, rec: dict[str, Any]) -> dict[str, Any]:
+    """Where one run came from (``runs[i].provenance``): the model's identity
+    (:func:`scopecheck.runtime.provenance.model_facts`), the sha256 of the contract's canonical
+    text (the contract as written: a dataset contract's, not its examples'), a dataset's
+    fingerprint with n requested and n effective, the seed, and the wall seconds of each phase."""
+    from scopecheck.runtime.provenance import sha256_text
+
+    r = run.result
+    facts = getattr(r, "model_facts", None) if r is not None else None
+    model = jsonable(dict(facts)) if facts else _null_model(rec["model"])
+    if model.get("quantization") is None:
+        model["quantization"] = rec.get("quantization")
+    text = rec["contract"]
+    if getattr(run, "contract", None) is not None:
+        from scopecheck.dsl.format import format_document
+
+        text = format_document(run.contract)
+    ds = getattr(run, "dataset", None)
+    dataset = None
+    phases: dict[str, Any] = {"load_seconds": None, "compile_seconds": None, "attribution_seconds": None,
+                              "checks_seconds": {}, "examples_seconds": None, "total_seconds": rec["seconds"]}
+    if ds is not None:
+        dataset = {"fingerprint": ds.get("fingerprint"), "n_requested": ds.get("requested"),
+                   "n_effective": sum(e.error is None for e in run.examples)}
+        phases["examples_seconds"] = num(sum(float(e.seconds or 0.0) for e in run.examples))
+    else:                  # a dataset run's result and checks are its first example's: not its phases
+        measured = dict(getattr(r, "phases", None) or {}) if r is not None else {}
+        for k in ("load", "compile", "attribution"):
+            phases[f"{k}_seconds"] = num(measured.get(k))
+        for c in rec["checks"]:
+            work = (c.get("extra") or {}).get("work")
+            if isinstance(work, dict) and work.get("seconds") is not None:
+                phases["checks_seconds"][("random:" if c["random"] else "") + c["call"]] = num(work["seconds"])
+    return {"model": model, "contract_sha256": sha256_text(text), "dataset": dataset, "seed": rec["seed"],
+            "phases": phases}
+
+
+def environment_provenance(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The top-level provenance: the software (:func:`scopecheck.runtime.provenance.environment`)
+    and the devices and dtypes the runs used."""
+    from scopecheck.runtime.provenance import environment
+
+    return {**environment(),
+            "devices": sorted({rec["device"] for rec in records if rec.get("device")}),
+            "dtypes": sorted({rec["dtype"] for rec in records if rec.get("dtype")})}
 
 
 def results_json(runs: Iterable[Any]) -> dict[str, Any]:
@@ -355,6 +415,7 @@ def results_json(runs: Iterable[Any]) -> dict[str, Any]:
             "expectations": {"total": len(exp), "passed": sum(e["passed"] for e in exp),
                              "failed": sum(not e["passed"] for e in exp)},
         },
+        "provenance": environment_provenance(records),
         "runs": records,
     }
 
@@ -372,7 +433,7 @@ def write_json(runs: Iterable[Any], path: str | os.PathLike[str], *, validate: b
     Everything is computed before the file is opened, so a failure (a bad value, a schema
     violation) leaves any existing file untouched and no temporary file behind. Missing folders
     are created; a destination that is not a regular file (a symbolic link, a FIFO, a device) is
-    refused with :class:`~scopecheck.report._io.DestinationError`."""
+    refused with :class:`~scopecheck.runtime.files.DestinationError`."""
     doc = results_json(runs)
     if validate:
         validate_results(doc)

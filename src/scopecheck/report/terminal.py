@@ -121,6 +121,8 @@ def header(result: AttributionResult, color: bool = True) -> Table:
         t.add_row(f"{letter}  {el}", cell)
     params = ", ".join(f"{k} = {v}" for k, v in r.method_params.items())
     t.add_row("method", f"{r.method}({params})")
+    if r.info.get("toolkit"):       # a peer toolkit's adapter: which toolkit computed, with the exact call
+        t.add_row("toolkit", f"{r.info['toolkit']}: {r.info.get('call', '')}")
     t.add_row("operator", str(r.operator) if r.operator is not None else "none (the method uses no baseline)")
     if getattr(r, "words", None) is not None:
         t.add_row("aggregate", "words: each word's score is the sum of its tokens' scores (the token map is kept)")

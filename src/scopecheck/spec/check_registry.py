@@ -6,7 +6,7 @@ The sibling of :mod:`scopecheck.spec.registry` (methods), built the same way: an
 (kind, range or allowed values, default, help), and each field with its range and the direction
 that is better; the validator (``scopecheck.spec.validate``), the checks' parameter resolution
 (``scopecheck.checks.faithfulness.check_params``), ``scopecheck list``, the static audit and the
-README's check table all read the entry. The implementation is a lazy ``"module:attr"``
+documentation's check table all read the entry. The implementation is a lazy ``"module:attr"``
 reference, a function ``(result, params, *, ranking=None, seed=0) -> CheckResult`` imported on
 first use (:meth:`CheckEntry.load`), so this module and everything that only validates stays
 torch-free.
@@ -29,20 +29,15 @@ from typing import Any, Callable, Iterable, Mapping
 
 from scopecheck.errors import ContractValidationError, UnknownNameError, did_you_mean
 from scopecheck.spec import vocabulary as vocab
+from scopecheck.spec.paramspec import PARAM_KINDS, B, C, F, I, ParamSpec, batch, samples
 from scopecheck.spec.registry import (
+    AUTOREGRESSIVE_KINDS,
     CONTRACT_KINDS,
     EXTRA_KINDS,
-    PARAM_KINDS,
-    C,
-    F,
-    I,
-    ParamSpec,
     RegistryError,
-    batch,
     fits,
     plain_message,
     resolve_impl,
-    samples,
 )
 
 INF = math.inf
@@ -138,6 +133,8 @@ class CheckEntry:
     supports: tuple[str, ...] = (*CONTRACT_KINDS, *EXTRA_KINDS)   # contract kinds
     protocol: bool = False       # perturbs and re-measures by the contract's protocol
     ranking: bool = False
+    #: parameters a call may also give by position, in order (``snapshot("snapshots/noir.json")``)
+    positional: tuple[str, ...] = ()
 
     def field(self, name: str | None) -> str:
         """The field an expectation reads: the one it names, else the default field."""
@@ -209,6 +206,9 @@ def _check_entry(e: CheckEntry) -> None:
         if not (isinstance(f, Field) and f.better in BETTER and f.low <= f.high):
             raise _bad(e.name, f"field `{key}` is not a Field(low <= high, better)",
                        f"better from: {', '.join(BETTER)}")
+    bad = [k for k in e.positional if k not in e.params]
+    if bad:
+        raise _bad(e.name, f"positional parameter(s) {', '.join(bad)} not among its parameters", ", ".join(e.params))
     if e.default_field not in e.fields:
         raise _bad(e.name, f"default field `{e.default_field}` is not one of its fields", ", ".join(e.fields))
     for key, p in e.params.items():
@@ -237,6 +237,7 @@ def register_check(
     supports: Iterable[str] = (*CONTRACT_KINDS, *EXTRA_KINDS),
     protocol: bool = False,
     ranking: bool = False,
+    positional: Iterable[str] = (),
     replace: bool = False,
 ) -> CheckEntry:
     """Add a check to the registry and return its entry.
@@ -246,14 +247,16 @@ def register_check(
     imported when the check first runs. ``fields`` maps each reported number to its
     :class:`Field`; ``default_field`` is the one a bare expectation reads. ``params`` maps each
     parameter to its :class:`ParamSpec`; with ``protocol`` the :data:`PROTOCOL_PARAMS` come
-    first. A name already taken is a :class:`RegistryError` unless ``replace``.
+    first; ``positional`` names those a call may also give by position, in order. A name already
+    taken is a :class:`RegistryError` unless ``replace``.
     """
     if isinstance(name, CheckEntry):
         entry = name
     else:
         entry = CheckEntry(name=name, family=family, summary=summary, fields=dict(fields or {}),
                            default_field=default_field, params=dict(params or {}), impl=impl,
-                           supports=tuple(supports), protocol=protocol, ranking=ranking)
+                           supports=tuple(supports), protocol=protocol, ranking=ranking,
+                           positional=tuple(positional))
     own = {k: p for k, p in entry.params.items() if not (entry.protocol and k in PROTOCOL_PARAMS)}
     _check_entry(dataclasses.replace(entry, params=own))
     prm = {**PROTOCOL_PARAMS, **own} if entry.protocol else own
@@ -320,7 +323,7 @@ def _contracts(e: CheckEntry) -> str:
 
 
 def check_table() -> str:
-    """The README's check table (Markdown), generated from the registry: one row per check with
+    """The documentation's check table (Markdown), generated from the registry: one row per check with
     its family, the contracts it supports, its fields (range, better; the default field first,
     in bold) and its own parameters with their defaults."""
     rows = ["| check | family | contracts | fields [range] better | parameters (default) |", "|---|---|---|---|---|"]
@@ -420,6 +423,14 @@ for _e in (
                {"delta": Field(-INF, INF, "none"), "abs_delta": Field(0.0, INF, "lower")}, "abs_delta",
                {"tolerance": F(0.0, 1e12, default=1e-3, help="largest |delta| that passes")},
                _S + "completeness"),
+    CheckEntry("conservation", "sanity",
+               "relevance over every input position (+ the rules' stated absorption) = the quantity propagated",
+               {"relative_gap": Field(0.0, INF, "lower"), "raw_gap": Field(0.0, INF, "lower"),
+                "gap": Field(-INF, INF, "none")}, "relative_gap",
+               {"tolerance": F(0.0, 1e12, default=1e-4, help="largest relative_gap that passes"),
+                "absorbed": B(True, "count what the rules state they absorb (AttnLRP: the softmax rule's bias, "
+                                    "linear biases) as conserved; false: the relevance alone must sum to it")},
+               "scopecheck.checks.conservation:conservation", supports=AUTOREGRESSIVE_KINDS),
     CheckEntry("eligibility", "sanity", "attribution mass outside E is exactly zero",
                {"outside_mass": Field(0.0, INF, "lower")}, "outside_mass", {}, _S + "eligibility"),
     CheckEntry("ground_truth", "ground_truth", "agreement with causal tokens known by construction",
@@ -441,6 +452,18 @@ for _e in (
                 "contract": ParamSpec("any", help="another standard contract (exactly one of method, contract)",
                                       default_text="none")},
                _A + "agreement"),
+    CheckEntry("snapshot", "agreement", "the map against a stored baseline map: top-k set, Spearman, max |difference|",
+               {"max_abs": Field(0.0, INF, "lower"), "spearman": Field(-1.0, 1.0, "higher"),
+                "top_k_match": Field(0.0, 1.0, "higher")}, "max_abs",
+               {"path": ParamSpec("any", help="the snapshot file (JSON), relative to the contract's folder; also "
+                                  "given as the first argument", default_text="required"),
+                "top_k": I(0, 100_000, 3, "the k highest-attributed eligible tokens must be the snapshot's, as a "
+                           "set (0: not compared)"),
+                "spearman": F(-1.0, 1.0, default=0.99, help="least Spearman rank correlation with the snapshot "
+                              "over E (-1: not compared)"),
+                "max_abs": F(0.0, 1e12, default=1e-4, help="largest absolute difference of a token's score from "
+                             "the snapshot's")},
+               "scopecheck.checks.snapshot:snapshot", positional=("path",)),
 ):
     register_check(_e)
 del _e
@@ -452,5 +475,5 @@ __all__ = ["CHECKS", "CHECK_FAMILIES", "COMMON_CHECK_PARAMS", "CheckEntry", "Che
            "get_check", "register_check", "supported_checks", "unknown_params", "unregister_check"]
 
 
-if __name__ == "__main__":  # python -m scopecheck.spec.check_registry: the README's check table
+if __name__ == "__main__":  # python -m scopecheck.spec.check_registry: the documentation's check table
     print(check_table(), end="")

@@ -25,12 +25,16 @@ CHECK_SCHEMA_FILE = "check.schema.json"
 
 @functools.cache
 def schema() -> dict[str, Any]:
-    return json.loads(resources.files("scopecheck.spec").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(
+        resources.files("scopecheck.spec").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    return data
 
 
 def check_schema() -> dict[str, Any]:
     """The schema of ``scopecheck check --json`` (one document holding the normalized documents)."""
-    return json.loads(resources.files("scopecheck.spec").joinpath(CHECK_SCHEMA_FILE).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(
+        resources.files("scopecheck.spec").joinpath(CHECK_SCHEMA_FILE).read_text(encoding="utf-8"))
+    return data
 
 
 def check_output(documents: list[dict[str, Any]]) -> dict[str, Any]:
@@ -152,7 +156,8 @@ class _Writer:
         if p is None:
             return None
         self.mark(path, p.span)
-        out = {"text": p.text, "segments": [{"name": s.name, "text": s.text, **({"field": s.field} if s.field else {})}
+        out: dict[str, Any] = {"text": p.text,
+                               "segments": [{"name": s.name, "text": s.text, **({"field": s.field} if s.field else {})}
                                             for s in p.segments]}
         if p.chat:
             out["chat"] = True
@@ -210,7 +215,7 @@ def to_json(doc: m.Document) -> tuple[dict[str, Any], dict[Path_, Span]]:
         "scope": w.scope(c.scope, None, ("computed", "scope")),
     }
     rep = doc.reported
-    reported = {"metrics": {}, "map": None}
+    reported: dict[str, Any] = {"metrics": {}, "map": None}
     for p in rep.metrics:
         w.mark(("reported", "metrics", p.key), p.span)
         reported["metrics"][p.key] = p.value
@@ -233,7 +238,7 @@ def schema_errors(doc: m.Document) -> list[ContractError]:
     full = schema()
     part = "contract" if isinstance(doc, m.Contract) else "claim"
     validator = jsonschema.Draft202012Validator({"$ref": f"#/$defs/{part}", "$defs": full["$defs"]})
-    out = []
+    out: list[ContractError] = []
     for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(err.absolute_path)
         span = None

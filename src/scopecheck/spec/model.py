@@ -19,7 +19,7 @@ NOSPAN = Span()
 
 
 def _span() -> Span:
-    return field(default=NOSPAN, compare=False, repr=False)  # type: ignore[return-value]
+    return field(default=NOSPAN, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------- values

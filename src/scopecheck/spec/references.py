@@ -2,7 +2,7 @@
 after ``reference:`` (``model reference:<name>``, ``dataset reference:<task>/<split>``), each
 model's task and family, and the static check of a ``dataset`` statement.
 
-The validator reads these facts here; the data layer (``scopecheck.engine.reference``: the task
+The validator reads these facts here; the data layer (``scopecheck.reference``: the task
 generators, the shipped weights) and ``scopecheck.datasets`` build on them, so the names are
 spelled once. Torch-free.
 """
@@ -15,7 +15,7 @@ from scopecheck.errors import ContractValidationError
 from scopecheck.spec import model as m
 
 #: The reference tasks, in the order shown to users (the generators are
-#: ``scopecheck.engine.reference.tasks.TASKS``, keyed by these names).
+#: ``scopecheck.reference.tasks.TASKS``, keyed by these names).
 TASK_NAMES: tuple[str, ...] = ("translate", "retrieval", "capitals")
 #: The splits of every reference task.
 SPLITS: tuple[str, ...] = ("train", "heldout")

@@ -4,7 +4,7 @@ family, supported contracts, parameters and implementation.
 An entry (:class:`MethodEntry`) declares each parameter once, as a :class:`ParamSpec` (kind,
 range or allowed values, default, help); the validator (``scopecheck.spec.validate``), the
 engine's parameter resolution (``scopecheck.engine.methods``), ``scopecheck list``, the
-static audit and the README's method table all read the entry. The implementation is a
+static audit and the documentation's method table all read the entry. The implementation is a
 lazy ``"module:attr"`` reference, imported on first use (:meth:`MethodEntry.load`), so this
 module and everything that only validates stays torch-free.
 
@@ -44,114 +44,11 @@ EXTRA_KINDS: tuple[str, ...] = ("custom",)
 
 #: Method families, as ``scopecheck list`` groups them.
 FAMILIES: tuple[str, ...] = ("gradient", "perturbation", "surrogate", "attention", "probabilistic", "stage",
-                             "external")
+                             "external", "toolkit")
 
-PARAM_KINDS: tuple[str, ...] = ("int", "float", "bool", "choice", "count_or_fraction", "selector", "any")
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One parameter: ``kind`` is ``int`` | ``float`` | ``bool`` | ``choice`` |
-    ``count_or_fraction`` | ``selector`` | ``any``. Numeric bounds are inclusive unless
-    ``open_low`` (``low < x``). ``default`` is the value used when the contract states none;
-    ``None`` means the engine chooses (``default_text`` says how, e.g. ``adaptive``)."""
-
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] = ()
-    open_low: bool = False
-    default: object = None
-    help: str = ""
-    default_text: str | None = None
-
-    def describe(self) -> str:
-        """The allowed values, as an error's ``expected`` line shows them."""
-        if self.kind == "choice":
-            return " | ".join(self.choices)
-        if self.kind == "bool":
-            return "true | false"
-        if self.kind == "selector":
-            return 'a selector, e.g. x["black"]'
-        if self.kind == "count_or_fraction":
-            return f"a fraction in (0, 1] or a count 1..{int(self.high or 0)}"
-        if self.kind in ("int", "float"):
-            lo = "(" if self.open_low else "["
-            hi = "]"
-            num = "an integer" if self.kind == "int" else "a finite number"
-            return f"{num} in {lo}{_n(self.low)}, {_n(self.high)}{hi}"
-        return "a value"
-
-    def shown_default(self) -> str:
-        """The default as a contract would write it, or how the engine chooses it."""
-        if self.default_text is not None:
-            return self.default_text
-        return show_value(self.default)
-
-    def summary(self) -> str:
-        """``values: help (default X)``: one line of ``scopecheck list`` and the audit."""
-        values = self.describe() if self.kind in ("choice", "bool") else self.kind
-        body = f"{values}: {self.help}" if self.help else values
-        return f"{body} (default {self.shown_default()})"
-
-    @property
-    def type_name(self) -> str:
-        """The Python type a value is coerced to (``int``, ``float``, ``bool``, ``str``)."""
-        return {"choice": "str"}.get(self.kind, self.kind)
-
-
-def _n(x: float | None) -> str:
-    if x is None:
-        return "∞"
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def show_value(v: object) -> str:
-    """A Python default as the DSL writes it: ``true``, ``0.75``, ``5e-05``, ``pad``."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return "none" if v is None else str(v)
-
-
-def I(low: int, high: int, default: int | None = None, help: str = "",  # noqa: E743 - short constructors keep
-      default_text: str | None = None) -> ParamSpec:                     # the table readable
-    return ParamSpec("int", low, high, default=default, help=help, default_text=default_text)
-
-
-def F(low: float, high: float | None = None, open_low: bool = False, default: float | None = None,
-      help: str = "") -> ParamSpec:
-    return ParamSpec("float", low, high, open_low=open_low, default=default, help=help)
-
-
-def C(*choices: str, default: str | None = None, help: str = "") -> ParamSpec:
-    return ParamSpec("choice", choices=choices, default=default, help=help)
-
-
-def B(default: bool, help: str = "") -> ParamSpec:
-    return ParamSpec("bool", default=default, help=help)
-
-
-BATCH_HELP = "model evaluations per forward batch"
-FROM_MEMORY = "as many as the free memory allows"
-
-
-def batch(help: str = BATCH_HELP) -> ParamSpec:
-    """``batch_size``: an engine setting; when not given it is chosen from the free memory
-    (halving on out-of-memory), so its default is no number."""
-    return I(1, 65_536, help=help, default_text=FROM_MEMORY)
-
-
-SAMPLES_MAX = 1_000_000
-
-
-def samples(default: int, help: str = "") -> ParamSpec:
-    return I(1, SAMPLES_MAX, default, help)
-
-
-def operator(default: str, help: str = "the replacement of a perturbed token") -> ParamSpec:
-    return C(*vocab.OPERATORS, default=default, help=help)
+from scopecheck.spec.paramspec import (  # noqa: E402 - re-exported: entries are declared with them
+    B, BATCH_HELP, C, F, FROM_MEMORY, I, PARAM_KINDS, SAMPLES_MAX, ParamSpec, batch, operator, samples, show_value,
+)
 
 
 @dataclass(frozen=True)
@@ -244,10 +141,16 @@ def _bad_param(name: str, key: str, why: str) -> RegistryError:
                          expected="a ParamSpec with a default that fits it", rule="registry")
 
 
+def valid_method_name(name: str) -> bool:
+    """An identifier, or two joined by a dot (``captum.integrated_gradients``: a toolkit's method)."""
+    parts = name.split(".")
+    return len(parts) <= 2 and all(p.isidentifier() for p in parts)
+
+
 def _check_entry(e: MethodEntry) -> None:
-    if not e.name.isidentifier():
-        raise RegistryError(f"method name {e.name!r} is not an identifier", expected="a name like `my_method`",
-                            rule="registry")
+    if not valid_method_name(e.name):
+        raise RegistryError(f"method name {e.name!r} is not an identifier", expected="a name like `my_method` or, "
+                            "for a toolkit's method, `toolkit.method`", rule="registry")
     kinds = (*CONTRACT_KINDS, *EXTRA_KINDS)
     bad = [k for k in e.supports if k not in kinds]
     if bad or not e.supports:
@@ -374,7 +277,8 @@ def supported_methods(kind: str) -> list[str]:
 
 
 def method_table() -> str:
-    """The README's method table (Markdown), generated from the registry: one row per method
+    """The documentation's method table (Markdown; ``python docs/gen.py`` writes it into
+    docs/reference/methods.md), generated from the registry: one row per method
     with its family, the contracts it supports and its parameters with their defaults."""
     rows = ["| method | family | contracts | parameters (default) |", "|---|---|---|---|"]
     for e in METHODS.values():
@@ -462,6 +366,10 @@ for _e in (
                  "stride": I(0, 1_000_000, 0, "window stride, 0 = window // 2"),
                  "layers": I(0, 100_000, 0, "HETA-LS, gate and curvature in the top k layers only, 0 = all")},
                 _M + "heta:heta", differentiable=True),
+    MethodEntry("attnlrp", "gradient",
+                "AttnLRP (Achtibat et al. 2024), scopecheck's own rules for Llama (LXT needs transformers < 5): "
+                "relevance of the target logit(s), one backward; conserved up to the softmax rule's absorption",
+                AUTOREGRESSIVE_KINDS, {}, _M + "attnlrp:attnlrp", differentiable=True),
     MethodEntry("external", "external",
                 "a map computed elsewhere, read from a JSON or CSV file (scopecheck/spec/map.schema.json), aligned "
                 "to the contract's tokens and checked against E; checks that rerun the method are refused",
@@ -480,13 +388,53 @@ for _e in (
     register_method(_e)
 del _e
 
+# the peer toolkits' adapters (captum.*, inseq.*), registered as an outside package would register its own
+from scopecheck.spec.adapters import register_adapters  # noqa: E402 - after register_method is defined
 
-__all__ = ["AUTOREGRESSIVE_KINDS", "B", "C", "COMMON_METHOD_PARAMS", "CONTRACT_KINDS", "DIFFUSION_TOKEN_KINDS",
+register_adapters(register_method, METHODS)
+
+#: The entry-point group a distribution declares its methods in (``[project.entry-points."scopecheck.methods"]``):
+#: each entry point names a :class:`MethodEntry` or a function that registers methods when called.
+ENTRY_POINT_GROUP = "scopecheck.methods"
+#: Entry points that failed to load, ``name -> reason`` (``scopecheck list`` shows none of their methods).
+PLUGIN_ERRORS: dict[str, str] = {}
+
+
+def load_entry_points(register: Callable[..., MethodEntry] = register_method) -> list[str]:
+    """Register the methods of every installed distribution's ``scopecheck.methods`` entry points
+    (read when the registry is first imported; the implementations stay lazy ``module:attr``
+    references). An entry point that cannot be loaded or registered is recorded in
+    :data:`PLUGIN_ERRORS` and skipped, so one broken package does not break scopecheck.
+    Returns the names of the entry points loaded."""
+    from importlib.metadata import entry_points
+
+    done = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if isinstance(obj, MethodEntry) or type(obj).__name__ == "MethodEntry":
+                if obj.name not in METHODS:
+                    register(obj)
+            elif callable(obj):
+                obj()
+            else:
+                raise RegistryError(f"entry point {ep.value} is neither a MethodEntry nor a function",
+                                    rule="registry")
+            done.append(ep.name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
+            PLUGIN_ERRORS[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
+    return done
+
+
+load_entry_points(register_method)
+
+
+__all__ = ["AUTOREGRESSIVE_KINDS", "ENTRY_POINT_GROUP", "PLUGIN_ERRORS", "load_entry_points", "B", "C", "COMMON_METHOD_PARAMS", "CONTRACT_KINDS", "DIFFUSION_TOKEN_KINDS",
            "EXTRA_KINDS", "F", "FAMILIES", "I", "METHODS", "METHOD_ALIASES", "MethodEntry", "PARAM_KINDS", "ParamSpec",
            "RegistryError", "TOKEN_KINDS", "UnknownMethodError", "batch", "canonical_name", "fits", "get_method",
            "method_table", "plain_message", "register_method", "resolve_impl", "show_value", "supported_methods",
-           "unregister_method"]
+           "unregister_method", "valid_method_name"]
 
 
-if __name__ == "__main__":  # python -m scopecheck.spec.registry: the README's method table
+if __name__ == "__main__":  # python -m scopecheck.spec.registry: the documentation's method table
     print(method_table(), end="")

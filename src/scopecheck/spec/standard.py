@@ -197,10 +197,12 @@ def standard_scope(use: m.Use) -> m.Scope:
                 f"`{use.name}` has no parameter `{key}`", p.span,
                 expected=", ".join(std.params) or "no parameters",
                 hint=did_you_mean(key, list(std.params)), rule="use-params")
-    return _respan(std.build(params, use.span), use.span)
+    scope = _respan(std.build(params, use.span), use.span)
+    assert isinstance(scope, m.Scope), scope  # _respan keeps every node's type
+    return scope
 
 
-def _respan(obj, span: Span):
+def _respan(obj: object, span: Span) -> object:
     """Give every node the standard contract filled the span of its `use` statement."""
     import dataclasses
 
@@ -208,7 +210,7 @@ def _respan(obj, span: Span):
         return tuple(_respan(o, span) for o in obj)
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         return obj
-    changes = {}
+    changes: dict[str, object] = {}
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
         if f.name == "span":
@@ -230,3 +232,32 @@ def merge(stated: m.Scope, filled: m.Scope) -> tuple[m.Scope, dict[str, str]]:
         elif getattr(filled, e) is not None:
             out[e], origin[e] = getattr(filled, e), "use"
     return m.Scope(**out), origin  # type: ignore[arg-type]
+
+
+def standard_table() -> str:
+    """The documentation's table of standard contracts (Markdown), generated from
+    :data:`STANDARD`: each contract's SCOPE with its symbolic target (``t``) or step, and its
+    parameters, as ``scopecheck list`` shows them."""
+    from scopecheck.spec.text import fmt_features, fmt_params, fmt_score, fmt_selector
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = ["| name | S score | C held fixed | O output | P process | E eligible | parameters |",
+            "|---|---|---|---|---|---|---|"]
+    for std in STANDARD.values():
+        sc = std.build({k: m.Param(k, m.Ident("t")) for k in std.params if k in ("target", "step")}, m.NOSPAN)
+        # a standard contract states every element (tests/spec: each builds a complete SCOPE)
+        assert sc.score is not None and sc.explain is not None and sc.process is not None
+        assert sc.fixed is not None and sc.eligible is not None
+        args = ", ".join(std.params)
+        prm = "; ".join(f"`{k}`: {v}" for k, v in std.params.items())
+        fixed = fmt_features(sc.fixed) or "nothing"
+        rows.append(f"| `{std.name}({args})` | {cell(fmt_score(sc.score))} | {cell(fixed)} "
+                    f"| {cell(fmt_selector(sc.explain))} | {cell(sc.process.kind + fmt_params(sc.process.params))} "
+                    f"| {cell(fmt_features(sc.eligible))} | {cell(prm)} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m scopecheck.spec.standard: the documentation's table
+    print(standard_table(), end="")

@@ -37,9 +37,11 @@ def fmt_selector(s: m.Selector) -> str:
     head = s.space + (f".{s.segment}" if s.segment else "")
     if s.op == "all":
         return head
+    assert s.a is not None, s  # every op but `all` has its first bound (the parser sets it)
     if s.op == "at":
         return f"{head}[{fmt_ref(s.a)}]"
     if s.op == "range":
+        assert s.b is not None, s
         return f"{head}[{fmt_ref(s.a)}:{fmt_ref(s.b)}]"
     rel = {v: k for k, v in m.REL_OPS.items()}[s.op]
     return f"{head}[{rel}{fmt_ref(s.a)}]"
@@ -112,6 +114,7 @@ def fmt_operand(o: m.Operand | m.Comparison) -> str:
         return quote(o.value)
     if isinstance(o, m.Selector):
         return fmt_selector(o)
+    assert isinstance(o, m.Call), o  # what is left of Operand (no bool: the grammar has no boolean operand)
     args = [fmt_value(a) for a in o.args] + [f"{p.key} = {fmt_value(p.value)}" for p in o.params]
     call = f"{o.name}({', '.join(args)})" if o.called else o.name
     return call + "".join(f".{f}" for f in o.fields)

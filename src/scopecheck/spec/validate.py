@@ -21,7 +21,7 @@ from scopecheck.errors import (
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
 from scopecheck.spec.anchors import occurrences
-from scopecheck.spec.check_registry import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS
+from scopecheck.spec.check_registry import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS, CheckEntry
 from scopecheck.spec.params import DECODING_PARAMS, ESTIMATOR_PARAMS, SEED, check_params, check_value
 from scopecheck.spec.registry import COMMON_METHOD_PARAMS, METHOD_ALIASES, METHODS, supported_methods
 from scopecheck.spec.references import MODELS as REFERENCE_MODELS
@@ -267,7 +267,8 @@ class _Sweep:
         return k if hi > q.lo else None
 
 
-def _overlaps(E, C, ivs: dict[int, Interval | None], anchors: Anchors):
+def _overlaps(E: tuple[m.Selector, ...], C: tuple[m.Selector, ...], ivs: dict[int, Interval | None],
+              anchors: Anchors) -> list[tuple[m.Selector, m.Selector, m.Selector]]:
     """``(e, c, at)`` for overlapping eligible and fixed selectors of one space: for each fixed
     selector its overlap (reported at it), then for each eligible selector not yet named one
     (reported at it). Intervals are clipped to their space; a whole-space interval (domain None)
@@ -317,9 +318,9 @@ def _overlaps(E, C, ivs: dict[int, Interval | None], anchors: Anchors):
         for iv, ke in items:
             if ke in named_e:
                 continue
-            kc = partner(0, space, iv)
-            if kc is not None:
-                found.append((len(C) + ke, E[ke], C[kc], E[ke]))
+            hit = partner(0, space, iv)
+            if hit is not None:
+                found.append((len(C) + ke, E[ke], C[hit], E[ke]))
     return [(e, c, at) for _, e, c, at in sorted(found, key=lambda f: f[0])]
 
 
@@ -420,7 +421,7 @@ def chain_size(p: m.Process, doc: m.Contract) -> tuple[int | None, int | None]:
     return steps, length
 
 
-def _selectors(node, out: list[m.Selector]) -> None:
+def _selectors(node: object, out: list[m.Selector]) -> None:
     """Every selector in ``node`` (a scope element, an expectation, nested calls), in order."""
     if isinstance(node, m.Selector):
         out.append(node)
@@ -461,7 +462,7 @@ def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[Contr
     use = doc.use
     est = sc.score.estimator if sc.score is not None else None
     if est is not None and est.name in ESTIMATORS and est.name != "chain" and (
-            sc.score.kind == "stage_delta" or res.kind == "denoising_stage"):
+            (sc.score is not None and sc.score.kind == "stage_delta") or res.kind == "denoising_stage"):
         at = next((q.span for q in use.params if q.key == "estimator"), est.span) \
             if use is not None and est.span == use.span else est.span
         errors.append(_err(f"estimator `{est.name}` scores y without reading the chain, so perturbing a stage "
@@ -477,10 +478,10 @@ def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[Contr
     stages = res.kind == "denoising_stage"
     fixed = {id(s) for s in sc.fixed or ()}
     scored = {id(s) for s in (*stated, *((sc.explain,) if sc.explain else ()))}   # y and x: not features
-    seen: set[tuple] = set()
+    seen: set[tuple[Span, str]] = set()
     for sel in named:
         # a selector a standard contract filled carries the `use` span: point at the parameter instead
-        span = step_param.span if step_param is not None and sel.span == use.span else sel.span
+        span = step_param.span if step_param is not None and use is not None and sel.span == use.span else sel.span
         if sel.space == "stage" and (not stages or id(sel) in fixed):
             key = (span, "stage-feature")
             if key not in seen:
@@ -538,7 +539,7 @@ def _check_strings(doc: m.Document) -> list[ContractError]:
     errors: list[ContractError] = []
     seen: set[str] = set()
 
-    def walk(node, span: Span) -> None:
+    def walk(node: object, span: Span) -> None:
         if isinstance(node, str):
             if node.isascii() or node in seen:
                 return
@@ -558,6 +559,7 @@ def _check_strings(doc: m.Document) -> list[ContractError]:
         elif type(node) in _FIELDS or (dataclasses.is_dataclass(node) and not isinstance(node, (type, Span))):
             names = _FIELDS.get(type(node))
             if names is None:
+                assert dataclasses.is_dataclass(node)  # not in _FIELDS: the condition's dataclass
                 names = _FIELDS[type(node)] = tuple(f.name for f in dataclasses.fields(node)
                                                     if f.name not in ("span", "spans"))
             here = getattr(node, "span", None)
@@ -619,9 +621,10 @@ def _check_score(sc: m.Scope, anchors: Anchors, errors: list[ContractError], whe
                     errors.append(_err(f"estimator `{e.name}` has no parameter `{k}`", q.span,
                                        expected=", ".join(allowed) or "no parameters", rule="params"))
             if e.name == "elbo":
-                q = keys.get("samples")
-                if q is None or isinstance(q.value, bool) or not isinstance(q.value, int) or q.value < 1:
-                    errors.append(_err("the ELBO estimator needs a Monte Carlo sample count", (q or e).span,
+                samples = keys.get("samples")
+                if samples is None or isinstance(samples.value, bool) or not isinstance(samples.value, int) \
+                        or samples.value < 1:
+                    errors.append(_err("the ELBO estimator needs a Monte Carlo sample count", (samples or e).span,
                                        expected="via elbo(samples = 8)", rule="params"))
                 else:
                     errors += check_params(ESTIMATOR_PARAMS, e.params, "estimator `elbo`")
@@ -629,7 +632,7 @@ def _check_score(sc: m.Scope, anchors: Anchors, errors: list[ContractError], whe
     if s.kind == "logit" or p is None:
         return
     given = {(g.space, g.op, g.a, g.b, g.segment) for g in s.given}
-    expected: set[tuple] = set()
+    expected: set[tuple[str, str, m.Ref | None, m.Ref | None, str | None]] = set()
     text = ""
     if p.kind == "autoregressive" and t.space == "y":
         start = t.a if t.op in ("at", "range") else None
@@ -710,18 +713,17 @@ def _check_features(sc: m.Scope, kind: str | None, anchors: Anchors, errors: lis
         _coverage(E, C, O, ivs, o_iv, anchors, errors)
 
 
-def _coverage(E, C, O, ivs, o_iv, anchors: Anchors, errors: list[ContractError]) -> None:
+def _coverage(E: tuple[m.Selector, ...], C: tuple[m.Selector, ...], O: m.Selector, ivs: dict[int, Interval | None],
+              o_iv: Interval | None, anchors: Anchors, errors: list[ContractError]) -> None:
     sels = [*E, *C]
     for space in ("x", "y"):
         mine = [s for s in sels if s.space == space]
         if space == "x":
             need = Interval(None, -INF, INF)
         else:
-            if o_iv is None or O.space != "y":
+            if o_iv is None or O.space != "y" or o_iv.domain is None:
                 continue
-            need = Interval(o_iv.domain, -INF, o_iv.lo) if o_iv.domain is not None else None
-            if need is None:
-                continue
+            need = Interval(o_iv.domain, -INF, o_iv.lo)
         if any(s.op == "all" and s.segment is None for s in mine):
             continue
         text = anchors.texts.get(space)
@@ -734,6 +736,7 @@ def _coverage(E, C, O, ivs, o_iv, anchors: Anchors, errors: list[ContractError])
         hi = len(text) if need.hi == INF else 0 if need.hi == -INF else int(need.hi)
         depth = [0] * (len(text) + 1)   # a difference array: O(len(text) + selectors), not their product
         for iv in ivals:
+            assert iv is not None  # checked above
             a, b = int(max(iv.lo, 0)), int(min(iv.hi, len(text)))
             if a < b:
                 depth[a] += 1
@@ -870,13 +873,13 @@ def _check_expectations(doc: m.Contract | m.Claim, kind: str | None, errors: lis
         if ex.op in ("<", "<=", ">", ">=") and (_is_list_or_text(ex.left) or _is_list_or_text(ex.right)):
             errors.append(_err(f"`{ex.op}` orders numbers; token lists and texts compare with == != in", ex.span,
                                expected='expect top(1) == "black", or a number on both sides', rule="expect"))
-        if isinstance(ex.left, m.Call) and ex.left.name == "top" and ex.left.args and not (
-                isinstance(ex.left.args[0], int) and not isinstance(ex.left.args[0], bool) and ex.left.args[0] >= 1):
-            errors.append(_err("top(k) takes a count k >= 1", ex.left.span, expected='top(1) == "black"',
-                               rule="expect"))
         for side in (ex.left, ex.right):
             if isinstance(side, m.Call):
                 _check_call(side, kind, doc, errors)
+        if ex.op is not None and any(isinstance(o, m.Call) and o.name == "snapshot" for o in sides):
+            errors.append(_err("snapshot(...) is judged by its own criteria, not compared", ex.span,
+                               expected='expect snapshot("snapshots/noir.json", top_k = 3, spearman = 0.99, '
+                                        'max_abs = 1e-4)', rule="snapshot"))
         if ex.op is None and isinstance(ex.left, m.Call):
             info = CHECKS.get(ex.left.name)
             if info is None and ex.left.name in MAP_FUNCTIONS:
@@ -899,6 +902,10 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
     if name in MAP_FUNCTIONS:
         if call.fields:
             errors.append(_err(f"`{name}(...)` has no fields", call.span, rule="expect"))
+        if name == "top" and call.args and not (   # on either side, and in a rate(...) comparison
+                isinstance(call.args[0], int) and not isinstance(call.args[0], bool) and call.args[0] >= 1):
+            errors.append(_err("top(k) takes a count k >= 1", call.span, expected='top(1) == "black"',
+                               rule="expect"))
         return
     info = CHECKS.get(name)
     if info is None:
@@ -913,6 +920,7 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
                            expected=", ".join(n for n, c in CHECKS.items() if kind in c.supports),
                            hint=f"`{name}` supports: {', '.join(info.supports)}", rule="protocol"))
     declared = info.declared()
+    errors += _check_positional(call, info, doc)
     errors += check_params(declared, call.params, f"check `{name}`")
     for prm in call.params:
         v = prm.value.name if isinstance(prm.value, m.Ident) else prm.value.value if isinstance(prm.value, m.Text) \
@@ -927,12 +935,12 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
                                expected=", ".join(declared), hint=did_you_mean(prm.key, list(declared)),
                                rule="params"))
             continue
-        v = prm.value
+        value = prm.value
         if kind is None or kind not in PROTOCOLS:
             continue
         proto = PROTOCOLS[kind]
         if prm.key == "protocol":
-            choice = v.name if isinstance(v, m.Ident) else None
+            choice = value.name if isinstance(value, m.Ident) else None
             if choice not in PROTOCOL_OWNER:
                 errors.append(_err("unknown protocol", prm.span, expected=" | ".join(PROTOCOL_OWNER), rule="params"))
             elif choice != proto.then:
@@ -942,7 +950,7 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
                     expected=f"protocol = {proto.then} ({proto.measure})",
                     hint=f"to test {owner}, state that contract", rule="protocol"))
         if prm.key == "perturb":
-            choice = v.name if isinstance(v, m.Ident) else None
+            choice = value.name if isinstance(value, m.Ident) else None
             if choice not in PERTURB_OWNER:
                 errors.append(_err("unknown perturbation group", prm.span,
                                    expected=" | ".join(PERTURB_OWNER), rule="params"))
@@ -981,6 +989,36 @@ def _dataset_prompt_errors(doc: m.Contract, head: Span) -> list[ContractError]:
                      expected="one of them", hint="drop `prompt = ...`: the segments name their fields",
                      rule="dataset")]
     return []
+
+
+def _check_positional(call: m.Call, info: CheckEntry, doc: m.Contract | m.Claim) -> list[ContractError]:
+    """A check's positional arguments (``snapshot("snapshots/noir.json")``): at most those its entry
+    names (``CheckEntry.positional``), none also given by name; a snapshot names its file once."""
+    out: list[ContractError] = []
+    pos = info.positional
+    if len(call.args) > len(pos):
+        taken = f"takes at most {len(pos)} ({', '.join(pos)})" if pos else "takes no positional arguments"
+        out.append(_err(f"check `{call.name}` {taken}, got {len(call.args)}", call.span,
+                        expected=f"{call.name}(name = value, ...)" if not pos else f'{call.name}("...", name = value)',
+                        rule="params"))
+    named = {p.key for p in call.params}
+    for key in pos[:len(call.args)]:
+        if key in named:
+            out.append(_err(f"check `{call.name}`: `{key}` given twice (by position and by name)", call.span,
+                            expected=f"one `{key}`", rule="params"))
+    if call.name == "snapshot":
+        given = call.args[0] if call.args else next((p.value for p in call.params if p.key == "path"), None)
+        if not isinstance(given, m.Text) or not given.value:
+            out.append(_err("snapshot(...) names its snapshot file, a text", call.span,
+                            expected='snapshot("snapshots/noir.json", top_k = 3, spearman = 0.99, max_abs = 1e-4)',
+                            rule="snapshot"))
+        if call.fields:
+            out.append(_err("snapshot(...) is judged by its own criteria; state them as its parameters", call.span,
+                            expected='expect snapshot("snapshots/noir.json", spearman = 0.9)', rule="snapshot"))
+        if isinstance(doc, m.Contract) and doc.dataset is not None:
+            out.append(_err("a snapshot pins one map, and a dataset contract has one per example", call.span,
+                            expected="snapshot(...) in a single-prompt contract", rule="snapshot"))
+    return out
 
 
 def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | None]:

@@ -94,7 +94,53 @@ def choices(table: Iterable[str]) -> str:
     return " | ".join(table)
 
 
+def vocabulary_tables() -> str:
+    """The documentation's tables of the closed vocabularies (Markdown), generated from the
+    tables above: perturbation operators (which need the model's token, which can be an
+    integrated-gradients baseline, the fallback order), stage perturbations, samplers,
+    estimators, denoiser adapters and map aggregations."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "-"
+
+    out = ["## Perturbation operators", "",
+           "The replacement of a perturbed token position (`operator = ...` of the perturbation methods "
+           "and checks, `baseline = ...` of integrated gradients).", "",
+           "| operator | replaces a position by | needs the model's token | IG baseline |", "|---|---|---|---|"]
+    out += [f"| `{k}` | {cell(v)} | {yes(k in TOKEN_OPERATORS)} | {yes(k in EMBEDDING_OPERATORS)} |"
+            for k, v in OPERATORS.items()]
+    out += ["", "When nobody states an operator (nor the method's default exists for the model), the first "
+            "one the problem has of " + ", ".join(f"`{k}`" for k in OPERATOR_FALLBACK) + " is used.", ""]
+    sections = (("Stage perturbations", "perturbation", "what the perturbed stage does", PERTURBATIONS),
+                ("Diffusion samplers", "sampler", "which masked slots a stage commits", SAMPLERS),
+                ("Output-score estimators", "estimator", "meaning", ESTIMATORS),
+                ("Denoiser adapters", "adapter", "how the logits line up with the slots", ADAPTERS))
+    for title, col, what, table in sections:
+        out += [f"## {title}", "", f"| {col} | {what} |", "|---|---|"]
+        for k, v in table.items():
+            params = ESTIMATOR_PARAMS.get(k, ()) if table is ESTIMATORS else ()
+            name = f"`{k}`" + (f" (`{', '.join(params)}`)" if params else "")
+            out.append(f"| {name} | {cell(v)} |")
+        if table is SAMPLERS:
+            out += ["", f"Default `{DEFAULT_SAMPLER}`; also spelled " +
+                    ", ".join(f"`{a}` (`{b}`)" for a, b in SAMPLER_ALIASES.items()) + "."]
+        out.append("")
+    out += ["## Aggregations and aggregate fields", "",
+            "Map aggregations (`aggregate = ...`, every method): " + ", ".join(f"`{a}`" for a in AGGREGATIONS)
+            + f" (default `{DEFAULT_AGGREGATION}`). Fields of a dataset aggregate: "
+            + ", ".join(f"`.{f}`" for f in AGG_FIELDS) + "; of `paired(a, b)`: "
+            + ", ".join(f"`.{f}`" for f in PAIRED_FIELDS) + "."]
+    return "\n".join(out) + "\n"
+
+
 __all__ = ["ADAPTERS", "AGGREGATIONS", "AGG_FIELDS", "DEFAULT_AGGREGATION", "DEFAULT_SAMPLER",
            "EMBEDDING_OPERATORS", "ESTIMATORS", "ESTIMATOR_PARAMS", "OPERATORS", "OPERATOR_FALLBACK", "OPERATOR_PARAMS",
            "PAIRED_FIELDS", "PERTURBATIONS", "SAMPLERS", "SAMPLER_ALIASES", "TOKEN_OPERATORS", "choices",
-           "fallback_operator"]
+           "fallback_operator", "vocabulary_tables"]
+
+
+if __name__ == "__main__":  # python -m scopecheck.spec.vocabulary: the documentation's tables
+    print(vocabulary_tables(), end="")
