@@ -233,7 +233,7 @@ def load_examples(ds: m.Dataset, base_dir: Path | None, *, allow_outside: bool =
     if ds.kind == "hf":
         from scopecheck.hf_datasets import read_rows
 
-        rows, fp, source = read_rows(ds, base_dir, allow_outside=allow_outside)
+        rows, fp, source = read_rows(ds, base_dir, resolve=inside, allow_outside=allow_outside)
         label = Path(source).name if not source.startswith("hf:") else source
     else:
         path = resolve_path(ds, base_dir, allow_outside)

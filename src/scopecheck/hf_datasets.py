@@ -32,7 +32,7 @@ import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from scopecheck.errors import ContractError, ContractValidationError
@@ -75,12 +75,15 @@ def is_local(ds: m.Dataset, base_dir: Path | None) -> bool:
     return full.exists() or full.is_symlink()
 
 
-def _local(ds: m.Dataset, base_dir: Path | None, allow_outside: bool) -> Path:
+#: The contract-folder rule for a path a contract names (``scopecheck.datasets.inside``, which
+#: the caller passes in: the data layer's dataset reader imports this module, not the reverse).
+Resolve = Callable[[m.Dataset, "Path | None", bool], Path]
+
+
+def _local(ds: m.Dataset, base_dir: Path | None, allow_outside: bool, resolve: Resolve) -> Path:
     """The local dataset folder or file, under the folder rule: the path itself and, for a folder,
     every file in it (a symlink inside may not lead out of the contract's folder)."""
-    from scopecheck.datasets import inside
-
-    full = inside(ds, base_dir, allow_outside)
+    full = resolve(ds, base_dir, allow_outside)
     if not full.exists():
         raise _err(ds, f"dataset {str(full)!r} does not exist",
                    expected="a dataset folder (save_to_disk) or a .parquet / .arrow / .json / .jsonl / .csv file")
@@ -146,11 +149,11 @@ def _one_split(ds: m.Dataset, got: Any, split: str | None, what: str) -> Any:
     return got
 
 
-def _read(ds: m.Dataset, base_dir: Path | None, allow_outside: bool) -> tuple[Any, str]:
+def _read(ds: m.Dataset, base_dir: Path | None, allow_outside: bool, resolve: Resolve) -> tuple[Any, str]:
     lib = _library(ds)
     split, config = _param(ds, "split"), _param(ds, "config")
     if is_local(ds, base_dir):
-        path = _local(ds, base_dir, allow_outside)
+        path = _local(ds, base_dir, allow_outside, resolve)
         if config is not None:
             raise _err(ds, "`config` names a configuration of a hub dataset; a local dataset has none",
                        expected="no `config` parameter")
@@ -205,11 +208,12 @@ def _canonical(v: Any) -> Any:
     return {type(v).__name__: str(v)}
 
 
-def read_rows(ds: m.Dataset, base_dir: Path | None, *, allow_outside: bool = False
+def read_rows(ds: m.Dataset, base_dir: Path | None, *, resolve: Resolve, allow_outside: bool = False
               ) -> tuple[list[tuple[int, Any]], str, str]:
     """``(rows, fingerprint, source)``: the rows as ``(1-based row number, dict)``, a sha256 of
-    the rows read, and where they came from (the local path or ``hf:<id>[/<config>]``)."""
-    got, source = _read(ds, base_dir, allow_outside)
+    the rows read, and where they came from (the local path or ``hf:<id>[/<config>]``). ``resolve``
+    applies the contract-folder rule to a local path."""
+    got, source = _read(ds, base_dir, allow_outside, resolve)
     rows = got.to_list()
     h = hashlib.sha256()
     for r in rows:

@@ -976,7 +976,7 @@ def _dataset_prompt_errors(doc: m.Contract, head: Span) -> list[ContractError]:
     """A dataset contract's prompt is the dataset's: either a field (``prompt = "..."``, default
     ``prompt``) or ``prompt { name: field("...") ... }``, segments filled from the row's fields
     (text segments may stand between them)."""
-    if doc.prompt is None:
+    if doc.prompt is None or doc.dataset is None:
         return []
     where = doc.spans.get("prompt", doc.prompt.span)
     if not any(s.field is not None for s in doc.prompt.segments):
