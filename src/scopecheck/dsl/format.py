@@ -22,9 +22,9 @@ from lark import Token, Tree
 
 from scopecheck.spec import model as m
 from scopecheck.spec.text import (  # noqa: F401  (re-exported: the canonical text of spec nodes)
-    fmt_expectation, fmt_features, fmt_model, fmt_number, fmt_operand, fmt_params, fmt_ref, fmt_score, fmt_selector,
-    fmt_value, format_document, format_documents, output_line, prompt_lines, quote, scope_lines, source_field_line,
-    states_line)
+    fmt_dataset, fmt_expectation, fmt_features, fmt_model, fmt_number, fmt_operand, fmt_params, fmt_ref, fmt_score,
+    fmt_selector, fmt_value, format_document, format_documents, output_line, prompt_lines, quote, scope_lines,
+    source_field_line, states_line)
 
 if TYPE_CHECKING:
     from scopecheck.dsl.parser import Layout
@@ -115,7 +115,8 @@ class _Printer:
             width = max(len(str(seg.children[0])) for seg in _subtrees(node)) + 1
             for seg in _subtrees(node):
                 s = self.spec.transform(seg)
-                self.lines.append(_Line(f"{s.name + ':':<{width}} {quote(s.text)}", depth + 1, _start(seg), _end(seg)))
+                value = f"field({quote(s.field)})" if s.field is not None else quote(s.text)
+                self.lines.append(_Line(f"{s.name + ':':<{width}} {value}", depth + 1, _start(seg), _end(seg)))
         else:
             for child in _subtrees(node):
                 self.statement(child, depth + 1, in_computed=node.data == "computed_stmt")
@@ -143,8 +144,7 @@ class _Printer:
         if key == "output":
             return output_line(v, "")
         if key == "dataset":
-            ref = f"reference:{v.name}" if v.kind == "reference" else quote(v.name)
-            return f"dataset  {ref}{fmt_params(v.params)}"
+            return f"dataset  {fmt_dataset(v)}"
         if key in ("use", "method"):
             pad = "method   " if key == "method" and in_computed else f"{key} "
             return f"{pad}{v.name}{fmt_params(v.params)}"

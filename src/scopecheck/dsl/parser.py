@@ -325,6 +325,9 @@ class ToSpec(Transformer[Token, Any]):
     def segment(self, meta: Meta, ch: list[Token]) -> m.Segment:
         return m.Segment(str(ch[0]), self._str(ch[1]), self._s(meta))
 
+    def segment_field(self, meta: Meta, ch: list[Token]) -> m.Segment:
+        return m.Segment(str(ch[0]), "", self._s(meta), field=self._str(ch[1]))
+
     def prompt_text(self, meta: Meta, ch: list[Token]) -> _Stmt:
         seg = m.Segment(None, self._str(ch[0]), _tok_span(ch[0], self.path))
         return _Stmt("prompt", m.Prompt((seg,), self._s(meta)), self._s(meta))
@@ -417,8 +420,17 @@ class ToSpec(Transformer[Token, Any]):
     def dataset_path(self, meta: Meta, ch: list[Token]) -> tuple[str, str]:
         return ("path", self._str(ch[0]))
 
+    def dataset_hf(self, meta: Meta, ch: list[Any]) -> tuple[str, str, tuple[m.Param, ...]]:
+        return ("hf", self._str(ch[0]), self.params(meta, ch[1:]))
+
     def dataset_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
-        (kind, name), params = ch[0], ch[1] or ()
+        kind, name, *inner = ch[0]
+        params = ch[1] or ()
+        if kind == "hf":
+            if params:
+                raise ContractSyntaxError("the parameters of a Hugging Face dataset go inside hf(...)", params[0].span,
+                                          expected=f'dataset hf("{name}", {params[0].key} = ...)', rule="dataset")
+            params = inner[0]
         return _Stmt("dataset", m.Dataset(kind, name, params, self._s(meta)), self._s(meta))
 
     def expect_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:

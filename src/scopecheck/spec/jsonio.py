@@ -156,7 +156,9 @@ class _Writer:
         if p is None:
             return None
         self.mark(path, p.span)
-        out: dict[str, Any] = {"text": p.text, "segments": [{"name": s.name, "text": s.text} for s in p.segments]}
+        out: dict[str, Any] = {"text": p.text,
+                               "segments": [{"name": s.name, "text": s.text, **({"field": s.field} if s.field else {})}
+                                            for s in p.segments]}
         if p.chat:
             out["chat"] = True
         return out

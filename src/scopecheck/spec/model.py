@@ -126,9 +126,13 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Segment:
+    """A prompt segment: its text, or in a dataset contract ``name: field("column")``, the text of
+    that field of each row (``field`` set, ``text`` empty until an example fills it)."""
+
     name: str | None
     text: str
     span: Span = _span()
+    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -284,10 +288,12 @@ class Scope:
 @dataclass(frozen=True)
 class Dataset:
     """``dataset "file.jsonl"(prompt = "question", output = "answer", truth = "cause", limit = 50,
-    shuffle = 1)`` or ``dataset reference:translate/heldout(limit = 30, seed = 0)``.
+    shuffle = 1)``, ``dataset hf("data/squad", split = "validation", prompt = "question")`` or
+    ``dataset reference:translate/heldout(limit = 30, seed = 0)``.
 
-    ``kind``: ``path`` (JSON Lines or CSV, relative to the contract file) | ``reference``
-    (``name`` = ``task/split``)."""
+    ``kind``: ``path`` (JSON Lines or CSV, relative to the contract file) | ``hf`` (a Hugging Face
+    dataset: a local dataset folder or Parquet/Arrow/JSON/CSV file, or a hub id; the parameters
+    written inside ``hf(...)``) | ``reference`` (``name`` = ``task/split``)."""
 
     kind: str
     name: str

@@ -59,6 +59,14 @@ def fmt_value(v: m.Value) -> str:
     return fmt_selector(v)
 
 
+def fmt_dataset(d: m.Dataset) -> str:
+    """What follows ``dataset``: ``reference:t/s(...)``, ``"file"(...)`` or ``hf("name", ...)``."""
+    if d.kind == "hf":
+        return "hf(" + ", ".join([quote(d.name)] + [f"{p.key} = {fmt_value(p.value)}" for p in d.params]) + ")"
+    ref = f"reference:{d.name}" if d.kind == "reference" else quote(d.name)
+    return ref + fmt_params(d.params)
+
+
 def fmt_params(ps: m.Params, always: bool = False) -> str:
     if not ps and not always:
         return ""
@@ -131,7 +139,8 @@ def prompt_lines(p: m.Prompt, ind: str) -> list[str]:
     if len(p.segments) == 1 and p.segments[0].name is None:
         return [f"{ind}prompt   {quote(p.segments[0].text)}"]
     lines = [f"{ind}prompt chat {{" if p.chat else f"{ind}prompt {{"]
-    lines += [f"{ind}    {s.name}: {quote(s.text)}" for s in p.segments]
+    lines += [f"{ind}    {s.name}: " + (f"field({quote(s.field)})" if s.field is not None else quote(s.text))
+              for s in p.segments]
     lines.append(f"{ind}}}")
     return lines
 
@@ -213,9 +222,7 @@ def format_document(doc: m.Document) -> str:
     if isinstance(doc, m.Contract):
         lines = [f"contract {quote(doc.name)} {{"] + _common(doc, ind)
         if doc.dataset is not None:
-            d = doc.dataset
-            ref = f"reference:{d.name}" if d.kind == "reference" else quote(d.name)
-            lines.append(f"{ind}dataset  {ref}{fmt_params(d.params)}")
+            lines.append(f"{ind}dataset  {fmt_dataset(doc.dataset)}")
         body: list[str] = []
         if doc.use is not None:
             body.append(f"{ind}use {doc.use.name}{fmt_params(doc.use.params)}")
@@ -265,6 +272,6 @@ def format_documents(docs: list[m.Document]) -> str:
     return "\n".join(format_document(d) for d in docs)
 
 
-__all__ = ["fmt_expectation", "fmt_features", "fmt_model", "fmt_number", "fmt_operand", "fmt_params", "fmt_ref",
-           "fmt_score", "fmt_selector", "fmt_value", "format_document", "format_documents", "output_line",
+__all__ = ["fmt_dataset", "fmt_expectation", "fmt_features", "fmt_model", "fmt_number", "fmt_operand", "fmt_params",
+           "fmt_ref", "fmt_score", "fmt_selector", "fmt_value", "format_document", "format_documents", "output_line",
            "prompt_lines", "quote", "scope_lines", "source_field_line", "source_lines", "states_line"]
