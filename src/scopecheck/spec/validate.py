@@ -129,15 +129,20 @@ class Anchors:
     """Resolves text anchors against the prompt and output text where they are known."""
 
     def __init__(self, doc: m.Contract | m.Claim, errors: list[ContractError]) -> None:
-        self.texts = {"x": doc.prompt.text if doc.prompt else None,
+        # a segment filled from a dataset field has no text before an example fills it: the prompt
+        # text, and the positions of that segment and the ones after it, are then the engine's to find
+        filled = doc.prompt is not None and any(s.field is not None for s in doc.prompt.segments)
+        self.texts = {"x": doc.prompt.text if doc.prompt and not filled else None,
                       "y": doc.output.text if doc.output and doc.output.text is not None else None}
-        self.segments: dict[str, tuple[int, int]] = {}
+        self.segments: dict[str, tuple[int, int] | None] = {}
         if doc.prompt is not None:
-            pos = 0
+            pos: int | None = 0
             for seg in doc.prompt.segments:
+                if seg.field is not None:
+                    pos = None
                 if seg.name:
-                    self.segments[seg.name] = (pos, pos + len(seg.text))
-                pos += len(seg.text) + 1
+                    self.segments[seg.name] = None if pos is None else (pos, pos + len(seg.text))
+                pos = None if pos is None else pos + len(seg.text) + 1
         self.errors = errors
         self.reported: set[tuple[int, int, str]] = set()
         self._hits: dict[tuple[str, str], list[int]] = {}
@@ -192,6 +197,8 @@ class Anchors:
     def interval(self, sel: m.Selector) -> Interval | None:
         if sel.segment is not None:
             seg = self.segments.get(sel.segment)
+            if seg is None and sel.segment in self.segments:
+                return None  # filled from a dataset field: its tokens are known per example
             if seg is None:
                 known = list(self.segments)
                 self._report(ContractValidationError(
@@ -990,6 +997,35 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
                     expected=f"perturb = {proto.perturb[0]}", rule="protocol"))
 
 
+def _field_segment_errors(doc: m.Contract | m.Claim) -> list[ContractError]:
+    """``name: field("...")`` outside a dataset contract: there is no row to fill it from."""
+    if doc.prompt is None:
+        return []
+    what = "contract" if isinstance(doc, m.Contract) else "claim"
+    return [_err(f"segment `{s.name}` is filled from a dataset field, and this {what} has no dataset", s.span,
+                 expected=f'{s.name}: "<text>", or a `dataset` statement', rule="dataset")
+            for s in doc.prompt.segments if s.field is not None]
+
+
+def _dataset_prompt_errors(doc: m.Contract, head: Span) -> list[ContractError]:
+    """A dataset contract's prompt is the dataset's: either a field (``prompt = "..."``, default
+    ``prompt``) or ``prompt { name: field("...") ... }``, segments filled from the row's fields
+    (text segments may stand between them)."""
+    if doc.prompt is None or doc.dataset is None:
+        return []
+    where = doc.spans.get("prompt", doc.prompt.span)
+    if not any(s.field is not None for s in doc.prompt.segments):
+        return [_err("a dataset contract takes its prompts from the dataset", where,
+                     expected='either `prompt` or `dataset`, or segments filled from fields: '
+                              'prompt { question: field("q") }', rule="dataset")]
+    named = next((p for p in doc.dataset.params if p.key == "prompt"), None)
+    if named is not None:
+        return [_err("the prompt is both a field (`prompt = ...`) and segments filled from fields", named.span,
+                     expected="one of them", hint="drop `prompt = ...`: the segments name their fields",
+                     rule="dataset")]
+    return []
+
+
 def _check_positional(call: m.Call, info: CheckEntry, doc: m.Contract | m.Claim) -> list[ContractError]:
     """A check's positional arguments (``snapshot("snapshots/noir.json")``): at most those its entry
     names (``CheckEntry.positional``), none also given by name; a snapshot names its file once."""
@@ -1040,9 +1076,9 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
         errors += family_errors(doc.use, doc)
     if doc.dataset is not None:
         errors += dataset_errors(doc.dataset)
-        if doc.prompt is not None:
-            errors.append(_err("a dataset contract takes its prompts from the dataset", doc.spans.get("prompt", head),
-                               expected="either `prompt` or `dataset`", rule="dataset"))
+        errors += _dataset_prompt_errors(doc, head)
+    else:
+        errors += _field_segment_errors(doc)
     for part in ("model", "prompt", "output", "method"):
         if part in ("prompt", "output") and doc.dataset is not None:
             continue
@@ -1069,7 +1105,7 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
 
 
 def validate_claim(doc: m.Claim) -> list[ContractError]:
-    errors: list[ContractError] = []
+    errors: list[ContractError] = _field_segment_errors(doc)
     if doc.question is not None and doc.question not in m.QUESTIONS:
         errors.append(unknown_name("question", doc.question, list(m.QUESTIONS), doc.spans.get("question")))
     c = doc.computed
@@ -1085,6 +1121,11 @@ def validate_claim(doc: m.Claim) -> list[ContractError]:
 
     if c.toolkit is not None and c.toolkit not in TOOLKITS:
         errors.append(unknown_name("toolkit", c.toolkit, list(TOOLKITS), c.spans.get("toolkit")))
+    src = doc.source
+    if isinstance(src, m.Source) and src.url is not None and not src.url.startswith(("https://", "http://")):
+        errors.append(_err(f"the source url {src.url!r} is not a web address", src.span,
+                           expected='url "https://..."', hint="a DOI is written https://doi.org/<doi>",
+                           rule="source"))
     _check_output(doc, errors)
     _check_expectations(doc, None, errors)
     return errors
