@@ -60,6 +60,7 @@ def family_objective(problems: Sequence[AttributionProblem]) -> CausalLMFamilyOb
     for p, o in zip(problems, objs):
         assert isinstance(o, CausalLMObjective)
         if (o.model is not first.model or o.score != first.score or o.alternative != first.alternative
+                or p.architecture != "decoder_only"
                 or p.ids.shape != problems[0].ids.shape or not bool((p.ids == problems[0].ids).all())
                 or set(p.operators) != set(problems[0].operators)):
             return None
