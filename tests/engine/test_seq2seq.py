@@ -1,0 +1,169 @@
+"""Encoder–decoder models (tiny random T5 and Marian, built and saved here, loaded through the real
+loading path) run as the autoregressive process: x on the encoder side, y on the decoder side.
+
+Every property is checked against an independent computation: the model's own ``forward(labels=...)``
+loss and a manual gather of its token-id forward, IG's completeness, brute-force rescoring with a
+token replaced or cut from the text, and ``model.generate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import scopecheck
+from scopecheck.engine.models import LoadOptions, load
+from scopecheck.engine.precision import float64_forward
+from scopecheck.engine.seq2seq import ENCODER_DECODER
+from scopecheck.errors import Span
+from scopecheck.spec import model as m
+from tiny_seq2seq import EOS, PAD, build
+
+KINDS = ("t5", "marian", "marian_split")
+PROMPT = "The dog is black ."
+OUTPUT = "Le chien est noir ."
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("seq2seq")
+    return {k: build(k, root / k) for k in KINDS}
+
+
+def _lm(folder: Path):
+    return load(m.ModelRef("path", str(folder), Span()), LoadOptions(device="cpu", dtype="float64"))
+
+
+def _contract(folder: Path, use: str, method: str, output: str | None = OUTPUT, expects: str = "") -> str:
+    out = f"output {json.dumps(output)}" if output is not None else "output generate(greedy, max_new_tokens = 6)"
+    name = json.dumps(f"seq2seq {use.split('(')[0]} x {method.split('(')[0]}")
+    return (f"contract {name} {{\n model {json.dumps(str(folder))}\n prompt {json.dumps(PROMPT)}\n"
+            f" {out}\n use {use}\n method {method}\n seed 0\n{expects}}}\n")
+
+
+def _run(folder: Path, use: str, method: str, **kw):
+    return scopecheck.run(_contract(folder, use, method, **kw), device="cpu", dtype="float64")
+
+
+def _manual_logprobs(model, enc: list[int], y: list[int]) -> torch.Tensor:
+    """log p(y[t] | x, y[<t]) per t from the model's token-id forward, gathered by hand (T,)."""
+    start = model.config.decoder_start_token_id
+    with torch.no_grad(), float64_forward(model):
+        logits = model(input_ids=torch.tensor([enc]), decoder_input_ids=torch.tensor([[start, *y[:-1]]])).logits[0]
+    return torch.log_softmax(logits.double(), -1)[torch.arange(len(y)), torch.tensor(y)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_loads_as_seq2seq_and_the_span_score_is_the_models_own_loss(folders, kind) -> None:
+    lm = _lm(folders[kind])
+    assert lm.model.config.is_encoder_decoder and lm.family == "autoregressive"
+    r = _run(folders[kind], "span_prompt", "gradient_x_input")
+    tok = lm.tokenizer
+    enc = tok(PROMPT)["input_ids"]
+    y = tok(OUTPUT, add_special_tokens=False)["input_ids"]
+    assert enc[-1] == EOS and [t.role for t in r.tokens][len(enc)] == "special"     # </s>, then the start token
+    assert [t.text for t in r.tokens if t.role == "output"] == OUTPUT.split()
+    with torch.no_grad(), float64_forward(lm.model):     # T5's layer norm in float64, as the run computes it
+        loss = lm.model(input_ids=torch.tensor([enc]), labels=torch.tensor([y])).loss   # mean NLL over y
+    assert r.score_input == pytest.approx(-float(loss) * len(y), rel=1e-10, abs=1e-10)
+    assert r.score_input == pytest.approx(float(_manual_logprobs(lm.model, enc, y).sum()), rel=1e-10, abs=1e-10)
+    if kind == "t5":                              # T5's RMSNorm (T5LayerNorm) computed in float64, and said so
+        assert "T5LayerNorm" in r.precision
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_token_score_under_local_next_token_is_the_gathered_logprob(folders, kind) -> None:
+    lm = _lm(folders[kind])
+    r = _run(folders[kind], 'local_next_token(target = "noir")', "saliency")
+    enc = lm.tokenizer(PROMPT)["input_ids"]
+    y = lm.tokenizer(OUTPUT, add_special_tokens=False)["input_ids"]
+    assert r.score_input == pytest.approx(float(_manual_logprobs(lm.model, enc, y)[3]), rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("use", ['prompt_conditioned(target = "noir")', 'local_next_token(target = "noir")',
+                                 "span_prompt"])
+def test_ig_is_complete_and_zero_outside_E(folders, kind, use) -> None:
+    r = _run(folders[kind], use, "integrated_gradients(steps = 64, baseline = pad)")
+    gap = sum(r.scores) - (r.score_input - r.score_baseline)
+    assert abs(gap) < 1e-8, gap
+    outside = [t for t in r.tokens if not t.eligible]
+    assert all(t.score == 0.0 for t in outside)
+    prefix = [t for t in r.tokens if t.role == "output" and t.text in ("Le", "chien", "est")]
+    if use.startswith("local"):                   # y[<t] are decoder-input features, eligible and attributed
+        assert all(t.eligible for t in prefix) and any(t.score != 0.0 for t in prefix)
+    else:                                         # held fixed on the decoder side: exactly zero
+        assert all(not t.eligible and t.score == 0.0 for t in prefix)
+    assert any(t.score != 0.0 for t in r.tokens if t.role == "prompt")
+
+
+def _problem(folder: Path, use: str, output: str | None = OUTPUT):
+    from scopecheck.engine.compile import compile_contract
+    from scopecheck.loader import load_text
+    from scopecheck.spec.validate import resolve
+
+    (contract,) = [d for d in load_text(_contract(folder, use, "occlusion", output=output))
+                   if isinstance(d, m.Contract)]
+    return compile_contract(contract, resolve(contract), _lm(folder))
+
+
+def _rescore(model, enc: list[int], y: list[int], t: int) -> float:
+    """log p(y[t] | enc, y[<t]) (0-based t) from the model's token-id forward."""
+    return float(_manual_logprobs(model, enc, y)[t])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("operator", ["pad", "unk", "delete"])
+def test_occlusion_equals_brute_force_rescoring(folders, kind, operator) -> None:
+    lm = _lm(folders[kind])
+    c = _problem(folders[kind], 'local_next_token(target = "noir")')
+    from scopecheck.engine.methods import run_method
+
+    with float64_forward(lm.model):
+        out = run_method("occlusion", c.problem, {"operator": operator})
+    al = c.alignment
+    assert al.split is not None and c.problem.architecture == ENCODER_DECODER
+    enc = [t.id for t in al.tokens[: al.split]]
+    y = [t.id for t in al.tokens if t.role == "output"]
+    t = 3                                                     # "noir"
+    full = _rescore(lm.model, enc, y, t)
+    sub = {"pad": PAD, "unk": lm.tokenizer.unk_token_id}.get(operator)
+    for tok in al.tokens:
+        p = tok.position
+        if not bool(c.problem.eligible[p]):
+            assert float(out.scores[p]) == 0.0
+            continue
+        if tok.role == "prompt":
+            e = list(enc)
+            if sub is None:
+                del e[p]
+            else:
+                e[p] = sub
+            brute = full - _rescore(lm.model, e, y, t)
+        else:                                                 # a decoder-input feature y[j], j < t
+            j = tok.index - 1
+            yy = list(y)
+            if sub is None:
+                del yy[j]
+                brute = full - _rescore(lm.model, enc, yy, t - 1)
+            else:
+                yy[j] = sub
+                brute = full - _rescore(lm.model, enc, yy, t)
+        assert float(out.scores[p]) == pytest.approx(brute, rel=1e-9, abs=1e-10), (tok.text, operator)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_greedy_output_is_model_generate_greedy(folders, kind) -> None:
+    lm = _lm(folders[kind])
+    c = _problem(folders[kind], "span_prompt", output=None)
+    assert c.generated
+    enc = lm.tokenizer(PROMPT)["input_ids"]
+    with torch.no_grad():
+        gen = lm.model.generate(input_ids=torch.tensor([enc]), max_new_tokens=6, do_sample=False)[0].tolist()
+    assert gen[0] == lm.model.config.decoder_start_token_id
+    want = gen[1:]
+    if EOS in want:
+        want = want[: want.index(EOS)]
+    assert want and [t.id for t in c.alignment.tokens if t.role == "output"] == want
