@@ -167,3 +167,97 @@ def test_greedy_output_is_model_generate_greedy(folders, kind) -> None:
     if EOS in want:
         want = want[: want.index(EOS)]
     assert want and [t.id for t in c.alignment.tokens if t.role == "output"] == want
+
+
+def _sweep_cases() -> list[tuple[str, str]]:
+    from scopecheck.engine.catalog import AUTOREGRESSIVE_KINDS, METHODS
+
+    return [(meth, kind) for meth, info in sorted(METHODS.items()) for kind in AUTOREGRESSIVE_KINDS
+            if kind in info.supports and meth != "external"]      # external's map is a file: below
+
+
+SWEEP_PARAMS = {"kernel_shap": "(samples = 32)", "lime": "(samples = 32)", "context_cite": "(samples = 32)",
+                "reagent": "(steps = 4)", "integrated_gradients": "(steps = 8)", "heta": "(probes = 2)",
+                "captum.integrated_gradients": "(steps = 8)", "inseq.integrated_gradients": "(steps = 8)"}
+
+
+@pytest.mark.parametrize("method,kind", _sweep_cases())
+def test_every_method_runs_on_an_encoder_decoder_or_is_refused_by_the_registry(folders, method, kind) -> None:
+    from scopecheck.spec.adapters import BY_NAME, toolkit_version
+    from scopecheck.spec.registry import get_method
+
+    if method in BY_NAME and toolkit_version(BY_NAME[method].toolkit) is None \
+            and get_method(method).refusal(ENCODER_DECODER) is None:
+        pytest.skip(f"{BY_NAME[method].toolkit} is not installed")
+    use = kind if kind == "span_prompt" else f'{kind}(target = "noir")'
+    why = get_method(method).refusal(ENCODER_DECODER)
+    contract = _contract(folders["marian"], use, method + SWEEP_PARAMS.get(method, ""))
+    if why is not None:
+        with pytest.raises(scopecheck.ContractValidationError) as exc:
+            scopecheck.run(contract, device="cpu", dtype="float64")
+        assert exc.value.rule == "method" and why in str(exc.value)   # the registry's reason, on the method line
+        assert exc.value.span.line == 6
+        return
+    r = scopecheck.run(contract, device="cpu", dtype="float64")
+    assert all(t.score == 0.0 for t in r.tokens if not t.eligible)
+    assert any(t.score != 0.0 for t in r.tokens if t.eligible)
+    E = {t.role for t in r.tokens if t.eligible}
+    assert E == ({"prompt", "output"} if kind == "local_next_token" else {"prompt"})
+
+
+# one expectation per check of the registry (snapshot compares with a stored file: tests/checks); thresholds no
+# model could miss, so the run passes exactly when every check ran on the encoder–decoder
+CHECK_EXPECTS = {
+    "deletion": "deletion(operator = pad).aopc > -1000000", "insertion": "insertion(operator = pad).aopc > -1000000",
+    "comprehensiveness": "comprehensiveness(operator = pad, k = 0.2).value > -1000000",
+    "sufficiency": "sufficiency(operator = pad, k = 0.2).value > -1000000",
+    "aopc": "aopc(operator = pad).aopc > -1000000", "soft_nc": "soft_nc(operator = pad).changed_rate >= 0",
+    "soft_ns": "soft_ns(operator = pad).changed_rate >= 0", "infidelity": "infidelity(operator = pad) < 1000000",
+    "max_sensitivity": "max_sensitivity(samples = 2) < 1000000", "randomization": "randomization.spearman < 2",
+    "completeness": "completeness(tolerance = 0.000001)", "eligibility": "eligibility",
+    "ground_truth": 'ground_truth(causal = "black").precision >= 0',
+    "dsa": 'dsa(evidence = x["black"], distractor = x["dog"]) > -2',
+    "agreement": "agreement(contract = span_prompt).spearman > -2",
+}
+
+
+def test_a_scope_file_on_a_saved_encoder_decoder_runs_every_check_through_the_cli(folders, tmp_path) -> None:
+    import jsonschema
+
+    from scopecheck.cli import main
+    from scopecheck.report.jsonout import schema_path
+    from scopecheck.spec.check_registry import CHECKS
+
+    assert set(CHECK_EXPECTS) == set(CHECKS) - {"snapshot", "conservation"}
+    expects = "".join(f" expect {e}\n" for e in CHECK_EXPECTS.values()) + " expect mass(y) == 0\n"
+    f = tmp_path / "marian.scope"
+    f.write_text(_contract(folders["marian"], 'prompt_conditioned(target = "noir")',
+                           "integrated_gradients(steps = 32, baseline = pad)", expects=expects), encoding="utf-8")
+    out = tmp_path / "r.json"
+    assert main(["run", str(f), "--device", "cpu", "--dtype", "float64", "--json", str(out), "--report", "-"]) == 0
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(json.loads(Path(schema_path()).read_text())).validate(doc)
+    (run,) = doc["runs"]
+    assert all(e["passed"] for e in run["expectations"])
+    # the deletion curve, recomputed by brute force: the top-k prompt tokens (the map's order) replaced by
+    # pad in the encoder's input, "noir" rescored by the model's token-id forward
+    lm = _lm(folders["marian"])
+    tokens = run["tokens"]
+    split = next(t["position"] for t in tokens if t["role"] == "output") - 1
+    enc = lm.tokenizer(PROMPT)["input_ids"]
+    assert len(enc) == split
+    y = lm.tokenizer(OUTPUT, add_special_tokens=False)["input_ids"]
+    order = sorted((t for t in tokens if t["eligible"]), key=lambda t: -t["score"])
+    (deletion,) = [c for c in run["checks"] if c["name"] == "deletion" and not c["random"]]
+    brute = []
+    for k in range(len(order) + 1):
+        e = list(enc)
+        for t in order[:k]:
+            e[t["position"]] = PAD
+        brute.append(_rescore(lm.model, e, y, 3))
+    assert deletion["curve"] == pytest.approx(brute, rel=1e-9, abs=1e-10)
+
+
+def test_attnlrp_is_refused_on_an_encoder_decoder_with_the_registrys_reason(folders) -> None:
+    with pytest.raises(scopecheck.ContractValidationError, match="Llama-family decoder-only"):
+        _run(folders["t5"], 'prompt_conditioned(target = "noir")', "attnlrp")
