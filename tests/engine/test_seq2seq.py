@@ -261,3 +261,25 @@ def test_a_scope_file_on_a_saved_encoder_decoder_runs_every_check_through_the_cl
 def test_attnlrp_is_refused_on_an_encoder_decoder_with_the_registrys_reason(folders) -> None:
     with pytest.raises(scopecheck.ContractValidationError, match="Llama-family decoder-only"):
         _run(folders["t5"], 'prompt_conditioned(target = "noir")', "attnlrp")
+
+
+def test_check_accepts_an_encoder_decoder_from_its_config_and_tokenizer(folders, tmp_path) -> None:
+    """Before: preflight refused T5 ("has no causal-LM head transformers can load")."""
+    from scopecheck.cli import main
+    from scopecheck.engine.preflight import preflight
+    from scopecheck.loader import load_text
+
+    text = _contract(folders["t5"], 'local_next_token(target = "noir")', "occlusion")
+    (contract,) = [d for d in load_text(text) if isinstance(d, m.Contract)]
+    assert preflight(contract) == []
+    good = tmp_path / "good.scope"
+    good.write_text(text, encoding="utf-8")
+    assert main(["check", str(good)]) == 0
+
+
+def test_a_chat_prompt_on_an_encoder_decoder_is_a_positioned_error(folders) -> None:
+    text = (f'contract "chat" {{\n model {json.dumps(str(folders["marian"]))}\n prompt chat {{ user: "The dog is black ." }}\n'
+            f' output "Le chien est noir ."\n use span_prompt\n method occlusion\n}}\n')
+    with pytest.raises(scopecheck.ContractValidationError) as exc:
+        scopecheck.run(text, device="cpu")
+    assert exc.value.span.line == 3 and "encoder–decoder" in exc.value.message
