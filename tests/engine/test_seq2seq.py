@@ -283,3 +283,23 @@ def test_a_chat_prompt_on_an_encoder_decoder_is_a_positioned_error(folders) -> N
     with pytest.raises(scopecheck.ContractValidationError) as exc:
         scopecheck.run(text, device="cpu")
     assert exc.value.span.line == 3 and "encoder–decoder" in exc.value.message
+
+
+def test_a_map_family_on_an_encoder_decoder_is_the_single_target_contracts(folders) -> None:
+    """`target = each`: one map per output token, each the contract with `target = k` (computed member by
+    member: the shared-forward family path is for one causal stack)."""
+    from scopecheck.engine.run import execute, execute_family
+    from scopecheck.loader import load_text
+
+    def contract(target: str):
+        text = _contract(folders["t5"], f"local_next_token(target = {target})", "gradient_x_input")
+        (c,) = [d for d in load_text(text) if isinstance(d, m.Contract)]
+        return c
+
+    opts = LoadOptions(device="cpu", dtype="float64")
+    members, results = execute_family(contract("each"), opts)
+    assert len(results) == len(OUTPUT.split())
+    for k, r in enumerate(results, 1):
+        single = execute(contract(str(k)), opts)
+        assert [t.score for t in r.tokens] == pytest.approx([t.score for t in single.tokens], rel=1e-12, abs=1e-14)
+        assert "computed on its own" in r.info["family"]

@@ -52,7 +52,8 @@ FamilyImpl = Callable[[Sequence[AttributionProblem], CausalLMFamilyObjective, Ma
 
 def family_objective(problems: Sequence[AttributionProblem]) -> CausalLMFamilyObjective | None:
     """The shared objective of ``problems``, or ``None`` when they cannot share forwards
-    (not causal-LM problems, different token sequences, models or score kinds)."""
+    (not causal-LM problems, an encoder–decoder's (:mod:`scopecheck.engine.seq2seq`: its members
+    run one by one), different token sequences, models or score kinds)."""
     objs = [p.objective for p in problems]
     if not problems or not all(isinstance(o, CausalLMObjective) for o in objs):
         return None
