@@ -21,7 +21,7 @@ from scopecheck.errors import Span
 from scopecheck.spec import model as m
 from tiny_seq2seq import EOS, PAD, build
 
-KINDS = ("t5", "marian", "marian_split")
+KINDS = ("t5", "marian", "marian_split", "bart")
 PROMPT = "The dog is black ."
 OUTPUT = "Le chien est noir ."
 

@@ -1,4 +1,4 @@
-"""Tiny randomly initialised encoder–decoder models (T5-style and Marian-style), built from configs in
+"""Tiny randomly initialised encoder–decoder models (T5-, Marian- and BART-style), built from configs in
 the test and saved with a word-level tokenizer so they load through the real loading path
 (``scopecheck.engine.models.load``). No downloads.
 
@@ -63,6 +63,19 @@ def make_marian(vocab_size: int, seed: int = 0, share: bool = True):
     return MarianMTModel(cfg).eval()
 
 
+def make_bart(vocab_size: int, seed: int = 0):
+    """BART-style: learned positions, scaled embeddings inside the embedding module, EOS as the decoder start."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = BartConfig(vocab_size=vocab_size, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+                     decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+                     dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, pad_token_id=PAD, bos_token_id=None,
+                     eos_token_id=EOS, decoder_start_token_id=EOS, forced_bos_token_id=None, forced_eos_token_id=None,
+                     scale_embedding=True, init_std=0.2, activation_function="gelu", attn_implementation="eager")
+    return BartForConditionalGeneration(cfg).eval()
+
+
 def save(model, tokenizer, out: Path) -> Path:
     """``save_pretrained`` of both into ``out`` (safetensors), as a user's model folder."""
     out.mkdir(parents=True, exist_ok=True)
@@ -76,9 +89,9 @@ def save(model, tokenizer, out: Path) -> Path:
 
 
 def build(kind: str, out: Path, seed: int = 0) -> Path:
-    """A saved tiny ``t5`` or ``marian`` (``marian_split``: separate decoder embeddings) folder."""
+    """A saved tiny ``t5``, ``marian`` (``marian_split``: separate decoder embeddings) or ``bart`` folder."""
     tok = make_tokenizer()
     V = len(tok)
     model = {"t5": lambda: make_t5(V, seed), "marian": lambda: make_marian(V, seed),
-             "marian_split": lambda: make_marian(V, seed, share=False)}[kind]()
+             "marian_split": lambda: make_marian(V, seed, share=False), "bart": lambda: make_bart(V, seed)}[kind]()
     return save(model, tok, out)
