@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import torch
 
-from scopecheck.engine.embeddings import _token_id, _vocab_mean
+from scopecheck.engine.embeddings import operator_token_id
 from scopecheck.engine.problem import AttributionProblem
 from scopecheck.engine.scoring import SCORES, CausalLMLogProbs, CausalLMObjective
 from scopecheck.errors import MethodRefused, Unavailable
@@ -272,11 +272,11 @@ def seq2seq_problem(
 
     operators: dict[str, Tensor] = {
         "zero": torch.zeros(L, d, dtype=embeds.dtype, device=device),
-        "mean": rows(_vocab_mean(enc_vocab, None)[0], _vocab_mean(dec_vocab, None)[0]),
+        "mean": rows(enc_vocab.mean(0), dec_vocab.mean(0)),
     }
     config = model.config
     for name, explicit in (("pad", pad_id), ("mask", mask_id), ("unk", unk_id)):
-        tid = _token_id(explicit, config, f"{name}_token_id", min(V, int(dec_vocab.shape[0])), name)
+        tid = operator_token_id(explicit, config, f"{name}_token_id", min(V, int(dec_vocab.shape[0])), name)
         if tid is not None:
             operators[name] = rows(enc_vocab[tid], dec_vocab[tid])
     target_rows = tuple(t - 1 for t in targets)
