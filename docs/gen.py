@@ -30,12 +30,26 @@ def _generators() -> dict[str, tuple[str, Callable[[], str]]]:
     from scopecheck.spec.vocabulary import vocabulary_tables
 
     return {
+        "audit_corpus": ("scopecheck audit contracts/audits/corpus/ --format markdown", audit_corpus_table),
         "standard": ("python -m scopecheck.spec.standard", standard_table),
         "methods": ("python -m scopecheck.spec.registry", method_table),
         "checks": ("python -m scopecheck.spec.check_registry", check_table),
         "vocabulary": ("python -m scopecheck.spec.vocabulary", vocabulary_tables),
         "rules": ("python -m scopecheck.errors", rule_list),
     }
+
+
+def audit_corpus_table() -> str:
+    """The audit table of ``contracts/audits/corpus/`` (paths relative to the checkout root)."""
+    from scopecheck.audit import audit_paths
+    from scopecheck.audit.table import build_table
+    from scopecheck.audit.table_render import render_table_markdown
+
+    corpus = ROOT / "contracts" / "audits" / "corpus"
+    files = sorted(corpus.rglob("*.scope")) if corpus.is_dir() else []
+    if not files:
+        return "No claim files in `contracts/audits/corpus/` yet.\n"
+    return render_table_markdown(build_table(audit_paths(files), base=ROOT), title=None)
 
 
 GENERATORS = _generators()

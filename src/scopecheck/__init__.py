@@ -5,7 +5,9 @@ of an attribution claim; scopecheck validates them, derives the computation and 
 checks that are valid for them, and runs those checks as tests.
 
 Importing ``scopecheck`` does not import torch; :func:`run` and :func:`attribute` do,
-when first called.
+when first called. :func:`run` returns a typed result for every contract kind, :func:`run_file`
+the results of every contract of a file and :func:`load_results` reads a results JSON back
+into the same types (:mod:`scopecheck.api`; its result types are importable from here).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ if _sys.argv and (_sys.argv[0] == "-m" or _sys.argv[0].replace("\\", "/").rsplit
     # the ``scopecheck`` command: its SIGINT/SIGTERM handlers come before the imports below
     import scopecheck.cli  # noqa: F401
 
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from scopecheck.errors import (
     ContractError,
@@ -42,25 +44,77 @@ __all__ = [
     "ParamSpec",
     "SchemaError",
     "UnknownNameError",
+    "AggregateRecord",
+    "ContractResult",
+    "DatasetResult",
+    "ExampleRecord",
+    "FailedRun",
+    "FamilyResult",
+    "Results",
     "__version__",
     "attribute",
     "check_file",
     "check_map",
     "check_text",
     "load_file",
+    "load_results",
     "load_text",
     "register_check",
     "register_method",
     "run",
+    "run_file",
+    "write_results",
 ]
+
+if TYPE_CHECKING:      # for type checkers and the API reference; at run time __getattr__ imports them
+    from scopecheck.api import (  # noqa: F401
+        AggregateRecord, ContractResult, DatasetResult, ExampleRecord, FailedRun, FamilyResult, Results,
+    )
+
+#: the result types of :mod:`scopecheck.api`, imported from it when first used (not at ``import scopecheck``)
+_API_TYPES = ("AggregateRecord", "ContractResult", "DatasetResult", "ExampleRecord", "FailedRun", "FamilyResult",
+              "Results")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API_TYPES:
+        import scopecheck.api
+
+        return getattr(scopecheck.api, name)
+    raise AttributeError(f"module 'scopecheck' has no attribute {name!r}")
 
 
 def run(contract: Any, **kwargs: Any) -> Any:
-    """Run a contract (a :class:`~scopecheck.spec.Contract`, contract text or a path); see
-    :func:`scopecheck.engine.run.run`."""
-    from scopecheck.engine.run import run as _run  # lazy: imports torch
+    """Run a contract (a :class:`~scopecheck.spec.Contract`, contract text or a path) of any kind:
+    a :class:`~scopecheck.api.ContractResult`, :class:`~scopecheck.api.FamilyResult` (``target =
+    each``) or :class:`~scopecheck.api.DatasetResult`; see :func:`scopecheck.api.run`."""
+    from scopecheck.api import run as _run  # lazy: imports numpy
 
     return _run(contract, **kwargs)
+
+
+def run_file(source: Any, **kwargs: Any) -> Any:
+    """Run every contract of a file: :class:`~scopecheck.api.Results`, name -> result; see
+    :func:`scopecheck.api.run_file`."""
+    from scopecheck.api import run_file as _run_file
+
+    return _run_file(source, **kwargs)
+
+
+def load_results(path: Any) -> Any:
+    """A results JSON (``scopecheck run --json``) read back into typed results; see
+    :func:`scopecheck.api.load_results`."""
+    from scopecheck.api import load_results as _load_results
+
+    return _load_results(path)
+
+
+def write_results(results: Any, path: Any) -> Any:
+    """Write the results JSON of results of :func:`run` / :func:`run_file`; see
+    :func:`scopecheck.api.write_results`."""
+    from scopecheck.api import write_results as _write_results
+
+    return _write_results(results, path)
 
 
 def check_map(contract: Any, scores: Any, **kwargs: Any) -> Any:

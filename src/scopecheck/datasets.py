@@ -1,4 +1,5 @@
-"""Examples of a dataset contract: a JSON Lines / CSV file or a reference task split.
+"""Examples of a dataset contract: a JSON Lines / CSV file, a Hugging Face dataset
+(:mod:`scopecheck.hf_datasets`) or a reference task split.
 
 ``load_examples(contract)`` returns the examples (each a prompt, an optional output text,
 optional ground truth and a stable id) and one :class:`RowError` per row that cannot be an
@@ -7,8 +8,12 @@ the good ones. Torch-free.
 
 Parameters of ``dataset "..."(...)``: ``prompt`` / ``output`` / ``truth`` / ``id`` name the
 fields (defaults ``prompt``, ``output``, ``truth``, the row number); ``limit`` keeps the first
-N examples (after ``shuffle = <seed>``). For ``dataset reference:<task>/<split>(limit = N, seed
-= s)`` the examples are ``generate(task, N, split=split, seed=s)`` with their causal ground truth.
+N examples (after ``shuffle = <seed>``). ``hf("...")`` rows follow the same rules (and take
+``split`` / ``config``). Where the contract writes ``prompt { context: field("document") ... }``
+the prompt is those segments, each filled from its field of the row (text segments kept as
+written), so that selectors and anchors name the segments of every example. For ``dataset
+reference:<task>/<split>(limit = N, seed = s)`` the examples are ``generate(task, N, split=split,
+seed=s)`` with their causal ground truth.
 """
 
 from __future__ import annotations
@@ -39,7 +44,10 @@ class Example:
     truth: tuple[m.TextRef | int, ...] | None = None
     causal: tuple[tuple[int, ...], ...] | None = None   # reference tasks: per output token, prompt indices
     prompt_tokens: tuple[str, ...] | None = None
-    row: int | None = None                               # 1-based line (JSONL) or data row (CSV)
+    row: int | None = None                               # 1-based line (JSONL), data row (CSV) or row (hf)
+    #: the prompt's segments as ``(name, text)`` where the contract's segments are filled from fields
+    #: (``prompt`` is their texts joined with a space, as :class:`~scopecheck.spec.model.Prompt` joins them)
+    segments: tuple[tuple[str | None, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,14 @@ def resolve_path(ds: m.Dataset, base_dir: Path | None, allow_outside: bool = Fal
     statement's, since contract files are data."""
     return contract_file(ds.name, base_dir, ds.span, what="dataset file", rule="dataset",
                          expected="a .jsonl or .csv file", allow_outside=allow_outside)
+
+
+def inside(ds: m.Dataset, base_dir: Path | None, allow_outside: bool = False) -> Path:
+    """The resolved path ``ds.name`` names, relative to the contract file's folder, which it must
+    lie in (:func:`scopecheck.spec.paths.contract_file`'s rule; it may be a folder, and need not
+    exist yet: the Hugging Face reader says what is missing)."""
+    return contract_file(ds.name, base_dir, ds.span, what="dataset", rule="dataset",
+                         expected="a dataset folder or file", must_exist=False, allow_outside=allow_outside)
 
 
 def _truth_item(v: Any, prompt: str) -> m.TextRef | int:
@@ -185,7 +201,11 @@ def _has_surrogate(s: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in s)
 
 
-def load_examples(ds: m.Dataset, base_dir: Path | None, *, allow_outside: bool = False) -> Loaded:
+def load_examples(ds: m.Dataset, base_dir: Path | None, *, allow_outside: bool = False,
+                  prompt: m.Prompt | None = None) -> Loaded:
+    """The examples of ``ds``; ``prompt`` is the contract's own prompt where its segments are
+    filled from fields (``prompt { context: field("document") ... }``), else None (the prompt is
+    the ``prompt`` field)."""
     prm = _params(ds)
     if ds.kind == "reference":
         task, _, split = ds.name.partition("/")
@@ -195,35 +215,23 @@ def load_examples(ds: m.Dataset, base_dir: Path | None, *, allow_outside: bool =
                             row=i + 1) for i, e in enumerate(exs))
         fp = hashlib.sha256(json.dumps([task, split, n, seed]).encode()).hexdigest()
         return Loaded(out, (), fp, f"reference:{ds.name}", {"rows": len(out), "limited": True})
-    path = resolve_path(ds, base_dir, allow_outside)
-    raw = path.read_bytes()
-    fp = hashlib.sha256(raw).hexdigest()
     errors: list[RowError] = []
-    body = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw         # a UTF-8 byte-order mark
-    rows = _csv_rows(body, errors) if path.suffix.lower() == ".csv" else _jsonl_rows(body, errors)
-    fields = {k: str(prm.get(k, k)) for k in ("prompt", "output", "truth")}
-    id_field = prm.get("id")
-    examples: list[Example] = []
-    for i, row in rows:
-        rid = None
-        try:
-            if not isinstance(row, dict):
-                raise ValueError("a row must be an object with named fields")
-            rid = str(row[id_field]) if id_field is not None and id_field in row else f"row{i}"
-            if fields["prompt"] not in row:
-                raise ValueError(f"no field {fields['prompt']!r}; fields: {', '.join(map(str, row))}")
-            prompt = row[fields["prompt"]]
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise ValueError("the prompt is empty")
-            output = row.get(fields["output"])
-            if output is not None and (not isinstance(output, str) or not output.strip()):
-                raise ValueError("the output is empty")
-            truth = row.get(fields["truth"])
-            if isinstance(truth, str) and path.suffix.lower() == ".csv":
-                truth = truth if truth.strip() else None              # an empty CSV cell: no truth
-            examples.append(Example(rid, prompt, output, _as_truth(truth, prompt), row=i))
-        except (ValueError, KeyError) as exc:
-            errors.append(RowError(i, rid, str(exc)))
+    csv_file = False
+    if ds.kind == "hf":
+        from scopecheck.hf_datasets import read_rows
+
+        rows, fp, source = read_rows(ds, base_dir, resolve=inside, allow_outside=allow_outside)
+        label = Path(source).name if not source.startswith("hf:") else source
+    else:
+        path = resolve_path(ds, base_dir, allow_outside)
+        raw = path.read_bytes()
+        fp = hashlib.sha256(raw).hexdigest()
+        body = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw         # a UTF-8 byte-order mark
+        csv_file = path.suffix.lower() == ".csv"
+        rows = _csv_rows(body, errors) if csv_file else _jsonl_rows(body, errors)
+        source, label = str(path), path.name
+    segments = prompt.segments if prompt is not None and any(s.field is not None for s in prompt.segments) else None
+    examples = _examples(rows, prm, segments, csv_file, errors)
     usable = len(examples)
     if "shuffle" in prm:
         random.Random(int(prm["shuffle"])).shuffle(examples)
@@ -232,9 +240,61 @@ def load_examples(ds: m.Dataset, base_dir: Path | None, *, allow_outside: bool =
     ids = [e.id for e in examples]
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
-        raise ContractValidationError(f"example id {dup!r} occurs twice in {path.name}", ds.span,
+        raise ContractValidationError(f"example id {dup!r} occurs twice in {label}", ds.span,
                                       expected="a unique id per row", rule="dataset")
-    return Loaded(tuple(examples), tuple(errors), fp, str(path), {"rows": usable, "limited": "limit" in prm})
+    return Loaded(tuple(examples), tuple(errors), fp, source, {"rows": usable, "limited": "limit" in prm})
+
+
+def _text(row: dict, key: str, what: str) -> str:
+    """The non-empty text of field ``key`` (``what`` names it in the row's error)."""
+    v = row[key]
+    if not isinstance(v, str):
+        raise ValueError(f"{what} is not text: {type(v).__name__} {json.dumps(v, default=str)[:60]}")
+    if not v.strip():
+        raise ValueError(f"{what} is empty")
+    return v
+
+
+def _examples(rows: list[tuple[int, Any]], prm: dict[str, Any], segments: tuple[m.Segment, ...] | None,
+              csv_file: bool, errors: list[RowError]) -> list[Example]:
+    """Rows -> examples (JSON Lines, CSV and Hugging Face rows alike); a row that cannot be one is
+    its :class:`RowError` (a missing field, an empty or non-text prompt or output, a bad truth)."""
+    fields = {k: str(prm.get(k, k)) for k in ("prompt", "output", "truth")}
+    id_field = prm.get("id")
+    examples: list[Example] = []
+    for i, row in rows:
+        rid = None
+        try:
+            if not isinstance(row, dict):
+                raise ValueError("a row must be an object with named fields")
+            rid = str(row[id_field]) if id_field is not None and row.get(id_field) is not None else f"row{i}"
+            filled = None
+            if segments is not None:
+                filled = []
+                for seg in segments:
+                    if seg.field is None:
+                        filled.append((seg.name, seg.text))
+                        continue
+                    if seg.field not in row:
+                        raise ValueError(f"no field {seg.field!r} (segment {seg.name}); "
+                                         f"fields: {', '.join(map(str, row))}")
+                    filled.append((seg.name, _text(row, seg.field, f"field {seg.field!r} (segment {seg.name})")))
+                prompt = " ".join(t for _, t in filled)
+            else:
+                if fields["prompt"] not in row:
+                    raise ValueError(f"no field {fields['prompt']!r}; fields: {', '.join(map(str, row))}")
+                prompt = _text(row, fields["prompt"], "the prompt")
+            output = row.get(fields["output"])
+            if output is not None:
+                output = _text(row, fields["output"], "the output")
+            truth = row.get(fields["truth"])
+            if isinstance(truth, str) and csv_file:
+                truth = truth if truth.strip() else None              # an empty CSV cell: no truth
+            examples.append(Example(rid, prompt, output, _as_truth(truth, prompt), row=i,
+                                    segments=tuple(filled) if filled is not None else None))
+        except (ValueError, KeyError) as exc:
+            errors.append(RowError(i, rid, str(exc)))
+    return examples
 
 
 def example_contract(c: m.Contract, ex: Example) -> m.Contract:
@@ -242,7 +302,12 @@ def example_contract(c: m.Contract, ex: Example) -> m.Contract:
     import dataclasses
 
     span = c.dataset.span if c.dataset is not None else c.span
-    prompt = m.Prompt((m.Segment(None, ex.prompt, span),), span)
+    if ex.segments is not None and c.prompt is not None:       # the contract's segments, filled from the row
+        prompt = m.Prompt(tuple(m.Segment(name, text, seg.span) for (name, text), seg in zip(ex.segments,
+                                                                                                c.prompt.segments)),
+                          c.prompt.span, chat=c.prompt.chat)
+    else:
+        prompt = m.Prompt((m.Segment(None, ex.prompt, span),), span)
     output = m.Output(text=ex.output, span=span) if ex.output is not None else c.output
     # the expectations are the dataset contract's: aggregates are evaluated over all examples
     plain = tuple(e for e in c.expects if not any(isinstance(s, m.Aggregate) for s in (e.left, e.right)))
@@ -251,4 +316,5 @@ def example_contract(c: m.Contract, ex: Example) -> m.Contract:
                                          c.span.end_column))
 
 
-__all__ = ["Example", "Loaded", "RowError", "dataset_errors", "example_contract", "load_examples", "resolve_path"]
+__all__ = ["Example", "Loaded", "RowError", "dataset_errors", "example_contract", "inside", "load_examples",
+           "resolve_path"]

@@ -99,6 +99,7 @@ RULES: dict[str, str] = {
     "chat": "chat prompt messages not named by a role",
     "duplicate": "a name, parameter or statement given twice",
     "string": "a string literal with a lone surrogate (`\\ud800`)",
+    "source": "a claim's `source { ... }` block or `states` line that cannot be read (a field missing or unknown, a year that is not 4 digits)",
     "fmt": "`scopecheck fmt`: the canonical form cannot express this file exactly",
     "schema": "the normalized spec does not satisfy the published JSON Schema",
     # validating a contract (DESIGN section 2)
@@ -139,7 +140,9 @@ RULES: dict[str, str] = {
     "truth": "a dataset example's truth item that cannot be placed on its tokens",
     "store": "the run store cannot be read or written (another run's store, a corrupt record)",
     "run": "an exception while running the contract, placed on it (an internal error: rerun with --debug)",
-    "results": "`scopecheck compare`: a file that is not a results JSON (not JSON, or not valid against its schema)",
+    "results": "a file that is not a results JSON, or cannot be read back (`scopecheck compare`, `scopecheck.load_results`): not JSON, not valid against its schema, a key missing or mistyped",
+    # the Python API
+    "extra": "a feature whose optional dependency is not installed (`pip install 'scopecheck[NAME]'`)",
 }
 
 
@@ -315,6 +318,32 @@ class InvalidSettings(ContractValidationError, ValueError):
         return _render_unplaced(self) or super().render()
 
 
+class ResultsError(ContractError, ValueError):
+    """A results document (``scopecheck run --json``) that :func:`scopecheck.load_results` cannot
+    read: its file, its JSON position, or the JSON path of a key that is missing or mistyped."""
+
+    kind = "results error"
+
+    def __init__(self, message: str, span: Span | None = None, *, source: str | None = None,
+                 expected: str | None = None, hint: str | None = None, rule: str = "results") -> None:
+        super().__init__(message, span, source=source, expected=expected, hint=hint, rule=rule)
+
+
+class MissingExtra(ContractError, ImportError):
+    """A feature of the Python API whose optional dependency is not installed (``to_pandas()``
+    without pandas): names the package and the extra that installs it. An ``ImportError`` too."""
+
+    kind = "missing extra"
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(f"{feature} needs {package}, which is not installed", rule="extra",
+                         hint=f"pip install 'scopecheck[{extra}]'")
+        self.feature, self.package, self.extra = feature, package, extra
+
+    def render(self) -> str:
+        return _render_unplaced(self) or super().render()
+
+
 class InternalError(RuntimeError):
     """A method raised something other than a refusal: a bug in scopecheck or in a registered
     method, never the contract's fault and never relabelled as a refusal. Deliberately not a
@@ -403,7 +432,8 @@ class ScopeWarning(UserWarning):
 
 
 __all__ = ["ContractError", "ContractErrors", "ContractSyntaxError", "ContractValidationError", "ERROR_LIMIT",
-           "InternalError", "InvalidSettings", "LINE_WINDOW", "MethodRefused", "MoreErrors", "RULES", "SchemaError",
+           "InternalError", "InvalidSettings", "LINE_WINDOW", "MethodRefused", "MissingExtra", "MoreErrors", "RULES",
+           "ResultsError", "SchemaError",
            "ScopeWarning", "Span", "Unavailable", "UnknownNameError", "cap_errors", "did_you_mean", "error_count",
            "reraise_interrupt", "rule_list", "source_lines", "unknown_name", "visible"]
 

@@ -18,7 +18,7 @@ __all__ = ["contract_texts", "documents", "reference_examples", "selectors", "sp
 _KEYWORDS = {"x", "y", "z", "stage", "p", "log", "logit", "via", "pert", "nothing", "true", "false", "in",
              "contract", "claim", "model", "prompt", "output", "use", "score", "fixed", "explain", "process",
              "eligible", "method", "seed", "expect", "question", "source", "computed", "reported", "metric", "map",
-             "toolkit", "generate", "reference", "hub", "chat", "dataset",
+             "toolkit", "generate", "reference", "hub", "chat", "dataset", "states",
              "mean", "median", "quantile", "rate", "paired"}
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True).filter(lambda s: s not in _KEYWORDS)
@@ -114,9 +114,14 @@ def _claim():
         lambda kvs: tuple(m.Param(k, v) for k, v in kvs))
     the_map = st.none() | st.lists(st.tuples(texts, st.floats(allow_nan=False, allow_infinity=False)),
                                    max_size=4).map(tuple)
-    return st.builds(m.Claim, nonempty_texts, st.none() | names, st.none() | texts, st.none() | models,
+    filled = texts.filter(lambda t: bool(t.strip()))      # a source block's texts are not blank
+    source = st.builds(m.Source, filled, filled, st.integers(1000, 9999), filled, st.none() | filled,
+                       st.none() | filled.map(lambda t: "https://" + t))
+    states = st.builds(m.Statement, st.sampled_from(m.STATEMENT_KINDS), filled)
+    return st.builds(m.Claim, nonempty_texts, st.none() | names, st.none() | texts | source, st.none() | models,
                      st.none() | prompts, st.none() | outputs, computed,
-                     st.builds(m.Reported, metrics, the_map), st.lists(expectations, max_size=2).map(tuple))
+                     st.builds(m.Reported, metrics, the_map), st.lists(expectations, max_size=2).map(tuple),
+                     states=st.none() | states)
 
 
 def specs() -> st.SearchStrategy[m.Document]:

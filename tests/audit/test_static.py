@@ -371,3 +371,40 @@ def test_static_audit_imports_no_torch():
 def test_every_standard_contract_has_a_title_for_reports():
     for kind in QUESTION_CONTRACT.values():
         assert STANDARD[kind].title
+
+
+# ------------------------------------------------------------------ the first generated token
+
+FIRST = '''
+ method   integrated_gradients
+ score    log p(y[{t}] | x, y[<{t}])
+ fixed    {fixed}
+ explain  y[{t}]
+ process  autoregressive
+ eligible x
+'''
+
+
+@pytest.mark.parametrize("fixed", ["nothing", "y[<1]"])
+def test_on_y1_prompt_conditioned_and_local_next_token_are_one_computation(fixed):
+    """y[<1] is empty: E = x with nothing (or the empty prefix) fixed is both the prompt-conditioned
+    and the local next-token contract, so it answers a next-token question."""
+    a = audit_static(computed("next_token", FIRST.format(t=1, fixed=fixed)))
+    assert a.kind == "prompt_conditioned" and a.answers is True, a
+    assert judge(a).status == "supported", judge(a).reasons
+    assert any("y[1], which has no generated prefix" in n for n in a.notes)
+
+
+def test_on_a_later_token_the_prompt_conditioned_map_does_not_answer_a_next_token_question():
+    a = audit_static(computed("next_token", FIRST.format(t=3, fixed="y[<3]")))
+    assert a.kind == "prompt_conditioned" and a.answers is False
+    assert judge(a).status == "unsupported"
+
+
+def test_a_computation_of_the_questions_own_answering_kind_answers_it():
+    """Under a diffusion process a span question is answered by prompt_to_output (answering_kind);
+    a claim computing exactly that contract answers it (it was called a mismatch while the audit
+    named that very contract as the answer)."""
+    a = audit_static(computed("span", " toolkit context_cite"))
+    assert a.kind == "prompt_to_output" and a.answers is True, a
+    assert judge(a).status != "unsupported"

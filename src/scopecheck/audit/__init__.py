@@ -15,7 +15,9 @@ model and a prompt, :func:`audit_dynamic` re-runs the claim under its own contra
 under the answering one and reports both maps and the mass that moves between them.
 
 Modules: :mod:`.static` (no model), :mod:`.verdict`, :mod:`.dynamic` (runs the engine),
-:mod:`.render` (``audit_paths``, ``exit_code``, text / markdown / HTML / JSON).
+:mod:`.render` (``audit_paths``, ``exit_code``, text / markdown / HTML / JSON per claim),
+:mod:`.table` (the audit table: one row per claim and a summary; JSON with a published schema)
+and :mod:`.table_render` (the table as Markdown and as one HTML page).
 """
 
 from scopecheck.audit.dynamic import DynamicAudit, MapView, ReportedAgreement, TokenView, audit_dynamic, spearman
@@ -37,10 +39,13 @@ from scopecheck.audit.static import (
     StaticAudit,
     audit_static,
 )
+from scopecheck.audit.table import AuditTable, Summary, TableRow, build_table, table_json, table_schema
+from scopecheck.audit.table_render import render_table_html, render_table_markdown
 from scopecheck.audit.verdict import ExpectOutcome, Verdict, evaluate_expectations, judge
 
 __all__ = [
     "AuditReport",
+    "AuditTable",
     "DynamicAudit",
     "ExpectOutcome",
     "ImpossibleNumber",
@@ -50,18 +55,25 @@ __all__ = [
     "QUESTION_CONTRACT",
     "ReportedAgreement",
     "StaticAudit",
+    "Summary",
+    "TableRow",
     "TokenView",
     "Verdict",
     "audit_claim",
     "audit_dynamic",
     "audit_paths",
     "audit_static",
+    "build_table",
     "evaluate_expectations",
     "exit_code",
     "judge",
     "render_html",
     "render_markdown",
+    "render_table_html",
+    "render_table_markdown",
     "render_text",
     "spearman",
+    "table_json",
+    "table_schema",
     "to_json",
 ]

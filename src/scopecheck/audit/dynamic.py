@@ -106,6 +106,7 @@ class DynamicAudit:
     protocols: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> check -> protocol in words
     errors: tuple[str, ...] = ()
     results: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # label -> AttributionResult
+    skipped: str | None = None               # why nothing was re-run (no model or prompt, a model not here)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -281,16 +282,46 @@ def can_rerun(claim: m.Claim) -> bool:
     return claim_model(claim) is not None and claim.prompt is not None
 
 
+def offline_problem(model: m.ModelRef) -> str | None:
+    """Why ``model`` is not available on this machine without the network, or None.
+
+    A reference model ships with scopecheck and a path is the user's own (its loader reports a
+    missing one as an error); a hub id is available only when the local Hugging Face cache holds
+    it. The audit never downloads a claim's model, and never substitutes another one for it."""
+    if model.kind != "hub":
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:     # transformers depends on it; without it nothing from the hub loads
+        return f'model hub:"{model.name}" cannot be looked up (huggingface_hub is not installed)'
+    try:
+        hit = try_to_load_from_cache(model.name, "config.json")
+    except Exception:  # noqa: BLE001 - a malformed id is "not here", not a crash of the audit
+        hit = None
+    if isinstance(hit, str):
+        return None
+    return f'model hub:"{model.name}" is not available offline (not in the local Hugging Face cache)'
+
+
+def rerun_problem(claim: m.Claim) -> str | None:
+    """Why ``claim`` cannot be re-run here (no model, no prompt, a model not available), or None."""
+    model = claim_model(claim)
+    if model is None or claim.prompt is None:
+        missing = " and no ".join(w for w, v in (("model", model), ("prompt", claim.prompt)) if v is None)
+        return f"the claim names no {missing}"
+    return offline_problem(model)
+
+
 def audit_dynamic(claim: m.Claim, device: str = "auto", *, checks: tuple[str, ...] = DEFAULT_CHECKS,
                   static: StaticAudit | None = None) -> DynamicAudit:
     """Re-run ``claim`` under its own contract and under the one answering its question."""
     notes: list[str] = []
     errors: list[str] = []
     model = claim_model(claim)
-    if model is None or claim.prompt is None:
-        missing = " and no ".join(w for w, v in (("model", model), ("prompt", claim.prompt)) if v is None)
-        return DynamicAudit(None, None, None, None, False, None, None, None, None,
-                            (f"no re-run: the claim names no {missing}" if missing else "no re-run",))
+    problem = rerun_problem(claim)
+    if model is None or problem is not None:    # the note names the model that is not here
+        return DynamicAudit(None, None, None, None, False, None, None, None, None, (f"no re-run: {problem}",),
+                            skipped=problem)
     audit = static or audit_static(claim)
 
     model_text = fmt_model(model)

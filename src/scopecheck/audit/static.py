@@ -521,6 +521,18 @@ def with_placeholders(text: str, contract: m.Contract) -> str:
     return "\n".join([head, *lines, rest])
 
 
+#: Contract kinds that coincide on the first generated token (``y[<1]`` is empty).
+_FIRST_TOKEN_SAME = frozenset({"prompt_conditioned", "local_next_token"})
+
+
+def _explains_first_token(sc: m.Scope) -> bool:
+    """The scope explains exactly ``y[1]`` (``y[1]`` or ``y[1:1]``)."""
+    o = sc.explain
+    if o is None or o.space != "y" or o.segment is not None:
+        return False
+    return (o.op == "at" and o.a == 1) or (o.op == "range" and o.a == 1 and o.b == 1)
+
+
 def audit_static(claim: m.Claim) -> StaticAudit:
     """Audit ``claim`` without a model (module doc)."""
     sc, origin, implied, tk_contract, notes, errors = fill(claim)
@@ -546,7 +558,15 @@ def audit_static(claim: m.Claim) -> StaticAudit:
                     f"{fmt_selector(sc.explain) if sc.explain else 'the output'}; the question is {question} "
                     f"({QUESTION_TEXT[question]}), and prefix attribution does not answer it (seed 000, 4.1)")
     elif ans_kind is not None and kind is not None:
-        answers = kind in QUESTION_ACCEPTS[question]
+        # the contract the question's own answering kind names answers it, whatever the process
+        # (a span question under a diffusion process is answered by prompt_to_output)
+        answers = kind in QUESTION_ACCEPTS[question] or kind == ans_kind
+        if not answers and {kind, ans_kind} <= _FIRST_TOKEN_SAME and _explains_first_token(sc):
+            # y[1] has no generated prefix: holding y[<1] fixed and making it eligible are the same
+            # (empty) choice, so the two contracts are one computation (DESIGN, the AR contracts)
+            answers = True
+            notes.append(f"the output explained is y[1], which has no generated prefix: the {kind} and "
+                         f"{ans_kind} contracts are the same computation there")
         if not answers:
             mismatch = (f"the computation is a {STANDARD[kind].title.lower()} contract ({kind}: "
                         f"{STANDARD[kind].question}); the question is {question} ({QUESTION_TEXT[question]}), "

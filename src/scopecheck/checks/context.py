@@ -230,6 +230,8 @@ class Ctx:
             cfg["chain"] = {k: diffusion.get(k) for k in ("sampler", "steps", "length", "blocks", "temperature",
                                                            "sampler_seed", "chain_mode", "estimator", "samples",
                                                            "adapter")}
+            if diffusion.get("block") is not None:          # a block-causal denoiser (slots per block)
+                cfg["chain"]["block"] = diffusion["block"]
         cfg.update(extra)
         return cfg
 

@@ -14,24 +14,47 @@ from scopecheck.report.jsonout import jsonable
 from scopecheck.runtime.files import atomic_write_many, atomic_write_text
 
 
+class _NamedOption(argparse.Action):
+    """Stores the value and the spelling used (``--output`` or ``--out``), for messages about it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_option", option_string or self.option_strings[0])
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
-    bad_outputs = destination_problems({"--out": args.out}, {})
+    bad_outputs = destination_problems({getattr(args, "out_option", "--output"): args.out}, {})
     if bad_outputs:
         return refuse(bad_outputs)
     # lazy: imports numpy
     from scopecheck.audit import audit_paths, exit_code, render_html, render_markdown, render_text, to_json
 
     reports = audit_paths(args.paths, dynamic=args.dynamic, device=args.device)
-    if args.format == "markdown":
-        text = render_markdown(reports)
-    elif args.format == "html":
-        text = render_html(reports)
-    elif args.format == "json":
-        text = json.dumps([to_json(r) for r in reports], indent=2)
-    else:
+    if args.format == "text":
         text = render_text(reports, stream=sys.stdout)
+    elif args.detail:           # the per-claim reports, each with its elements, reasons and re-run maps
+        text = {"markdown": lambda: render_markdown(reports), "html": lambda: render_html(reports),
+                "json": lambda: json.dumps([to_json(r) for r in reports], indent=2)}[args.format]()
+    else:                       # the table: one row per claim, and the summary
+        from scopecheck.audit.table import build_table, table_json
+        from scopecheck.audit.table_render import render_table_html, render_table_markdown
+
+        # claim files are linked (HTML) and named relative to where the table is written
+        base = Path(args.out).resolve().parent if args.out else Path.cwd()
+        table = build_table(reports, dynamic=args.dynamic, base=base)
+        if args.format == "markdown":
+            text = render_table_markdown(table)
+        elif args.format == "html":
+            text = render_table_html(table)
+        else:
+            text = json.dumps(table_json(table), indent=2, ensure_ascii=False, allow_nan=False)
     if args.out:
-        atomic_write_text(args.out, text)
+        try:
+            atomic_write_text(args.out, text)
+        except OSError as exc:  # a DestinationError: the destination changed while the audit ran
+            print(f"scopecheck: cannot write the audit ({exc}); nothing was replaced", file=sys.stderr)
+            return 1
         print(f"audit written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -72,8 +95,13 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
     p.add_argument("paths", nargs="+")
     p.add_argument("--dynamic", action="store_true", help="re-run claims that name a model and a prompt")
     p.add_argument("--device", default="auto")
-    p.add_argument("--format", default="text", choices=("text", "markdown", "html", "json"))
-    p.add_argument("--out", default=None, metavar="FILE")
+    p.add_argument("--format", default="text", choices=("text", "markdown", "html", "json"),
+                   help="text: the per-claim report (default); markdown, html, json: the audit table, one row "
+                        "per claim, and its summary")
+    p.add_argument("--detail", action="store_true",
+                   help="with --format markdown/html/json: the per-claim reports instead of the table")
+    p.add_argument("--output", "--out", dest="out", default=None, metavar="FILE", action=_NamedOption,
+                   help="write to FILE (atomically: the previous file or the complete new one) instead of stdout")
     commands["audit"] = cmd_audit
     p = sub.add_parser("matrix", help="every method under every autoregressive standard contract, evaluated")
     p.add_argument("--examples", type=int, default=3, help="examples per pair (default 3)")

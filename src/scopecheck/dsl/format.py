@@ -23,8 +23,9 @@ from lark import Token, Tree
 from scopecheck.dsl.parser import ToSpec, parse_layout
 from scopecheck.spec import model as m
 from scopecheck.spec.text import (  # noqa: F401  (re-exported: the canonical text of spec nodes)
-    fmt_expectation, fmt_features, fmt_model, fmt_number, fmt_operand, fmt_params, fmt_ref, fmt_score, fmt_selector,
-    fmt_value, format_document, format_documents, output_line, prompt_lines, quote, scope_lines)
+    fmt_dataset, fmt_expectation, fmt_features, fmt_model, fmt_number, fmt_operand, fmt_params, fmt_ref, fmt_score,
+    fmt_selector, fmt_value, format_document, format_documents, output_line, prompt_lines, quote, scope_lines,
+    source_field_line, states_line)
 
 if TYPE_CHECKING:
     from scopecheck.dsl.parser import Layout
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 _INDENT = "    "
 #: blocks printed over several lines: their statements go one a line, one indent deeper
 _BLOCKS = {"prompt_segments": "prompt {", "prompt_chat": "prompt chat {", "computed_stmt": "computed {",
-           "reported_stmt": "reported {"}
+           "reported_stmt": "reported {", "source_block": "source {"}
 _WS = " \t\f\r"       # the grammar's whitespace within a line (a CRLF comment token ends in \r)
 
 
@@ -113,7 +114,8 @@ class _Printer:
             width = max(len(str(seg.children[0])) for seg in _subtrees(node)) + 1
             for seg in _subtrees(node):
                 s = self.spec.transform(seg)
-                self.lines.append(_Line(f"{s.name + ':':<{width}} {quote(s.text)}", depth + 1, _start(seg), _end(seg)))
+                value = f"field({quote(s.field)})" if s.field is not None else quote(s.text)
+                self.lines.append(_Line(f"{s.name + ':':<{width}} {value}", depth + 1, _start(seg), _end(seg)))
         else:
             for child in _subtrees(node):
                 self.statement(child, depth + 1, in_computed=node.data == "computed_stmt")
@@ -123,6 +125,9 @@ class _Printer:
         if node.data == "metric_stmt":
             p = self.spec.transform(node)
             return f"metric {p.key} = {fmt_value(p.value)}"
+        if node.data == "source_field":   # a year as written (an integer); a text quoted canonically
+            name, value, _ = self.spec.transform(node)
+            return source_field_line(str(name), value)
         if node.data == "map_stmt":   # each number as written (an integer stays one; it reads back as a float)
             entries = [f"{quote(json.loads(str(e.children[0])))}: "
                        f"{fmt_number(self.spec.transform(_tree(e.children[1])))}" for e in _subtrees(node)]
@@ -138,8 +143,7 @@ class _Printer:
         if key == "output":
             return output_line(v, "")
         if key == "dataset":
-            ref = f"reference:{v.name}" if v.kind == "reference" else quote(v.name)
-            return f"dataset  {ref}{fmt_params(v.params)}"
+            return f"dataset  {fmt_dataset(v)}"
         if key in ("use", "method"):
             pad = "method   " if key == "method" and in_computed else f"{key} "
             return f"{pad}{v.name}{fmt_params(v.params)}"
@@ -149,6 +153,8 @@ class _Printer:
             return fmt_expectation(v)
         if key == "source":
             return f"source   {quote(v)}"
+        if key == "states":
+            return states_line(v)
         if key == "question":
             return f"question {v}"
         if key == "toolkit":

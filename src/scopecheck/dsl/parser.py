@@ -27,7 +27,7 @@ GRAMMAR_FILE = "scope.lark"
 #: statement keywords, for "did you mean" hints on a misspelled statement
 CONTRACT_KEYWORDS = ("model", "prompt", "output", "use", "score", "fixed", "explain", "process",
                      "eligible", "method", "seed", "expect", "dataset")
-CLAIM_KEYWORDS = ("question", "source", "model", "prompt", "output", "computed", "reported", "expect")
+CLAIM_KEYWORDS = ("question", "source", "states", "model", "prompt", "output", "computed", "reported", "expect")
 COMPUTED_KEYWORDS = ("use", "score", "fixed", "explain", "process", "eligible", "method", "toolkit", "model")
 
 _TERMINAL_WORDS = {
@@ -121,6 +121,11 @@ def _number(tok: Token, path: str = "<string>") -> int | float:
 
 
 # --------------------------------------------------------------------------- transformer
+
+
+def fmt_field(value: str | int | float) -> str:
+    """A source field's value as written (a text quoted)."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
 
 
 class _Stmt:
@@ -320,6 +325,9 @@ class ToSpec(Transformer[Token, Any]):
     def segment(self, meta: Meta, ch: list[Token]) -> m.Segment:
         return m.Segment(str(ch[0]), self._str(ch[1]), self._s(meta))
 
+    def segment_field(self, meta: Meta, ch: list[Token]) -> m.Segment:
+        return m.Segment(str(ch[0]), "", self._s(meta), field=self._str(ch[1]))
+
     def prompt_text(self, meta: Meta, ch: list[Token]) -> _Stmt:
         seg = m.Segment(None, self._str(ch[0]), _tok_span(ch[0], self.path))
         return _Stmt("prompt", m.Prompt((seg,), self._s(meta)), self._s(meta))
@@ -412,8 +420,17 @@ class ToSpec(Transformer[Token, Any]):
     def dataset_path(self, meta: Meta, ch: list[Token]) -> tuple[str, str]:
         return ("path", self._str(ch[0]))
 
+    def dataset_hf(self, meta: Meta, ch: list[Any]) -> tuple[str, str, tuple[m.Param, ...]]:
+        return ("hf", self._str(ch[0]), self.params(meta, ch[1:]))
+
     def dataset_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
-        (kind, name), params = ch[0], ch[1] or ()
+        kind, name, *inner = ch[0]
+        params = ch[1] or ()
+        if kind == "hf":
+            if params:
+                raise ContractSyntaxError("the parameters of a Hugging Face dataset go inside hf(...)", params[0].span,
+                                          expected=f'dataset hf("{name}", {params[0].key} = ...)', rule="dataset")
+            params = inner[0]
         return _Stmt("dataset", m.Dataset(kind, name, params, self._s(meta)), self._s(meta))
 
     def expect_stmt(self, meta: Meta, ch: list[Any]) -> _Stmt:
@@ -424,8 +441,62 @@ class ToSpec(Transformer[Token, Any]):
     def question_stmt(self, meta: Meta, ch: list[Token]) -> _Stmt:
         return _Stmt("question", str(ch[0]), self._s(meta))
 
-    def source_stmt(self, meta: Meta, ch: list[Token]) -> _Stmt:
+    def source_text(self, meta: Meta, ch: list[Token]) -> _Stmt:
         return _Stmt("source", self._str(ch[0]), self._s(meta))
+
+    def source_field(self, meta: Meta, ch: list[Any]) -> tuple[Token, str | int | float, Span]:
+        value = ch[1]
+        return (ch[0], self._str(value) if isinstance(value, Token) else value, self._s(meta))
+
+    def source_block(self, meta: Meta, ch: list[tuple[Token, str | int | float, Span]]) -> _Stmt:
+        span = self._s(meta)
+        fields: dict[str, tuple[str | int | float, Span]] = {}
+        for name_tok, value, where in ch:
+            name = str(name_tok)
+            if name not in m.SOURCE_FIELDS:
+                raise ContractSyntaxError(f"unknown source field `{name}`", _tok_span(name_tok, self.path),
+                                          expected=" | ".join(m.SOURCE_FIELDS), rule="source",
+                                          hint=did_you_mean(name, m.SOURCE_FIELDS))
+            if name in fields:
+                raise ContractSyntaxError(f"source field `{name}` given twice (first at line {fields[name][1].line})",
+                                          where, expected="each source field at most once", rule="duplicate")
+            if name == "year":
+                if not isinstance(value, int) or not 1000 <= value <= 9999:
+                    raise ContractSyntaxError(f"source year {fmt_field(value)} is not a 4-digit year", where,
+                                              expected="year 2024", rule="source")
+            elif not isinstance(value, str):
+                raise ContractSyntaxError(f"source field `{name}` is a number, not a text", where,
+                                          expected=f'{name} "..."', rule="source")
+            elif not value.strip():
+                raise ContractSyntaxError(f"source field `{name}` is empty", where,
+                                          expected=f'{name} "..." (non-empty)', rule="source")
+            fields[name] = (value, where)
+        missing = [f for f in m.SOURCE_REQUIRED if f not in fields]
+        if missing:
+            # the caret goes on the block's closing brace, where the missing fields would go
+            close = Span(self.path, span.end_line, max(span.end_column - 1, 1), span.end_line, span.end_column)
+            raise ContractSyntaxError(
+                f"the source block does not state {', '.join(f'`{f}`' for f in missing)}", close,
+                expected=f"{', '.join(m.SOURCE_REQUIRED)} (venue and url are optional)", rule="source",
+                hint="a citation that cannot name these can be given as text: source \"...\"")
+        vals = {k: v for k, (v, _) in fields.items()}
+        src = m.Source(authors=str(vals["authors"]), title=str(vals["title"]), year=int(vals["year"]),
+                       locator=str(vals["locator"]),
+                       venue=str(vals["venue"]) if "venue" in vals else None,
+                       url=str(vals["url"]) if "url" in vals else None, span=span)
+        return _Stmt("source", src, span)
+
+    def states_stmt(self, meta: Meta, ch: list[Token]) -> _Stmt:
+        kind = str(ch[0])
+        if kind not in m.STATEMENT_KINDS:
+            raise ContractSyntaxError(f"a claim states a `quote` or a `paraphrase`, not `{kind}`",
+                                      _tok_span(ch[0], self.path), expected=" | ".join(m.STATEMENT_KINDS),
+                                      rule="source", hint=did_you_mean(kind, m.STATEMENT_KINDS))
+        text = self._str(ch[1])
+        if not text.strip():
+            raise ContractSyntaxError(f"the {kind} is empty", _tok_span(ch[1], self.path),
+                                      expected=f'states {kind} "..." (non-empty)', rule="source")
+        return _Stmt("states", m.Statement(kind, text, self._s(meta)), self._s(meta))
 
     def toolkit_stmt(self, meta: Meta, ch: list[Token]) -> _Stmt:
         return _Stmt("toolkit", str(ch[0]), self._s(meta))

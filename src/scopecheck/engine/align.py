@@ -9,6 +9,7 @@ absent or ambiguous text is a positioned error.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from scopecheck.errors import ContractValidationError, Span
@@ -33,6 +34,9 @@ class Alignment:
     prompt_text: str
     output_text: str
     segments: dict[str, tuple[int, int]]   # name -> char range in the prompt
+    #: encoder–decoder models: the first decoder position (the decoder start token); ``None`` for
+    #: a single stack (:func:`align_seq2seq`)
+    split: int | None = None
 
     @property
     def ids(self) -> list[int]:
@@ -150,6 +154,46 @@ def align(tokenizer, prompt: m.Prompt, output_text: str, output_ids: list[int] |
         toks.append(Token(len(toks), tid, output_text[a:b] or tokenizer.convert_ids_to_tokens(tid), "output", i,
                           a, b))
     return Alignment(tuple(toks), ptext, output_text, segs)
+
+
+def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
+    """Special tokens the tokenizer puts before and after a text (T5 and Marian append ``</s>``),
+    found by encoding a probe."""
+    with_sp = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    without = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    for i in range(len(with_sp) - len(without) + 1):
+        if with_sp[i:i + len(without)] == without:
+            return with_sp[:i], with_sp[i + len(without):]
+    return special_prefix(tokenizer), []
+
+
+def encoder_ids(tokenizer, prompt: m.Prompt) -> list[int]:
+    """The ids an encoder reads: the tokenizer's special prefix, the prompt, its special suffix."""
+    pre, post = special_affixes(tokenizer)
+    return pre + encode_text(tokenizer, prompt.text)[0] + post
+
+
+def align_seq2seq(tokenizer, prompt: m.Prompt, output_text: str, output_ids: list[int] | None,
+                  start_id: int) -> Alignment:
+    """The alignment of an encoder–decoder: ``[enc_special..., x..., enc_special...]`` (what the
+    encoder reads: the tokenizer's own special tokens around the prompt, held fixed) followed by
+    the decoder input ``[start, y...]`` (the start token held fixed). ``split`` is the start's
+    position. Selectors, roles and indices mean what they mean in :func:`align`."""
+    if prompt.chat:
+        raise ContractValidationError("a chat prompt needs a decoder-only model: an encoder–decoder reads the "
+                                      "prompt as one source text", prompt.span, rule="chat",
+                                      expected="a plain-text prompt")
+    single = align(tokenizer, prompt, output_text, output_ids)
+    pre, post = special_affixes(tokenizer)
+    body = single.tokens[len(special_prefix(tokenizer)):]
+
+    def special(tid: int) -> Token:
+        return Token(0, tid, str(tokenizer.convert_ids_to_tokens(tid)), "special", 0, 0, 0)
+
+    enc = [special(t) for t in pre] + [t for t in body if t.role != "output"] + [special(t) for t in post]
+    seq = enc + [special(start_id)] + [t for t in body if t.role == "output"]
+    toks = tuple(dataclasses.replace(t, position=i) for i, t in enumerate(seq))
+    return Alignment(toks, single.prompt_text, single.output_text, single.segments, split=len(enc))
 
 
 def _pieces(tokenizer, ids: list[int]) -> list[str]:

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 
 from scopecheck.dsl.format import fmt_selector
-from scopecheck.engine.align import Alignment, align, join_warning, positions, prompt_ids as read_prompt
+from scopecheck.engine.align import Alignment, align, align_seq2seq, encoder_ids, join_warning, positions
+from scopecheck.engine.align import prompt_ids as read_prompt
 from scopecheck.engine.models import LoadedModel, check_context, context_window
 from scopecheck.engine.problem import AttributionProblem
 from scopecheck.engine.scoring import causal_lm_problem
+from scopecheck.engine.seq2seq import decoder_start_id, is_encoder_decoder
 from scopecheck.errors import ContractValidationError
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import Resolved
@@ -75,9 +77,14 @@ class Compiled:
         obj = pb.objective
         score = getattr(obj, "score", None) or SCORE_KINDS.get(self.score_kind, "logprob")
         alt = getattr(obj, "alternative", None)
-        return causal_lm_problem(model, pb.ids, pb.eligible, list(self.targets), score, alt,
-                                 pad_id=_operator_token(pb, "pad"), mask_id=_operator_token(pb, "mask"),
-                                 unk_id=_operator_token(pb, "unk"))
+        tokens = {"pad_id": _operator_token(pb, "pad"), "mask_id": _operator_token(pb, "mask"),
+                  "unk_id": _operator_token(pb, "unk")}
+        if self.alignment.split is not None:                                  # an encoder–decoder
+            from scopecheck.engine.seq2seq import seq2seq_problem
+
+            return seq2seq_problem(model, pb.ids, self.alignment.split, pb.eligible, list(self.targets), score, alt,
+                                   **tokens)
+        return causal_lm_problem(model, pb.ids, pb.eligible, list(self.targets), score, alt, **tokens)
 
 
 def _operator_token(problem: AttributionProblem, op: str) -> int | None:
@@ -99,8 +106,9 @@ def freeze_output(contract: m.Contract, lm: LoadedModel, prompt_ids: list[int]) 
     max_new = int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
 
     limit = context_window(lm)
-    if limit is not None:
-        max_new = max(1, min(max_new, limit - len(prompt_ids)))
+    if limit is not None:   # an encoder–decoder's output has its own positions (the start token first)
+        used = 1 if getattr(lm.model.config, "is_encoder_decoder", False) else len(prompt_ids)
+        max_new = max(1, min(max_new, limit - used))
     kw: dict = {"max_new_tokens": max_new, "do_sample": out.rule == "sample"}
     if out.rule == "sample":
         for k in ("temperature", "top_p", "top_k"):
@@ -108,13 +116,18 @@ def freeze_output(contract: m.Contract, lm: LoadedModel, prompt_ids: list[int]) 
                 kw[k] = params[k]
         torch.manual_seed(int(params["seed"]))
     tok = lm.tokenizer
-    ids = torch.tensor([prompt_ids], device=lm.device)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    with torch.no_grad():
-        gen = lm.model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=pad, **kw)
-    new = gen[0, ids.shape[1]:].tolist()
-    if tok.eos_token_id is not None and tok.eos_token_id in new:
-        new = new[: new.index(tok.eos_token_id)]
+    from scopecheck.engine.seq2seq import generate_seq2seq, is_encoder_decoder
+
+    if is_encoder_decoder(lm.model):        # the prompt is the encoder's input, y the decoder's output
+        new = generate_seq2seq(lm.model, prompt_ids, tok.eos_token_id, pad_token_id=pad, **kw)
+    else:
+        ids = torch.tensor([prompt_ids], device=lm.device)
+        with torch.no_grad():
+            gen = lm.model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=pad, **kw)
+        new = gen[0, ids.shape[1]:].tolist()
+        if tok.eos_token_id is not None and tok.eos_token_id in new:
+            new = new[: new.index(tok.eos_token_id)]
     if not new:
         hint = ("an instruct model ends its turn at once on a plain prompt: write the prompt as "
                 'prompt chat { user: "..." } so its chat template is applied' if getattr(tok, "chat_template", None)
@@ -225,24 +238,37 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, 
     assert contract.prompt is not None and sc.score is not None and sc.explain is not None
 
     tok = lm.tokenizer
-    prompt_ids = read_prompt(tok, contract.prompt)
-    check_context(lm, len(prompt_ids) + 1, "the prompt", contract.prompt.span)
+    # the one place the architecture is chosen: an encoder–decoder (config.is_encoder_decoder) reads the
+    # prompt on the encoder side and y on the decoder side (scopecheck.engine.seq2seq); the SCOPE sets,
+    # scores and every method are the same
+    seq2seq = is_encoder_decoder(lm.model)
+    if seq2seq and contract.prompt.chat:
+        align_seq2seq(tok, contract.prompt, "", None, 0)                     # the positioned refusal
+    prompt_ids = encoder_ids(tok, contract.prompt) if seq2seq else read_prompt(tok, contract.prompt)
+    check_context(lm, len(prompt_ids) + (0 if seq2seq else 1), "the prompt", contract.prompt.span)
     out_text, out_ids = frozen if frozen is not None else freeze_output(contract, lm, prompt_ids)
     warnings: list[str] = []
     if getattr(tok, "chat_template", None) and not contract.prompt.chat:
         warnings.append(f"the tokenizer of {lm.identity} has a chat template but the prompt is plain text: an instruct "
                         'model reads its prompts inside that template; write `prompt chat { user: "..." }` to have it '
                         "rendered (its tokens are then held fixed and listed)")
-    if out_ids is None and not contract.prompt.chat:
+    if out_ids is None and not contract.prompt.chat and not seq2seq:   # seq2seq: y is its own sequence
         joined = join_warning(tok, contract.prompt.text, out_text)
         if joined and strict:
             raise ContractValidationError(joined, contract.output.span if contract.output else contract.span,
                                           expected="an output whose tokens are the joined text's", rule="tokenization")
         if joined:
             warnings.append(joined)
-    al = align(tok, contract.prompt, out_text, out_ids)
-    L = len(al.tokens)
-    check_context(lm, L, "the prompt and the output", contract.output.span if contract.output else contract.span)
+    if seq2seq:
+        al = align_seq2seq(tok, contract.prompt, out_text, out_ids, decoder_start_id(lm.model))
+        assert al.split is not None
+        L = len(al.tokens)
+        check_context(lm, L - al.split, "the decoder input (start token and output)",
+                      contract.output.span if contract.output else contract.span)
+    else:
+        al = align(tok, contract.prompt, out_text, out_ids)
+        L = len(al.tokens)
+        check_context(lm, L, "the prompt and the output", contract.output.span if contract.output else contract.span)
     sets = token_sets(al, sc)
     E, C, O, S = sets.eligible, sets.fixed, sets.targets, sets.scored
     warnings += sets.notes
@@ -268,9 +294,14 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, 
     ids = torch.tensor(al.ids, dtype=torch.long)
     eligible = torch.zeros(L, dtype=torch.bool)
     eligible[list(E)] = True
-    problem = causal_lm_problem(lm.model, ids, eligible, sorted(O), SCORE_KINDS[sc.score.kind], alt_id,
-                                pad_id=tok.pad_token_id, mask_id=getattr(tok, "mask_token_id", None),
-                                unk_id=tok.unk_token_id)
+    tokens = {"pad_id": tok.pad_token_id, "mask_id": getattr(tok, "mask_token_id", None), "unk_id": tok.unk_token_id}
+    if al.split is not None:
+        from scopecheck.engine.seq2seq import seq2seq_problem
+
+        problem = seq2seq_problem(lm.model, ids, al.split, eligible, sorted(O), SCORE_KINDS[sc.score.kind], alt_id,
+                                  **tokens)
+    else:
+        problem = causal_lm_problem(lm.model, ids, eligible, sorted(O), SCORE_KINDS[sc.score.kind], alt_id, **tokens)
     return Compiled(contract, resolved, al, problem, tuple(sorted(E)), tuple(sorted(C)), special, tuple(sorted(O)),
                     out_ids is not None, sc.score.kind, tuple(warnings))
 

@@ -14,10 +14,12 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["embedding_operators"]
+__all__ = ["embedding_operators", "operator_token_id"]
 
 
-def _token_id(explicit: int | None, config: object, attr: str, vocab: int, name: str) -> int | None:
+def operator_token_id(explicit: int | None, config: object, attr: str, vocab: int, name: str) -> int | None:
+    """The token an operator ``name`` substitutes: the explicit id, else the config's ``attr``, when inside
+    the vocabulary (an explicit id outside it is an error; a config's is ignored)."""
     tid = explicit if explicit is not None else getattr(config, attr, None)
     if isinstance(tid, (list, tuple)):                                          # some configs list several
         tid = tid[0] if tid else None
@@ -73,7 +75,7 @@ def embedding_operators(model: torch.nn.Module, L: int, pad_id: int | None = Non
                 .expand(L, d).clone(),                                           # (L, d)
     }
     for name, explicit in (("pad", pad_id), ("mask", mask_id), ("unk", unk_id)):
-        tid = _token_id(explicit, config, f"{name}_token_id", V, name)
+        tid = operator_token_id(explicit, config, f"{name}_token_id", V, name)
         if tid is not None:
             operators[name] = vocab_embeds[tid].unsqueeze(0).expand(L, d).clone()  # (L, d)
     return vocab_embeds, operators

@@ -52,7 +52,8 @@ FamilyImpl = Callable[[Sequence[AttributionProblem], CausalLMFamilyObjective, Ma
 
 def family_objective(problems: Sequence[AttributionProblem]) -> CausalLMFamilyObjective | None:
     """The shared objective of ``problems``, or ``None`` when they cannot share forwards
-    (not causal-LM problems, different token sequences, models or score kinds)."""
+    (not causal-LM problems, an encoder–decoder's (:mod:`scopecheck.engine.seq2seq`: its members
+    run one by one), different token sequences, models or score kinds)."""
     objs = [p.objective for p in problems]
     if not problems or not all(isinstance(o, CausalLMObjective) for o in objs):
         return None
@@ -60,6 +61,7 @@ def family_objective(problems: Sequence[AttributionProblem]) -> CausalLMFamilyOb
     for p, o in zip(problems, objs):
         assert isinstance(o, CausalLMObjective)
         if (o.model is not first.model or o.score != first.score or o.alternative != first.alternative
+                or p.architecture != "decoder_only"
                 or p.ids.shape != problems[0].ids.shape or not bool((p.ids == problems[0].ids).all())
                 or set(p.operators) != set(problems[0].operators)):
             return None

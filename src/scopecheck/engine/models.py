@@ -1,5 +1,7 @@
 """Model loading: ``reference:<name>``, a local directory, a local ``.gguf`` file, or a hub id.
 
+An encoder–decoder (``config.is_encoder_decoder``: Marian, T5, BART) loads as
+``AutoModelForSeq2SeqLM`` and runs autoregressive contracts (:mod:`scopecheck.engine.seq2seq`).
 Safetensors only by default; a GGUF checkpoint (a ``.gguf`` file, or a directory holding exactly
 one and no safetensors) is not pickle and loads without opt-in, dequantized to the dtype asked for
 (``pip install 'scopecheck[gguf]'``; see :mod:`scopecheck.engine.gguf`). Pickle checkpoints
@@ -201,6 +203,10 @@ def _load_cached(where: str, identity: str, device: str, dtype: str, allow_pickl
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **kw)
         fam = family or model_family(config)
         auto = AutoModelForMaskedLM if fam == "masked_diffusion" else AutoModelForCausalLM
+        if fam == "autoregressive" and getattr(config, "is_encoder_decoder", False):
+            from transformers import AutoModelForSeq2SeqLM   # Marian, T5, BART: see engine/seq2seq.py
+
+            auto = AutoModelForSeq2SeqLM
         with quiet:
             model = auto.from_pretrained(where, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                                          **weights_kw, **kw)

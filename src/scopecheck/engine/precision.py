@@ -139,7 +139,7 @@ def float64_forward(model: torch.nn.Module) -> Iterator[PrecisionNote]:
                     owners[id(owner)] = (owner, original)
                     owner.eager_attention_forward = _eager64(original)  # type: ignore[attr-defined]
                 patched.append((mod, "eager_attention_forward"))
-            elif name.endswith("RMSNorm"):
+            elif name.endswith("RMSNorm") or name == "T5LayerNorm":   # T5's is an RMSNorm by another name
                 if isinstance(getattr(mod, "weight", None), Tensor) and (
                         hasattr(mod, "variance_epsilon") or hasattr(mod, "eps")):
                     mod.forward = types.MethodType(_rmsnorm_forward, mod)         # type: ignore[method-assign]

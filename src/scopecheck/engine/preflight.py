@@ -12,7 +12,8 @@ with the tokenizer and config alone (no weights) it refuses, each at the contrac
   never asks on a terminal;
 * a process the model cannot serve, from ``config.json``'s ``architectures`` and
   ``model_type``: an autoregressive contract on a masked LM, a diffusion contract on a model
-  transformers has no masked-LM head for;
+  transformers has no masked-LM head for (an encoder–decoder with a seq2seq head serves
+  autoregressive contracts);
 * a perturbation operator a method states (``baseline = pad``) that names a token the model
   lacks (``zero``, ``mean`` and ``delete`` always exist; autoregressive contracts: a diffusion
   stage perturbation is checked by the run);
@@ -136,10 +137,15 @@ def _process_refusal(identity: str, config: Any, diffusion: bool) -> tuple[str, 
         return (f"{identity} ({archs}) is not a causal LM; autoregressive contracts need one",
                 "a causal LM (reference:translate-ar, or a local AutoModelForCausalLM directory)",
                 "a masked LM runs diffusion contracts: `use prompt_to_output`, `state_level` or `denoising_stage`")
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    )
 
     if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or "AutoModelForCausalLM" in auto_map:
         return None
+    if getattr(config, "is_encoder_decoder", False) and (
+            config.model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES or "AutoModelForSeq2SeqLM" in auto_map):
+        return None                                  # an encoder–decoder: engine/seq2seq.py
     return (f"{identity} ({archs}) has no causal-LM head transformers can load; autoregressive contracts need one",
             "a causal LM (reference:translate-ar, or a local AutoModelForCausalLM directory)", None)
 
@@ -214,7 +220,13 @@ def preflight(contract: m.Contract, *, trust_remote_code: bool = False) -> list[
     if out is None or out.text is None:
         return errors                               # a generated output is known only once the model runs
     try:
-        al = align(tok, contract.prompt, out.text)
+        if getattr(config, "is_encoder_decoder", False):
+            from scopecheck.engine.align import align_seq2seq
+            from scopecheck.engine.seq2seq import decoder_start_id
+
+            al = align_seq2seq(tok, contract.prompt, out.text, None, decoder_start_id(config))
+        else:
+            al = align(tok, contract.prompt, out.text)
     except ContractError as exc:
         return errors + [exc]
     reported: set[str] = set()

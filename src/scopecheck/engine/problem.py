@@ -55,6 +55,10 @@ class AttributionProblem:
     logprobs: Callable[[Tensor, Tensor | None], Tensor] | None = None
     #: embedding matrix ``(V, d)`` (for methods that marginalise a token over the vocabulary).
     vocab_embeds: Tensor | None = None
+    #: ``decoder_only`` (a causal LM or a denoiser: one stack reads the whole sequence) or
+    #: ``encoder_decoder`` (:mod:`scopecheck.engine.seq2seq`: the encoder reads the prompt, the decoder
+    #: ``[start, y]``); methods and checks the registry marks as refusing an architecture are refused on it
+    architecture: str = "decoder_only"
 
     @property
     def length(self) -> int:

@@ -45,7 +45,7 @@ entry points that some methods use when present (and degrade without):
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -171,7 +171,7 @@ class CausalLMObjective:
     """
 
     def __init__(self, model: torch.nn.Module, ids: Tensor, targets: Sequence[int], score: str,
-                 alternative: int | None, clean: Tensor | None = None) -> None:
+                 alternative: int | None, clean: Tensor | None = None, forward: Any = None) -> None:
         self.model = model
         self.ids = ids                                                          # (L,)
         self.targets = tuple(int(t) for t in targets)                           # target positions
@@ -179,7 +179,9 @@ class CausalLMObjective:
         self.target_ids = ids[list(self.targets)]                               # (n,)
         self.score = score
         self.alternative = alternative
-        self.forward = Forward(model, clean)
+        #: how the model is run: a causal LM's :class:`Forward` unless another architecture's is given
+        #: (:class:`scopecheck.engine.seq2seq.Seq2SeqForward`, same interface)
+        self.forward = Forward(model, clean) if forward is None else forward
 
     @property
     def forward_counts(self) -> dict[str, int]:
@@ -390,9 +392,10 @@ class CausalLMFamilyObjective:
 class CausalLMLogProbs:
     """Full-vocabulary log-probs at the target rows: ``(B, L, d), keep -> (B, n_targets, V)``."""
 
-    def __init__(self, model: torch.nn.Module, target_rows: Sequence[int], clean: Tensor | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, target_rows: Sequence[int], clean: Tensor | None = None,
+                 forward: Any = None) -> None:
         self.target_rows = tuple(int(r) for r in target_rows)
-        self.forward = Forward(model, clean)
+        self.forward = Forward(model, clean) if forward is None else forward
 
     def __call__(self, embeds: Tensor, keep: Tensor | None = None) -> Tensor:
         return self.at_rows(embeds, keep, self.target_rows)

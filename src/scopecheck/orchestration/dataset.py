@@ -83,7 +83,7 @@ def run_dataset(runner: Driver, contract: m.Contract) -> ContractRun:
     t0 = time.perf_counter()
     try:
         loaded = load_examples(contract.dataset, contract_dir(contract),
-                               allow_outside=runner.settings.allow_outside_data)
+                               allow_outside=runner.settings.allow_outside_data, prompt=contract.prompt)
     except ContractError as exc:
         cr.error = _positioned(exc, contract, contract.dataset.span).render()
         return cr

@@ -315,8 +315,12 @@ def run_record(run: ContractRun | AttributionResult) -> dict[str, Any]:
             "info": {}, "tokens": [],
         }
     if getattr(run, "dataset", None) is not None:
+        from scopecheck.spec.text import format_document
+
         rec["dataset"] = jsonable({
             **run.dataset,
+            # the dataset contract itself (the run's name and contract are its first example's)
+            "name": run.contract.name, "contract": format_document(run.contract),
             "row_errors": [{"row": e.row, "id": e.id, "message": e.message} for e in run.row_errors],
             "per_example": [{"id": e.id, "error": e.error, "seconds": e.seconds, "stored": e.stored,
                              "values": e.values} for e in run.examples],

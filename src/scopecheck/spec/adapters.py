@@ -125,6 +125,8 @@ def register_adapters(register: Callable[..., Any], methods: Mapping[str, Any]) 
             continue
         register(a.name, family="toolkit", supports=a.supports, params=a.params, impl=a.impl,
                  differentiable=a.method in ("integrated_gradients", "gradient_x_input"),
+                 refuses={"encoder_decoder": f"the {a.toolkit} adapter passes the model to {a.toolkit} as a causal LM "
+                                             "over prompt + output ids; its encoder–decoder input is not wired"},
                  summary=f"{a.summary}; scores {', '.join(a.scores)}; needs pip install \"scopecheck[{a.toolkit}]\"")
 
 

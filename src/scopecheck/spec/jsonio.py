@@ -156,7 +156,9 @@ class _Writer:
         if p is None:
             return None
         self.mark(path, p.span)
-        out: dict[str, Any] = {"text": p.text, "segments": [{"name": s.name, "text": s.text} for s in p.segments]}
+        out: dict[str, Any] = {"text": p.text,
+                               "segments": [{"name": s.name, "text": s.text, **({"field": s.field} if s.field else {})}
+                                            for s in p.segments]}
         if p.chat:
             out["chat"] = True
         return out
@@ -217,8 +219,20 @@ def to_json(doc: m.Document) -> tuple[dict[str, Any], dict[Path_, Span]]:
         reported["metrics"][p.key] = p.value
     if rep.map is not None:
         reported["map"] = [[k, v] for k, v in rep.map]
+    cited = doc.source
+    publication = None
+    if isinstance(cited, m.Source):
+        w.mark(("publication",), cited.span)
+        publication = {"authors": cited.authors, "title": cited.title, "venue": cited.venue, "year": cited.year,
+                       "locator": cited.locator, "url": cited.url}
+    states = None
+    if doc.states is not None:
+        w.mark(("states",), doc.states.span)
+        states = {"kind": doc.states.kind, "text": doc.states.text}
     out = {
-        "kind": "claim", "name": doc.name, "source": src, "question": doc.question, "citation": doc.source,
+        "kind": "claim", "name": doc.name, "source": src, "question": doc.question,
+        "citation": cited.citation() if isinstance(cited, m.Source) else cited,
+        "publication": publication, "states": states,
         "model": w.model(doc.model, ("model",)), "prompt": w.prompt(doc.prompt, ("prompt",)),
         "output": w.output(doc.output, ("output",)), "computed": computed, "reported": reported,
         "expects": w.expects(doc.expects, ("expects",)),

@@ -126,9 +126,13 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Segment:
+    """A prompt segment: its text, or in a dataset contract ``name: field("column")``, the text of
+    that field of each row (``field`` set, ``text`` empty until an example fills it)."""
+
     name: str | None
     text: str
     span: Span = _span()
+    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -284,10 +288,12 @@ class Scope:
 @dataclass(frozen=True)
 class Dataset:
     """``dataset "file.jsonl"(prompt = "question", output = "answer", truth = "cause", limit = 50,
-    shuffle = 1)`` or ``dataset reference:translate/heldout(limit = 30, seed = 0)``.
+    shuffle = 1)``, ``dataset hf("data/squad", split = "validation", prompt = "question")`` or
+    ``dataset reference:translate/heldout(limit = 30, seed = 0)``.
 
-    ``kind``: ``path`` (JSON Lines or CSV, relative to the contract file) | ``reference``
-    (``name`` = ``task/split``)."""
+    ``kind``: ``path`` (JSON Lines or CSV, relative to the contract file) | ``hf`` (a Hugging Face
+    dataset: a local dataset folder or Parquet/Arrow/JSON/CSV file, or a hub id; the parameters
+    written inside ``hf(...)``) | ``reference`` (``name`` = ``task/split``)."""
 
     kind: str
     name: str
@@ -334,12 +340,45 @@ class Computed:
 
 QUESTIONS = ("prompt_level", "next_token", "span", "state", "stage", "output")
 
+#: the fields of a claim's `source { ... }` block, in canonical order, and those it must state
+SOURCE_FIELDS = ("authors", "title", "venue", "year", "locator", "url")
+SOURCE_REQUIRED = ("authors", "title", "year", "locator")
+#: how a claim gives what its source says: the source's words, or a paraphrase marked as one
+STATEMENT_KINDS = ("quote", "paraphrase")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A published source, as a claim's `source { ... }` block cites it."""
+
+    authors: str
+    title: str
+    year: int
+    locator: str                 # where in the source: "Section 4, Figure 3"
+    venue: str | None = None
+    url: str | None = None
+    span: Span = _span()
+
+    def citation(self) -> str:
+        """The short citation: "Authors (year), title, locator"."""
+        return f"{self.authors} ({self.year}), {self.title}, {self.locator}"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """What the source states: its exact words (``quote``) or a faithful ``paraphrase``."""
+
+    kind: str                    # one of STATEMENT_KINDS
+    text: str
+    span: Span = _span()
+
 
 @dataclass(frozen=True)
 class Claim:
     name: str
     question: str | None = None
-    source: str | None = None
+    #: a free-text citation (`source "..."`) or a structured one (`source { ... }`)
+    source: str | Source | None = None
     model: ModelRef | None = None
     prompt: Prompt | None = None
     output: Output | None = None
@@ -348,6 +387,7 @@ class Claim:
     expects: tuple[Expectation, ...] = ()
     span: Span = _span()
     spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False, hash=False)
+    states: Statement | None = None
 
 
 Document = Union[Contract, Claim]

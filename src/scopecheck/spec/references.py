@@ -61,15 +61,17 @@ MODELS: dict[str, ReferenceModel] = {
     )
 }
 
-#: Parameters of ``dataset "<file>"(...)`` and of ``dataset reference:<task>/<split>(...)``.
+#: Parameters of ``dataset "<file>"(...)``, of ``dataset hf("<name>", ...)`` and of ``dataset
+#: reference:<task>/<split>(...)``.
 PATH_PARAMS = ("prompt", "output", "truth", "id", "limit", "shuffle")
+HF_PARAMS = ("split", "config") + PATH_PARAMS
 REFERENCE_PARAMS = ("limit", "seed")
 MAX_LIMIT = 1_000_000
 
 
 def dataset_errors(ds: m.Dataset) -> list[ContractValidationError]:
     """Static checks of the ``dataset`` statement (names, types, ranges)."""
-    allowed = REFERENCE_PARAMS if ds.kind == "reference" else PATH_PARAMS
+    allowed = {"reference": REFERENCE_PARAMS, "hf": HF_PARAMS}.get(ds.kind, PATH_PARAMS)
     errs = []
     for p in ds.params:
         if p.key not in allowed:
@@ -78,6 +80,10 @@ def dataset_errors(ds: m.Dataset) -> list[ContractValidationError]:
         elif p.key in ("prompt", "output", "truth", "id") and not isinstance(p.value, m.Text):
             errs.append(ContractValidationError(f"`{p.key}` names a field, as a string", p.span,
                                                 expected=f'{p.key} = "{p.key}"', rule="params"))
+        elif p.key in ("split", "config") and not (isinstance(p.value, m.Text) and p.value.value):
+            example = "train" if p.key == "split" else "..."
+            errs.append(ContractValidationError(f"`{p.key}` names the dataset's {p.key}, as a non-empty string",
+                                                p.span, expected=f'{p.key} = "{example}"', rule="params"))
         elif p.key in ("limit", "shuffle", "seed"):
             v = p.value
             lo = 1 if p.key == "limit" else 0
@@ -95,5 +101,5 @@ def dataset_errors(ds: m.Dataset) -> list[ContractValidationError]:
     return errs
 
 
-__all__ = ["MAX_LIMIT", "MODELS", "PATH_PARAMS", "REFERENCE_PARAMS", "ReferenceModel", "SPLITS", "TASK_NAMES",
-           "dataset_errors"]
+__all__ = ["HF_PARAMS", "MAX_LIMIT", "MODELS", "PATH_PARAMS", "REFERENCE_PARAMS", "ReferenceModel", "SPLITS",
+           "TASK_NAMES", "dataset_errors"]

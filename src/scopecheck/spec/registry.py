@@ -42,6 +42,10 @@ DIFFUSION_TOKEN_KINDS: tuple[str, ...] = ("state_level", "prompt_to_output")
 #: matches no standard contract).
 EXTRA_KINDS: tuple[str, ...] = ("custom",)
 
+#: Model architectures a contract's model may have: one stack over the whole sequence (a causal LM,
+#: a masked-diffusion denoiser), or an encoder over the prompt and a decoder over ``[start, y]``.
+ARCHITECTURES: tuple[str, ...] = ("decoder_only", "encoder_decoder")
+
 #: Method families, as ``scopecheck list`` groups them.
 FAMILIES: tuple[str, ...] = ("gradient", "perturbation", "surrogate", "attention", "probabilistic", "stage",
                              "external", "toolkit")
@@ -64,6 +68,13 @@ class MethodEntry:
     impl: str = ""
     differentiable: bool = False                           # needs gradients w.r.t. feature embeddings
     aliases: tuple[str, ...] = ()
+    #: model architectures (:data:`ARCHITECTURES`) the method cannot run on, each with the reason the
+    #: refusal states (``run_method`` refuses before the implementation runs)
+    refuses: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    def refusal(self, architecture: str) -> str | None:
+        """Why the method cannot run on a model of ``architecture`` (``None``: it can)."""
+        return self.refuses.get(architecture)
 
     def defaults(self) -> dict[str, object]:
         """The value of every declared parameter when the contract states none (``None``: the
@@ -159,6 +170,11 @@ def _check_entry(e: MethodEntry) -> None:
     if ":" not in e.impl:
         raise RegistryError(f"method `{e.name}`: implementation {e.impl!r} is not a `module:attr` reference",
                             expected="impl = \"package.module:function\"", rule="registry")
+    odd = [a for a in e.refuses if a not in ARCHITECTURES]
+    if odd or any(not isinstance(r, str) or not r.strip() for r in e.refuses.values()):
+        raise RegistryError(f"method `{e.name}`: refuses {', '.join(odd) or 'an architecture without a reason'}",
+                            expected=f"refuses = {{architecture: reason}}, architectures: {', '.join(ARCHITECTURES)}",
+                            rule="registry")
     for key, p in e.params.items():
         if key.startswith("_") or key in COMMON_METHOD_PARAMS:
             raise _bad_param(e.name, key, "is reserved")
@@ -207,13 +223,15 @@ def register_method(
     differentiable: bool = False,
     aliases: Iterable[str] = (),
     replace: bool = False,
+    refuses: Mapping[str, str] | None = None,
 ) -> MethodEntry:
     """Add a method to the registry and return its entry.
 
     ``name`` is the method's name (or a complete :class:`MethodEntry`); ``impl`` the
     ``"module:attr"`` of its function ``(AttributionProblem, params) -> MethodOutput``, imported
     when the method first runs. ``params`` maps each parameter to its :class:`ParamSpec`
-    (every one with a default). A name or alias already taken is a :class:`RegistryError`
+    (every one with a default). ``refuses`` maps a model architecture (:data:`ARCHITECTURES`) the
+    method cannot run on to the reason. A name or alias already taken is a :class:`RegistryError`
     unless ``replace``.
     """
     if isinstance(name, MethodEntry):
@@ -221,9 +239,11 @@ def register_method(
     else:
         entry = MethodEntry(name=name, family=family, summary=summary, supports=tuple(supports),
                             params=MappingProxyType(dict(params or {})), impl=impl, differentiable=differentiable,
-                            aliases=tuple(aliases))
+                            aliases=tuple(aliases), refuses=MappingProxyType(dict(refuses or {})))
     if not isinstance(entry.params, MappingProxyType):
         entry = dataclasses.replace(entry, params=MappingProxyType(dict(entry.params)))
+    if not isinstance(entry.refuses, MappingProxyType):
+        entry = dataclasses.replace(entry, refuses=MappingProxyType(dict(entry.refuses)))
     _check_entry(entry)
     old = METHODS.get(entry.name)
     mine = (entry.name, *(old.aliases if old is not None else ()))
@@ -292,6 +312,17 @@ def method_table() -> str:
 
 # ------------------------------------------------------------------------------ the shipped methods
 
+# what an encoder–decoder (engine/seq2seq.py) cannot give a method, and so why it is refused there
+_ED_ROLLOUT = {"encoder_decoder": "attention rollout multiplies one stack's (L, L) attention maps; an encoder–decoder "
+                                  "has encoder self-attention, decoder self-attention and cross-attention between "
+                                  "them, which this rollout does not compose"}
+_ED_PROMPT_LM = {"encoder_decoder": "it draws prompt tokens from the model's own p(x_i | x_<i), and an encoder–decoder "
+                                    "has no distribution over its input (the encoder reads the prompt bidirectionally)"}
+_ED_HETA = {"encoder_decoder": "HETA's gate is the attention-value rollout of one causal stack and its curvature is "
+                               "read through that stack's layers; an encoder–decoder has two stacks joined by "
+                               "cross-attention"}
+_ED_LRP = {"encoder_decoder": "scopecheck's AttnLRP rules are written for Llama-family decoder-only blocks"}
+
 _GRAD = TOKEN_KINDS + DIFFUSION_TOKEN_KINDS
 _PERT = TOKEN_KINDS + DIFFUSION_TOKEN_KINDS
 _M = "scopecheck.engine.methods."
@@ -328,13 +359,13 @@ for _e in (
     MethodEntry("attention_rollout", "attention",
                 "attention rollout (Abnar & Zuidema 2020) read at the target rows, causal-mask aware", TOKEN_KINDS,
                 {"residual": B(True, "add the identity for the residual stream")},
-                _M + "rollout:attention_rollout"),
+                _M + "rollout:attention_rollout", refuses=_ED_ROLLOUT),
     MethodEntry("reagent", "perturbation",
                 "ReAGent: recursive replacement of random eligible tokens by a model's predictions",
                 AUTOREGRESSIVE_KINDS,
                 {"steps": I(1, 100_000, 50, "replacement rounds"),
                  "ratio": F(0.0, 1.0, open_low=True, default=0.3, help="share of eligible tokens replaced per round")},
-                _M + "reagent:reagent"),
+                _M + "reagent:reagent", refuses=_ED_PROMPT_LM),
     MethodEntry("context_cite", "surrogate",
                 "ContextCite-style sparse linear surrogate of S on random source ablations",
                 ("span_prompt", "prompt_to_output"),
@@ -350,7 +381,7 @@ for _e in (
                                  "1-prune nucleus of the partial posteriors dropped after each (100x looser after "
                                  "the first row), their unread rows extrapolated like the kept ones; top_p = 1 "
                                  "with prune = 0 is exact AS")},
-                _M + "probabilistic:probabilistic_as", aliases=("as",)),
+                _M + "probabilistic:probabilistic_as", aliases=("as",), refuses=_ED_PROMPT_LM),
     MethodEntry("heta", "gradient",
                 "HETA (seed 004): attention-value rollout gate × (β Hessian sensitivity + γ KL under masking)",
                 ("local_next_token", "prompt_conditioned"),
@@ -365,11 +396,11 @@ for _e in (
                  "window": I(0, 1_000_000, 0, "tokens per window, 0 = none"),
                  "stride": I(0, 1_000_000, 0, "window stride, 0 = window // 2"),
                  "layers": I(0, 100_000, 0, "HETA-LS, gate and curvature in the top k layers only, 0 = all")},
-                _M + "heta:heta", differentiable=True),
+                _M + "heta:heta", differentiable=True, refuses=_ED_HETA),
     MethodEntry("attnlrp", "gradient",
                 "AttnLRP (Achtibat et al. 2024), scopecheck's own rules for Llama (LXT needs transformers < 5): "
                 "relevance of the target logit(s), one backward; conserved up to the softmax rule's absorption",
-                AUTOREGRESSIVE_KINDS, {}, _M + "attnlrp:attnlrp", differentiable=True),
+                AUTOREGRESSIVE_KINDS, {}, _M + "attnlrp:attnlrp", differentiable=True, refuses=_ED_LRP),
     MethodEntry("external", "external",
                 "a map computed elsewhere, read from a JSON or CSV file (scopecheck/spec/map.schema.json), aligned "
                 "to the contract's tokens and checked against E; checks that rerun the method are refused",

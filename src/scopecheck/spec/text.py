@@ -59,6 +59,14 @@ def fmt_value(v: m.Value) -> str:
     return fmt_selector(v)
 
 
+def fmt_dataset(d: m.Dataset) -> str:
+    """What follows ``dataset``: ``reference:t/s(...)``, ``"file"(...)`` or ``hf("name", ...)``."""
+    if d.kind == "hf":
+        return "hf(" + ", ".join([quote(d.name)] + [f"{p.key} = {fmt_value(p.value)}" for p in d.params]) + ")"
+    ref = f"reference:{d.name}" if d.kind == "reference" else quote(d.name)
+    return ref + fmt_params(d.params)
+
+
 def fmt_params(ps: m.Params, always: bool = False) -> str:
     if not ps and not always:
         return ""
@@ -131,7 +139,8 @@ def prompt_lines(p: m.Prompt, ind: str) -> list[str]:
     if len(p.segments) == 1 and p.segments[0].name is None:
         return [f"{ind}prompt   {quote(p.segments[0].text)}"]
     lines = [f"{ind}prompt chat {{" if p.chat else f"{ind}prompt {{"]
-    lines += [f"{ind}    {s.name}: {quote(s.text)}" for s in p.segments]
+    lines += [f"{ind}    {s.name}: " + (f"field({quote(s.field)})" if s.field is not None else quote(s.text))
+              for s in p.segments]
     lines.append(f"{ind}}}")
     return lines
 
@@ -177,6 +186,26 @@ def resolved_scope_lines(doc: m.Contract, scope: m.Scope, origin: dict[str, str]
     return out
 
 
+def source_field_line(name: str, value: str | int) -> str:
+    """One field of a `source { ... }` block: `title   "..."` (names padded to one column)."""
+    return f"{name:<8}{value if isinstance(value, int) else quote(value)}"
+
+
+def source_lines(src: str | m.Source | None, ind: str) -> list[str]:
+    """A claim's `source` statement: one line for a text citation, a block for a structured one."""
+    if src is None:
+        return []
+    if isinstance(src, str):
+        return [f"{ind}source   {quote(src)}"]
+    inner = [f"{ind * 2}{source_field_line(k, v)}" for k in m.SOURCE_FIELDS
+             if (v := getattr(src, k)) is not None]
+    return [f"{ind}source {{", *inner, f"{ind}}}"]
+
+
+def states_line(st: m.Statement) -> str:
+    return f"states {st.kind} {quote(st.text)}"
+
+
 def _common(doc: m.Contract | m.Claim, ind: str) -> list[str]:
     out = []
     if doc.model is not None:
@@ -193,9 +222,7 @@ def format_document(doc: m.Document) -> str:
     if isinstance(doc, m.Contract):
         lines = [f"contract {quote(doc.name)} {{"] + _common(doc, ind)
         if doc.dataset is not None:
-            d = doc.dataset
-            ref = f"reference:{d.name}" if d.kind == "reference" else quote(d.name)
-            lines.append(f"{ind}dataset  {ref}{fmt_params(d.params)}")
+            lines.append(f"{ind}dataset  {fmt_dataset(doc.dataset)}")
         body: list[str] = []
         if doc.use is not None:
             body.append(f"{ind}use {doc.use.name}{fmt_params(doc.use.params)}")
@@ -213,8 +240,9 @@ def format_document(doc: m.Document) -> str:
             lines += [""] + [ind + fmt_expectation(e) for e in doc.expects]
         return "\n".join(lines + ["}"]) + "\n"
     lines = [f"claim {quote(doc.name)} {{"]
-    if doc.source is not None:
-        lines.append(f"{ind}source   {quote(doc.source)}")
+    lines += source_lines(doc.source, ind)
+    if doc.states is not None:
+        lines.append(f"{ind}{states_line(doc.states)}")
     if doc.question is not None:
         lines.append(f"{ind}question {doc.question}")
     lines += _common(doc, ind)
@@ -244,6 +272,6 @@ def format_documents(docs: list[m.Document]) -> str:
     return "\n".join(format_document(d) for d in docs)
 
 
-__all__ = ["fmt_expectation", "fmt_features", "fmt_model", "fmt_number", "fmt_operand", "fmt_params", "fmt_ref",
-           "fmt_score", "fmt_selector", "fmt_value", "format_document", "format_documents", "output_line",
-           "prompt_lines", "quote", "scope_lines"]
+__all__ = ["fmt_dataset", "fmt_expectation", "fmt_features", "fmt_model", "fmt_number", "fmt_operand", "fmt_params",
+           "fmt_ref", "fmt_score", "fmt_selector", "fmt_value", "format_document", "format_documents", "output_line",
+           "prompt_lines", "quote", "scope_lines", "source_field_line", "source_lines", "states_line"]

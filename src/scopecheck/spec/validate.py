@@ -20,6 +20,7 @@ from scopecheck.errors import (
 )
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
+from scopecheck.spec.blocks import layout_error, n_causal_blocks
 from scopecheck.spec.anchors import occurrences
 from scopecheck.spec.check_registry import CHECKS, MAP_FUNCTIONS, PERTURB_OWNER, PROTOCOL_OWNER, PROTOCOLS, CheckEntry
 from scopecheck.spec.params import DECODING_PARAMS, ESTIMATOR_PARAMS, SEED, check_params, check_value
@@ -38,6 +39,8 @@ PROCESSES: dict[str, dict[str, str]] = {
     "masked_diffusion": {"sampler": f"{vocab.choices(vocab.SAMPLERS)} (default {vocab.DEFAULT_SAMPLER})",
                          "steps": "number of denoising stages K (default: one slot per stage)",
                          "blocks": "semi-autoregressive blocks (default 1; steps a multiple of blocks)",
+                         "block": "block-causal denoiser: slots per block, attention bidirectional within a block "
+                                  "and causal across blocks (BD3-LM); steps the length or a multiple of the blocks",
                          "length": "response slots R (default: the model's generation length)",
                          "adapter": f"{vocab.choices(vocab.ADAPTERS)} (default: shift for Dream, plain otherwise)"},
 }
@@ -127,15 +130,20 @@ class Anchors:
     """Resolves text anchors against the prompt and output text where they are known."""
 
     def __init__(self, doc: m.Contract | m.Claim, errors: list[ContractError]) -> None:
-        self.texts = {"x": doc.prompt.text if doc.prompt else None,
+        # a segment filled from a dataset field has no text before an example fills it: the prompt
+        # text, and the positions of that segment and the ones after it, are then the engine's to find
+        filled = doc.prompt is not None and any(s.field is not None for s in doc.prompt.segments)
+        self.texts = {"x": doc.prompt.text if doc.prompt and not filled else None,
                       "y": doc.output.text if doc.output and doc.output.text is not None else None}
-        self.segments: dict[str, tuple[int, int]] = {}
+        self.segments: dict[str, tuple[int, int] | None] = {}
         if doc.prompt is not None:
-            pos = 0
+            pos: int | None = 0
             for seg in doc.prompt.segments:
+                if seg.field is not None:
+                    pos = None
                 if seg.name:
-                    self.segments[seg.name] = (pos, pos + len(seg.text))
-                pos += len(seg.text) + 1
+                    self.segments[seg.name] = None if pos is None else (pos, pos + len(seg.text))
+                pos = None if pos is None else pos + len(seg.text) + 1
         self.errors = errors
         self.reported: set[tuple[int, int, str]] = set()
         self._hits: dict[tuple[str, str], list[int]] = {}
@@ -190,6 +198,8 @@ class Anchors:
     def interval(self, sel: m.Selector) -> Interval | None:
         if sel.segment is not None:
             seg = self.segments.get(sel.segment)
+            if seg is None and sel.segment in self.segments:
+                return None  # filled from a dataset field: its tokens are known per example
             if seg is None:
                 known = list(self.segments)
                 self._report(ContractValidationError(
@@ -353,7 +363,7 @@ def _check_process(sc: m.Scope, doc: m.Contract, errors: list[ContractError]) ->
                                hint=did_you_mean(prm.key, list(allowed)), rule="params"))
         elif prm.key == "sampler" and not (isinstance(prm.value, m.Ident) and prm.value.name in SAMPLERS):
             errors.append(_err("unknown sampler", prm.span, expected=" | ".join(SAMPLERS), rule="params"))
-        elif prm.key in ("steps", "blocks", "length") and not (
+        elif prm.key in ("steps", "blocks", "block", "length") and not (
                 isinstance(prm.value, int) and not isinstance(prm.value, bool) and 1 <= prm.value <= 4096):
             errors.append(_err(f"`{prm.key}` must be a positive integer (at most 4096)", prm.span,
                                expected=f"{prm.key} = 8", rule="params"))
@@ -428,6 +438,35 @@ def _selectors(node: object, out: list[m.Selector]) -> None:
                 _selectors(getattr(node, f.name), out)
 
 
+def _check_block(S: int, K: int | None, R: int | None, params: dict[str, m.Param],
+                 errors: list[ContractError]) -> None:
+    """``block = S`` (a block-causal denoiser): never with ``blocks``, never with the shift
+    adapter, and a schedule the blocks can share (:mod:`scopecheck.spec.blocks`)."""
+    at = params["block"].span
+    if "blocks" in params:
+        errors.append(_err("`block` and `blocks` cannot both be given", at,
+                           expected=f"block = {S} (a block-causal denoiser, {S} slots per block) or blocks = "
+                                    "B (semi-autoregressive blocks over bidirectional attention)",
+                           hint="drop `blocks`: with block = S the blocks are ceil(length / S)", rule="params"))
+        return
+    adapter = params.get("adapter")
+    if adapter is not None and isinstance(adapter.value, m.Ident) and adapter.value.name == "shift":
+        errors.append(_err("a block-causal denoiser needs the plain adapter", adapter.span, expected="adapter = plain",
+                           hint="with `shift` a block's first slot is predicted from the previous block, which "
+                                "cannot see it", rule="params"))
+    if K is None or R is None:
+        return
+    err = layout_error(R, K, block=S)
+    if err is not None:
+        n = n_causal_blocks(R, S)
+        ok = sorted((d for d in range(1, R) if K % n_causal_blocks(R, d) == 0), key=lambda d: (abs(d - S), d))
+        errors.append(_err(f"{K} denoising stages cannot be shared by the {n} blocks of {S} slots of a "
+                           f"{R}-slot response", at,
+                           expected=f"steps = {R} (one slot per stage) or a multiple of {n}",
+                           hint=f"or block = {ok[0]}: {n_causal_blocks(R, ok[0])} blocks, {K // n_causal_blocks(R, ok[0])} "
+                                f"stage{'s' if K // n_causal_blocks(R, ok[0]) != 1 else ''} each" if ok else None, rule="params"))
+
+
 def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[ContractError]) -> None:
     """What the diffusion engine refuses at run time that the contract already decides: a
     schedule that cannot be split into blocks, and states or stages beyond the chain."""
@@ -437,7 +476,10 @@ def _check_chain(sc: m.Scope, doc: m.Contract, res: Resolved, errors: list[Contr
     K, R = chain_size(p, doc)
     params = {q.key: q for q in p.params}
     B = _count(params.get("blocks"))
-    if B is not None and K is not None:
+    S = _count(params.get("block"))
+    if S is not None:
+        _check_block(S, K, R, params, errors)
+    elif B is not None and K is not None:
         steps_is = f"steps = {K}" if "steps" in params else f"steps (by default the length, {K})"
         divisors = [d for d in range(1, K + 1) if K % d == 0]
         shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
@@ -956,6 +998,35 @@ def _check_call(call: m.Call, kind: str | None, doc: m.Contract | m.Claim, error
                     expected=f"perturb = {proto.perturb[0]}", rule="protocol"))
 
 
+def _field_segment_errors(doc: m.Contract | m.Claim) -> list[ContractError]:
+    """``name: field("...")`` outside a dataset contract: there is no row to fill it from."""
+    if doc.prompt is None:
+        return []
+    what = "contract" if isinstance(doc, m.Contract) else "claim"
+    return [_err(f"segment `{s.name}` is filled from a dataset field, and this {what} has no dataset", s.span,
+                 expected=f'{s.name}: "<text>", or a `dataset` statement', rule="dataset")
+            for s in doc.prompt.segments if s.field is not None]
+
+
+def _dataset_prompt_errors(doc: m.Contract, head: Span) -> list[ContractError]:
+    """A dataset contract's prompt is the dataset's: either a field (``prompt = "..."``, default
+    ``prompt``) or ``prompt { name: field("...") ... }``, segments filled from the row's fields
+    (text segments may stand between them)."""
+    if doc.prompt is None or doc.dataset is None:
+        return []
+    where = doc.spans.get("prompt", doc.prompt.span)
+    if not any(s.field is not None for s in doc.prompt.segments):
+        return [_err("a dataset contract takes its prompts from the dataset", where,
+                     expected='either `prompt` or `dataset`, or segments filled from fields: '
+                              'prompt { question: field("q") }', rule="dataset")]
+    named = next((p for p in doc.dataset.params if p.key == "prompt"), None)
+    if named is not None:
+        return [_err("the prompt is both a field (`prompt = ...`) and segments filled from fields", named.span,
+                     expected="one of them", hint="drop `prompt = ...`: the segments name their fields",
+                     rule="dataset")]
+    return []
+
+
 def _check_positional(call: m.Call, info: CheckEntry, doc: m.Contract | m.Claim) -> list[ContractError]:
     """A check's positional arguments (``snapshot("snapshots/noir.json")``): at most those its entry
     names (``CheckEntry.positional``), none also given by name; a snapshot names its file once."""
@@ -1004,9 +1075,9 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
         errors += family_errors(doc.use, doc)
     if doc.dataset is not None:
         errors += dataset_errors(doc.dataset)
-        if doc.prompt is not None:
-            errors.append(_err("a dataset contract takes its prompts from the dataset", doc.spans.get("prompt", head),
-                               expected="either `prompt` or `dataset`", rule="dataset"))
+        errors += _dataset_prompt_errors(doc, head)
+    else:
+        errors += _field_segment_errors(doc)
     for part in ("model", "prompt", "output", "method"):
         if part in ("prompt", "output") and doc.dataset is not None:
             continue
@@ -1033,7 +1104,7 @@ def validate_contract(doc: m.Contract) -> tuple[list[ContractError], Resolved | 
 
 
 def validate_claim(doc: m.Claim) -> list[ContractError]:
-    errors: list[ContractError] = []
+    errors: list[ContractError] = _field_segment_errors(doc)
     if doc.question is not None and doc.question not in m.QUESTIONS:
         errors.append(unknown_name("question", doc.question, list(m.QUESTIONS), doc.spans.get("question")))
     c = doc.computed
@@ -1048,6 +1119,11 @@ def validate_claim(doc: m.Claim) -> list[ContractError]:
 
     if c.toolkit is not None and c.toolkit not in TOOLKITS:
         errors.append(unknown_name("toolkit", c.toolkit, list(TOOLKITS), c.spans.get("toolkit")))
+    src = doc.source
+    if isinstance(src, m.Source) and src.url is not None and not src.url.startswith(("https://", "http://")):
+        errors.append(_err(f"the source url {src.url!r} is not a web address", src.span,
+                           expected='url "https://..."', hint="a DOI is written https://doi.org/<doi>",
+                           rule="source"))
     _check_output(doc, errors)
     _check_expectations(doc, None, errors)
     return errors

@@ -20,9 +20,14 @@ confidence-ordered unmasking):
    the remainder to the first stages) and re-balances by itself when a stage is perturbed.
 
 Semi-autoregressive ``blocks`` split the slots into contiguous blocks run one after the
-other with ``K / blocks`` stages each. Slots a perturbed stage left masked stay eligible in
-later stages; anything still masked after stage 1 is committed by a completion step
-(recorded as stage 0).
+other with ``K / blocks`` stages each (attention stays bidirectional). A *block-causal*
+denoiser (``block = S``: BD3-LM, Steerling) generates blocks of ``S`` slots one after the other
+and its attention is bidirectional within a block, causal across blocks
+(:meth:`Denoiser.attention`); the layout of both is :mod:`scopecheck.spec.blocks`. Stage
+indices stay global (``K..1``, a block's stages a contiguous run of them) and every recorded
+step names its block. Slots a perturbed stage left masked stay eligible in later stages (and
+later blocks); anything still masked after stage 1 is committed by a completion step
+(recorded as stage 0, in no block).
 
 The recorded :class:`Chain` holds, per stage, the committed slots, their tokens and their
 log-probabilities; the output is frozen from it.
@@ -33,7 +38,9 @@ the random streams are keyed by ``(seed, stage)``, so every row is the chain it 
 (:func:`run_chains_alone`, tested exactly). A stage's forward runs only on the distinct rows
 that commit in it: chains perturbed at a later stage share the unperturbed trunk before it.
 The reference denoisers attend bidirectionally (the prompt's hidden states depend on every
-response slot), so no prefix key/value state can be reused across stages or rows.
+response slot), so no prefix key/value state can be reused across stages or rows. A
+block-causal denoiser's committed blocks could be cached; they are not (every stage runs the
+full forward, which gives the same numbers).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import torch
 
 from scopecheck.engine.diffusion.denoiser import Denoiser
 from scopecheck.errors import InvalidSettings
+from scopecheck.spec.blocks import Layout, block_layout, layout_error
 from scopecheck.spec.vocabulary import PERTURBATIONS, SAMPLER_ALIASES, SAMPLERS  # the closed vocabularies, defined once
 
 Tensor = torch.Tensor
@@ -59,13 +67,19 @@ class SamplerSettings:
     steps: int                      # K
     length: int                     # R
     sampler: str = "confidence"
-    blocks: int = 1
+    blocks: int = 1                 # semi-autoregressive blocks (bidirectional attention)
     temperature: float = 0.0        # 0: greedy
     seed: int = 0
     forced: bool = False            # commits teacher-forced to a given output
+    block: int | None = None        # block-causal denoiser: slots per block (None: bidirectional)
+
+    def layout(self) -> Layout:
+        """``(start, stop, stages)`` per block, in generation order (:func:`block_layout`)."""
+        return block_layout(self.length, self.steps, blocks=self.blocks, block=self.block)
 
     def describe(self) -> dict[str, Any]:
         return {"sampler": self.sampler, "steps": self.steps, "length": self.length, "blocks": self.blocks,
+                "block": self.block, "attention": "block-causal" if self.block is not None else "bidirectional",
                 "temperature": self.temperature, "seed": self.seed,
                 "mode": "teacher-forced to the given output" if self.forced else "free (the output is generated)"}
 
@@ -76,6 +90,7 @@ class Step:
     positions: tuple[int, ...]      # response slots (0-based) committed
     tokens: tuple[int, ...]
     logprobs: tuple[float, ...]     # log p(token | x, z[stage]) at commit time
+    block: int | None = 0           # the block (0-based) the stage belongs to; None: the completion step
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,14 @@ class Chain:
         """Slot -> the stage that committed it."""
         return {p: s.stage for s in self.steps for p in s.positions}
 
+    def block_of(self, stage: int) -> int | None:
+        """The block (0-based) whose turn stage ``stage`` is; ``None`` for the completion step."""
+        return self.step(stage).block
+
+    def block_order(self) -> list[int | None]:
+        """The block of every step in execution order (blocks are committed one after the other)."""
+        return [s.block for s in self.steps]
+
     def to_json(self, decode: Any = None) -> dict[str, Any]:
         def text(ids: Sequence[int]) -> list[str]:
             return [decode(i) for i in ids] if decode else [str(i) for i in ids]
@@ -128,7 +151,8 @@ class Chain:
         return {
             "settings": self.settings.describe(), "adapter": self.adapter,
             "prompt_ids": list(self.prompt_ids), "output_ids": list(self.output), "mask_id": self.mask_id,
-            "steps": [{"stage": s.stage, "positions": [p + 1 for p in s.positions], "tokens": list(s.tokens),
+            "steps": [{"stage": s.stage, "block": None if s.block is None else s.block + 1,
+                       "positions": [p + 1 for p in s.positions], "tokens": list(s.tokens),
                        "texts": text(s.tokens), "logprobs": list(s.logprobs)} for s in self.steps],
         }
 
@@ -169,26 +193,12 @@ def _gen(seed: int, stage: int, salt: int) -> torch.Generator:
     return g
 
 
-def blocks_of(R: int, blocks: int) -> list[range]:
-    """``blocks`` contiguous, near-equal slot ranges (the first ones one longer)."""
-    base, extra = divmod(R, blocks)
-    out, start = [], 0
-    for b in range(blocks):
-        n = base + (1 if b < extra else 0)
-        out.append(range(start, start + n))
-        start += n
-    return out
-
-
 def check_settings(s: SamplerSettings) -> None:
     if s.sampler not in SAMPLERS:
         raise InvalidSettings(f"unknown sampler {s.sampler!r}; known: {', '.join(SAMPLERS)}")
-    if s.steps < 1 or s.length < 1:
-        raise InvalidSettings("a chain needs at least one stage and one response slot")
-    if s.blocks < 1 or s.steps % s.blocks:
-        raise InvalidSettings(f"steps ({s.steps}) must be a multiple of blocks ({s.blocks})")
-    if s.blocks > s.length:
-        raise InvalidSettings(f"blocks ({s.blocks}) cannot exceed the response length ({s.length})")
+    err = layout_error(s.length, s.steps, blocks=s.blocks, block=s.block)
+    if err is not None:
+        raise InvalidSettings(err)
     if not math.isfinite(s.temperature) or s.temperature < 0:
         raise InvalidSettings(f"temperature must be finite and >= 0, got {s.temperature}")
 
@@ -230,6 +240,10 @@ def run_chains(den: Denoiser, prompt_embeds: Tensor, settings: SamplerSettings, 
     and of running every row alone (tested), only the rows a forward computes change.
     """
     check_settings(settings)
+    den_block = getattr(den, "block", None)
+    if den_block != settings.block:
+        raise InvalidSettings(f"the sampler's block ({settings.block}) is not the denoiser's ({den_block}): a "
+                              "block-causal chain needs a block-causal denoiser of the same block size")
     SAMPLER_CALLS["count"] += 1
     B, P, _ = prompt_embeds.shape
     R, K = settings.length, settings.steps
@@ -265,15 +279,20 @@ def run_chains(den: Denoiser, prompt_embeds: Tensor, settings: SamplerSettings, 
         group = _row_groups(prompt_embeds, keep, None if override is None else
                             torch.where(override[1].unsqueeze(-1), override[0], torch.zeros_like(override[0])),
                             None if override is None else override[1])
-    spb = K // settings.blocks
-    block_ranges = blocks_of(R, settings.blocks)
+    layout = settings.layout()
     slot_block = torch.empty(R, dtype=torch.long, device=dev)
-    for bi, rg in enumerate(block_ranges):
-        slot_block[list(rg)] = bi
+    for bi, (a, z, _) in enumerate(layout):
+        slot_block[a:z] = bi
     steps: list[Step] = []
-    schedule = [(K - j, j // spb, spb - j % spb) for j in range(K)]
+    # (stage, block, stages left in the block): stage K first, a block's stages one contiguous run
+    schedule: list[tuple[int, int, int]] = []
+    for bi, (_, _, k_b) in enumerate(layout):
+        for r in range(k_b, 0, -1):
+            schedule.append((K - len(schedule), bi, r))
+    assert len(schedule) == K
     if stop_before is None:
-        schedule.append((0, settings.blocks - 1, 1))           # completion, if anything is left
+        schedule.append((0, len(layout) - 1, 1))               # completion, if anything is left
+    block_of_stage = {stage: block for stage, block, _ in schedule if stage > 0}
     for stage, block, remaining in schedule:
         if stop_before is not None and stage <= stop_before:
             break
@@ -363,10 +382,10 @@ def run_chains(den: Denoiser, prompt_embeds: Tensor, settings: SamplerSettings, 
         if record:
             pos = [int(i) for i in torch.nonzero(chosen[0]).flatten()]
             steps.append(Step(stage, tuple(pos), tuple(int(cand[0, i]) for i in pos),
-                              tuple(float(lp[0, i]) for i in pos)))
+                              tuple(float(lp[0, i]) for i in pos), block_of_stage.get(stage)))
     if record:
         done = {s.stage for s in steps}
-        steps += [Step(s, (), (), ()) for s in range(K, 0, -1) if s not in done and
+        steps += [Step(s, (), (), (), block_of_stage[s]) for s in range(K, 0, -1) if s not in done and
                   (stop_before is None or s > stop_before)]
         steps.sort(key=lambda s: -s.stage)
     return RunBatch(tokens, stage_of, token_logp, target_logp, steps)

@@ -115,10 +115,14 @@ def make_denoiser(lm: LoadedModel, process: m.Process) -> Denoiser:
     if "adapter" in params:
         adapter = str(m.py_value(params["adapter"].value))
     token_types = int(getattr(model.config, "type_vocab_size", 0) or 0) >= 2
+    block = int(m.py_value(params["block"].value)) if "block" in params else None  # type: ignore[arg-type]
     try:
-        return Denoiser(model, int(mask_id), adapter, tok.eos_token_id, tok.pad_token_id, token_types)
+        return Denoiser(model, int(mask_id), adapter, tok.eos_token_id, tok.pad_token_id, token_types, block)
     except InvalidSettings as exc:
-        raise _err(exc.message, params["adapter"].span, expected="adapter = plain | shift", rule="params") from None
+        where = params["block"] if block is not None and "adapter" not in exc.message else params.get("adapter")
+        raise _err(exc.message, where.span if where is not None else process.span,
+                   expected="block = S with adapter = plain" if block is not None else "adapter = plain | shift",
+                   rule="params") from None
 
 
 def sampler_settings(contract: m.Contract, process: m.Process, lm: LoadedModel, n_output: int | None) -> SamplerSettings:
@@ -142,6 +146,7 @@ def sampler_settings(contract: m.Contract, process: m.Process, lm: LoadedModel, 
     sampler = SAMPLER_ALIASES.get(sampler, sampler)
     steps = int(params.get("steps", length))
     blocks = int(params.get("blocks", 1))
+    block = int(params["block"]) if "block" in params else None  # type: ignore[arg-type]
     out = contract.output
     temperature, seed, forced = 0.0, contract.seed or 0, True
     if out is not None and out.rule is not None:
@@ -151,10 +156,15 @@ def sampler_settings(contract: m.Contract, process: m.Process, lm: LoadedModel, 
             temperature = float(op.get("temperature", 1.0))  # type: ignore[arg-type]
             seed = int(op["seed"])  # type: ignore[arg-type]
     settings = SamplerSettings(steps=steps, length=length, sampler=sampler, blocks=blocks, temperature=temperature,
-                               seed=seed, forced=forced)
+                               seed=seed, forced=forced, block=block)
     try:
         check_settings(settings)
     except InvalidSettings as exc:
+        if block is not None:
+            n = -(-length // block)
+            raise _err(exc.message, spans.get("block", process.span),
+                       expected=f"steps = {length} (one slot per stage) or a multiple of the {n} blocks",
+                       rule="params") from None
         raise _err(exc.message, process.span, expected="masked_diffusion(steps = K, blocks = B) with K a multiple of B",
                    rule="params") from None
     return settings
@@ -262,6 +272,13 @@ def compile_diffusion(contract: m.Contract, resolved: Resolved, lm: LoadedModel)
     else:
         settings = sampler_settings(contract, sc.process, lm, None)
     check_context(lm, P + settings.length, f"the prompt and {settings.length} response slots", contract.prompt.span)
+    if den.block is not None:
+        try:
+            den.check_block_causal(P, P + settings.length, seed=contract.seed or 0)
+        except InvalidSettings as exc:
+            bspan = next(p.span for p in sc.process.params if p.key == "block")
+            raise _err(exc.message, bspan, expected="a model whose attention takes a 4D attention_mask "
+                       "(transformers' eager or SDPA attention)", rule="model") from None
     chain = sample_chain(den, prompt_ids, settings, force)
     al, text, T = _alignment(tok, contract.prompt, chain, given)
     if T == 0:
@@ -281,7 +298,9 @@ def compile_diffusion(contract: m.Contract, resolved: Resolved, lm: LoadedModel)
     operator_ids = (tok.pad_token_id, den.mask_id, tok.unk_token_id)
     vocab_embeds, operators = embedding_operators(den.model, L, *operator_ids)
     info: dict[str, Any] = {"sampler": settings.sampler, "steps": settings.steps, "length": settings.length,
-                            "blocks": settings.blocks, "temperature": settings.temperature,
+                            "blocks": settings.blocks, "block": settings.block,
+                            "attention": "block-causal" if settings.block is not None else "bidirectional",
+                            "temperature": settings.temperature,
                             "sampler_seed": settings.seed, "chain_mode": "teacher-forced" if settings.forced else "free",
                             "estimator": estimator, "samples": samples, "adapter": den.adapter}
     base = DiffusionCompiled(contract, resolved, al, None, (), (), special, (), given is None,  # type: ignore[arg-type]
@@ -385,7 +404,8 @@ def _stage_tokens(chain: Chain, tok: Any) -> tuple[Token, ...]:
     for j, s in enumerate(range(chain.K, 0, -1)):
         step = next((st for st in chain.steps if st.stage == s), None)
         words = [tok.convert_ids_to_tokens(t) for t in (step.tokens if step else ())]
-        text = f"stage {s}: " + (" ".join(words) if words else "(nothing)")
+        where = f" (block {step.block + 1})" if chain.settings.block is not None and step and step.block is not None else ""
+        text = f"stage {s}{where}: " + (" ".join(words) if words else "(nothing)")
         out.append(Token(j, s, text, "stage", s, 0, 0))
     return tuple(out)
 

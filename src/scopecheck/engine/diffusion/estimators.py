@@ -27,6 +27,13 @@ the estimator), in :func:`score_reads`.
   gradients, checks) is that mean. Its standard error is ``std_j(X_j) / sqrt(k)``
   (:func:`elbo_estimate`; conservative under the stratification). Seeded: with a fixed seed
   the reads, and so the value on CPU, are reproducible bitwise.
+  For a *block-causal* denoiser (``block = S``) the ELBO is BD3-LM's: the sum over blocks of
+  each block's masked-diffusion ELBO given the prompt and the *clean* earlier blocks,
+  ``sum_b E_t [ (1/t) sum_{i in b masked} log p(y_i | x, y[<b], z_t^b) ]`` (the model never
+  sees a noisy earlier block). Sample ``j`` draws one ``t_j`` and one pattern; block ``b`` is
+  one read of it (earlier blocks visible, the block masked as drawn, weight ``(R_b + 1) / (k
+  |M_jb|)``), the reads of sample ``j`` share its group, so the standard error is unchanged
+  in form. With one block it is the ELBO above, read for read.
 * ``state``  -- ``log p(z[t] | x, z[>t])``: one read, the state ``z[t + 1]`` and the slots
   stage ``t + 1`` committed.
 
@@ -96,17 +103,32 @@ def pll_reads(R: int) -> Reads:
     return Reads(~eye, eye, torch.ones(R, dtype=torch.float64), torch.arange(R))
 
 
-def elbo_reads(R: int, samples: int, seed: int) -> Reads:
+def elbo_reads(R: int, samples: int, seed: int, block: int | None = None) -> Reads:
+    """The ``samples`` reads of the ELBO (``block``: per block, given the clean earlier blocks)."""
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     u = torch.rand(samples, generator=g, dtype=torch.float64)
     t = (torch.arange(samples, dtype=torch.float64) + u) / samples
     draws = torch.rand(samples, R, generator=g, dtype=torch.float64)
     masked = draws < t.unsqueeze(-1)                                            # (k, R)
-    # the mean of the k terms E[1/t | M_j] sum_{M_j} log p, E[1/t | M] = (R + 1) / |M|: weight
-    # (R + 1) / (k |M_j|); a pattern with nothing masked scores nothing
-    m = masked.sum(-1).to(torch.float64)
-    weight = torch.where(m > 0, (R + 1) / (samples * m.clamp(min=1)), torch.zeros_like(m))
-    return Reads(~masked, masked, weight, torch.arange(samples))
+    if block is None or block >= R:
+        # the mean of the k terms E[1/t | M_j] sum_{M_j} log p, E[1/t | M] = (R + 1) / |M|: weight
+        # (R + 1) / (k |M_j|); a pattern with nothing masked scores nothing
+        m = masked.sum(-1).to(torch.float64)
+        weight = torch.where(m > 0, (R + 1) / (samples * m.clamp(min=1)), torch.zeros_like(m))
+        return Reads(~masked, masked, weight, torch.arange(samples))
+    vis, sc, w, grp = [], [], [], []
+    slot = torch.arange(R)
+    for j in range(samples):
+        for a in range(0, R, block):
+            z = min(R, a + block)
+            inside = (slot >= a) & (slot < z)
+            mb = masked[j] & inside                                              # (R,) block b masked as drawn
+            n = int(mb.sum())
+            vis.append((slot < a) | (inside & ~mb))                              # clean earlier blocks
+            sc.append(mb)
+            w.append((z - a + 1) / (samples * n) if n else 0.0)
+            grp.append(j)
+    return Reads(torch.stack(vis), torch.stack(sc), torch.tensor(w, dtype=torch.float64), torch.tensor(grp))
 
 
 def order_reads(order: list[int]) -> Reads:
@@ -193,5 +215,7 @@ def elbo_estimate(den: Denoiser, embeds: Tensor, n_prompt: int, reads: Reads, ta
 
 def elbo_with_error(den: Denoiser, embeds: Tensor, n_prompt: int, target: Tensor, samples: int, seed: int,
                     keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``(elbo (B,), standard error (B,))`` of the Monte Carlo ELBO of every response slot."""
-    return elbo_estimate(den, embeds, n_prompt, elbo_reads(int(target.shape[0]), samples, seed), target, keep)
+    """``(elbo (B,), standard error (B,))`` of the Monte Carlo ELBO of every response slot (per block
+    for a block-causal denoiser)."""
+    reads = elbo_reads(int(target.shape[0]), samples, seed, getattr(den, "block", None))
+    return elbo_estimate(den, embeds, n_prompt, reads, target, keep)

@@ -72,7 +72,7 @@ def estimator_reads(chain: Chain, estimator: str, samples: int, seed: int) -> Re
     if estimator == "pll":
         return pll_reads(chain.R)
     if estimator == "elbo":
-        return elbo_reads(chain.R, samples, seed)
+        return elbo_reads(chain.R, samples, seed, chain.settings.block)
     raise ValueError(f"unknown estimator {estimator!r}; known: chain, pll, elbo")
 
 

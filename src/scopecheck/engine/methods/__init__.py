@@ -66,10 +66,23 @@ def run_method(name: str, problem: AttributionProblem, params: Mapping[str, obje
     declared ones are type-checked and defaulted from the registry entry.
     """
     canonical, resolved = prepare(name, params, seed, progress)
+    refuse_architecture(canonical, problem)
     out = METHOD_IMPLS[canonical](problem, resolved)
     out.info.setdefault("method", canonical)
     out.info.setdefault("seed", int(seed))
     return out
+
+
+def refuse_architecture(name: str, problem: AttributionProblem) -> None:
+    """A :class:`MethodRefused` with the registry's reason when method ``name`` refuses the
+    problem's model architecture (``MethodEntry.refuses``, e.g. ``encoder_decoder``)."""
+    architecture = getattr(problem, "architecture", "decoder_only")
+    why = registry.get_method(name).refusal(architecture)
+    if why is not None:
+        raise MethodRefused(f"it does not run on an {architecture.replace('_', '–')} model: {why}",
+                            expected="a method the registry lists for this architecture: "
+                                     + ", ".join(n for n, e in registry.METHODS.items()
+                                                 if e.refusal(architecture) is None and e.family != "stage"))
 
 
 def prepare(name: str, params: Mapping[str, object] | None, seed: int, progress: bool) -> tuple[str, dict[str, object]]:
@@ -86,5 +99,5 @@ def prepare(name: str, params: Mapping[str, object] | None, seed: int, progress:
     return canonical, resolved
 
 
-__all__ = ["INTERNAL_BATCH", "METHOD_IMPLS", "MethodImpl", "prepare", "resolve_method",
+__all__ = ["INTERNAL_BATCH", "METHOD_IMPLS", "MethodImpl", "prepare", "refuse_architecture", "resolve_method",
            "run_method"]
