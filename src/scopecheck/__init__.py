@@ -78,7 +78,7 @@ _API_TYPES = ("AggregateRecord", "ContractResult", "DatasetResult", "ExampleReco
 
 def __getattr__(name: str) -> Any:
     if name in _API_TYPES:
-        import scopecheck.api
+        import scopecheck.api  # lazy: imports numpy
 
         return getattr(scopecheck.api, name)
     raise AttributeError(f"module 'scopecheck' has no attribute {name!r}")
@@ -96,7 +96,7 @@ def run(contract: Any, **kwargs: Any) -> Any:
 def run_file(source: Any, **kwargs: Any) -> Any:
     """Run every contract of a file: :class:`~scopecheck.api.Results`, name -> result; see
     :func:`scopecheck.api.run_file`."""
-    from scopecheck.api import run_file as _run_file
+    from scopecheck.api import run_file as _run_file  # lazy: imports numpy
 
     return _run_file(source, **kwargs)
 
@@ -104,7 +104,7 @@ def run_file(source: Any, **kwargs: Any) -> Any:
 def load_results(path: Any) -> Any:
     """A results JSON (``scopecheck run --json``) read back into typed results; see
     :func:`scopecheck.api.load_results`."""
-    from scopecheck.api import load_results as _load_results
+    from scopecheck.api import load_results as _load_results  # lazy: imports numpy
 
     return _load_results(path)
 
@@ -112,7 +112,7 @@ def load_results(path: Any) -> Any:
 def write_results(results: Any, path: Any) -> Any:
     """Write the results JSON of results of :func:`run` / :func:`run_file`; see
     :func:`scopecheck.api.write_results`."""
-    from scopecheck.api import write_results as _write_results
+    from scopecheck.api import write_results as _write_results  # lazy: imports numpy
 
     return _write_results(results, path)
 

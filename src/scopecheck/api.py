@@ -48,11 +48,19 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 from scopecheck.checks.result import CheckResult
 from scopecheck.engine.result import AttributionResult, TokenScore
 from scopecheck.engine.words import WordScore
-from scopecheck.errors import ContractError, MissingExtra, ResultsError, Span
+from scopecheck.errors import ContractError, ContractValidationError, MissingExtra, ResultsError, Span, unknown_name
+from scopecheck.loader import load_file, load_text
+from scopecheck.orchestration import expect
+from scopecheck.orchestration.dataset import aggregate
+from scopecheck.orchestration.examples import canonical_text
 from scopecheck.orchestration.records import ContractRun, ExampleRun, ExpectationOutcome
+from scopecheck.orchestration.runner import Runner
 from scopecheck.orchestration.settings import RunSettings
 from scopecheck.orchestration.stats import AggregateResult
+from scopecheck.report.jsonout import jsonable, write_json
 from scopecheck.spec import model as m
+from scopecheck.spec.standard import family_param
+from scopecheck.spec.text import format_document
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped, unused-ignore]
@@ -295,8 +303,6 @@ class Results(Mapping[str, Result]):
 
 
 def _plain(v: Any) -> Any:
-    from scopecheck.report.jsonout import jsonable
-
     return jsonable(v)
 
 
@@ -318,9 +324,6 @@ def _aggregates(cr: ContractRun, contract: m.Contract,
     """Every aggregate of ``contract``'s expectations over ``cr.examples``, by the dataset runner's
     own :func:`~scopecheck.orchestration.dataset.aggregate` (same seed, same numbers). ``lines``:
     each expectation's line in its source file (a contract read from its canonical text has others)."""
-    from scopecheck.orchestration.dataset import aggregate
-    from scopecheck.orchestration.examples import canonical_text
-
     seed = contract.seed or 0
     out = []
     for i, ex in enumerate(contract.expects):
@@ -333,8 +336,6 @@ def _aggregates(cr: ContractRun, contract: m.Contract,
 
 
 def _dataset(cr: ContractRun) -> DatasetResult:
-    from scopecheck.spec.text import format_document
-
     c = cr.contract
     facts = dict(cr.dataset or {})
     first = _single(ContractRun(c, result=cr.result, checks=cr.checks)) if cr.result is not None else None
@@ -352,8 +353,6 @@ def _dataset(cr: ContractRun) -> DatasetResult:
 def from_run(cr: ContractRun) -> Result:
     """The typed result of one orchestration run (a single contract, a family, a dataset, or a
     contract that did not run)."""
-    from scopecheck.spec.text import format_document
-
     c = cr.contract
     if c.dataset is not None:
         return _dataset(cr)
@@ -373,7 +372,7 @@ def settings(*, device: str = "auto", dtype: str = "float32", allow_pickle: bool
              resume: bool = False, fail_fast: bool = False, executor: str = "serial", workers: int = 2,
              ray_address: str | None = None) -> RunSettings:
     """The :class:`RunSettings` of the keyword options of :func:`run` / :func:`run_file`."""
-    from scopecheck.engine.models import LoadOptions
+    from scopecheck.engine.models import LoadOptions  # lazy: imports torch
 
     return RunSettings(device=device, dtype=dtype, progress=progress, max_evaluations=max_evaluations,
                        strict=strict, store_dir=None if store is None else str(store), resume=resume,
@@ -389,8 +388,6 @@ def _is_path(source: object) -> bool:
 
 def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
     """The contracts of a spec, contract text or a ``.scope`` path (a bad file raises its errors)."""
-    from scopecheck.loader import load_file, load_text
-
     if isinstance(source, m.Contract):
         return [source]
     if _is_path(source):
@@ -401,8 +398,6 @@ def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
 
 
 def _pick(source: m.Contract | str | Path, name: str | None) -> m.Contract:
-    from scopecheck.errors import ContractValidationError, unknown_name
-
     found = _contracts(source)
     picked = [c for c in found if name is None or c.name == name]
     if len(picked) == 1:
@@ -419,8 +414,6 @@ def _pick(source: m.Contract | str | Path, name: str | None) -> m.Contract:
 
 def _evaluate(cr: ContractRun, s: RunSettings) -> None:
     """The contract's expectations on ``cr`` (a family's: recorded on every member's run)."""
-    from scopecheck.orchestration import expect
-
     outcomes = [expect.evaluate(cr, e, debug=s.debug, progress=s.progress) for e in cr.contract.expects]
     if not cr.members:
         cr.outcomes = outcomes
@@ -444,8 +437,6 @@ def run(source: m.Contract | str | Path, *, name: str | None = None, expect: boo
     s = settings(**options)
     c = _pick(source, name)
     if c.dataset is not None:
-        from scopecheck.orchestration.runner import Runner
-
         runner = Runner(s)
         cr = runner.run(c)
         if cr.error is not None and not cr.examples:
@@ -453,14 +444,13 @@ def run(source: m.Contract | str | Path, *, name: str | None = None, expect: boo
                                 rule="dataset")
         cr.outcomes = [runner.evaluate(cr, e) for e in c.expects]
         return _dataset(cr)
-    from scopecheck.spec.standard import family_param
 
     import time
 
     t0 = time.perf_counter()
     assert s.options is not None
     if family_param(c.use) is not None:
-        from scopecheck.engine.run import execute_family
+        from scopecheck.engine.run import execute_family  # lazy: imports torch
 
         member_specs, results = execute_family(c, s.options, progress=s.progress, max_evaluations=s.max_evaluations,
                                                strict=s.strict)
@@ -468,7 +458,7 @@ def run(source: m.Contract | str | Path, *, name: str | None = None, expect: boo
         cr = ContractRun(c, seconds=secs)
         cr.members = [ContractRun(mc, result=r, seconds=secs / len(results)) for mc, r in zip(member_specs, results)]
     else:
-        from scopecheck.engine.run import execute
+        from scopecheck.engine.run import execute  # lazy: imports torch
 
         cr = ContractRun(c, result=execute(c, s.options, progress=s.progress, max_evaluations=s.max_evaluations,
                                            strict=s.strict, allow_outside_data=s.allow_outside_data))
@@ -483,8 +473,6 @@ def run_file(source: str | Path, *, expect: bool = True, **options: Any) -> Resu
     contract's failure is that contract's (a :class:`FailedRun`; the others still run) and the
     expectations are evaluated unless ``expect=False``. Options as :func:`run`. A file that does
     not parse or validate raises its errors."""
-    from scopecheck.orchestration.runner import Runner
-
     runner = Runner(settings(**options))
     out: list[Result] = []
     for c in _contracts(source):
@@ -503,8 +491,6 @@ def write_results(results: Result | Results, path: str | Path) -> Path:
     """Write the results JSON of results returned by :func:`run` / :func:`run_file` (the document
     ``scopecheck run --json`` writes; :func:`load_results` reads it back). A loaded result has no
     run to write (write the original file instead)."""
-    from scopecheck.report.jsonout import write_json
-
     items = results.results if isinstance(results, Results) else (results,)
     runs: list[ContractRun] = []
     for r in items:
@@ -634,8 +620,6 @@ def _loaded_single(d: _Doc, rec: Any, where: str) -> ContractResult:
 
 
 def _loaded_dataset(d: _Doc, rec: Any, where: str) -> DatasetResult:
-    from scopecheck.loader import load_text
-
     ds = d.get(rec, "dataset", where, dict)
     if "contract" not in ds:
         raise d.fail(f"{where}.dataset.contract", "is missing (written before scopecheck recorded a dataset "

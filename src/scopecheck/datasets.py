@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from scopecheck.errors import ContractValidationError, Span
+from scopecheck.hf_datasets import read_rows
 from scopecheck.reference.tasks import generate
 from scopecheck.spec import model as m
 from scopecheck.spec.anchors import anchor
@@ -218,8 +219,6 @@ def load_examples(ds: m.Dataset, base_dir: Path | None, *, allow_outside: bool =
     errors: list[RowError] = []
     csv_file = False
     if ds.kind == "hf":
-        from scopecheck.hf_datasets import read_rows
-
         rows, fp, source = read_rows(ds, base_dir, resolve=inside, allow_outside=allow_outside)
         label = Path(source).name if not source.startswith("hf:") else source
     else:

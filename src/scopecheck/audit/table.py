@@ -36,9 +36,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from scopecheck.audit.dynamic import rerun_problem
 from scopecheck.audit.render import AuditReport
-from scopecheck.audit.static import ELEMENTS
+from scopecheck.audit.static import ELEMENTS, claim_model
 from scopecheck.audit.verdict import STATUSES
+from scopecheck.dsl.format import fmt_model
 from scopecheck.spec import model as m
 from scopecheck.spec.standard import STANDARD
 
@@ -137,17 +139,12 @@ def states_every_element(report: AuditReport) -> bool:
 
 
 def _model_text(claim: m.Claim) -> str | None:
-    from scopecheck.audit.static import claim_model
-    from scopecheck.dsl.format import fmt_model
-
     ref = claim_model(claim)
     return None if ref is None else fmt_model(ref)
 
 
 def rerun_cell(report: AuditReport, dynamic: bool) -> tuple[bool, str]:
     """(re-run?, what it did or why not). Without ``--dynamic`` it says whether one could run."""
-    from scopecheck.audit.dynamic import rerun_problem
-
     claim = report.claim
     if claim is None:
         return False, "not re-run: the claim does not load"

@@ -37,8 +37,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         text = {"markdown": lambda: render_markdown(reports), "html": lambda: render_html(reports),
                 "json": lambda: json.dumps([to_json(r) for r in reports], indent=2)}[args.format]()
     else:                       # the table: one row per claim, and the summary
-        from scopecheck.audit.table import build_table, table_json
-        from scopecheck.audit.table_render import render_table_html, render_table_markdown
+        from scopecheck.audit.table import build_table, table_json  # lazy: imports numpy
+        from scopecheck.audit.table_render import render_table_html, render_table_markdown  # lazy: imports numpy
 
         # claim files are linked (HTML) and named relative to where the table is written
         base = Path(args.out).resolve().parent if args.out else Path.cwd()

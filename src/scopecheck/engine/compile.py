@@ -22,7 +22,7 @@ from scopecheck.engine.align import prompt_ids as read_prompt
 from scopecheck.engine.models import LoadedModel, check_context, context_window
 from scopecheck.engine.problem import AttributionProblem
 from scopecheck.engine.scoring import causal_lm_problem
-from scopecheck.engine.seq2seq import decoder_start_id, is_encoder_decoder
+from scopecheck.engine.seq2seq import decoder_start_id, generate_seq2seq, is_encoder_decoder, seq2seq_problem
 from scopecheck.errors import ContractValidationError
 from scopecheck.spec import model as m
 from scopecheck.spec.validate import Resolved
@@ -80,8 +80,6 @@ class Compiled:
         tokens = {"pad_id": _operator_token(pb, "pad"), "mask_id": _operator_token(pb, "mask"),
                   "unk_id": _operator_token(pb, "unk")}
         if self.alignment.split is not None:                                  # an encoder–decoder
-            from scopecheck.engine.seq2seq import seq2seq_problem
-
             return seq2seq_problem(model, pb.ids, self.alignment.split, pb.eligible, list(self.targets), score, alt,
                                    **tokens)
         return causal_lm_problem(model, pb.ids, pb.eligible, list(self.targets), score, alt, **tokens)
@@ -117,7 +115,6 @@ def freeze_output(contract: m.Contract, lm: LoadedModel, prompt_ids: list[int]) 
         torch.manual_seed(int(params["seed"]))
     tok = lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    from scopecheck.engine.seq2seq import generate_seq2seq, is_encoder_decoder
 
     if is_encoder_decoder(lm.model):        # the prompt is the encoder's input, y the decoder's output
         new = generate_seq2seq(lm.model, prompt_ids, tok.eos_token_id, pad_token_id=pad, **kw)
@@ -296,8 +293,6 @@ def compile_contract(contract: m.Contract, resolved: Resolved, lm: LoadedModel, 
     eligible[list(E)] = True
     tokens = {"pad_id": tok.pad_token_id, "mask_id": getattr(tok, "mask_token_id", None), "unk_id": tok.unk_token_id}
     if al.split is not None:
-        from scopecheck.engine.seq2seq import seq2seq_problem
-
         problem = seq2seq_problem(lm.model, ids, al.split, eligible, sorted(O), SCORE_KINDS[sc.score.kind], alt_id,
                                   **tokens)
     else:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from scopecheck.engine import gguf
-from scopecheck.engine.align import align, positions
+from scopecheck.engine.align import align, align_seq2seq, positions
 from scopecheck.errors import ContractError, ContractValidationError, Span, reraise_interrupt
 from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
@@ -221,8 +221,7 @@ def preflight(contract: m.Contract, *, trust_remote_code: bool = False) -> list[
         return errors                               # a generated output is known only once the model runs
     try:
         if getattr(config, "is_encoder_decoder", False):
-            from scopecheck.engine.align import align_seq2seq
-            from scopecheck.engine.seq2seq import decoder_start_id
+            from scopecheck.engine.seq2seq import decoder_start_id  # lazy: imports torch and numpy
 
             al = align_seq2seq(tok, contract.prompt, out.text, None, decoder_start_id(config))
         else:

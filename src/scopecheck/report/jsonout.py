@@ -315,8 +315,6 @@ def run_record(run: ContractRun | AttributionResult) -> dict[str, Any]:
             "info": {}, "tokens": [],
         }
     if getattr(run, "dataset", None) is not None:
-        from scopecheck.spec.text import format_document
-
         rec["dataset"] = jsonable({
             **run.dataset,
             # the dataset contract itself (the run's name and contract are its first example's)
