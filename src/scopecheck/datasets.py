@@ -85,7 +85,8 @@ def inside(ds: m.Dataset, base_dir: Path | None, allow_outside: bool = False) ->
     lie in (:func:`scopecheck.spec.paths.contract_file`'s rule; it may be a folder, and need not
     exist yet: the Hugging Face reader says what is missing)."""
     return contract_file(ds.name, base_dir, ds.span, what="dataset", rule="dataset",
-                         expected="a dataset folder or file", must_exist=False, allow_outside=allow_outside)
+                         expected="a dataset folder or file", must_exist=False, allow_outside=allow_outside,
+                         allow_dir=True)
 
 
 def _truth_item(v: Any, prompt: str) -> m.TextRef | int:

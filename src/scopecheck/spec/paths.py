@@ -21,14 +21,14 @@ OUTSIDE_HINT = ("copy the file into the contract's folder (a symlink counts as t
 
 
 def contract_file(spelled: str, base_dir: Path | None, span: Span | None, *, what: str, rule: str, expected: str,
-                  must_exist: bool = True, allow_outside: bool = False) -> Path:
+                  must_exist: bool = True, allow_outside: bool = False, allow_dir: bool = False) -> Path:
     """The resolved file ``spelled`` names, relative to ``base_dir`` (the contract file's folder;
     the working directory when None) and inside its tree unless ``allow_outside``.
 
     ``what`` names the file in errors (``"dataset file"``), ``rule`` is the error's rule id and
     ``expected`` the kind of file (``"a .jsonl or .csv file"``). The file must exist when
     ``must_exist`` (a snapshot about to be written need not); an existing path must be a regular
-    file. Raises :class:`~scopecheck.errors.ContractValidationError` at ``span``."""
+    file (or a folder, where ``allow_dir``: a Hugging Face ``save_to_disk`` dataset). Raises :class:`~scopecheck.errors.ContractValidationError` at ``span``."""
     p = Path(spelled).expanduser()
     base = (base_dir or Path(".")).resolve()
     full = (p if p.is_absolute() else base / p).resolve()
@@ -38,7 +38,7 @@ def contract_file(spelled: str, base_dir: Path | None, span: Span | None, *, wha
         raise ContractValidationError(f"{what} {spelled!r} is {spelling} outside the contract's folder ({full})", span,
                                       expected=f"a file inside {str(base)!r}, the folder of the contract file",
                                       hint=OUTSIDE_HINT, rule=rule)
-    if full.exists() and not full.is_file():
+    if full.exists() and not full.is_file() and not (allow_dir and full.is_dir()):
         raise ContractValidationError(f"{what} {str(full)!r} is not a regular file", span, expected=expected,
                                       rule=rule)
     if must_exist and not full.exists():
