@@ -49,7 +49,7 @@ from scopecheck.checks.result import CheckResult
 from scopecheck.engine.result import AttributionResult, TokenScore
 from scopecheck.engine.words import WordScore
 from scopecheck.errors import ContractError, ContractValidationError, MissingExtra, ResultsError, Span, unknown_name
-from scopecheck.loader import load_file, load_text
+from scopecheck.loader import is_contract_path, load_contracts, load_text
 from scopecheck.orchestration import expect
 from scopecheck.orchestration.dataset import aggregate
 from scopecheck.orchestration.examples import canonical_text
@@ -381,29 +381,13 @@ def settings(*, device: str = "auto", dtype: str = "float32", allow_pickle: bool
                        options=LoadOptions(device, dtype, allow_pickle, trust_remote_code))
 
 
-def _is_path(source: object) -> bool:
-    """A ``.scope`` file to read (a ``Path``, or one line of text ending in ``.scope``), not contract text."""
-    return isinstance(source, Path) or (isinstance(source, str) and source.endswith(".scope") and "\n" not in source)
-
-
-def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
-    """The contracts of a spec, contract text or a ``.scope`` path (a bad file raises its errors)."""
-    if isinstance(source, m.Contract):
-        return [source]
-    if _is_path(source):
-        docs = load_file(source)
-    else:
-        docs = load_text(str(source))
-    return [d for d in docs if isinstance(d, m.Contract)]
-
-
 def _pick(source: m.Contract | str | Path, name: str | None) -> m.Contract:
-    found = _contracts(source)
+    found = load_contracts(source)
     picked = [c for c in found if name is None or c.name == name]
     if len(picked) == 1:
         return picked[0]
     names = [c.name for c in found]
-    where = Span(str(source)) if _is_path(source) else None
+    where = Span(str(source)) if is_contract_path(source) else None
     if name is not None:
         raise unknown_name("contract", name, names, where)
     raise ContractValidationError(
@@ -475,7 +459,7 @@ def run_file(source: str | Path, *, expect: bool = True, **options: Any) -> Resu
     not parse or validate raises its errors."""
     runner = Runner(settings(**options))
     out: list[Result] = []
-    for c in _contracts(source):
+    for c in load_contracts(source):
         cr = runner.run(c)
         if expect or c.dataset is not None:
             if cr.members:
