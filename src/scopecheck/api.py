@@ -338,7 +338,7 @@ def _aggregates(cr: ContractRun, contract: m.Contract,
 def _dataset(cr: ContractRun) -> DatasetResult:
     c = cr.contract
     facts = dict(cr.dataset or {})
-    first = _single(ContractRun(c, result=cr.result, checks=cr.checks)) if cr.result is not None else None
+    first = _single(ContractRun(c, result=cr.result, checks=cr.checks, kind="single")) if cr.result is not None else None
     return DatasetResult(
         name=c.name, path=c.span.path, line=c.span.line, contract_text=format_document(c), seed=c.seed or 0,
         source=facts.get("source"),
@@ -354,11 +354,11 @@ def from_run(cr: ContractRun) -> Result:
     """The typed result of one orchestration run (a single contract, a family, a dataset, or a
     contract that did not run)."""
     c = cr.contract
-    if c.dataset is not None:
+    if cr.kind == "dataset" or c.dataset is not None:     # a dataset contract's, even one that failed
         return _dataset(cr)
-    if cr.members:
+    if cr.kind == "family":
         return FamilyResult.of(c.name, [_single(mr) for mr in cr.members])
-    if cr.result is None:
+    if cr.kind == "failed":
         return FailedRun(c.name, c.span.path, c.span.line, format_document(c), cr.error or "the contract did not run")
     return _single(cr)
 
@@ -399,7 +399,7 @@ def _pick(source: m.Contract | str | Path, name: str | None) -> m.Contract:
 def _evaluate(cr: ContractRun, s: RunSettings) -> None:
     """The contract's expectations on ``cr`` (a family's: recorded on every member's run)."""
     outcomes = [expect.evaluate(cr, e, debug=s.debug, progress=s.progress) for e in cr.contract.expects]
-    if not cr.members:
+    if cr.kind != "family":
         cr.outcomes = outcomes
 
 
@@ -439,13 +439,14 @@ def run(source: m.Contract | str | Path, *, name: str | None = None, expect: boo
         member_specs, results = execute_family(c, s.options, progress=s.progress, max_evaluations=s.max_evaluations,
                                                strict=s.strict)
         secs = time.perf_counter() - t0
-        cr = ContractRun(c, seconds=secs)
-        cr.members = [ContractRun(mc, result=r, seconds=secs / len(results)) for mc, r in zip(member_specs, results)]
+        cr = ContractRun(c, seconds=secs, kind="family",
+                         members=[ContractRun(mc, result=r, seconds=secs / len(results), kind="single")
+                                  for mc, r in zip(member_specs, results)])
     else:
         from scopecheck.engine.run import execute  # lazy: imports torch
 
         cr = ContractRun(c, result=execute(c, s.options, progress=s.progress, max_evaluations=s.max_evaluations,
-                                           strict=s.strict, allow_outside_data=s.allow_outside_data))
+                                           strict=s.strict, allow_outside_data=s.allow_outside_data), kind="single")
         cr.seconds = time.perf_counter() - t0
     if expect:
         _evaluate(cr, s)
@@ -462,10 +463,10 @@ def run_file(source: str | Path, *, expect: bool = True, **options: Any) -> Resu
     for c in load_contracts(source):
         cr = runner.run(c)
         if expect or c.dataset is not None:
-            if cr.members:
+            if cr.kind == "family":
                 for e in c.expects:
                     runner.evaluate(cr, e)
-            elif cr.result is not None or c.dataset is not None:
+            elif cr.kind != "failed" or c.dataset is not None:   # a failed dataset contract's outcomes say why
                 cr.outcomes = [runner.evaluate(cr, e) for e in c.expects]
         out.append(from_run(cr))
     return Results(tuple(out))
@@ -623,11 +624,11 @@ def _loaded_dataset(d: _Doc, rec: Any, where: str) -> DatasetResult:
                                       d.get(e, "error", w, str, type(None)), float(e.get("seconds") or 0.0),
                                       bool(e.get("stored", False))))
     error = rec.get("error")
+    facts = {k: v for k, v in ds.items() if k not in ("per_example", "row_errors", "name", "contract")}
     cr = ContractRun(contract, examples=[ExampleRun(e.id, dict(e.values), e.error, e.seconds, e.stored)
-                                         for e in examples])
+                                         for e in examples], dataset=facts, kind="dataset")
     first = _loaded_single(d, rec, where) if rec.get("tokens") else None
     outcomes = _outcomes(d, rec, where)
-    facts = {k: v for k, v in ds.items() if k not in ("per_example", "row_errors", "name", "contract")}
     return DatasetResult(
         name=contract.name, path=path, line=line, contract_text=text, seed=contract.seed or 0,
         source=ds.get("source"), examples=tuple(examples),
