@@ -49,7 +49,7 @@ from scopecheck.checks.result import CheckResult
 from scopecheck.engine.result import AttributionResult, TokenScore
 from scopecheck.engine.words import WordScore
 from scopecheck.errors import ContractError, ContractValidationError, MissingExtra, ResultsError, Span, unknown_name
-from scopecheck.loader import load_file, load_text
+from scopecheck.loader import is_contract_path, load_contracts, load_text
 from scopecheck.orchestration import expect
 from scopecheck.orchestration.dataset import aggregate
 from scopecheck.orchestration.examples import canonical_text
@@ -338,7 +338,7 @@ def _aggregates(cr: ContractRun, contract: m.Contract,
 def _dataset(cr: ContractRun) -> DatasetResult:
     c = cr.contract
     facts = dict(cr.dataset or {})
-    first = _single(ContractRun(c, result=cr.result, checks=cr.checks)) if cr.result is not None else None
+    first = _single(ContractRun(c, result=cr.result, checks=cr.checks, kind="single")) if cr.result is not None else None
     return DatasetResult(
         name=c.name, path=c.span.path, line=c.span.line, contract_text=format_document(c), seed=c.seed or 0,
         source=facts.get("source"),
@@ -354,11 +354,11 @@ def from_run(cr: ContractRun) -> Result:
     """The typed result of one orchestration run (a single contract, a family, a dataset, or a
     contract that did not run)."""
     c = cr.contract
-    if c.dataset is not None:
+    if cr.kind == "dataset" or c.dataset is not None:     # a dataset contract's, even one that failed
         return _dataset(cr)
-    if cr.members:
+    if cr.kind == "family":
         return FamilyResult.of(c.name, [_single(mr) for mr in cr.members])
-    if cr.result is None:
+    if cr.kind == "failed":
         return FailedRun(c.name, c.span.path, c.span.line, format_document(c), cr.error or "the contract did not run")
     return _single(cr)
 
@@ -381,29 +381,13 @@ def settings(*, device: str = "auto", dtype: str = "float32", allow_pickle: bool
                        options=LoadOptions(device, dtype, allow_pickle, trust_remote_code))
 
 
-def _is_path(source: object) -> bool:
-    """A ``.scope`` file to read (a ``Path``, or one line of text ending in ``.scope``), not contract text."""
-    return isinstance(source, Path) or (isinstance(source, str) and source.endswith(".scope") and "\n" not in source)
-
-
-def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
-    """The contracts of a spec, contract text or a ``.scope`` path (a bad file raises its errors)."""
-    if isinstance(source, m.Contract):
-        return [source]
-    if _is_path(source):
-        docs = load_file(source)
-    else:
-        docs = load_text(str(source))
-    return [d for d in docs if isinstance(d, m.Contract)]
-
-
 def _pick(source: m.Contract | str | Path, name: str | None) -> m.Contract:
-    found = _contracts(source)
+    found = load_contracts(source)
     picked = [c for c in found if name is None or c.name == name]
     if len(picked) == 1:
         return picked[0]
     names = [c.name for c in found]
-    where = Span(str(source)) if _is_path(source) else None
+    where = Span(str(source)) if is_contract_path(source) else None
     if name is not None:
         raise unknown_name("contract", name, names, where)
     raise ContractValidationError(
@@ -415,7 +399,7 @@ def _pick(source: m.Contract | str | Path, name: str | None) -> m.Contract:
 def _evaluate(cr: ContractRun, s: RunSettings) -> None:
     """The contract's expectations on ``cr`` (a family's: recorded on every member's run)."""
     outcomes = [expect.evaluate(cr, e, debug=s.debug, progress=s.progress) for e in cr.contract.expects]
-    if not cr.members:
+    if cr.kind != "family":
         cr.outcomes = outcomes
 
 
@@ -455,13 +439,14 @@ def run(source: m.Contract | str | Path, *, name: str | None = None, expect: boo
         member_specs, results = execute_family(c, s.options, progress=s.progress, max_evaluations=s.max_evaluations,
                                                strict=s.strict)
         secs = time.perf_counter() - t0
-        cr = ContractRun(c, seconds=secs)
-        cr.members = [ContractRun(mc, result=r, seconds=secs / len(results)) for mc, r in zip(member_specs, results)]
+        cr = ContractRun(c, seconds=secs, kind="family",
+                         members=[ContractRun(mc, result=r, seconds=secs / len(results), kind="single")
+                                  for mc, r in zip(member_specs, results)])
     else:
         from scopecheck.engine.run import execute  # lazy: imports torch
 
         cr = ContractRun(c, result=execute(c, s.options, progress=s.progress, max_evaluations=s.max_evaluations,
-                                           strict=s.strict, allow_outside_data=s.allow_outside_data))
+                                           strict=s.strict, allow_outside_data=s.allow_outside_data), kind="single")
         cr.seconds = time.perf_counter() - t0
     if expect:
         _evaluate(cr, s)
@@ -475,13 +460,13 @@ def run_file(source: str | Path, *, expect: bool = True, **options: Any) -> Resu
     not parse or validate raises its errors."""
     runner = Runner(settings(**options))
     out: list[Result] = []
-    for c in _contracts(source):
+    for c in load_contracts(source):
         cr = runner.run(c)
         if expect or c.dataset is not None:
-            if cr.members:
+            if cr.kind == "family":
                 for e in c.expects:
                     runner.evaluate(cr, e)
-            elif cr.result is not None or c.dataset is not None:
+            elif cr.kind != "failed" or c.dataset is not None:   # a failed dataset contract's outcomes say why
                 cr.outcomes = [runner.evaluate(cr, e) for e in c.expects]
         out.append(from_run(cr))
     return Results(tuple(out))
@@ -639,11 +624,11 @@ def _loaded_dataset(d: _Doc, rec: Any, where: str) -> DatasetResult:
                                       d.get(e, "error", w, str, type(None)), float(e.get("seconds") or 0.0),
                                       bool(e.get("stored", False))))
     error = rec.get("error")
+    facts = {k: v for k, v in ds.items() if k not in ("per_example", "row_errors", "name", "contract")}
     cr = ContractRun(contract, examples=[ExampleRun(e.id, dict(e.values), e.error, e.seconds, e.stored)
-                                         for e in examples])
+                                         for e in examples], dataset=facts, kind="dataset")
     first = _loaded_single(d, rec, where) if rec.get("tokens") else None
     outcomes = _outcomes(d, rec, where)
-    facts = {k: v for k, v in ds.items() if k not in ("per_example", "row_errors", "name", "contract")}
     return DatasetResult(
         name=contract.name, path=path, line=line, contract_text=text, seed=contract.seed or 0,
         source=ds.get("source"), examples=tuple(examples),

@@ -77,6 +77,23 @@ def load_file(path: str | Path) -> list[m.Document]:
     return list(sf.documents)
 
 
+def is_contract_path(source: object) -> bool:
+    """A ``.scope`` file to read (a ``Path``, or one line of text ending in ``.scope``), not contract text."""
+    return isinstance(source, Path) or (isinstance(source, str) and source.endswith(SUFFIX) and "\n" not in source)
+
+
+def load_contracts(source: m.Contract | str | Path) -> list[m.Contract]:
+    """The contracts of a spec, contract text or a ``.scope`` path (a bad file raises its errors,
+    as :func:`load_file` / :func:`load_text`); the file's other documents (audits) are left out."""
+    if isinstance(source, m.Contract):
+        return [source]
+    if is_contract_path(source):
+        docs = load_file(source)
+    else:
+        docs = load_text(str(source))
+    return [d for d in docs if isinstance(d, m.Contract)]
+
+
 def collect(paths: list[str] | list[Path]) -> tuple[list[Path], list[ContractError]]:
     """Contract files under ``paths`` (folders searched recursively for ``*.scope``), sorted."""
     files: list[Path] = []

@@ -303,3 +303,42 @@ def test_a_map_family_on_an_encoder_decoder_is_the_single_target_contracts(folde
         single = execute(contract(str(k)), opts)
         assert [t.score for t in r.tokens] == pytest.approx([t.score for t in single.tokens], rel=1e-12, abs=1e-14)
         assert "computed on its own" in r.info["family"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"score": "entropy"}, "unknown score"),
+    ({"ids": "float"}, "1-D integer tensor"),
+    ({"eligible": "int"}, "bool tensor"),
+    ({"targets": []}, "at least one target"),
+    ({"targets": "twice"}, "duplicate target positions"),
+    ({"targets": "encoder"}, "must be an output token, in"),
+    ({"targets": "eligible"}, "also eligible"),
+    ({"score": "contrastive", "targets": "one"}, "needs an alternative"),
+    ({"score": "contrastive", "alternative": 3, "targets": "two"}, "exactly one target"),
+    ({"alternative": 3}, "only meaningful for score 'contrastive'"),
+    ({"split": 0}, "split 0 must lie in"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_the_encoder_decoder_builder_checks_its_arguments_as_the_causal_one(folders, change, message) -> None:
+    """One argument check (``scoring.problem_arguments``) serves both builders: every malformed
+    call of ``seq2seq_problem`` is refused, the output range said in decoder positions."""
+    from scopecheck.engine.seq2seq import seq2seq_problem
+
+    lm = _lm(folders["t5"])
+    ids = torch.tensor([5, 6, 7, 8, 1, 9, 10, 11])                              # encoder [0, 4), decoder [4, 8)
+    split, L = 4, 8
+    eligible = torch.arange(L) < split
+    targets = [6, 7]
+    args = {"score": "logprob", "alternative": None}
+    args.update({k: v for k, v in change.items() if k in ("score", "alternative", "split")})
+    if change.get("ids") == "float":
+        ids = ids.double()
+    if change.get("eligible") == "int":
+        eligible = eligible.long()
+    t = change.get("targets", targets)
+    targets = {"twice": [6, 6], "encoder": [2], "eligible": [6], "one": [6], "two": [6, 7]}.get(t, t) if isinstance(t, str) else t
+    if change.get("targets") == "eligible":
+        eligible = eligible.clone()
+        eligible[6] = True
+    with pytest.raises(ValueError, match=message):
+        seq2seq_problem(lm.model, ids, args.pop("split", split), eligible, targets, **args)
+    seq2seq_problem(lm.model, torch.tensor([5, 6, 7, 8, 1, 9, 10, 11]), split, torch.arange(L) < split, [6, 7])

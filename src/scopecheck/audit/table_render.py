@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any
 from urllib.parse import quote
 
 from scopecheck.audit.table import AuditTable, ImpossibleCell, Summary, TableRow
+from scopecheck.runtime.templates import html_templates
 
 __all__ = ["render_table_html", "render_table_markdown", "summary_lines"]
 
@@ -125,19 +125,6 @@ def render_table_markdown(table: AuditTable, *, link_base: str | None = None,
     return "\n".join(out) + "\n"
 
 
-def _environment() -> Any:
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("scopecheck.audit", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
 def render_table_html(table: AuditTable, title: str = "Attribution claim audit") -> str:
     """The table as one self-contained HTML page (module doc)."""
     rows = []
@@ -151,5 +138,5 @@ def render_table_html(table: AuditTable, title: str = "Attribution claim audit")
             "expected": expected_text(r), "passed": r.passed, "rerun": r.rerun_note,
             "error": r.errors[0].splitlines()[0] if r.errors else None,
         })
-    return str(_environment().get_template("table.html.j2").render(
+    return str(html_templates("scopecheck.audit").get_template("table.html.j2").render(
         title=title, rows=rows, summary=summary_lines(table.summary)))

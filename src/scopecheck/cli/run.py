@@ -98,14 +98,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs = []
     for c, why in entries:
         if why is not None:  # invalid: printed above; reported as not run
-            runs.append(ContractRun(c, error=why))
+            runs.append(ContractRun(c, error=why, kind="failed"))
             continue
         cr = runner.run(c)
         if not args.no_expect:
-            if cr.members:                 # a map family: every member's run records its outcomes
+            if cr.kind == "family":        # a map family: every member's run records its outcomes
                 for e in c.expects:
                     runner.evaluate(cr, e)
-            elif cr.result is not None:
+            elif cr.kind == "single" or cr.kind == "dataset" and cr.result is not None:
                 cr.outcomes = [runner.evaluate(cr, e) for e in c.expects]
         for unit in cr.units():
             runs.append(unit)

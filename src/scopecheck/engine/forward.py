@@ -17,7 +17,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["Forward", "cache_argument", "pick_rows", "returned_cache"]
+__all__ = ["CallCounter", "Forward", "cache_argument", "pick_rows", "returned_cache"]
 
 
 def _read_only_update(keys: Tensor, values: Tensor, key_states: Tensor, value_states: Tensor, *args: object,
@@ -49,7 +49,29 @@ def returned_cache(out: Any) -> Any:
     raise LookupError("the model returned no key/value cache")
 
 
-class Forward:
+class CallCounter:
+    """The work a forward has done: ``calls`` (model calls), ``rows_run`` (batch rows) and
+    ``positions_run`` (token positions), for the benchmarks and the ``-v`` work table; shared by
+    :class:`Forward` and the encoder–decoder's :class:`~scopecheck.engine.seq2seq.Seq2SeqForward`."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.rows_run = 0
+        self.positions_run = 0
+
+    def count_call(self, rows: int, positions: int) -> None:
+        """Record one model call over ``rows`` sequences and ``positions`` token positions."""
+        self.calls += 1
+        self.rows_run += rows
+        self.positions_run += positions
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Model calls, batch rows and token positions run so far (for benchmarks)."""
+        return {"calls": self.calls, "rows": self.rows_run, "positions": self.positions_run}
+
+
+class Forward(CallCounter):
     """Runs the LM on embeddings with an optional keep mask, returning logits at rows.
 
     ``embeds`` ``(B, L, d)``; ``keep`` ``(B, L)`` bool or ``None``; ``rows`` ``(B, n)`` int64
@@ -75,6 +97,7 @@ class Forward:
     PACK_TOKENS = 512
 
     def __init__(self, model: torch.nn.Module, clean: Tensor | None = None) -> None:
+        super().__init__()
         self.model = model
         try:
             params = inspect.signature(model.forward).parameters
@@ -97,20 +120,6 @@ class Forward:
         self._cache: list[tuple[Tensor, Tensor]] | None = None                  # per layer (1, H, L, hd) k, v
         self._cache_precision: object = None                                    # the float64 patch it was made under
         self._clean_logits: tuple[Tensor, Tensor] | None = None                 # clean rows (U,), logits (U, V)
-        self.calls = 0
-        self.rows_run = 0
-        self.positions_run = 0
-
-    def count_call(self, rows: int, positions: int) -> None:
-        """Record one model call over ``rows`` sequences and ``positions`` token positions."""
-        self.calls += 1
-        self.rows_run += rows
-        self.positions_run += positions
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Model calls, batch rows and token positions run so far (for benchmarks)."""
-        return {"calls": self.calls, "rows": self.rows_run, "positions": self.positions_run}
 
     @property
     def cache_verified(self) -> bool:

@@ -26,7 +26,7 @@ from scopecheck.errors import (
     ContractError, ContractErrors, ContractValidationError, InternalError, MethodRefused, Span, reraise_interrupt,
     unknown_name,
 )
-from scopecheck.loader import load_file, load_text
+from scopecheck.loader import is_contract_path, load_contracts
 from scopecheck.runtime.batching import BatchSizeError
 from scopecheck.runtime.devices import is_out_of_memory
 from scopecheck.runtime.provenance import model_facts
@@ -358,29 +358,14 @@ def _f(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def _is_path(source: object) -> bool:
-    """A ``.scope`` file to read (a ``Path``, or one line of text ending in ``.scope``), not contract text."""
-    return isinstance(source, Path) or (isinstance(source, str) and source.endswith(".scope") and "\n" not in source)
-
-
-def _contracts(source: m.Contract | str | Path) -> list[m.Contract]:
-    if isinstance(source, m.Contract):
-        return [source]
-    if _is_path(source):
-        docs = load_file(source)
-    else:
-        docs = load_text(str(source))
-    return [d for d in docs if isinstance(d, m.Contract)]
-
-
 def _one_contract(source: m.Contract | str | Path, name: str | None) -> m.Contract:
     """The one contract of ``source`` (named ``name`` when given), or the positioned error."""
-    contracts = _contracts(source)
+    contracts = load_contracts(source)
     if name is not None:
         contracts = [c for c in contracts if c.name == name]
     if len(contracts) != 1:
-        found = [c.name for c in _contracts(source)]
-        where = Span(str(source)) if _is_path(source) else None
+        found = [c.name for c in load_contracts(source)]
+        where = Span(str(source)) if is_contract_path(source) else None
         if name is not None and not contracts:
             raise unknown_name("contract", name, found, where)
         raise ContractValidationError(

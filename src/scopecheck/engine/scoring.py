@@ -71,6 +71,7 @@ __all__ = [
     "decoder_blocks",
     "eager_attention",
     "fast_path_notes",
+    "problem_arguments",
     "returned_cache",
 ]
 
@@ -506,6 +507,43 @@ class CausalLMAttentions:
 # --------------------------------------------------------------------------- builder
 
 
+def problem_arguments(ids: Tensor, eligible: Tensor, targets: Sequence[int], score: str, alternative: int | None,
+                      first: int = 1, outputs: str = "lie in", why: str = " (position 0 has no preceding row)",
+                      ) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """The arguments every problem builder checks (causal LM, encoder–decoder): ``ids`` ``(L,)``
+    integer, ``eligible`` ``(L,)`` bool, ``targets`` distinct positions in ``first..L-1`` (the
+    range said as ``outputs`` and ``why`` in the error), none eligible, and ``score`` /
+    ``alternative`` consistent; a ``ValueError`` says which does not hold. Returns ``(ids,
+    eligible, targets)`` as tensors and a tuple of ints."""
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; known: {', '.join(SCORES)}")
+    ids = torch.as_tensor(ids)
+    eligible = torch.as_tensor(eligible)
+    if ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"ids must be a 1-D integer tensor, got {tuple(ids.shape)} {ids.dtype}")
+    L = int(ids.shape[0])
+    if eligible.shape != (L,) or eligible.dtype != torch.bool:
+        raise ValueError(f"eligible must be a bool tensor of shape ({L},), got {tuple(eligible.shape)} {eligible.dtype}")
+    targets = tuple(int(t) for t in targets)
+    if not targets:
+        raise ValueError("at least one target position is required")
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"duplicate target positions: {targets}")
+    for t in targets:
+        if not first <= t < L:
+            raise ValueError(f"target position {t} must {outputs} {first}..{L - 1}{why}")
+        if bool(eligible[t]):
+            raise ValueError(f"target position {t} is also eligible: an output cannot explain itself")
+    if score == "contrastive":
+        if len(targets) != 1:
+            raise ValueError("score 'contrastive' needs exactly one target")
+        if alternative is None:
+            raise ValueError("score 'contrastive' needs an alternative token id")
+    elif alternative is not None:
+        raise ValueError(f"alternative is only meaningful for score 'contrastive', not {score!r}")
+    return ids, eligible, targets
+
+
 def causal_lm_problem(
     model: torch.nn.Module,
     ids: Tensor,
@@ -530,32 +568,8 @@ def causal_lm_problem(
 
     The model is put in eval mode (dropout off) so that scores are deterministic.
     """
-    if score not in SCORES:
-        raise ValueError(f"unknown score {score!r}; known: {', '.join(SCORES)}")
-    ids = torch.as_tensor(ids)
-    eligible = torch.as_tensor(eligible)
-    if ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"ids must be a 1-D integer tensor, got {tuple(ids.shape)} {ids.dtype}")
+    ids, eligible, targets = problem_arguments(ids, eligible, targets, score, alternative)
     L = int(ids.shape[0])
-    if eligible.shape != (L,) or eligible.dtype != torch.bool:
-        raise ValueError(f"eligible must be a bool tensor of shape ({L},), got {tuple(eligible.shape)} {eligible.dtype}")
-    targets = tuple(int(t) for t in targets)
-    if not targets:
-        raise ValueError("at least one target position is required")
-    if len(set(targets)) != len(targets):
-        raise ValueError(f"duplicate target positions: {targets}")
-    for t in targets:
-        if not 1 <= t < L:
-            raise ValueError(f"target position {t} must lie in 1..{L - 1} (position 0 has no preceding row)")
-        if bool(eligible[t]):
-            raise ValueError(f"target position {t} is also eligible: an output cannot explain itself")
-    if score == "contrastive":
-        if len(targets) != 1:
-            raise ValueError("score 'contrastive' needs exactly one target")
-        if alternative is None:
-            raise ValueError("score 'contrastive' needs an alternative token id")
-    elif alternative is not None:
-        raise ValueError(f"alternative is only meaningful for score 'contrastive', not {score!r}")
 
     if model.training:
         model.eval()

@@ -35,8 +35,9 @@ from typing import Any, Sequence
 import torch
 
 from scopecheck.engine.embeddings import operator_token_id
+from scopecheck.engine.forward import CallCounter
 from scopecheck.engine.problem import AttributionProblem
-from scopecheck.engine.scoring import SCORES, CausalLMLogProbs, CausalLMObjective
+from scopecheck.engine.scoring import CausalLMLogProbs, CausalLMObjective, problem_arguments
 from scopecheck.errors import MethodRefused, Unavailable
 
 Tensor = torch.Tensor
@@ -82,7 +83,7 @@ def _pack(x: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     return packed, mask
 
 
-class Seq2SeqForward:
+class Seq2SeqForward(CallCounter):
     """Runs an encoder–decoder on the concatenated frame, returning logits at decoder rows.
 
     ``split``: the first decoder position (the encoder reads ``[0, split)``, the decoder
@@ -98,20 +99,9 @@ class Seq2SeqForward:
     reuse_prefix = False
 
     def __init__(self, model: torch.nn.Module, split: int) -> None:
+        super().__init__()
         self.model = model
         self.split = int(split)
-        self.calls = 0
-        self.rows_run = 0
-        self.positions_run = 0
-
-    def count_call(self, rows: int, positions: int) -> None:
-        self.calls += 1
-        self.rows_run += rows
-        self.positions_run += positions
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {"calls": self.calls, "rows": self.rows_run, "positions": self.positions_run}
 
     def __call__(self, embeds: Tensor, keep: Tensor | None, rows: Tensor) -> Tensor:
         return self.full(embeds, keep, rows)
@@ -230,26 +220,11 @@ def seq2seq_problem(
     operators' replacement rows too (``zero``, ``mean``; ``pad``/``mask``/``unk`` where a token
     exists, none invented). ``vocab_embeds`` is the encoder's vocabulary.
     """
-    if score not in SCORES:
-        raise ValueError(f"unknown score {score!r}; known: {', '.join(SCORES)}")
-    ids = torch.as_tensor(ids)
-    eligible = torch.as_tensor(eligible)
-    L = int(ids.shape[0])
-    if ids.dim() != 1 or eligible.shape != (L,) or eligible.dtype != torch.bool:
-        raise ValueError(f"ids (L,) and eligible (L,) bool expected, got {tuple(ids.shape)}, "
-                         f"{tuple(eligible.shape)} {eligible.dtype}")
-    targets = tuple(int(t) for t in targets)
-    if not targets or len(set(targets)) != len(targets):
-        raise ValueError(f"distinct target positions are required, got {targets}")
+    L = int(torch.as_tensor(ids).shape[0])
     if not 1 <= split < L:
         raise ValueError(f"split {split} must lie in 1..{L - 1}")
-    for t in targets:
-        if not split < t < L:
-            raise ValueError(f"target position {t} must be an output token, in {split + 1}..{L - 1}")
-        if bool(eligible[t]):
-            raise ValueError(f"target position {t} is also eligible: an output cannot explain itself")
-    if score == "contrastive" and (len(targets) != 1 or alternative is None):
-        raise ValueError("score 'contrastive' needs exactly one target and an alternative token id")
+    ids, eligible, targets = problem_arguments(ids, eligible, targets, score, alternative, first=split + 1,
+                                               outputs="be an output token, in", why="")
     if model.training:
         model.eval()
     enc_mod = _embedding_module(model.get_encoder(), model)

@@ -56,7 +56,7 @@ def _reusable(store: Any, ex_id: str, method: str, seed: int, keys: set[str]) ->
 
 def _notice(runner: Driver, cr: ContractRun, bar: Any, msg: str) -> None:
     """A line for the user, through the run's log channel (and above the progress bar)."""
-    assert cr.dataset is not None  # _run_examples sets it before its first notice
+    assert cr.dataset is not None  # a dataset run has its facts from construction
     cr.dataset.setdefault("notices", []).append(msg)
     if bar is not None:
         bar.write(f"scopecheck: {msg}")
@@ -79,20 +79,16 @@ def run_dataset(runner: Driver, contract: m.Contract) -> ContractRun:
     from scopecheck.engine.compile import contract_dir  # lazy: imports torch
 
     assert contract.dataset is not None  # the runner sends only dataset contracts here
-    cr = ContractRun(contract)
     t0 = time.perf_counter()
     try:
         loaded = load_examples(contract.dataset, contract_dir(contract),
                                allow_outside=runner.settings.allow_outside_data, prompt=contract.prompt)
     except ContractError as exc:
-        cr.error = _positioned(exc, contract, contract.dataset.span).render()
-        return cr
+        return ContractRun(contract, error=_positioned(exc, contract, contract.dataset.span).render(), kind="failed")
     except Exception as exc:  # noqa: BLE001
         if runner.settings.debug:
             raise
-        cr.error = contract_failure(exc, contract.dataset.span).render()
-        return cr
-    cr.row_errors = list(loaded.errors)
+        return ContractRun(contract, error=contract_failure(exc, contract.dataset.span).render(), kind="failed")
     items = inner_items(contract)
     keys = {it.key for it in items}
     seed = contract.seed or 0
@@ -104,10 +100,12 @@ def run_dataset(runner: Driver, contract: m.Contract) -> ContractRun:
         s = runner.settings
         store = Store(s.store_dir, key, resume=s.resume) if s.store_dir else None
     except ContractError as exc:                      # another run holds this store
-        cr.error = _positioned(exc, contract, contract.dataset.span).render()
-        return cr
+        return ContractRun(contract, error=_positioned(exc, contract, contract.dataset.span).render(),
+                           row_errors=list(loaded.errors), kind="failed")
+    cr = ContractRun(contract, row_errors=list(loaded.errors), dataset=_facts(contract, loaded, store, key),
+                     kind="dataset")
     try:
-        _run_examples(runner, contract, loaded, store, keys, method, seed, key, cr)
+        _run_examples(runner, contract, loaded, store, keys, method, seed, cr)
         if store is not None:
             store.commit()                            # a fresh run replaces the old store only now
     finally:
@@ -126,20 +124,26 @@ def run_dataset(runner: Driver, contract: m.Contract) -> ContractRun:
     return cr
 
 
-def _run_examples(runner: Driver, contract: m.Contract, loaded: Loaded, store: Store | None, keys: set[str],
-                  method: str, seed: int, key: str, cr: ContractRun) -> None:
-    """The examples of ``loaded`` into ``cr.examples`` in dataset order: a stored record where the
-    store has a usable one, else the executor's record (appended to the store as it arrives)."""
+def _facts(contract: m.Contract, loaded: Loaded, store: Store | None, key: str) -> dict[str, Any]:
+    """A dataset run's facts (``ContractRun.dataset``) before its first example: the source, the
+    examples loaded and requested, the store; the counters start at 0."""
     params = contract.dataset.params if contract.dataset is not None else ()
     limit = next((m.py_value(p.value) for p in params if p.key == "limit"), None)
     requested = int(limit) if isinstance(limit, (int, float)) else len(loaded.examples) + len(loaded.errors)
-    cr.dataset = {"source": loaded.source, "examples": len(loaded.examples), "row_errors": len(loaded.errors),
-                  "fingerprint": loaded.fingerprint,
-                  "requested": requested,
-                  "store": str(store.path) if store else None, "key": key, "resumed": 0,
-                  "truncated_record_redone": bool(store and store.truncated),
-                  "store_problems": [str(p) for p in store.problems] if store else [],
-                  "adopted": store.adopted if store else 0, "stale_records_redone": 0}
+    return {"source": loaded.source, "examples": len(loaded.examples), "row_errors": len(loaded.errors),
+            "fingerprint": loaded.fingerprint,
+            "requested": requested,
+            "store": str(store.path) if store else None, "key": key, "resumed": 0,
+            "truncated_record_redone": bool(store and store.truncated),
+            "store_problems": [str(p) for p in store.problems] if store else [],
+            "adopted": store.adopted if store else 0, "stale_records_redone": 0}
+
+
+def _run_examples(runner: Driver, contract: m.Contract, loaded: Loaded, store: Store | None, keys: set[str],
+                  method: str, seed: int, cr: ContractRun) -> None:
+    """The examples of ``loaded`` into ``cr.examples`` in dataset order: a stored record where the
+    store has a usable one, else the executor's record (appended to the store as it arrives)."""
+    assert cr.dataset is not None  # a dataset run has its facts from construction
     bar = None
     if runner.settings.progress:
         from tqdm.auto import tqdm

@@ -221,15 +221,15 @@ def evaluate(cr: ContractRun, ex: m.Expectation, *, debug: bool = False, progres
     ``allow_outside`` lifts the folder rule for it (``--allow-outside-data``)."""
     text = fmt_expectation(ex)
     snap = ex.op is None and isinstance(ex.left, m.Call) and ex.left.name == "snapshot"
-    if snap and cr.members:
+    if snap and cr.kind == "family":
         err = ContractValidationError("a map family has one map per member, and a snapshot pins one map",
                                       ex.span, expected="snapshot(...) in a single-map contract",
                                       hint="snapshot a member: a contract with use ...(target = y[t])",
                                       rule="snapshot")
         return ExpectationOutcome(text, ex.span.line, False, None, None, err.render())
-    if cr.members:
+    if cr.kind == "family":
         return _evaluate_family(cr, ex, text, debug=debug, progress=progress)
-    if cr.result is None:
+    if cr.kind == "failed":
         return ExpectationOutcome(text, ex.span.line, False, None, None, cr.error or "the contract did not run")
     try:
         if snap:

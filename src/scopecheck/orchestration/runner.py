@@ -71,45 +71,45 @@ class Runner:
         from scopecheck.engine.run import execute  # lazy: imports torch
 
         s = self.settings
-        cr = ContractRun(contract)
         t0 = time.perf_counter()
         try:
-            cr.result = execute(contract, self.options, progress=s.progress, max_evaluations=s.max_evaluations,
-                                strict=s.strict, allow_outside_data=s.allow_outside_data)
+            result = execute(contract, self.options, progress=s.progress, max_evaluations=s.max_evaluations,
+                             strict=s.strict, allow_outside_data=s.allow_outside_data)
         except ContractError as exc:
-            cr.error = exc.render()
+            return ContractRun(contract, error=exc.render(), seconds=time.perf_counter() - t0, kind="failed")
         except Exception as exc:  # noqa: BLE001 - isolated to this contract (see the class docstring)
             if s.debug:
                 raise
-            cr.error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
-        cr.seconds = time.perf_counter() - t0
-        return cr
+            error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
+            return ContractRun(contract, error=error, seconds=time.perf_counter() - t0, kind="failed")
+        return ContractRun(contract, result=result, seconds=time.perf_counter() - t0, kind="single")
 
     def execute_family(self, contract: m.Contract) -> ContractRun:
         """Run a map family: the family's run holds one complete run per member (y[1] .. y[T])."""
         from scopecheck.engine.run import execute_family  # lazy: imports torch
 
         s = self.settings
-        cr = ContractRun(contract)
         t0 = time.perf_counter()
         try:
             members, results = execute_family(contract, self.options, progress=s.progress,
                                               max_evaluations=s.max_evaluations, strict=s.strict)
         except ContractError as exc:
-            cr.error = exc.render()
+            return ContractRun(contract, error=exc.render(), seconds=time.perf_counter() - t0, kind="failed")
         except Exception as exc:  # noqa: BLE001 - isolated to this contract
             if s.debug:
                 raise
-            cr.error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
-        cr.seconds = time.perf_counter() - t0
-        if cr.error is None:
-            cr.members = [ContractRun(mc, result=r, seconds=cr.seconds / len(results))
-                          for mc, r in zip(members, results)]
-        return cr
+            error = contract_failure(exc, contract.spans.get("name", contract.span)).render()
+            return ContractRun(contract, error=error, seconds=time.perf_counter() - t0, kind="failed")
+        seconds = time.perf_counter() - t0
+        return ContractRun(contract, seconds=seconds, kind="family",
+                           members=[ContractRun(mc, result=r, seconds=seconds / len(results), kind="single")
+                                    for mc, r in zip(members, results)])
 
     # ------------------------------------------------------------------ expectations
     def evaluate(self, cr: ContractRun, ex: m.Expectation) -> ExpectationOutcome:
-        if cr.contract.dataset is not None:
+        """The outcome of clause ``ex`` on ``cr``: an aggregate over a dataset run's examples, else
+        the clause on the single run or every member of the family (a failed run's: its error)."""
+        if cr.kind == "dataset":
             return evaluate_dataset(cr, ex)
         s = self.settings
         return expect.evaluate(cr, ex, debug=s.debug, progress=s.progress, update_snapshots=s.update_snapshots,

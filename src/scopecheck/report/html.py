@@ -26,6 +26,7 @@ from typing import Any, Iterable
 from scopecheck.dsl.format import fmt_expectation
 from scopecheck.orchestration.examples import argument_key, canonical_text, inner_items
 from scopecheck.runtime.files import atomic_write_text
+from scopecheck.runtime.templates import html_templates
 from scopecheck.report.jsonout import as_run, results_json
 from scopecheck.report.summary import config_items, config_text, fmt_number, fmt_operand, fmt_range, method_text, summary_line
 from scopecheck.spec import model as m
@@ -409,19 +410,6 @@ def _dataset_view(run: Any, rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _environment():
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("scopecheck.report", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
 def render_report(runs: Iterable[Any], title: str = "scopecheck report", problems: Iterable[str] = ()) -> str:
     """The report as one HTML string (nothing is written). Contracts that did not run (invalid, or
     failed while running) are runs with an error and appear with it; ``problems``: rendered errors
@@ -441,7 +429,7 @@ def render_report(runs: Iterable[Any], title: str = "scopecheck report", problem
         base = "".join(ch if ch.isalnum() else "-" for ch in v["name"]).strip("-").lower() or "contract"
         seen[base] = seen.get(base, 0) + 1
         v["anchor"] = f"c-{base}" + (f"-{seen[base]}" if seen[base] > 1 else "")
-    template = _environment().get_template("report.html.j2")
+    template = html_templates("scopecheck.report").get_template("report.html.j2")
     return template.render(doc=doc, runs=views, title=title, pos_rgb=POS_RGB, neg_rgb=NEG_RGB,
                            totals_line=summary_line(doc["runs"], len(problems)), problems=problems)
 

@@ -173,7 +173,7 @@ def as_run(obj: Any) -> Any:
             contract = docs[0] if docs else None
         except Exception:
             contract = None
-        return ContractRun(contract, result=obj)  # type: ignore[arg-type]
+        return ContractRun(contract, result=obj, kind="single")  # type: ignore[arg-type]
     raise TypeError(f"expected a ContractRun or an AttributionResult, got {type(obj).__name__}")
 
 
@@ -314,7 +314,8 @@ def run_record(run: ContractRun | AttributionResult) -> dict[str, Any]:
             "output": None, "special_held_fixed": [], "score_input": None, "score_baseline": None,
             "info": {}, "tokens": [],
         }
-    if getattr(run, "dataset", None) is not None:
+    if run.kind == "dataset":
+        assert run.dataset is not None                  # a dataset run has its facts from construction
         rec["dataset"] = jsonable({
             **run.dataset,
             # the dataset contract itself (the run's name and contract are its first example's)
@@ -364,7 +365,7 @@ def run_provenance(run: ContractRun, rec: dict[str, Any]) -> dict[str, Any]:
     text = rec["contract"]
     if getattr(run, "contract", None) is not None:
         text = format_document(run.contract)
-    ds = getattr(run, "dataset", None)
+    ds = run.dataset if run.kind == "dataset" else None
     dataset = None
     phases: dict[str, Any] = {"load_seconds": None, "compile_seconds": None, "attribution_seconds": None,
                               "checks_seconds": {}, "examples_seconds": None, "total_seconds": rec["seconds"]}

@@ -10,11 +10,9 @@ instead of an exception from numpy or torch hours later. Torch-free.
 
 from __future__ import annotations
 
-import math
-
 from scopecheck.errors import ContractValidationError, Span
 from scopecheck.spec import model as m
-from scopecheck.spec.registry import F, I, ParamSpec
+from scopecheck.spec.registry import F, I, ParamSpec, fits
 from scopecheck.spec.text import fmt_selector
 
 SEED_MAX = 2 ** 63 - 1
@@ -31,8 +29,7 @@ SEED = I(0, SEED_MAX)
 def check_value(spec: ParamSpec, key: str, value: object, span: Span, owner: str) -> ContractValidationError | None:
     """``None`` when ``value`` fits ``spec``; otherwise a positioned error naming the parameter,
     the value and what is allowed."""
-    ok = _fits(spec, value)
-    if ok:
+    if fits(spec, value):
         return None
     shown = _show(value)
     return ContractValidationError(f"{owner}: `{key} = {shown}` is out of range" if _numeric(value)
@@ -54,34 +51,6 @@ def _show(v: object) -> str:
     if isinstance(v, m.Selector):
         return fmt_selector(v)
     return str(v)
-
-
-def _fits(spec: ParamSpec, v: object) -> bool:
-    k = spec.kind
-    if k == "any":
-        return True
-    if k == "bool":
-        return isinstance(v, bool)
-    if k == "choice":
-        name = v.name if isinstance(v, m.Ident) else v.value if isinstance(v, m.Text) else None
-        return name in spec.choices
-    if k == "selector":
-        return isinstance(v, m.Selector) or isinstance(v, m.Text)
-    if not _numeric(v):
-        return False
-    x = float(v)  # type: ignore[arg-type]
-    if not math.isfinite(x):
-        return False
-    if k == "int":
-        if not isinstance(v, int):
-            return False
-    if k == "count_or_fraction":
-        if isinstance(v, int):
-            return 1 <= v <= (spec.high or math.inf)
-        return 0.0 < x <= 1.0
-    lo_ok = spec.low is None or (x > spec.low if spec.open_low else x >= spec.low)
-    hi_ok = spec.high is None or x <= spec.high
-    return lo_ok and hi_ok
 
 
 def check_params(table: dict[str, ParamSpec], params: m.Params, owner: str) -> list[ContractValidationError]:

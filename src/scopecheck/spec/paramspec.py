@@ -10,8 +10,10 @@ parameter. Torch-free.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from scopecheck.spec import model as m
 from scopecheck.spec import vocabulary as vocab
 
 PARAM_KINDS: tuple[str, ...] = ("int", "float", "bool", "choice", "count_or_fraction", "selector", "any")
@@ -74,6 +76,35 @@ def _n(x: float | None) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
+def fits(spec: ParamSpec, v: object) -> bool:
+    """Whether ``v`` fits ``spec``: the one rule for a registry entry's Python default (``str``,
+    number, ``bool``) and for a contract's DSL value (:data:`scopecheck.spec.model.Value`: a name
+    is an ``Ident`` or ``Text``, a selector a ``Selector`` or ``Text``; checked by
+    :mod:`scopecheck.spec.params`). Numbers must be finite; ``bool`` is not a number."""
+    k = spec.kind
+    if k == "any":
+        return True
+    if k == "bool":
+        return isinstance(v, bool)
+    if k == "choice":
+        name = v.name if isinstance(v, m.Ident) else v.value if isinstance(v, m.Text) else v
+        return isinstance(name, str) and name in spec.choices
+    if k == "selector":
+        return isinstance(v, (str, m.Selector, m.Text))
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    x = float(v)
+    if not math.isfinite(x):
+        return False
+    if k == "int" and not isinstance(v, int):
+        return False
+    if k == "count_or_fraction":
+        return 1 <= v <= (spec.high or math.inf) if isinstance(v, int) else 0.0 < x <= 1.0
+    lo_ok = spec.low is None or (x > spec.low if spec.open_low else x >= spec.low)
+    hi_ok = spec.high is None or x <= spec.high
+    return lo_ok and hi_ok
+
+
 def show_value(v: object) -> str:
     """A Python default as the DSL writes it: ``true``, ``0.75``, ``5e-05``, ``pad``."""
     if isinstance(v, bool):
@@ -122,4 +153,5 @@ def operator(default: str, help: str = "the replacement of a perturbed token") -
     return C(*vocab.OPERATORS, default=default, help=help)
 
 
-__all__ = ["B", "BATCH_HELP", "C", "F", "FROM_MEMORY", "I", "PARAM_KINDS", "ParamSpec", "SAMPLES_MAX", "batch", "operator", "samples", "show_value"]
+__all__ = ["B", "BATCH_HELP", "C", "F", "FROM_MEMORY", "I", "PARAM_KINDS", "ParamSpec", "SAMPLES_MAX", "batch", "fits", "operator", "samples",
+           "show_value"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
@@ -51,7 +50,8 @@ FAMILIES: tuple[str, ...] = ("gradient", "perturbation", "surrogate", "attention
                              "external", "toolkit")
 
 from scopecheck.spec.paramspec import (  # noqa: E402 - re-exported: entries are declared with them
-    B, BATCH_HELP, C, F, FROM_MEMORY, I, PARAM_KINDS, SAMPLES_MAX, ParamSpec, batch, operator, samples, show_value,
+    B, BATCH_HELP, C, F, FROM_MEMORY, I, PARAM_KINDS, SAMPLES_MAX, ParamSpec, batch, fits, operator, samples,
+    show_value,
 )
 
 
@@ -185,31 +185,6 @@ def _check_entry(e: MethodEntry) -> None:
                 raise _bad_param(e.name, key, "has no default and no default_text saying how the engine chooses it")
         elif not fits(p, p.default):
             raise _bad_param(e.name, key, f"has a default {p.default!r} outside {p.describe()}")
-
-
-def fits(spec: ParamSpec, v: object) -> bool:
-    """Whether a Python value ``v`` fits ``spec`` (DSL values: :mod:`scopecheck.spec.params`)."""
-    k = spec.kind
-    if k == "any":
-        return True
-    if k == "bool":
-        return isinstance(v, bool)
-    if k == "choice":
-        return isinstance(v, str) and v in spec.choices
-    if k == "selector":
-        return isinstance(v, str)
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return False
-    x = float(v)
-    if not math.isfinite(x):
-        return False
-    if k == "int" and not isinstance(v, int):
-        return False
-    if k == "count_or_fraction":
-        return 1 <= v <= (spec.high or math.inf) if isinstance(v, int) else 0.0 < x <= 1.0
-    lo_ok = spec.low is None or (x > spec.low if spec.open_low else x >= spec.low)
-    hi_ok = spec.high is None or x <= spec.high
-    return lo_ok and hi_ok
 
 
 def register_method(

@@ -15,11 +15,9 @@ held-out exact match and training time it measured) into ``weights/<name>/``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +25,8 @@ from scopecheck.reference.tasks import TASKS, Example, generate
 from scopecheck.training import train_diffusion as td
 from scopecheck.training.train_diffusion import DIFFUSION_RECIPES
 from scopecheck.training.loop import (  # noqa: F401  (re-exported: what every training run shares)
-    BOS, EOS, MASK, PAD, RECIPES_MAXPOS, SPECIAL_TOKENS, UNK, WEIGHTS_DIR, build_tokenizer, optimizer, save_tokenizer,
-    start)
+    BOS, EOS, MASK, PAD, RECIPES_MAXPOS, SPECIAL_TOKENS, UNK, WEIGHTS_DIR, build_tokenizer, check_saved, finish, fit,
+    optimizer, print_failures, prompt_length_batches, save, save_tokenizer, start)
 
 
 @dataclass(frozen=True)
@@ -97,32 +95,27 @@ def greedy_exact_match(model, tokenizer, examples: list[Example], *, batch_size:
     eos = tokenizer.eos_token_id
     bos = tokenizer.bos_token_id
     inv = {i: t for t, i in vocab.items()}
-    groups: dict[int, list[Example]] = {}
-    for ex in examples:
-        groups.setdefault(len(ex.prompt_tokens), []).append(ex)
     correct, failures = 0, []
     model.eval()
     with torch.no_grad():
-        for _, group in sorted(groups.items()):
-            for b in range(0, len(group), batch_size):
-                chunk = group[b: b + batch_size]
-                limit = max_new_tokens or (max(len(e.output_tokens) for e in chunk) + 2)
-                ids = torch.tensor([[bos] + [vocab.get(t, UNK) for t in e.prompt_tokens] for e in chunk])
-                start = ids.shape[1]
-                done = torch.zeros(len(chunk), dtype=torch.bool)
-                for _ in range(limit):
-                    nxt = model(input_ids=ids).logits[:, -1].argmax(-1)
-                    ids = torch.cat([ids, nxt[:, None]], 1)
-                    done |= nxt == eos
-                    if bool(done.all()):
-                        break
-                for e, row in zip(chunk, ids[:, start:].tolist()):
-                    gen = row[: row.index(eos)] if eos in row else row
-                    toks = tuple(inv[i] for i in gen)
-                    if toks == e.output_tokens and eos in row:
-                        correct += 1
-                    else:
-                        failures.append((e, " ".join(toks) + ("" if eos in row else " …")))
+        for chunk in prompt_length_batches(examples, batch_size):
+            limit = max_new_tokens or (max(len(e.output_tokens) for e in chunk) + 2)
+            ids = torch.tensor([[bos] + [vocab.get(t, UNK) for t in e.prompt_tokens] for e in chunk])
+            first = ids.shape[1]
+            done = torch.zeros(len(chunk), dtype=torch.bool)
+            for _ in range(limit):
+                nxt = model(input_ids=ids).logits[:, -1].argmax(-1)
+                ids = torch.cat([ids, nxt[:, None]], 1)
+                done |= nxt == eos
+                if bool(done.all()):
+                    break
+            for e, row in zip(chunk, ids[:, first:].tolist()):
+                gen = row[: row.index(eos)] if eos in row else row
+                toks = tuple(inv[i] for i in gen)
+                if toks == e.output_tokens and eos in row:
+                    correct += 1
+                else:
+                    failures.append((e, " ".join(toks) + ("" if eos in row else " …")))
     return correct / max(1, len(examples)), failures
 
 
@@ -177,26 +170,16 @@ def train(recipe: Recipe, out: Path | None = None, *, log_every: int = 250, quie
     import torch
 
     out, t0, tokenizer, vocab, model, n_params, data, opt, sched = start(recipe, out, make_model)
-    model.train()
-    running = 0.0
-    for step in range(recipe.steps):
-        batch = data[step * recipe.batch_size: (step + 1) * recipe.batch_size]
+
+    def loss_of(batch):
+        # teacher forcing: logits at position i predict token i + 1; loss on output + <eos> only
         ids, mask, labels = encode_examples(batch, vocab)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        loss = torch.nn.functional.cross_entropy(
+        return torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
             ignore_index=-100, label_smoothing=recipe.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        running += loss.detach().item()
-        if not quiet and (step + 1) % log_every == 0:
-            print(f"[{recipe.name}] step {step + 1}/{recipe.steps} loss {running / log_every:.4f}"
-                  f" ({time.perf_counter() - t0:.0f}s)", flush=True)
-            running = 0.0
-    train_s = time.perf_counter() - t0
+
+    train_s = fit(recipe, model, data, opt, sched, t0, loss_of, log_every=log_every, quiet=quiet)
 
     heldout = generate(recipe.task, recipe.eval_examples, split="heldout", seed=recipe.eval_seed)
     em, failures = greedy_exact_match(model, tokenizer, heldout)
@@ -205,29 +188,20 @@ def train(recipe: Recipe, out: Path | None = None, *, log_every: int = 250, quie
     if not quiet:
         print(f"[{recipe.name}] held-out exact match {em:.4f} on {len(heldout)} examples "
               f"({distinct} distinct), mean p(target) {p_target:.4f}, trained in {train_s:.1f}s", flush=True)
-        for e, got in failures[:10]:
-            print(f"   FAIL {e.prompt!r}: expected {e.output!r}, got {got!r}")
+        print_failures(failures)
 
     model.generation_config.bos_token_id = BOS
     model.generation_config.eos_token_id = EOS
     model.generation_config.pad_token_id = PAD
     model.generation_config.do_sample = False
     model.generation_config.max_new_tokens = TASKS[recipe.task].max_output_tokens + 1
-    model.save_pretrained(str(out), safe_serialization=True)
-    save_tokenizer(tokenizer, out)
-    weights = out / "model.safetensors"
-    weights.chmod(0o644)
     result = {
         "name": recipe.name, "task": recipe.task, "params": n_params,
         "heldout_exact_match": em, "heldout_examples": len(heldout), "heldout_distinct": distinct,
-        "mean_target_probability": p_target, "train_seconds": train_s, "weights_bytes": weights.stat().st_size,
-        "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "mean_target_probability": p_target, "train_seconds": train_s, **save(model, tokenizer, out),
         "vocab_size": len(vocab),
     }
-    (out / "MODEL_CARD.md").write_text(model_card(recipe, result))
-    if em < 0.99:
-        print(f"[{recipe.name}] WARNING: held-out exact match {em:.4f} < 0.99", file=sys.stderr)
-    return result
+    return finish(recipe, out, result, model_card)
 
 
 def model_card(recipe: Recipe, r: dict) -> str:
@@ -307,21 +281,8 @@ tokens and `<eos>` on the same set: {r["mean_target_probability"]:.4f}.
 # ----------------------------------------------------------------------------------------
 
 def check(name: str, directory: Path | None = None, n: int | None = None) -> float:
-    """Evaluate a saved model directory on the held-out split."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.set_num_threads(1)
-    recipe = RECIPES[name]
-    d = Path(directory) if directory else WEIGHTS_DIR / name
-    model = AutoModelForCausalLM.from_pretrained(str(d), trust_remote_code=False)
-    tok = AutoTokenizer.from_pretrained(str(d), trust_remote_code=False)
-    ex = generate(recipe.task, n or recipe.eval_examples, split="heldout", seed=recipe.eval_seed)
-    em, failures = greedy_exact_match(model, tok, ex)
-    print(f"[{name}] held-out exact match {em:.4f} on {len(ex)} examples ({d})")
-    for e, got in failures[:10]:
-        print(f"   FAIL {e.prompt!r}: expected {e.output!r}, got {got!r}")
-    return em
+    """Evaluate a saved model directory on the held-out split (greedy exact match)."""
+    return check_saved(name, RECIPES[name], directory, n, "AutoModelForCausalLM", greedy_exact_match)
 
 
 def main(argv: list[str] | None = None) -> int:

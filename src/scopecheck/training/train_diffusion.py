@@ -24,15 +24,13 @@ carries ``diffusion_length`` (the default response length) and ``mask_token_id``
 
 from __future__ import annotations
 
-import hashlib
 import platform
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from scopecheck.reference.tasks import CAPITALS, Example, TASKS, generate
-from scopecheck.training.loop import BOS, EOS, MASK, PAD, RECIPES_MAXPOS, WEIGHTS_DIR, save_tokenizer, start
+from scopecheck.training.loop import (
+    BOS, EOS, MASK, PAD, RECIPES_MAXPOS, check_saved, finish, fit, print_failures, prompt_length_batches, save, start)
 
 
 @dataclass(frozen=True)
@@ -128,24 +126,19 @@ def exact_match(model_dir_or_model, tokenizer, examples: list[Example], *, lengt
     vocab = tokenizer.get_vocab()
     inv = {i: t for t, i in vocab.items()}
     settings = SamplerSettings(steps=steps or length, length=length, sampler=sampler)
-    groups: dict[int, list[Example]] = {}
-    for ex in examples:
-        groups.setdefault(len(ex.prompt_tokens), []).append(ex)
     n_ok, failures = 0, []
     model.eval()
     with torch.no_grad():
-        for _, group in sorted(groups.items()):
-            for b in range(0, len(group), 256):
-                chunk = group[b: b + 256]
-                ids = torch.tensor([[BOS] + [vocab[t] for t in e.prompt_tokens] for e in chunk])
-                run = run_chains(den, den.embed(ids), settings)
-                for e, row in zip(chunk, run.tokens.tolist()):
-                    gen = row[: row.index(EOS)] if EOS in row else row
-                    toks = tuple(inv[i] for i in gen)
-                    if correct(e, toks):
-                        n_ok += 1
-                    else:
-                        failures.append((e, " ".join(toks)))
+        for chunk in prompt_length_batches(examples, 256):
+            ids = torch.tensor([[BOS] + [vocab[t] for t in e.prompt_tokens] for e in chunk])
+            run = run_chains(den, den.embed(ids), settings)
+            for e, row in zip(chunk, run.tokens.tolist()):
+                gen = row[: row.index(EOS)] if EOS in row else row
+                toks = tuple(inv[i] for i in gen)
+                if correct(e, toks):
+                    n_ok += 1
+                else:
+                    failures.append((e, " ".join(toks)))
     return n_ok / max(1, len(examples)), failures
 
 
@@ -155,10 +148,10 @@ def train(recipe: DiffusionRecipe, out: Path | None = None, *, log_every: int = 
     out, t0, tokenizer, vocab, model, n_params, data, opt, sched = start(recipe, out, make_model)
     r_lo = TASKS[recipe.task].max_output_tokens + recipe.response_min_extra
     g = torch.Generator().manual_seed(recipe.seed)
-    model.train()
-    running = 0.0
-    for step in range(recipe.steps):
-        batch = data[step * recipe.batch_size: (step + 1) * recipe.batch_size]
+
+    def loss_of(batch):
+        # the response length, then the noise level, the diffusion mask and the prompt dropout of the
+        # batch, drawn from ``g`` in this order every step
         R = int(torch.randint(r_lo, recipe.response_max + 1, (1,), generator=g))
         ids, att, types, is_resp = encode_batch(batch, vocab, R)
         t = torch.rand(len(batch), 1, generator=g).clamp(min=1e-3)
@@ -170,18 +163,9 @@ def train(recipe: DiffusionRecipe, out: Path | None = None, *, log_every: int = 
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1),
                                                reduction="none", label_smoothing=recipe.label_smoothing)
         ce = ce.view(ids.shape) * masked / t
-        loss = ce.sum() / (len(batch) * R)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        running += loss.detach().item()
-        if not quiet and (step + 1) % log_every == 0:
-            print(f"[{recipe.name}] step {step + 1}/{recipe.steps} loss {running / log_every:.4f}"
-                  f" ({time.perf_counter() - t0:.0f}s)", flush=True)
-            running = 0.0
-    train_s = time.perf_counter() - t0
+        return ce.sum() / (len(batch) * R)
+
+    train_s = fit(recipe, model, data, opt, sched, t0, loss_of, log_every=log_every, quiet=quiet)
     model.eval()
     heldout = generate(recipe.task, recipe.eval_examples, split="heldout", seed=recipe.eval_seed)
     em, failures = exact_match(model, tokenizer, heldout, length=recipe.default_length)
@@ -192,41 +176,22 @@ def train(recipe: DiffusionRecipe, out: Path | None = None, *, log_every: int = 
         print(f"[{recipe.name}] held-out exact match {em:.4f} (confidence, {recipe.default_length} stages), "
               f"{em_half:.4f} ({recipe.default_length // 2} stages), {em_random:.4f} (random remasking); "
               f"trained in {train_s:.1f}s", flush=True)
-        for e, got in failures[:10]:
-            print(f"   FAIL {e.prompt!r}: expected {e.output!r}, got {got!r}")
+        print_failures(failures)
     # masked LMs carry no generation config: the default response length and the mask id go in config.json
     model.config.diffusion_length = recipe.default_length
     model.config.mask_token_id = MASK
-    model.save_pretrained(str(out), safe_serialization=True)
-    save_tokenizer(tokenizer, out)
-    weights = out / "model.safetensors"
-    weights.chmod(0o644)
     result = {"name": recipe.name, "task": recipe.task, "params": n_params, "heldout_exact_match": em,
               "heldout_exact_match_half_steps": em_half, "heldout_exact_match_random": em_random,
-              "heldout_examples": len(heldout), "train_seconds": train_s,
-              "weights_bytes": weights.stat().st_size,
-              "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "vocab_size": len(vocab)}
-    (out / "MODEL_CARD.md").write_text(model_card(recipe, result))
-    if em < 0.99:
-        print(f"[{recipe.name}] WARNING: held-out exact match {em:.4f} < 0.99", file=sys.stderr)
-    return result
+              "heldout_examples": len(heldout), "train_seconds": train_s, **save(model, tokenizer, out),
+              "vocab_size": len(vocab)}
+    return finish(recipe, out, result, model_card)
 
 
 def check(name: str, directory: Path | None = None, n: int | None = None) -> float:
-    import torch
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-    torch.set_num_threads(1)
+    """Evaluate a saved denoiser directory on the held-out split (the sampler, greedy, default length)."""
     recipe = DIFFUSION_RECIPES[name]
-    d = Path(directory) if directory else WEIGHTS_DIR / name
-    model = AutoModelForMaskedLM.from_pretrained(str(d), trust_remote_code=False)
-    tok = AutoTokenizer.from_pretrained(str(d), trust_remote_code=False)
-    ex = generate(recipe.task, n or recipe.eval_examples, split="heldout", seed=recipe.eval_seed)
-    em, failures = exact_match(model, tok, ex, length=recipe.default_length)
-    print(f"[{name}] held-out exact match {em:.4f} on {len(ex)} examples ({d})")
-    for e, got in failures[:10]:
-        print(f"   FAIL {e.prompt!r}: expected {e.output!r}, got {got!r}")
-    return em
+    return check_saved(name, recipe, directory, n, "AutoModelForMaskedLM",
+                       lambda model, tok, ex: exact_match(model, tok, ex, length=recipe.default_length))
 
 
 def model_card(recipe: DiffusionRecipe, r: dict) -> str:
