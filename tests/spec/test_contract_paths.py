@@ -94,6 +94,17 @@ def test_missing_files_and_folders(tree):
         assert err.value.message == f"data file {str(tree.resolve() / 'adir')!r} is not a regular file"
 
 
+def test_allow_dir_lifts_only_the_regular_file_rule(tree):
+    """A Hugging Face ``save_to_disk`` dataset is a folder: ``allow_dir`` accepts one, and still
+    applies the folder rule and the existence rule to it."""
+    assert _file("adir", tree, allow_dir=True) == tree.resolve() / "adir"
+    assert _file("data.json", tree, allow_dir=True) == tree.resolve() / "data.json"
+    with pytest.raises(ContractValidationError, match="outside the contract's folder"):
+        _file("..", tree, allow_dir=True)
+    with pytest.raises(ContractValidationError, match="does not exist"):
+        _file("nodir", tree, allow_dir=True)
+
+
 def test_no_base_dir_means_the_working_directory(tree, monkeypatch):
     monkeypatch.chdir(tree)
     assert _file("sub/inner.json", None) == (tree / "sub" / "inner.json").resolve()

@@ -28,7 +28,8 @@ def contract_file(spelled: str, base_dir: Path | None, span: Span | None, *, wha
     ``what`` names the file in errors (``"dataset file"``), ``rule`` is the error's rule id and
     ``expected`` the kind of file (``"a .jsonl or .csv file"``). The file must exist when
     ``must_exist`` (a snapshot about to be written need not); an existing path must be a regular
-    file (or a folder, where ``allow_dir``: a Hugging Face ``save_to_disk`` dataset). Raises :class:`~scopecheck.errors.ContractValidationError` at ``span``."""
+    file, or a folder where ``allow_dir`` (a Hugging Face ``save_to_disk`` dataset). Raises
+    :class:`~scopecheck.errors.ContractValidationError` at ``span``."""
     p = Path(spelled).expanduser()
     base = (base_dir or Path(".")).resolve()
     full = (p if p.is_absolute() else base / p).resolve()
