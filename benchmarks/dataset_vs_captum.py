@@ -182,6 +182,9 @@ def run_scopecheck(contract: Any, executor: str = "serial", workers: int = 2,
                    profile: cProfile.Profile | None = None) -> tuple[float, Any, Any]:
     from scopecheck.orchestration.runner import Runner
 
+    if TORCH_DEFAULT:
+        use_threads("scopecheck")
+
     r = Runner(device="cpu", executor=executor, workers=workers, store_dir=None)
     t0 = time.perf_counter()
     if profile is not None:
@@ -279,6 +282,8 @@ def user_example(um: UserModel, prompt: str, output: str, batched: bool) -> dict
 
 
 def run_user(um: UserModel, examples: list[Any], batched: bool) -> tuple[float, list[dict[str, Any]]]:
+    if TORCH_DEFAULT:
+        use_threads("script")
     t0 = time.perf_counter()
     out = [user_example(um, ex.prompt, ex.output, batched) for ex in examples]
     return time.perf_counter() - t0, out
@@ -317,7 +322,7 @@ def verify(contract: Any, runner: Any, cr: Any, examples: list[Any], user: list[
 # --------------------------------------------------------------------------- main
 
 
-def workload(name: str, contract: Any, um: UserModel, warm: Any, profile: bool) -> dict[str, Any]:
+def workload(name: str, contract: Any, um: UserModel, warm: Any, profile: bool, repeats: int = 1) -> dict[str, Any]:
     examples = examples_of(contract)
     run_scopecheck(warm)                                     # warm-up: model loaded, first-call costs paid
     run_user(um, examples[:1], False)
@@ -326,9 +331,15 @@ def workload(name: str, contract: Any, um: UserModel, warm: Any, profile: bool) 
     t_sc, cr, runner = run_scopecheck(contract, profile=prof)
     t_plain, user_plain = run_user(um, examples, batched=False)
     t_batched, user_batched = run_user(um, examples, batched=True)
+    runs = {"scopecheck": [t_sc], "plain": [t_plain], "batched": [t_batched]}
+    for _ in range(repeats - 1):                             # interleaved, so drift hits every side alike
+        runs["scopecheck"].append(run_scopecheck(contract)[0])
+        runs["plain"].append(run_user(um, examples, batched=False)[0])
+        runs["batched"].append(run_user(um, examples, batched=True)[0])
+    t_sc, t_plain, t_batched = (statistics.median(runs[k]) for k in ("scopecheck", "plain", "batched"))
     n = len(examples)
     per_ex = statistics.median(e.seconds for e in cr.examples)
-    print(f"\n{name}: {n} examples (serial, float32, {os.environ.get('OMP_NUM_THREADS', 'default')} thread(s))")
+    print(f"\n{name}: {n} examples (serial, float32, {threads_label()}; median of {repeats} interleaved run(s))")
     print(f"  scopecheck                      {t_sc:7.2f} s   ({n / t_sc:6.1f} examples/s; median example "
           f"{per_ex * 1e3:.1f} ms)")
     print(f"  Captum + loop, plain            {t_plain:7.2f} s   ratio {t_plain / t_sc:5.2f}x")
@@ -356,7 +367,8 @@ def workload(name: str, contract: Any, um: UserModel, warm: Any, profile: bool) 
         s = io.StringIO()
         pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(30)
         print(s.getvalue())
-    return {"examples": n, "scopecheck_s": t_sc, "plain_s": t_plain, "batched_s": t_batched,
+    return {"examples": n, "threads": threads_label(), "repeats": runs, "scopecheck_s": t_sc, "plain_s": t_plain,
+            "batched_s": t_batched,
             "ratio_plain": t_plain / t_sc, "ratio_batched": t_batched / t_sc,
             "verify_plain": v_plain, "verify_batched": v_batched}
 
@@ -386,36 +398,74 @@ def ray_sizes(tmp: Path, sizes: list[int], workers: int) -> list[dict[str, Any]]
     return out
 
 
+#: the thread configuration now measured: a number (both sides run with that many torch threads) or
+#: ``default`` (each side as it runs out of the box: the script with torch's default thread count,
+#: scopecheck under the command line's ``auto`` policy, which picks one thread for a small model)
+CONFIG = "1"
+TORCH_DEFAULT = 0
+
+
+def threads_label() -> str:
+    if CONFIG == "default":
+        return (f"out-of-the-box threads: script {TORCH_DEFAULT} (torch's default), scopecheck policy auto "
+                f"(1 for these models)")
+    return f"{CONFIG} thread(s) both sides"
+
+
+def use_threads(side: str) -> None:
+    """Put torch's thread settings where configuration ``CONFIG`` wants them for ``side``
+    (``scopecheck`` or ``script``) before that side runs."""
+    import torch
+    from scopecheck.engine import threads
+
+    if CONFIG == "default":
+        torch.set_num_threads(TORCH_DEFAULT)            # auto decides from here for scopecheck's models
+        threads.set_policy("auto" if side == "scopecheck" else "torch")
+    else:
+        torch.set_num_threads(int(CONFIG))
+        threads.set_policy("torch")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=100)
     ap.add_argument("--stories", type=int, default=32)
     ap.add_argument("--ray-sizes", default="20,50,100,200")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", default="1,default",
+                    help="comma-separated thread configurations: a number (both sides), or default (each side "
+                         "out of the box: the script at torch's default, scopecheck under the auto policy)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs per side; medians are reported")
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--profile", action="store_true", help="cProfile scopecheck's serial runs")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args()
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    global CONFIG, TORCH_DEFAULT
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):     # the configurations set the threads themselves
+        os.environ.pop(var, None)
     os.environ.setdefault("SCOPECHECK_PROGRESS", "0")
     import torch
 
-    torch.set_num_threads(args.threads)
+    TORCH_DEFAULT = torch.get_num_threads()
     from scopecheck.reference import reference_dir
 
     tmp = Path(tempfile.mkdtemp())
     figures: dict[str, Any] = {}
     try:
         um = UserModel(str(reference_dir("translate-ar")))
-        figures["translate"] = workload("translate-ar", translate_contract(tmp, args.examples), um,
-                                        translate_contract(tmp, 1), args.profile)
-        if args.stories and STORIES.is_dir():
-            rows = stories_rows(min(args.stories, len(STORY_PROMPTS)))
-            figures["stories"] = workload("stories260k", stories_contract(tmp, rows), UserModel(str(STORIES)),
-                                          stories_contract(tmp, rows[:1]), args.profile)
-        elif args.stories:
+        rows = stories_rows(min(args.stories, len(STORY_PROMPTS))) if args.stories and STORIES.is_dir() else []
+        if args.stories and not rows:
             print(f"\nstories260k: not measured ({STORIES} is missing)")
+        su = UserModel(str(STORIES)) if rows else None
+        for cfg in [c.strip() for c in args.threads.split(",") if c.strip()]:
+            CONFIG = cfg
+            fig = figures.setdefault(cfg, {})
+            fig["translate"] = workload("translate-ar", translate_contract(tmp, args.examples), um,
+                                        translate_contract(tmp, 1), args.profile, args.repeats)
+            if rows and su is not None:
+                fig["stories"] = workload("stories260k", stories_contract(tmp, rows), su,
+                                          stories_contract(tmp, rows[:1]), args.profile, args.repeats)
+        CONFIG = "1" if "1" in args.threads.split(",") else CONFIG
         if not args.skip_ray:
             figures["ray"] = ray_sizes(tmp, [int(s) for s in args.ray_sizes.split(",") if s], args.workers)
     finally:

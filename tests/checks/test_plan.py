@@ -223,11 +223,18 @@ def test_a_contract_not_asking_for_naopc_never_runs_the_bound_search(tiny_dir, m
     own = cr.checks["deletion()"]
     rnd = cr.checks["random:deletion()"]
     ranks = [own.extra["ranking"], *rnd.extra["rankings"]]
-    distinct = len({frozenset(p[:j]) for p in ranks for j in range(E + 1)})
-    assert sum(fw.calls) == distinct == rnd.extra["work"]["distinct_rows"]
-    # the map's check runs first (left side): its E + 1 rows; the baseline scores only the others
-    assert own.extra["work"]["scored_rows"] == E + 1
-    assert own.extra["work"]["scored_rows"] + rnd.extra["work"]["scored_rows"] == distinct
+    sets = {frozenset(p[:j]) for p in ranks for j in range(E + 1)}
+    assert len(sets) == rnd.extra["work"]["distinct_rows"]
+    # occlusion already scored every single-token row and the all-dropped row: the checks start from them
+    elig = list(cr.result.compiled.eligible)
+    method_rows = {frozenset(elig)} | {frozenset([q]) for q in elig}
+    new = sets - method_rows
+    assert len(new) < len(sets)
+    assert sum(fw.calls) == len(new)
+    # the baseline runs first (it plans the map's own rows too) and scores every row the method did
+    # not; the map's check beside it then reads all of its E + 1 rows from the row cache
+    assert rnd.extra["work"]["scored_rows"] == len(new)
+    assert own.extra["work"]["scored_rows"] == 0 and own.extra["work"]["planned_rows"] == E + 1
     assert "naopc" not in own.fields and own.config["naopc_bounds"].startswith("not computed")
     # asking for it runs the search once for the map and every ranking
     runner2, cr2, doc2 = _run(tiny_dir, "deletion.naopc > random.naopc")

@@ -178,10 +178,11 @@ def test_prefix_reuse_disagreement_falls_back_to_full_forwards(monkeypatch):
     assert fwd.reuse_prefix is False
 
 
-def test_first_cached_unperturbed_row_is_checked_against_the_clean_forward():
+def test_unperturbed_rows_are_answered_by_the_clean_forward_and_the_cache_checked_on_first_use():
     """The forward that builds the clean prefix's cache keeps the clean logits at the scoring
-    rows; the first cached run of the unperturbed input is checked against them, so S(x) costs
-    that forward and the suffix (no extra full forward) and equals the uncached S(x)."""
+    rows and answers the unperturbed input with them: S(x) costs that one forward and equals the
+    uncached S(x); the first perturbed batch that reuses the cache is checked against the full
+    forward (one call more), later ones are trusted."""
     model = make_tiny_llama(attn="eager")
     with float64_forward(model):
         e = torch.zeros(len(LONG), dtype=torch.bool)
@@ -192,13 +193,19 @@ def test_first_cached_unperturbed_row_is_checked_against_the_clean_forward():
         x = pb.embeds.unsqueeze(0)
         s = pb.objective(x)
         fwd = pb.objective.forward
-        assert fwd.cache_verified and fwd._clean_logits is None
-        assert pb.objective.forward_counts["calls"] == 2                      # the clean forward, the suffix
+        assert not fwd.cache_verified and fwd._clean_logits is not None
+        assert pb.objective.forward_counts["calls"] == 1                      # the clean forward only
         torch.testing.assert_close(s, ref.objective(x), rtol=0, atol=1e-12)
+        torch.testing.assert_close(pb.objective(x.expand(3, -1, -1)), ref.objective(x).expand(3), rtol=0, atol=1e-12)
+        assert pb.objective.forward_counts["calls"] == 1                      # a batch of clean rows: no call
         perturbed = x.clone()
         perturbed[0, 18] = pb.vocab_embeds[PAD]
         torch.testing.assert_close(pb.objective(perturbed), ref.objective(perturbed), rtol=0, atol=1e-12)
-        assert pb.objective.forward_counts["calls"] == 3                      # trusted from then on
+        assert fwd.cache_verified and fwd._clean_logits is None
+        assert pb.objective.forward_counts["calls"] == 3                      # the suffix and the full check
+        perturbed[0, 19] = pb.vocab_embeds[PAD]
+        torch.testing.assert_close(pb.objective(perturbed), ref.objective(perturbed), rtol=0, atol=1e-12)
+        assert pb.objective.forward_counts["calls"] == 4                      # trusted from then on
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])

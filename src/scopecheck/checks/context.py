@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from scopecheck.checks import rowcache
@@ -163,11 +164,11 @@ class Ctx:
     def drop_rows(self, sets: Sequence[Sequence[int]]) -> Tensor:
         """Drop masks ``(N, L)`` from lists of positions."""
         L = self.problem.length
-        drop = torch.zeros(len(sets), L, dtype=torch.bool)
+        drop = np.zeros((len(sets), L), dtype=bool)               # filled in numpy: a torch index per set costs more
         for r, s in enumerate(sets):
             if len(s):
                 drop[r, list(s)] = True
-        return drop
+        return torch.from_numpy(drop)
 
     def score_sets(self, sets: Sequence[Sequence[int]]) -> Tensor:
         return self.score_drops(self.drop_rows(sets))
@@ -327,7 +328,8 @@ def _operator(result: Any, requested: Any) -> str:
 
 def map_order(values: Tensor, positions: Sequence[int]) -> list[int]:
     """Positions by signed value, highest first, ties by position."""
-    return sorted(positions, key=lambda p: (-float(values[p]), p))
+    vals = values.tolist()                                         # one conversion, not one per position
+    return sorted(positions, key=lambda p: (-float(vals[p]), p))
 
 
 def setup(name: str, result: Any, params: Mapping[str, object] | None, *, ranking: Sequence[int] | None = None,
@@ -361,10 +363,13 @@ def setup(name: str, result: Any, params: Mapping[str, object] | None, *, rankin
             raise ValueError(f"{name}: ranking repeats positions")
         fset = set(features)
         given = [r for r in given if r in fset]
-        order = given + [q for q in own if q not in set(given)]
-        sorted_vals = sorted((float(base[q]) for q in features), reverse=True)
+        given_set = set(given)
+        order = given + [q for q in own if q not in given_set]
+        vals_l = base.tolist()
+        sorted_vals = sorted((float(vals_l[q]) for q in features), reverse=True)
         for q, v in zip(order, sorted_vals):
-            values[q] = v
+            vals_l[q] = v
+        values = torch.tensor(vals_l, dtype=torch.float64)
     else:
         order = own
     ctx = Ctx(name, info, result, p, protocol, kind, tuple(groups), list(features), operator, batch, int(seed),

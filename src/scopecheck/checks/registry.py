@@ -143,7 +143,8 @@ def random_baseline(name: str, result: AttributionResult, params: Mapping[str, o
     kw = {"fields": asked} if name in FIELD_AWARE else {}
     ctx = setup(name, result, params)
     runs: list[CheckResult] = []
-    rankings = [[ctx.features[i] for i in np.random.default_rng(s).permutation(len(ctx.features))] for s in seeds]
+    rankings = [[ctx.features[i] for i in np.random.default_rng(s).permutation(len(ctx.features)).tolist()]
+                for s in seeds]
     work = Work()
     with counting(work), _precision(result):
         own = (None, int(getattr(result, "seed", 0) or 0))

@@ -36,23 +36,41 @@ def score_cache(problem: Any) -> dict[tuple, Any]:
     perturbation row scored so far, ``changed`` the regenerated output's flag (``None`` under
     ``rescore``); plus ``("s_x", protocol)`` and the NAOPC bounds (``("bounds", ...)``)."""
     cache = getattr(problem, "__dict__", {}).get(ROWS_ATTR)
-    if cache is not None:
-        return cache
-    cache = {}
-    try:
-        object.__setattr__(problem, ROWS_ATTR, cache)
-        _LIVE.append(weakref.ref(problem))
-    except (AttributeError, TypeError):    # no instance dict / not weak-referenceable: nothing is shared
-        pass
+    if cache is None:
+        cache = {}
+        try:
+            object.__setattr__(problem, ROWS_ATTR, cache)
+            _LIVE.append(weakref.ref(problem))
+        except (AttributeError, TypeError):    # no instance dict / not weak-referenceable: nothing is shared
+            pass
+    _seed(cache, problem)
     return cache
 
 
+_SEEDED = ("seeded",)                  # how many of the problem's method-scored batches are in the cache
+
+
+def _seed(cache: dict[tuple, Any], problem: Any) -> None:
+    """Add the rows the method scored (``AttributionProblem.scored_rows``: the rescored S of its
+    perturbed inputs) to the row cache: a check's row equal to one of them is not scored again
+    (occlusion's all-dropped row and single-token rows are every deletion curve's last and first)."""
+    rows = getattr(problem, "scored_rows", None) or ()
+    done = cache.get(_SEEDED, 0)
+    if len(rows) <= done:
+        return
+    for operator, drop, s in rows[done:]:
+        for k, v in zip(mask_keys(drop), s.tolist()):
+            cache.setdefault(("rescore", str(operator), k), (v, None))
+    cache[_SEEDED] = len(rows)
+
+
 def clear_score_cache() -> None:
-    """Forget every shared score (tests comparing against fresh evaluations)."""
+    """Forget every shared score (tests comparing against fresh evaluations), the method's rows too."""
     for ref in _LIVE:
         pb = ref()
         if pb is not None:
             pb.__dict__.get(ROWS_ATTR, {}).clear()
+            pb.__dict__.get("scored_rows", []).clear()
     _LIVE[:] = [r for r in _LIVE if r() is not None]
 
 

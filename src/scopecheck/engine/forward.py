@@ -188,8 +188,9 @@ class Forward(CallCounter):
     def prefix_cache(self, rows: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
         """Per layer, the clean input's keys and values ``(1, H, L, hd)``, from one forward over
         it. When that forward runs now and ``rows`` (scoring rows, any shape) is given, it also
-        keeps the clean input's logits at those rows: the full-forward reference against which
-        the first cached run of an unperturbed row is checked (:meth:`_clean_reference`)."""
+        keeps the clean input's logits at those rows: a batch of unperturbed rows scored there is
+        answered with them (they are the full forward's) until the cache has been verified on a
+        perturbed batch (:meth:`_clean_reference`), so scoring ``S(x)`` costs no second call."""
         # computed again when the model's float64 patch (engine.precision) was entered or left since
         precision = getattr(self.model, "__dict__", {}).get("_scopecheck_float64")
         if self._cache is not None and self._cache_precision is not precision:
@@ -216,7 +217,7 @@ class Forward(CallCounter):
         clean = self.clean[: embeds.shape[1]].to(device=embeds.device, dtype=embeds.dtype)
         if not bool((embeds == clean.unsqueeze(0)).all()) or not bool(torch.isin(rows, union).all()):
             return None
-        return logits[torch.searchsorted(union, rows)].to(embeds.dtype)          # (B, n, V)
+        return logits[torch.searchsorted(union, rows.contiguous())].to(embeds.dtype)  # (B, n, V)
 
     def _suffix(self, embeds: Tensor, rows: Tensor, starts: Tensor) -> Tensor:
         B = embeds.shape[0]
@@ -242,17 +243,19 @@ class Forward(CallCounter):
         packed = self.pack and 5 * int((cut - starts).sum()) < 4 * embeds.shape[0] * (cut - a)
         try:
             self.prefix_cache(rows)
+            if not self._verified:
+                clean = self._clean_reference(embeds, rows)
+                if clean is not None:       # unperturbed rows the clean forward just scored: its own logits
+                    return clean
             cached = (self._packed if packed else self._suffix)(embeds, rows, starts)
         except (TypeError, ValueError, AttributeError, RuntimeError, LookupError) as exc:  # no usable cache
             self._lose(packed, f"the model's cache API refused it ({type(exc).__name__}: {exc})")
             return self.full(embeds, keep, rows)
         if self._pack_verified if packed else self._verified:
             return cached
-        # the first use of each kind is checked against the full forward (for unperturbed rows the
-        # clean forward that built the cache is that forward); off for good if it disagrees
-        full = None if packed else self._clean_reference(embeds, rows)
-        if full is None:
-            full = self.full(embeds, keep, rows)
+        # the first use of each kind is checked against the full forward; off for good if it disagrees
+        # (unperturbed rows the clean forward scored were answered with its logits above)
+        full = self.full(embeds, keep, rows)
         tol = 1e-9 if embeds.dtype == torch.float64 else 1e-3
         ok = bool(torch.allclose(cached, full, rtol=tol, atol=tol))
         if not ok:

@@ -59,6 +59,12 @@ class AttributionProblem:
     #: ``encoder_decoder`` (:mod:`scopecheck.engine.seq2seq`: the encoder reads the prompt, the decoder
     #: ``[start, y]``); methods and checks the registry marks as refusing an architecture are refused on it
     architecture: str = "decoder_only"
+    #: the perturbation rows a method scored, ``(operator, drop (N, L) bool within E, S (N,) float64)``
+    #: in the order scored: the checks' row cache starts from them (``scopecheck.checks.rowcache``),
+    #: so no check scores an input again that the method already did (not copied by
+    #: ``dataclasses.replace``: a problem with another objective starts empty)
+    scored_rows: list[tuple[str, Tensor, Tensor]] = field(default_factory=list, init=False, compare=False,
+                                                           repr=False)
 
     @property
     def length(self) -> int:

@@ -164,7 +164,9 @@ def example_values(runner: Driver, sub: ContractRun, ex: Example, items: list[In
     s = runner.settings
     values: dict[str, Any] = {}
     truth: Any = None
-    for it in items:
+    # random baselines first: each plans the rows of the map's own ranking too, so the check beside
+    # it then reads them from the row cache instead of making its own model call
+    for it in sorted(items, key=lambda i: i.kind != "random"):
         try:
             if it.kind == "plain":
                 values[it.key] = bool(runner.evaluate(sub, it.obj).passed)

@@ -178,6 +178,9 @@ def score_drops(problem: AttributionProblem, operator: str, drop: Tensor, batch_
 
     out = torch.cat(map_batches(chunk, int(todo.shape[0]), batch_size, problem=problem, kind="forward",
                                 progress=progress, desc=desc))
+    scored = getattr(problem, "scored_rows", None)     # the checks start from these (AttributionProblem)
+    if scored is not None:
+        scored.append((operator, todo.to("cpu"), out.detach().to("cpu", torch.float64)))
     return out if todo is drop else out[inverse.to(out.device)]
 
 
