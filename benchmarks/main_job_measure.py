@@ -67,10 +67,44 @@ def stop_burners(procs: list[subprocess.Popen]) -> None:
 def check_rows(results: dict) -> dict[tuple[str, str], dict]:
     out = {}
     for r in results.get("runs", []):
-        for c in r.get("checks", []):
+        checks = r.get("checks", [])
+        own = {c["call"]: c for c in checks if not c["random"]}
+        for c in checks:
             key = (r["name"], ("random:" if c["random"] else "") + c["call"])
             out[key] = dict(c.get("extra", {}).get("work") or {})
+            if out[key]:
+                out[key]["minimum_rows"] = minimum_rows(c, own.get(c["call"]))
     return out
+
+
+def minimum_rows(c: dict, own: dict | None) -> int | None:
+    """The fewest distinct perturbation rows check ``c``'s protocol needs, from its definition and
+    the rankings it reports, not from the planner: a curve (deletion, insertion, aopc) needs the
+    top-k set of every ranking at every grid point ``k`` (the random baseline's rankings and the
+    map's own, whose curve it is compared with); comprehensiveness the empty set and the top-n
+    set, sufficiency the empty set and everything but the top n. ``None``: no formula here (the
+    sampled checks, or a curve whose NAOPC bounds were asked for)."""
+    name = c["call"].split("(")[0]
+    ex = c.get("extra", {})
+    mine = (own or {}).get("extra", {}) if c["random"] else ex
+    rankings = ([mine["ranking"]] if "ranking" in mine else []) + (ex.get("rankings") or [] if c["random"] else [])
+    if name in ("deletion", "insertion", "aopc"):
+        ks = mine.get("k")
+        if not rankings or ks is None or "naopc" in c.get("fields", {}):
+            return None
+        return len({frozenset(r[:k]) for r in rankings for k in ks})
+    if name in ("comprehensiveness", "sufficiency"):
+        top = mine.get("top")
+        if top is None:
+            return None
+        if not c["random"]:
+            return 2                                           # the input and the one perturbed set
+        rankings = (ex.get("rankings") or []) + [list(top)]    # and the map's own top n
+        n, full = len(top), set((ex.get("rankings") or [top])[0])
+        sets = {frozenset()} | {frozenset(r[:n]) if name == "comprehensiveness" else frozenset(full - set(r[:n]))
+                                for r in rankings}
+        return len(sets)
+    return None
 
 
 def main() -> None:
@@ -99,14 +133,24 @@ def main() -> None:
     print(f"  expectations passed: quiet {exp_q.get('passed')}/{exp_q.get('total')}, "
           f"busy {exp_b.get('passed')}/{exp_b.get('total')}")
     rows_q, rows_b = check_rows(res_q), check_rows(res_b)
-    print(f"\n{'contract':44} {'check':40} {'planned':>7} {'distinct':>8} {'scored':>6} {'calls':>5} "
-          f"{'quiet s':>8} {'busy s':>7}")
+    print(f"\n{'contract':44} {'check':40} {'planned':>7} {'distinct':>8} {'minimum':>7} {'scored':>6} "
+          f"{'calls':>5} {'quiet s':>8} {'busy s':>7}")
+    above = []
     for key in sorted(rows_q, key=lambda k: -float(rows_q[k].get("seconds", 0.0))):
         w, wb = rows_q[key], rows_b.get(key, {})
         if not w:
             continue
+        m = w.get("minimum_rows")
+        if m is not None and m != w["distinct_rows"]:
+            above.append(key)
         print(f"{key[0][:44]:44} {key[1][:40]:40} {w['planned_rows']:7d} {w['distinct_rows']:8d} "
-              f"{w['scored_rows']:6d} {w['model_calls']:5d} {w['seconds']:8.2f} {float(wb.get('seconds', 0)):7.2f}")
+              f"{'—' if m is None else m:>7} {w['scored_rows']:6d} {w['model_calls']:5d} {w['seconds']:8.2f} "
+              f"{float(wb.get('seconds', 0)):7.2f}")
+    slowest = max((float(w.get("seconds", 0.0)), k) for k, w in rows_q.items() if w) if rows_q else (0.0, ("", ""))
+    with_min = sum(1 for w in rows_q.values() if w.get("minimum_rows") is not None)
+    print(f"\nslowest check quiet: {slowest[0]:.2f} s ({slowest[1][1]} in {slowest[1][0]!r}); distinct rows equal "
+          f"the protocol's minimum for {with_min - len(above)} of the {with_min} checks with a formula"
+          + (f"; above it: {above}" if above else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"paths": args.paths, "threads": args.threads, "quiet_s": quiet,
                                                "busy_s": busy, "burners": args.burners, "cores": cores,
