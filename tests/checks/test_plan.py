@@ -225,9 +225,10 @@ def test_a_contract_not_asking_for_naopc_never_runs_the_bound_search(tiny_dir, m
     ranks = [own.extra["ranking"], *rnd.extra["rankings"]]
     sets = {frozenset(p[:j]) for p in ranks for j in range(E + 1)}
     assert len(sets) == rnd.extra["work"]["distinct_rows"]
-    # occlusion already scored every single-token row and the all-dropped row: the checks start from them
+    # occlusion already scored the input, every single-token row and the all-dropped row: the checks
+    # start from them
     elig = list(cr.result.compiled.eligible)
-    method_rows = {frozenset(elig)} | {frozenset([q]) for q in elig}
+    method_rows = {frozenset(), frozenset(elig)} | {frozenset([q]) for q in elig}
     new = sets - method_rows
     assert len(new) < len(sets)
     assert sum(fw.calls) == len(new)

@@ -59,8 +59,10 @@ def _seed(cache: dict[tuple, Any], problem: Any) -> None:
     if len(rows) <= done:
         return
     for operator, drop, s in rows[done:]:
-        for k, v in zip(mask_keys(drop), s.tolist()):
+        for k, v, perturbed in zip(mask_keys(drop), s.tolist(), drop.any(-1).tolist()):
             cache.setdefault(("rescore", str(operator), k), (v, None))
+            if not perturbed:                                  # the input itself: S(x), whatever the operator
+                cache.setdefault(("s_x", "rescore"), v)
     cache[_SEEDED] = len(rows)
 
 

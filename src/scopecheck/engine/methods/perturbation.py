@@ -35,15 +35,17 @@ def occlusion(problem: AttributionProblem, params: Mapping[str, object]) -> Meth
     op = check_operator(problem, p["operator"])
     pos = positions(problem)                                                  # (M,)
     M = int(pos.numel())
-    # row 0 drops every eligible token (the reported baseline score), row 1 + k drops position k:
-    # the baseline rides in the first batch, whose early perturbations run in full anyway
-    drop = torch.zeros(M + 1, problem.length, dtype=torch.bool, device=problem.embeds.device)
+    # row 0 drops every eligible token (the reported baseline score), row 1 + k drops position k,
+    # the last row is the input itself (S(x)): the baseline rides in the first batch, whose early
+    # perturbations run in full anyway, the input in the last, whose rows share the longest prefix
+    # (so it costs a few positions, no call of its own)
+    drop = torch.zeros(M + 2, problem.length, dtype=torch.bool, device=problem.embeds.device)
     drop[0] = problem.eligible.to(drop.device)
     drop[torch.arange(1, M + 1, device=pos.device), pos] = True                                  # one feature per row
-    s_in = score_input(problem)
-    s_all = score_drops(problem, op, drop, batch_param(p), bool(p["_progress"]), "occlusion")   # (M + 1,)
+    s_all = score_drops(problem, op, drop, batch_param(p), bool(p["_progress"]), "occlusion")   # (M + 2,)
+    s_in = float(s_all[M + 1])
     scores = torch.zeros(problem.length, dtype=problem.embeds.dtype, device=problem.embeds.device)
-    scores[pos] = s_in - s_all[1:]
+    scores[pos] = s_in - s_all[1:M + 1]
     s_base = float(s_all[0])
     return finalize(problem, scores, {"score_input": s_in, "score_baseline": s_base,
                                       "operator": op, "evaluations": M + 2})
