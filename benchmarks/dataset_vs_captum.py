@@ -3,7 +3,14 @@
 against serial at several dataset sizes.
 
     python benchmarks/dataset_vs_captum.py [--examples 100] [--stories 32] [--ray-sizes 20,50,100,200]
-                                           [--threads 1] [--profile] [--skip-ray]
+                                           [--threads 1,default] [--repeats 3] [--workers 2]
+                                           [--profile] [--skip-ray] [--json out.json]
+
+``--threads``: a comma list of configurations, each timing both sides: ``1`` (one thread for
+scopecheck and for the script) and ``default`` (out of the box: the script at torch's default
+thread count, scopecheck under its automatic thread policy). ``--repeats``: runs per side,
+interleaved (scopecheck, plain script, batched script, again), medians reported. Ray runs under
+the one-thread configuration.
 
 The workload, per example (the contract below, once over ``--examples`` generated reference
 examples on ``reference:translate-ar`` and once over ``--stories`` story prompts on
