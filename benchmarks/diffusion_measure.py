@@ -140,7 +140,7 @@ def batching(paths: list[str]) -> None:
         return logits(self, *a, **kw)
 
     dmod.Denoiser.logits = counting                   # type: ignore[method-assign]
-    print("diffusion checks, batched chains vs one chain at a time (CPU, float32; one run, machine shared):")
+    print("diffusion checks, batched chains vs one chain at a time (CPU, float32; one run):")
     print(f"  {'contract':58s} {'calls batched':>13s} {'alone':>7s} {'ratio':>6s}  {'s batched':>9s} "
           f"{'alone':>7s} {'ratio':>6s}  same")
     tot = {"cb": 0, "ca": 0, "tb": 0.0, "ta": 0.0}
