@@ -82,8 +82,11 @@ def minimum_rows(c: dict, own: dict | None) -> int | None:
     the rankings it reports, not from the planner: a curve (deletion, insertion, aopc) needs the
     top-k set of every ranking at every grid point ``k`` (the random baseline's rankings and the
     map's own, whose curve it is compared with); comprehensiveness the empty set and the top-n
-    set, sufficiency the empty set and everything but the top n. ``None``: no formula here (the
-    sampled checks, or a curve whose NAOPC bounds were asked for)."""
+    set, sufficiency the empty set and everything but the top n; infidelity, Soft-NC and Soft-NS
+    each distinct sampled mask (the masks they report), Soft-NC/NS also every feature dropped
+    (``S(x)`` is one value per contract, not a check's row). ``None``: no
+    formula here (the sampled checks' random baselines, whose masks are not reported, and curves
+    whose NAOPC bounds were asked for)."""
     name = c["call"].split("(")[0]
     ex = c.get("extra", {})
     mine = (own or {}).get("extra", {}) if c["random"] else ex
@@ -104,6 +107,15 @@ def minimum_rows(c: dict, own: dict | None) -> int | None:
         sets = {frozenset()} | {frozenset(r[:n]) if name == "comprehensiveness" else frozenset(full - set(r[:n]))
                                 for r in rankings}
         return len(sets)
+    if not c["random"] and name == "infidelity" and "masks" in ex:
+        # every sampled mask's perturbed set (S(x) is one value per contract, shared by every
+        # check that reads it, not one of a check's rows)
+        return len({frozenset(i for i, m in enumerate(row) if m) for row in ex["masks"]})
+    if not c["random"] and name in ("soft_nc", "soft_ns") and "masks_kept" in ex:
+        # every sampled mask's dropped set and every feature dropped (S(x_∅)); S(x) as for infidelity
+        E = len(ex["masks_kept"][0]) if ex["masks_kept"] else 0
+        drops = {frozenset(i for i, kept in enumerate(row) if not kept) for row in ex["masks_kept"]}
+        return len(drops | {frozenset(range(E))})
     return None
 
 
