@@ -84,9 +84,9 @@ def minimum_rows(c: dict, own: dict | None) -> int | None:
     map's own, whose curve it is compared with); comprehensiveness the empty set and the top-n
     set, sufficiency the empty set and everything but the top n; infidelity, Soft-NC and Soft-NS
     each distinct sampled mask (the masks they report), Soft-NC/NS also every feature dropped
-    (``S(x)`` is one value per contract, not a check's row). ``None``: no
-    formula here (the sampled checks' random baselines, whose masks are not reported, and curves
-    whose NAOPC bounds were asked for)."""
+    (``S(x)`` is one value per contract, not a check's row). ``None``: no formula here (the
+    sampled checks' random baselines, whose masks are not reported, and curves whose NAOPC bounds
+    were asked for)."""
     name = c["call"].split("(")[0]
     ex = c.get("extra", {})
     mine = (own or {}).get("extra", {}) if c["random"] else ex

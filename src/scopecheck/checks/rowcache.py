@@ -53,7 +53,8 @@ _SEEDED = ("seeded",)                  # how many of the problem's method-scored
 def _seed(cache: dict[tuple, Any], problem: Any) -> None:
     """Add the rows the method scored (``AttributionProblem.scored_rows``: the rescored S of its
     perturbed inputs) to the row cache: a check's row equal to one of them is not scored again
-    (occlusion's all-dropped row and single-token rows are every deletion curve's last and first)."""
+    (occlusion's all-dropped row and single-token rows are every deletion curve's last and first),
+    and an unperturbed row among them is the rescored ``S(x)`` every check reads."""
     rows = getattr(problem, "scored_rows", None) or ()
     done = cache.get(_SEEDED, 0)
     if len(rows) <= done:
